@@ -1,0 +1,3 @@
+from llmt.cli import main
+
+main()

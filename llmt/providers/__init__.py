@@ -1,0 +1,1 @@
+"""LLM providers: one interface (base.py), one request/outcome vocabulary."""

@@ -1,0 +1,102 @@
+"""The provider interface, shaped like the OpenAI Batch API lifecycle.
+
+A provider knows nothing of SQL or the warehouse. The pipeline drives it step by step and
+records its intent in the state tables between steps (shard written -> file uploaded ->
+batch created -> batch finished -> output collected), so that a crash at any point is
+resumed without creating a batch twice.
+
+Requests are lines of the OpenAI batch input format::
+
+    {"custom_id": "<request key>", "method": "POST", "url": "/v1/chat/completions",
+     "body": {"model": ..., "messages": [...], "response_format": {"type": "json_schema", ...}}}
+
+Results are lines of the OpenAI batch output/error file format::
+
+    {"id": "batch_req_...", "custom_id": "...",
+     "response": {"status_code": 200, "request_id": "...", "body": {<chat.completion>}},
+     "error": null}
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One batch input file written by the pipeline."""
+
+    shard_id: str
+    node: str  # the llmt model the requests belong to
+    model: str  # the LLM model; one model per batch
+    path: Path  # JSONL in the batch input format
+    n_requests: int
+    metadata: dict[str, str] = field(default_factory=dict)  # project, node, shard_id, run_id
+
+
+@dataclass(frozen=True)
+class BatchLineError:
+    """A batch-level validation error (``batch.errors.data``)."""
+
+    code: str
+    message: str
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class BatchInfo:
+    """What the provider knows of one remote batch."""
+
+    batch_id: str
+    status: str  # validating, failed, in_progress, finalizing, completed, expired, cancelling, cancelled
+    input_file_id: str | None = None
+    output_file_id: str | None = None  # None also for the empty string some servers send
+    error_file_id: str | None = None
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    errors: tuple[BatchLineError, ...] = ()
+    created_at: int | None = None
+    expires_at: int | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+class BatchProvider(ABC):
+    """A Batch-API-like provider. Implementations: ``fake`` (offline) and ``openai``."""
+
+    name: str = "batch"
+
+    @abstractmethod
+    def upload(self, shard: Shard) -> str:
+        """Upload the shard's input file; return the remote file id."""
+
+    @abstractmethod
+    def find_batch(self, shard: Shard) -> BatchInfo | None:
+        """The batch already created for this shard (by its metadata), if any."""
+
+    @abstractmethod
+    def create_batch(self, shard: Shard, file_id: str) -> BatchInfo:
+        """Create the batch for an uploaded shard, carrying ``shard.metadata``."""
+
+    @abstractmethod
+    def retrieve(self, batch_id: str) -> BatchInfo:
+        """Current state of a batch."""
+
+    @abstractmethod
+    def download(self, file_id: str, dest: Path) -> bool:
+        """Write a result file to ``dest``; False when the file no longer exists."""
+
+    @abstractmethod
+    def cancel(self, batch_id: str) -> BatchInfo:
+        """Ask for cancellation; returns the batch as it is now."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
