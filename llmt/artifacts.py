@@ -1,0 +1,66 @@
+"""target/: compiled SQL, manifest.json and run_results.json. No secrets are ever written here."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llmt import __version__
+
+if TYPE_CHECKING:
+    from llmt.pipeline.spec import LlmSpec
+    from llmt.project import Project
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(path)
+
+
+def write_compiled(project: Project, names: list[str]) -> None:
+    for name in names:
+        node = project.nodes[name]
+        path = project.target_dir / "compiled" / node.rel_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(node.compiled_sql, encoding="utf-8")
+
+
+def write_manifest(project: Project, specs: dict[str, LlmSpec]) -> None:
+    nodes = {}
+    for node in project.nodes.values():
+        entry: dict[str, Any] = {
+            "name": node.name, "path": node.rel_path, "relation": node.relation,
+            "materialized": node.materialized, "tags": node.tags, "depends_on": sorted(set(node.refs)),
+            "sources": sorted({f"{s}.{t}" for s, t in node.sources}),
+            "config": node.config, "description": node.description,
+        }
+        spec = specs.get(node.name)
+        if spec is not None:
+            entry["llm"] = {
+                "template_hash": spec.template_hash, "prompt": spec.prompt.name, "schema": spec.schema_name,
+                "params": spec.params, "input_columns": spec.columns, "unique_key": spec.unique_key,
+                "output_columns": dict(spec.output_columns),
+            }
+        nodes[f"model.{node.name}"] = entry
+    _write_json(project.target_dir / "manifest.json", {
+        "metadata": {"llmt_version": __version__, "project": project.name, "target": project.target_name,
+                     "generated_at": datetime.now(UTC).isoformat()},
+        "nodes": nodes,
+        "sources": {f"source.{s}.{t}": {"where": src.where, "file": str(src.file) if src.file else None}
+                    for (s, t), src in project.sources.items()},
+    })
+
+
+def write_run_results(
+    project: Project, run_id: str, results: list[dict[str, Any]], seconds: float, command: str
+) -> None:
+    _write_json(project.target_dir / "run_results.json", {
+        "metadata": {"llmt_version": __version__, "run_id": run_id, "command": command,
+                     "generated_at": datetime.now(UTC).isoformat()},
+        "elapsed_time": round(seconds, 3),
+        "results": results,
+    })

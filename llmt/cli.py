@@ -1,0 +1,195 @@
+"""The `llmt` command. Thin: parse options, call the library, print through console.py.
+
+Exit codes: 0 ok, 1 a node or test failed, 2 usage or config error."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+if TYPE_CHECKING:
+    from llmt.console import Console
+    from llmt.project import Project
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def project_options(func: F) -> F:
+    """--project-dir, --target, --vars on every command that loads a project (dbt style)."""
+    func = click.option("--vars", "vars_", default=None, metavar="YAML",
+                        help="Override project vars, e.g. --vars '{min_review_chars: 20}'.")(func)
+    func = click.option("--target", "-t", default=None, help="Target from project.yml (default: its `target`).")(func)
+    func = click.option("--project-dir", default=".", type=click.Path(file_okay=False, path_type=Path),
+                        show_default=True, help="Directory holding project.yml.")(func)
+    return func
+
+
+def select_options(func: F) -> F:
+    func = click.option("--exclude", multiple=True, help="Selectors to leave out.")(func)
+    func = click.option("--select", "-s", multiple=True,
+                        help="Models to run: name, name+, +name, tag:x, path:models/x (repeatable).")(func)
+    return func
+
+
+def output_option(func: F) -> F:
+    return click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text",
+                        show_default=True, help="json: machine-readable output on stdout.")(func)
+
+
+def _load(project_dir: Path, target: str | None, vars_: str | None) -> Project:
+    from llmt.errors import ConfigError
+    from llmt.project import load_project
+
+    cli_vars: dict[str, Any] = {}
+    if vars_:
+        import yaml
+
+        try:
+            loaded = yaml.safe_load(vars_)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--vars is not valid YAML: {exc}", hint="Example: --vars '{key: value}'.") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError("--vars must be a YAML mapping", hint="Example: --vars '{key: value}'.")
+        cli_vars = loaded
+    return load_project(project_dir, target, cli_vars)
+
+
+def _console(output: str = "text") -> Console:
+    from llmt.console import Console
+
+    return Console(json_output=output == "json")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="llmt")
+def cli() -> None:
+    """llmt: dbt for LLM enrichment.
+
+    Declare LLM models (a SQL select + a prompt + an output JSON schema); `llmt run` sends only
+    the rows without an answer through the OpenAI Batch API and writes typed columns to DuckDB.
+
+    \b
+    Example:
+      llmt init my_project && cd my_project && llmt run
+    """
+
+
+@cli.command()
+@click.argument("name")
+def init(name: str) -> None:
+    """Create a new project NAME that `llmt run` runs straight away (offline, fake provider).
+
+    \b
+    Example:
+      llmt init my_project && cd my_project && llmt run
+    """
+    from llmt.new_project import create_project
+
+    path = create_project(Path(name))
+    _console().info(f"Created {path}. Next: cd {name} && llmt run")
+
+
+@cli.command("compile")
+@project_options
+@select_options
+def compile_(project_dir: Path, target: str | None, vars_: str | None, select: tuple[str, ...],
+             exclude: tuple[str, ...]) -> None:
+    """Compile models: write target/compiled/, show the SQL and one sample request per LLM model.
+
+    \b
+    Example:
+      llmt compile -s review_insights
+    """
+    from llmt.commands import compile_project
+
+    console = _console()
+    compile_project(_load(project_dir, target, vars_), list(select), list(exclude), console)
+
+
+@cli.command("ls")
+@project_options
+@select_options
+@output_option
+def ls(project_dir: Path, target: str | None, vars_: str | None, select: tuple[str, ...],
+       exclude: tuple[str, ...], output: str) -> None:
+    """List models in DAG order.
+
+    \b
+    Example:
+      llmt ls -s tag:nightly --output json
+    """
+    from llmt.commands import list_nodes
+
+    list_nodes(_load(project_dir, target, vars_), list(select), list(exclude), _console(output))
+
+
+@cli.command()
+@project_options
+@select_options
+@output_option
+@click.option("--full-refresh", is_flag=True, help="Rebuild tables from scratch (LLM answers come from the store, free).")
+@click.option("--no-wait", is_flag=True, help="Submit batches and return; a later `llmt run` collects them.")
+@click.option("--retry-failed", is_flag=True, help="Ask again for rows whose attempts failed in earlier runs.")
+@click.option("--timeout", type=float, default=None, metavar="SECONDS",
+              help="Stop waiting for batches after this long (they stay open; re-run to collect).")
+def run(project_dir: Path, target: str | None, vars_: str | None, select: tuple[str, ...],
+        exclude: tuple[str, ...], output: str, full_refresh: bool, no_wait: bool, retry_failed: bool,
+        timeout: float | None) -> None:
+    """Run models in DAG order: SQL models are built, LLM models send only new rows.
+
+    \b
+    Examples:
+      llmt run                       # everything
+      llmt run -s review_insights+   # one LLM model and what depends on it
+      llmt run --no-wait             # submit batches and return
+    """
+    from llmt.commands import run_project
+    from llmt.pipeline.llm import LlmOptions
+
+    console = _console(output)
+    options = LlmOptions(full_refresh=full_refresh, wait=not no_wait, retry_failed=retry_failed, timeout=timeout)
+    report = run_project(_load(project_dir, target, vars_), list(select), list(exclude), console, options)
+    sys.exit(1 if report.failed else 0)
+
+
+@cli.command()
+@project_options
+@output_option
+@click.argument("model")
+@click.option("--limit", "-n", default=10, show_default=True, help="Rows to show.")
+def show(project_dir: Path, target: str | None, vars_: str | None, output: str, model: str, limit: int) -> None:
+    """Show the first rows of a model's table.
+
+    \b
+    Example:
+      llmt show review_insights --limit 5
+    """
+    from llmt.commands import show_model
+
+    show_model(_load(project_dir, target, vars_), model, limit, _console(output))
+
+
+def main() -> None:
+    """Entry point: one error boundary; user mistakes get a message, never a traceback."""
+    from llmt.errors import LlmtError
+
+    try:
+        cli.main(standalone_mode=False)
+    except LlmtError as exc:
+        from llmt.console import Console
+
+        Console().error(exc.render())
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)

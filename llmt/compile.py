@@ -1,0 +1,232 @@
+"""Jinja for SQL models (ref, source, var, env_var, config, is_incremental, this) and sqlglot checks."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from llmt.errors import CompileError, did_you_mean
+
+_MISSING: Any = object()
+
+
+def quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def relation(schema: str, name: str) -> str:
+    return f"{quote(schema)}.{quote(name)}"
+
+
+def sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class Source:
+    source_name: str
+    table_name: str
+    where: str  # file:line of its declaration
+    schema: str | None = None
+    identifier: str | None = None
+    file: Path | None = None
+
+    def sql(self) -> str:
+        if self.file is not None:
+            path = sql_string(self.file.as_posix())
+            suffix = self.file.suffix.lower()
+            if suffix in (".parquet", ".pq"):
+                return f"read_parquet({path})"
+            if suffix in (".json", ".jsonl", ".ndjson"):
+                return f"read_json_auto({path})"
+            return f"read_csv({path}, header=true)"
+        name = quote(self.identifier or self.table_name)
+        return f"{quote(self.schema)}.{name}" if self.schema else name
+
+
+@dataclass
+class Captured:
+    """What rendering a model recorded: its config() calls, refs and sources."""
+
+    config: dict[str, Any] = field(default_factory=dict)
+    refs: list[str] = field(default_factory=list)
+    sources: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class SqlContext:
+    """Everything a model's Jinja can see."""
+
+    node_names: dict[str, str]  # model name -> relation
+    sources: dict[tuple[str, str], Source]
+    vars: dict[str, Any]
+    this: str
+    incremental: bool = False
+
+
+def env_var(name: str, default: Any = _MISSING) -> str:
+    value = os.environ.get(name)
+    if value is not None:
+        return value
+    if default is _MISSING:
+        raise CompileError(
+            f"environment variable `{name}` is not set",
+            hint=f"Set it (export {name}=...) or give a default: env_var('{name}', 'value').",
+        )
+    return str(default)
+
+
+def make_var(values: dict[str, Any]) -> Callable[..., Any]:
+    def var(name: str, default: Any = _MISSING) -> Any:
+        if name in values:
+            return values[name]
+        if default is _MISSING:
+            known = ", ".join(sorted(values)) or "none"
+            raise CompileError(
+                f"var `{name}` is not defined.{did_you_mean(name, values)}",
+                hint=f"Define it under `vars:` in project.yml or pass --vars '{{{name}: ...}}'. "
+                f"Defined vars: {known}.",
+            )
+        return default
+
+    return var
+
+
+_SQL_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+
+
+def render_jinja(env: jinja2.Environment, source: str, context: dict[str, Any], where: str) -> str:
+    """Render a template; every Jinja error becomes a CompileError at ``where:line``."""
+    try:
+        return env.from_string(source).render(context)
+    except jinja2.TemplateSyntaxError as exc:
+        raise CompileError(
+            f"Jinja syntax error: {exc.message}", where=f"{where}:{exc.lineno}",
+            hint="Fix the template syntax at that line.",
+        ) from None
+    except jinja2.UndefinedError as exc:
+        line = _template_line(exc)
+        raise CompileError(
+            f"{exc.message}", where=f"{where}:{line}" if line else where,
+            hint="Define the variable or remove it from the template.",
+        ) from None
+    except CompileError as exc:
+        line = _template_line(exc)
+        exc.where = exc.where or (f"{where}:{line}" if line else where)
+        raise CompileError(exc.message, where=exc.where, hint=exc.hint) from None
+
+
+def _template_line(exc: BaseException) -> int | None:
+    """The template line an exception was raised at (from the Jinja-rewritten traceback)."""
+    tb = exc.__traceback__
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def render_model_sql(raw: str, where: str, ctx: SqlContext, captured: Captured) -> str:
+    """Render a model's SQL, recording config(), ref() and source() into ``captured``."""
+
+    def ref(name: str, *extra: str) -> str:
+        if extra:  # ref('package', 'model') - packages are not supported; use the model name
+            name = extra[-1]
+        if name not in ctx.node_names:
+            raise CompileError(
+                f"ref('{name}') points at no model.{did_you_mean(name, ctx.node_names)}",
+                hint="Check the model name (its file name without .sql).",
+            )
+        captured.refs.append(name)
+        return ctx.node_names[name]
+
+    def source(source_name: str, table_name: str) -> str:
+        key = (source_name, table_name)
+        if key not in ctx.sources:
+            names = [f"{s}.{t}" for s, t in ctx.sources]
+            raise CompileError(
+                f"source('{source_name}', '{table_name}') is not declared."
+                f"{did_you_mean(f'{source_name}.{table_name}', names)}",
+                hint="Declare it under `sources:` in a models/*.yml file.",
+            )
+        captured.sources.append(key)
+        return ctx.sources[key].sql()
+
+    def config(**kwargs: Any) -> str:
+        captured.config.update(kwargs)
+        return ""
+
+    context = {
+        "ref": ref,
+        "source": source,
+        "config": config,
+        "var": make_var(ctx.vars),
+        "env_var": env_var,
+        "is_incremental": lambda: ctx.incremental,
+        "this": ctx.this,
+    }
+    return render_jinja(_SQL_ENV, raw, context, where)
+
+
+def check_sql(sql: str, where: str, raw: str) -> None:
+    """Parse compiled SQL with sqlglot (DuckDB dialect); a syntax error names the model file and line."""
+    import sqlglot
+    from sqlglot.errors import ParseError, TokenError
+
+    try:
+        statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
+    except ParseError as exc:
+        info = exc.errors[0] if exc.errors else {}
+        line = _source_line(raw, sql, int(info.get("line") or 0))
+        desc = str(info.get("description") or exc).split("\n")[0]
+        near = str(info.get("highlight") or "").strip()
+        raise CompileError(
+            f"SQL syntax error: {desc}" + (f" near `{near}`" if near else ""),
+            where=f"{where}:{line}" if line else where,
+            hint="Fix the SQL at that line; `llmt compile` shows the compiled SQL.",
+        ) from None
+    except TokenError as exc:
+        raise CompileError(f"SQL syntax error: {exc}", where=where) from None
+    if not statements:
+        raise CompileError("the model has no SQL", where=where, hint="Write a select statement.")
+    if len(statements) > 1:
+        raise CompileError(
+            "a model must be a single select statement (found several statements)", where=where,
+            hint="Remove the extra `;`-separated statements.",
+        )
+
+
+def _source_line(raw: str, sql: str, compiled_line: int) -> int:
+    """Map a line of compiled SQL back to the model file when the line's text is found there."""
+    lines = sql.splitlines()
+    if not 0 < compiled_line <= len(lines):
+        return compiled_line
+    text = lines[compiled_line - 1].strip()
+    raw_lines = [r.strip() for r in raw.splitlines()]
+    if text and text in raw_lines:
+        candidates = [i + 1 for i, r in enumerate(raw_lines) if r == text]
+        return min(candidates, key=lambda i: abs(i - compiled_line))
+    return compiled_line
+
+
+def select_columns(sql: str) -> list[str] | None:
+    """Output column names of a select when sqlglot can tell them without a catalog (no `*`)."""
+    import sqlglot
+    from sqlglot import exp
+
+    try:
+        tree = sqlglot.parse_one(sql, read="duckdb")
+    except Exception:  # noqa: BLE001 - check_sql reports syntax errors
+        return None
+    if not isinstance(tree, exp.Query):
+        return None
+    if any(isinstance(s, exp.Star) or (isinstance(s, exp.Column) and s.is_star) for s in tree.selects):
+        return None
+    names = list(tree.named_selects)
+    return names if names and all(names) else None

@@ -1,0 +1,154 @@
+"""All terminal output. The library reports through a Reporter; only this module prints.
+
+On a terminal: rich progress bars and tables. Otherwise: plain lines (CI logs, pipes)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+
+class Bar(Protocol):
+    def advance(self, n: int = 1) -> None: ...
+    def update(self, completed: int) -> None: ...
+
+
+class _NullBar:
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def update(self, completed: int) -> None:
+        pass
+
+
+class Reporter:
+    """Silent by default (library use, tests); the CLI uses Console."""
+
+    def info(self, message: str) -> None:
+        pass
+
+    def warn(self, message: str) -> None:
+        pass
+
+    @contextmanager
+    def progress(self, description: str, total: int) -> Iterator[Bar]:
+        yield _NullBar()
+
+
+class _PlainBar:
+    """Progress as plain lines, at most one every few seconds."""
+
+    def __init__(self, out: Any, description: str, total: int) -> None:
+        self.out, self.description, self.total = out, description, total
+        self.done = 0
+        self.last = time.monotonic()
+
+    def advance(self, n: int = 1) -> None:
+        self.update(self.done + n)
+
+    def update(self, completed: int) -> None:
+        self.done = completed
+        now = time.monotonic()
+        if now - self.last >= 5:
+            self.last = now
+            print(f"  {self.description}: {self.done}/{self.total}", file=self.out, flush=True)
+
+
+class _RichBar:
+    def __init__(self, progress: Any, task: Any) -> None:
+        self.progress, self.task = progress, task
+
+    def advance(self, n: int = 1) -> None:
+        self.progress.advance(self.task, n)
+
+    def update(self, completed: int) -> None:
+        self.progress.update(self.task, completed=completed)
+
+
+class Console(Reporter):
+    def __init__(self, *, quiet: bool = False, json_output: bool = False) -> None:
+        self.quiet = quiet or json_output
+        self.json_output = json_output
+        self.tty = sys.stderr.isatty()
+
+    def _rich(self, stderr: bool = True) -> Any:
+        from rich.console import Console as RichConsole
+
+        return RichConsole(stderr=stderr, highlight=False, soft_wrap=True)
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            print(message, file=sys.stderr, flush=True)
+
+    def warn(self, message: str) -> None:
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+    def error(self, message: str) -> None:
+        if self.tty:
+            self._rich().print(f"[bold red]error:[/] {_escape(message)}")
+        else:
+            print(f"error: {message}", file=sys.stderr, flush=True)
+
+    @contextmanager
+    def progress(self, description: str, total: int) -> Iterator[Bar]:
+        if self.quiet or total <= 0:
+            yield _NullBar()
+            return
+        if not self.tty:
+            bar = _PlainBar(sys.stderr, description, total)
+            yield bar
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(
+            TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=self._rich(), transient=True,
+        ) as progress:
+            yield _RichBar(progress, progress.add_task(description, total=total))
+
+    def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """A table on stdout (rich on a terminal, aligned plain text otherwise)."""
+        if self.json_output:
+            return
+        if sys.stdout.isatty():
+            from rich.table import Table
+
+            table = Table(title=title, title_justify="left")
+            for col in columns:
+                table.add_column(col, overflow="fold")
+            for row in rows:
+                table.add_row(*(_cell(v) for v in row))
+            self._rich(stderr=False).print(table)
+            return
+        cells = [[_cell(v) for v in row] for row in rows]
+        widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+        if title:
+            print(title)
+        print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+        for row in cells:
+            print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+    def text(self, text: str) -> None:
+        """Plain output on stdout (compiled SQL, listings)."""
+        print(text)
+
+    def json(self, data: Any) -> None:
+        print(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)

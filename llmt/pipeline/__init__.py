@@ -1,0 +1,1 @@
+"""The LLM model lifecycle: stage -> diff -> render -> shards -> provider -> collect -> output."""

@@ -1,0 +1,176 @@
+"""Drive shards through the provider, recording intent before every remote side effect.
+
+    written --upload--> uploaded --find or create batch--> submitted --poll, collect--> collected
+
+A crash at any point is resumed by the next command: a written shard is uploaded again (a stray
+file costs nothing), an uploaded shard first looks for a batch already created for it (by its
+metadata) before creating one, and collection is idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llmt.compile import quote
+from llmt.console import Reporter
+from llmt.pipeline.collect import read_results, reconcile, store
+from llmt.providers.base import BatchInfo, BatchProvider, Shard
+from llmt.schema import AnswerValidator
+from llmt.warehouse.duckdb import Warehouse
+
+OPEN = ("written", "uploaded", "submitted")
+
+
+@dataclass
+class ShardRow:
+    shard_id: str
+    run_id: str
+    node: str
+    model: str
+    path: str
+    n_requests: int
+    response_schema: str
+    status: str
+    file_id: str | None
+    batch_id: str | None
+
+
+@dataclass
+class Collected:
+    counts: dict[str, int]
+    batch_status: str
+
+
+class ShardDriver:
+    def __init__(
+        self, warehouse: Warehouse, provider: BatchProvider, reporter: Reporter, run_id: str, project: str
+    ) -> None:
+        self.wh = warehouse
+        self.provider = provider
+        self.reporter = reporter
+        self.run_id = run_id
+        self.project = project
+        self.s = quote(warehouse.state_schema)
+
+    # -- state ------------------------------------------------------------------------------
+    def open_shards(self, node: str | None = None) -> list[ShardRow]:
+        with self.wh.connect() as conn:
+            rows = conn.execute(
+                f"SELECT shard_id, run_id, node, model, path, n_requests, response_schema, status, file_id, "
+                f"batch_id FROM {self.s}.shards WHERE status IN {OPEN} "
+                f"AND provider = ? AND (? IS NULL OR node = ?) ORDER BY shard_id",
+                [self.provider.name, node, node],
+            ).fetchall()
+        return [ShardRow(*r) for r in rows]
+
+    def record(self, shards: list[tuple[str, Path, list[str]]], node: str, model: str, schema: dict[str, Any]) -> None:
+        """Record written shard files and their request keys (before anything is uploaded)."""
+        with self.wh.transaction() as conn:
+            for shard_id, path, keys in shards:
+                conn.execute(
+                    f"INSERT INTO {self.s}.shards VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'written', NULL, NULL, NULL, "
+                    f"NULL, now(), now())",
+                    [shard_id, self.run_id, node, model, self.provider.name, str(path), len(keys),
+                     json.dumps(schema)],
+                )
+                conn.execute(f"INSERT INTO {self.s}.shard_requests SELECT ?, unnest(?::VARCHAR[])", [shard_id, keys])
+
+    def _update(self, shard: ShardRow, **values: Any) -> None:
+        sets = ", ".join(f"{k} = ?" for k in values)
+        with self.wh.connect() as conn:
+            conn.execute(
+                f"UPDATE {self.s}.shards SET {sets}, updated_at = now() WHERE shard_id = ?",
+                [*values.values(), shard.shard_id],
+            )
+        for key, value in values.items():
+            setattr(shard, key, value)
+
+    def _spec(self, row: ShardRow) -> Shard:
+        meta = {"llmt_project": self.project, "llmt_node": row.node, "llmt_shard_id": row.shard_id,
+                "llmt_run_id": row.run_id, "shard_id": row.shard_id}
+        return Shard(row.shard_id, row.node, row.model, Path(row.path), row.n_requests, meta)
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def submit(self, row: ShardRow) -> None:
+        """Bring a shard to `submitted` (or abandon it when its file is gone before upload)."""
+        spec = self._spec(row)
+        if row.status == "written":
+            if not spec.path.is_file():
+                self._update(row, status="abandoned", error="shard file missing before upload")
+                return
+            self._update(row, file_id=self.provider.upload(spec), status="uploaded")
+        if row.status == "uploaded":
+            found = self.provider.find_batch(spec)
+            info = found if found is not None else self.provider.create_batch(spec, str(row.file_id))
+            self._update(row, batch_id=info.batch_id, batch_status=info.status, status="submitted")
+
+    def wait(self, rows: list[ShardRow], timeout: float | None, poll: float) -> dict[str, BatchInfo]:
+        """Poll submitted shards until their batches end (or the timeout); no connection is held."""
+        started = time.monotonic()
+        done: dict[str, BatchInfo] = {}
+        delay = poll
+        with self.reporter.progress("waiting for batches", total=sum(r.n_requests for r in rows)) as bar:
+            while True:
+                finished = 0
+                for row in rows:
+                    if row.shard_id in done or row.batch_id is None:
+                        continue
+                    info = self.provider.retrieve(row.batch_id)
+                    if info.terminal:
+                        done[row.shard_id] = info
+                    finished += info.completed + info.failed
+                bar.update(sum(i.completed + i.failed for i in done.values()) + finished)
+                if all(r.shard_id in done for r in rows if r.batch_id is not None):
+                    return done
+                if timeout is not None and time.monotonic() - started > timeout:
+                    return done
+                time.sleep(delay)
+                delay = min(delay * 1.5, 60.0)
+
+    def collect(self, row: ShardRow, info: BatchInfo, work_dir: Path) -> Collected:
+        """Download results, classify, store attempts and answers and mark the shard collected."""
+        validator = AnswerValidator(json.loads(row.response_schema), row.node)
+        paths = []
+        for kind, file_id in (("output", info.output_file_id), ("errors", info.error_file_id)):
+            if file_id:
+                dest = work_dir / f"{row.shard_id}.{kind}.jsonl"
+                if self.provider.download(file_id, dest):
+                    paths.append(dest)
+        seen = read_results(paths, validator)
+        batch_error = ",".join(sorted({e.code for e in info.errors})) or None
+        with self.wh.transaction() as conn:
+            keys = [r[0] for r in conn.execute(
+                f"SELECT request_key FROM {self.s}.shard_requests WHERE shard_id = ?", [row.shard_id]
+            ).fetchall()]
+            attempts = reconcile(keys, seen, info.status, batch_error)
+            store(conn, self.wh.state_schema, attempts=attempts, shard_id=row.shard_id, run_id=self.run_id,
+                  node=row.node, model=row.model)
+            conn.execute(
+                f"UPDATE {self.s}.shards SET status = 'collected', batch_status = ?, error = ?, updated_at = now() "
+                f"WHERE shard_id = ?", [info.status, batch_error, row.shard_id],
+            )
+        counts: dict[str, int] = {}
+        for a in attempts:
+            counts[a.outcome] = counts.get(a.outcome, 0) + 1
+        row.status = "collected"
+        return Collected(counts, info.status)
+
+    def drive(self, rows: list[ShardRow], *, wait: bool, timeout: float | None, poll: float,
+              work_dir: Path) -> dict[str, int]:
+        """Submit, wait for and collect the given shards; returns outcome counts."""
+        for row in rows:
+            self.submit(row)
+        submitted = [r for r in rows if r.status == "submitted"]
+        totals: dict[str, int] = {}
+        infos = self.wait(submitted, timeout if wait else 0.0, poll) if submitted else {}
+        for row in submitted:
+            info = infos.get(row.shard_id)
+            if info is None:
+                continue
+            for outcome, n in self.collect(row, info, work_dir).counts.items():
+                totals[outcome] = totals.get(outcome, 0) + n
+        return totals

@@ -1,0 +1,115 @@
+"""Run one LLM model: resume open shards, stage inputs, send only the rows without an answer
+(retrying retryable outcomes up to max_attempts), then rebuild the output and errors tables."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llmt.console import Reporter
+from llmt.pipeline.batches import ShardDriver
+from llmt.pipeline.output import build_output
+from llmt.pipeline.render import MAX_REQUESTS_PER_BATCH, iter_rows, write_shards
+from llmt.pipeline.spec import LlmSpec
+from llmt.pipeline.stage import input_counts, pending_sql, stage_inputs
+from llmt.project import Node, Project
+from llmt.warehouse.duckdb import Warehouse, relation_kind
+
+
+@dataclass
+class LlmOptions:
+    full_refresh: bool = False
+    wait: bool = True
+    retry_failed: bool = False
+    timeout: float | None = None
+    poll_interval: float = 2.0
+    max_requests_per_batch: int = MAX_REQUESTS_PER_BATCH
+
+
+@dataclass
+class LlmResult:
+    rows: int = 0
+    distinct_requests: int = 0
+    cached: int = 0  # rows answered from stored answers (no request)
+    requests: int = 0  # requests sent in this run (after de-duplication)
+    answered: int = 0  # requests answered ok in this run
+    retried: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    status: dict[str, int] = field(default_factory=dict)  # output rows by _llmt_status
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "rows": self.rows, "distinct_requests": self.distinct_requests, "cached": self.cached,
+            "requests": self.requests, "answered": self.answered, "retried": self.retried,
+            "failed": self.status.get("failed", 0), "pending": self.status.get("pending", 0),
+            "stale": self.status.get("stale", 0), "outcomes": self.outcomes,
+        }
+
+
+def _ids(run_id: str, node: str) -> Iterator[str]:
+    n = 0
+    while True:
+        n += 1
+        yield f"{run_id}-{node}-{n:04d}"
+
+
+def run_llm_node(
+    project: Project,
+    node: Node,
+    spec: LlmSpec,
+    warehouse: Warehouse,
+    driver: ShardDriver,
+    reporter: Reporter,
+    options: LlmOptions,
+) -> LlmResult:
+    state = warehouse.state_schema
+    result = LlmResult()
+    work_dir = project.target_dir / "batches" / node.name
+    # 1. finish what an earlier run left in flight (e.g. --no-wait) before sending anything new
+    leftover = driver.open_shards(node.name)
+    if leftover:
+        reporter.info(f"  {node.name}: resuming {len(leftover)} open batch(es)")
+        _add(result.outcomes, driver.drive(leftover, wait=options.wait, timeout=options.timeout,
+                                           poll=options.poll_interval, work_dir=work_dir))
+    # 2. stage inputs with request keys (duplicate keys roll everything back)
+    with warehouse.transaction() as conn:
+        columns = stage_inputs(conn, state, node, spec, project.render(node, False))
+        result.rows, result.distinct_requests, result.cached = input_counts(conn, state, node.name)
+    since = driver.run_id if options.retry_failed else None
+    # 3. send what has no answer; retry retryable outcomes in later rounds
+    for round_no in range(spec.max_attempts):
+        pending = pending_sql(state, node.name, spec.columns, spec.max_attempts, since)
+        with warehouse.connect() as conn:
+            total_row = conn.execute(f"SELECT count(*) FROM ({pending})").fetchone()
+            total = int(total_row[0]) if total_row else 0
+            if total == 0:
+                break
+            cursor = conn.execute(pending)
+            with reporter.progress(f"{node.name}: rendering", total) as bar:
+                shards = write_shards(
+                    iter_rows(cursor), spec.columns, spec, work_dir, _ids(driver.run_id + f"r{round_no}", node.name),
+                    max_requests=options.max_requests_per_batch, advance=bar.advance,
+                )
+        if round_no == 0:
+            result.requests = total
+        else:
+            result.retried += total
+        driver.record([(s.shard_id, s.path, s.keys) for s in shards], node.name, spec.model, spec.strict_schema)
+        rows = driver.open_shards(node.name)
+        _add(result.outcomes, driver.drive(rows, wait=options.wait, timeout=options.timeout,
+                                           poll=options.poll_interval, work_dir=work_dir))
+        if not options.wait:
+            break
+    result.answered = result.outcomes.get("ok", 0)
+    # 4. the output table follows the input; answers come from the store
+    with warehouse.transaction() as conn:
+        if options.full_refresh and relation_kind(conn, project.schema, node.name) == "table":
+            conn.execute(f"DROP TABLE {node.relation}")  # rebuilt from stored answers: costs nothing
+        result.status = build_output(conn, state, project.schema, spec, columns, since)
+    return result
+
+
+def _add(into: dict[str, int], counts: dict[str, int]) -> None:
+    for key, n in counts.items():
+        into[key] = into.get(key, 0) + n

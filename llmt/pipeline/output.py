@@ -1,0 +1,100 @@
+"""Build an LLM model's output table and its `<model>__errors` table from staged inputs and
+stored answers. Rows follow the input; a row whose request changed keeps its previous answer
+(status `stale`) until the new one arrives."""
+
+from __future__ import annotations
+
+import json
+
+import duckdb
+
+from llmt.compile import quote, sql_string
+from llmt.pipeline.spec import LlmSpec
+from llmt.pipeline.stage import TERMINAL_SQL, stage_table
+from llmt.schema import json_structure
+from llmt.warehouse.duckdb import relation_kind
+
+META_COLUMNS = ("_llmt_status", "_llmt_request_key", "_llmt_answer_key", "_llmt_model", "_llmt_answered_at")
+
+
+def attempts_summary_sql(state: str, since_run: str | None) -> str:
+    """Per request key: failed attempts, whether one was terminal, and the last attempt."""
+    run_filter = f"WHERE run_id = '{since_run}'" if since_run else ""
+    return f"""
+        SELECT request_key, count(*) FILTER (WHERE outcome <> 'ok') AS failures, count(*) AS attempts,
+               bool_or({TERMINAL_SQL}) AS terminal,
+               arg_max(outcome, created_at) AS outcome, arg_max(status_code, created_at) AS status_code,
+               arg_max(error_code, created_at) AS error_code, arg_max(detail, created_at) AS detail,
+               max(created_at) AS last_attempt_at
+        FROM {quote(state)}.attempts {run_filter} GROUP BY request_key"""
+
+
+def build_output(
+    conn: duckdb.DuckDBPyConnection,
+    state: str,
+    schema: str,
+    spec: LlmSpec,
+    columns: list[str],
+    since_run: str | None,
+) -> dict[str, int]:
+    """Replace the output and errors tables (caller holds the transaction). Returns status counts."""
+    name = spec.node
+    out, new = f"{quote(schema)}.{quote(name)}", f"{quote(schema)}.{quote(name + '__llmt_new')}"
+    s = quote(state)
+    uk = spec.unique_key
+    prev_kind = relation_kind(conn, schema, name)
+    has_prev = prev_kind == "table" and conn.execute(
+        "SELECT count(*) FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
+        "AND column_name = '_llmt_answer_key'", [schema, name],
+    ).fetchone() == (1,)
+    prev_join = (
+        f"LEFT JOIN (SELECT {', '.join(quote(k) for k in uk)}, _llmt_answer_key FROM {out}) p "
+        f"ON {' AND '.join(f'p.{quote(k)} = i.{quote(k)}' for k in uk)} "
+        f"LEFT JOIN {s}.answers a2 ON a2.request_key = p._llmt_answer_key AND a.request_key IS NULL"
+        if has_prev else "LEFT JOIN (SELECT NULL::VARCHAR AS request_key, NULL::VARCHAR AS answer, "
+        "NULL::VARCHAR AS model, NULL::TIMESTAMP AS answered_at) a2 ON false"
+    )
+    structure = sql_string(json.dumps(json_structure(spec.strict_schema)))
+    select_cols = ", ".join(f"j.{quote(c)}" for c in columns)
+    fields = ", ".join(f"j._llmt_answer.{quote(f)} AS {quote(f)}" for f, _ in spec.output_columns)
+    order = ", ".join(f"j.{quote(k)}" for k in uk)
+    conn.execute(f"DROP TABLE IF EXISTS {new}")
+    conn.execute(f"""
+        CREATE TABLE {new} AS
+        WITH att AS ({attempts_summary_sql(state, since_run)})
+        SELECT {select_cols}, {fields},
+               j._llmt_status, j._llmt_request_key, j._llmt_answer_key, j._llmt_model, j._llmt_answered_at
+        FROM (
+            SELECT i.*, json_transform(coalesce(a.answer, a2.answer), {structure}) AS _llmt_answer,
+                   CASE WHEN a.request_key IS NOT NULL THEN 'ok'
+                        WHEN a2.request_key IS NOT NULL THEN 'stale'
+                        WHEN att.terminal OR att.failures >= {spec.max_attempts} THEN 'failed'
+                        ELSE 'pending' END AS _llmt_status,
+                   coalesce(a.request_key, a2.request_key) AS _llmt_answer_key,
+                   coalesce(a.model, a2.model) AS _llmt_model,
+                   coalesce(a.answered_at, a2.answered_at) AS _llmt_answered_at
+            FROM {stage_table(state, name)} i
+            LEFT JOIN {s}.answers a ON a.request_key = i._llmt_request_key
+            {prev_join}
+            LEFT JOIN att ON att.request_key = i._llmt_request_key
+        ) j
+        ORDER BY {order}""")
+    if prev_kind == "view":
+        conn.execute(f"DROP VIEW {out}")
+    elif prev_kind == "table":
+        conn.execute(f"DROP TABLE {out}")
+    conn.execute(f"ALTER TABLE {new} RENAME TO {quote(name)}")
+    errors = f"{quote(schema)}.{quote(name + '__errors')}"
+    key_cols = ", ".join(f"i.{quote(k)}" for k in uk)
+    conn.execute(f"""
+        CREATE OR REPLACE TABLE {errors} AS
+        WITH att AS ({attempts_summary_sql(state, since_run)})
+        SELECT {key_cols}, i._llmt_request_key AS request_key, att.outcome AS reason, att.status_code,
+               att.error_code, att.detail, att.attempts, att.last_attempt_at
+        FROM {stage_table(state, name)} i
+        JOIN att ON att.request_key = i._llmt_request_key
+        LEFT JOIN {s}.answers a ON a.request_key = i._llmt_request_key
+        WHERE a.request_key IS NULL AND (att.terminal OR att.failures >= {spec.max_attempts})
+        ORDER BY {', '.join(quote(k) for k in uk)}""")
+    counts = dict(conn.execute(f"SELECT _llmt_status, count(*) FROM {out} GROUP BY 1").fetchall())
+    return {k: int(counts.get(k, 0)) for k in ("ok", "stale", "pending", "failed")}

@@ -1,0 +1,159 @@
+"""What one LLM model asks: its prompt, schema, generation parameters and template hash.
+
+The request key of a row is ``sha256(template_hash || input_hash)`` where ``template_hash``
+covers everything that shapes the request except the row (endpoint, model, parameters, the
+strict schema, the prompt templates and their includes) and ``input_hash`` is computed in
+SQL over the canonical JSON of the columns the templates reference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from llmt.compile import quote, select_columns
+from llmt.errors import CompileError, ConfigError
+from llmt.project import Node, Project
+from llmt.project.config import GENERATION_KEYS
+from llmt.prompts import Prompt, load_prompt
+from llmt.schema import column_types, load_schema, to_strict
+
+KEY_VERSION = "llmt-request-v1"
+ENDPOINT = "/v1/chat/completions"
+META_PREFIX = "_llmt_"
+
+
+@dataclass(frozen=True)
+class LlmSpec:
+    node: str
+    prompt: Prompt
+    schema_name: str
+    strict_schema: dict[str, Any]
+    params: dict[str, Any]  # model, temperature, top_p, seed, max_output_tokens (None dropped)
+    max_attempts: int
+    unique_key: list[str]
+    columns: list[str]  # referenced input columns, sorted
+    template_hash: str
+    output_columns: list[tuple[str, str]]  # (answer field, DuckDB type)
+
+    @property
+    def model(self) -> str:
+        return str(self.params["model"])
+
+    def body_base(self) -> dict[str, Any]:
+        """The request body without messages; constant parts first so prompt caching applies."""
+        body: dict[str, Any] = {"model": self.model}
+        for key in ("temperature", "top_p", "seed"):
+            if self.params.get(key) is not None:
+                body[key] = self.params[key]
+        body["max_completion_tokens"] = self.params["max_output_tokens"]
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": _schema_name(self.schema_name), "strict": True, "schema": self.strict_schema},
+        }
+        return body
+
+    def input_hash_sql(self, alias: str = "") -> str:
+        """SQL computing a row's input hash from the referenced columns."""
+        prefix = f"{alias}." if alias else ""
+        fields = ", ".join(f"{quote(c)} := {prefix}{quote(c)}" for c in self.columns)
+        return f"sha256(to_json(struct_pack({fields})))" if self.columns else "sha256('')"
+
+    def request_key_sql(self, alias: str = "") -> str:
+        return f"substr(sha256('{self.template_hash}' || {self.input_hash_sql(alias)}), 1, 32)"
+
+
+def _schema_name(name: str) -> str:
+    """The json_schema name: letters, digits, underscores and dashes, at most 64 characters."""
+    cleaned = "".join(c if c.isalnum() or c in "_-" else "_" for c in name)
+    return cleaned[:64] or "answer"
+
+
+def build_spec(project: Project, node: Node) -> LlmSpec:
+    where = node.rel_path
+    cfg = {**project.config.llm.model_dump(), **node.config}
+    if not node.unique_key:
+        raise ConfigError(
+            "an LLM model needs a `unique_key` (the column(s) identifying an input row)",
+            where=where,
+            hint="Add unique_key='your_id_column' to its config().",
+        )
+    for key in ("prompt", "schema"):
+        if not cfg.get(key):
+            raise ConfigError(
+                f"an LLM model needs `{key}=` in its config", where=where,
+                hint=f"Add {key}='name' (the file {key}s/name.{'md' if key == 'prompt' else 'json'}).",
+            )
+    prompt = load_prompt(project.dir / "prompts", str(cfg["prompt"]), where)
+    schema_name = str(cfg["schema"])
+    schema_file = next(
+        (project.dir / "schemas" / f"{schema_name}{ext}" for ext in (".json", ".yml", ".yaml")
+         if (project.dir / "schemas" / f"{schema_name}{ext}").is_file()),
+        None,
+    )
+    if schema_file is None:
+        raise ConfigError(
+            f"schema `{schema_name}` not found (expected schemas/{schema_name}.json or .yml)", where=where,
+            hint="Create the file or fix `schema=` in the model's config.",
+        )
+    strict = to_strict(load_schema(schema_file), where=str(schema_file))
+    # precedence for generation parameters: model config > prompt front matter > project llm defaults
+    params = {k: cfg.get(k) for k in GENERATION_KEYS}
+    for key, value in prompt.params.items():
+        if key not in node.config and key not in (node.props.config if node.props else {}):
+            params[key] = value
+    out_cols = column_types(strict)
+    variables = prompt.variables()
+    available = select_columns(node.compiled_sql)
+    if available is not None:
+        check_columns(node, prompt, variables, available, out_cols)
+    template = {
+        "version": KEY_VERSION,
+        "endpoint": ENDPOINT,
+        "params": {k: v for k, v in sorted(params.items()) if v is not None},
+        "schema": strict,
+        "schema_name": _schema_name(schema_name),
+        "prompt": prompt.fingerprint(),
+    }
+    template_hash = hashlib.sha256(json.dumps(template, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return LlmSpec(
+        node=node.name,
+        prompt=prompt,
+        schema_name=schema_name,
+        strict_schema=strict,
+        params={k: v for k, v in params.items() if v is not None},
+        max_attempts=int(cfg.get("max_attempts") or 1),
+        unique_key=node.unique_key,
+        columns=sorted(variables),
+        template_hash=template_hash,
+        output_columns=out_cols,
+    )
+
+
+def check_columns(
+    node: Node, prompt: Prompt, variables: set[str], available: list[str], out_cols: list[tuple[str, str]]
+) -> None:
+    """Prompt variables and unique key must come from the select; answer fields must not clash."""
+    missing = sorted(variables - set(available))
+    if missing:
+        raise CompileError(
+            f"prompt `{prompt.name}` uses {', '.join(f'`{m}`' for m in missing)}, which the select of model "
+            f"`{node.name}` does not provide",
+            where=str(prompt.path),
+            hint=f"Available columns: {', '.join(available)}. Add the column to the select or fix the prompt.",
+        )
+    absent = [k for k in node.unique_key if k not in available]
+    if absent:
+        raise ConfigError(
+            f"unique_key column(s) {', '.join(absent)} are not in the select of `{node.name}`",
+            where=node.rel_path, hint=f"Available columns: {', '.join(available)}.",
+        )
+    clash = sorted({c for c, _ in out_cols} & set(available)) + [c for c in available if c.startswith(META_PREFIX)]
+    if clash:
+        raise CompileError(
+            f"the select of `{node.name}` has column(s) {', '.join(clash)} that the answer schema also defines "
+            f"(or that use the reserved `{META_PREFIX}` prefix)",
+            where=node.rel_path, hint="Rename the column in the select (e.g. `as input_<name>`).",
+        )

@@ -1,0 +1,98 @@
+"""Stage an LLM model's inputs with their request keys, and find the rows that need work."""
+
+from __future__ import annotations
+
+import duckdb
+
+from llmt.compile import quote
+from llmt.errors import NodeError
+from llmt.pipeline.spec import LlmSpec, check_columns
+from llmt.project import Node
+from llmt.warehouse.duckdb import execute
+
+# outcomes that asking again will not change (the request itself must change)
+TERMINAL_SQL = (
+    "(outcome IN ('refused', 'truncated', 'content_filter') "
+    "OR (outcome = 'http_error' AND status_code < 500 AND status_code <> 429))"
+)
+OPEN_STATUSES = ("written", "uploaded", "submitted")
+
+
+def stage_table(state: str, node: str) -> str:
+    return f"{quote(state)}.{quote('input__' + node)}"
+
+
+def stage_inputs(conn: duckdb.DuckDBPyConnection, state: str, node: Node, spec: LlmSpec, sql: str) -> list[str]:
+    """(Re)create the staged inputs with `_llmt_input_hash` and `_llmt_request_key`; returns the select's
+    columns. Raises NodeError (and the caller's transaction rolls back) on duplicate or NULL keys."""
+    select = sql.strip().rstrip(";")
+    described = execute(conn, f"DESCRIBE {select}", node.rel_path).fetchall()
+    columns = [str(r[0]) for r in described]
+    check_columns(node, spec.prompt, set(spec.columns), columns, spec.output_columns)
+    table = stage_table(state, node.name)
+    execute(
+        conn,
+        f"CREATE OR REPLACE TABLE {table} AS SELECT *, {spec.input_hash_sql()} AS _llmt_input_hash, "
+        f"{spec.request_key_sql()} AS _llmt_request_key FROM ({select}) AS _llmt_select",
+        node.rel_path,
+    )
+    keys = ", ".join(quote(k) for k in spec.unique_key)
+    nulls = conn.execute(
+        f"SELECT count(*) FROM {table} WHERE " + " OR ".join(f"{quote(k)} IS NULL" for k in spec.unique_key)
+    ).fetchone()
+    if nulls and nulls[0]:
+        raise NodeError(
+            f"{nulls[0]} input row(s) of `{node.name}` have a NULL unique_key ({', '.join(spec.unique_key)})",
+            where=node.rel_path, hint="Filter them out in the select or choose another unique_key.",
+        )
+    dupes = conn.execute(
+        f"SELECT {keys}, count(*) AS n FROM {table} GROUP BY ALL HAVING count(*) > 1 ORDER BY n DESC LIMIT 5"
+    ).fetchall()
+    if dupes:
+        shown = "; ".join(
+            ", ".join(f"{k}={v!r}" for k, v in zip(spec.unique_key, row[:-1], strict=True)) + f" ({row[-1]} rows)"
+            for row in dupes
+        )
+        raise NodeError(
+            f"the unique_key of `{node.name}` is not unique in its input: {shown}",
+            where=node.rel_path,
+            hint="Fix the select so each key appears once (or change unique_key). Nothing was written.",
+        )
+    return columns
+
+
+def pending_sql(state: str, node: str, columns: list[str], max_attempts: int, since_run: str | None) -> str:
+    """One row per request key that has no answer, is not in flight and has attempts left."""
+    s = quote(state)
+    run_filter = f"AND run_id = '{since_run}'" if since_run else ""
+    cols = ", ".join(f"i.{quote(c)}" for c in columns)
+    cols = f", {cols}" if cols else ""
+    return f"""
+        WITH att AS (
+            SELECT request_key, count(*) FILTER (WHERE outcome <> 'ok') AS failures,
+                   bool_or({TERMINAL_SQL}) AS terminal
+            FROM {s}.attempts WHERE node IS NOT NULL {run_filter} GROUP BY 1),
+        inflight AS (
+            SELECT sr.request_key FROM {s}.shard_requests sr JOIN {s}.shards sh USING (shard_id)
+            WHERE sh.status IN {OPEN_STATUSES})
+        SELECT DISTINCT ON (i._llmt_request_key) i._llmt_request_key AS _llmt_request_key{cols}
+        FROM {stage_table(state, node)} i
+        LEFT JOIN {s}.answers a ON a.request_key = i._llmt_request_key
+        LEFT JOIN att ON att.request_key = i._llmt_request_key
+        WHERE a.request_key IS NULL
+          AND i._llmt_request_key NOT IN (SELECT request_key FROM inflight)
+          AND coalesce(att.failures, 0) < {int(max_attempts)}
+          AND NOT coalesce(att.terminal, false)
+        ORDER BY i._llmt_request_key
+    """
+
+
+def input_counts(conn: duckdb.DuckDBPyConnection, state: str, node: str) -> tuple[int, int, int]:
+    """(rows, distinct request keys, rows already answered)."""
+    row = conn.execute(
+        f"SELECT count(*), count(DISTINCT _llmt_request_key), count(a.request_key) "
+        f"FROM {stage_table(state, node)} i LEFT JOIN {quote(state)}.answers a "
+        f"ON a.request_key = i._llmt_request_key"
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2])

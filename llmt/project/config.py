@@ -1,0 +1,111 @@
+"""project.yml and node config, validated by pydantic. Unknown keys are errors."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from llmt.errors import ConfigError, did_you_mean
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class WarehouseConfig(Strict):
+    type: Literal["duckdb"] = "duckdb"
+    path: str = ":memory:"
+    schema_: str = Field("main", alias="schema")
+    state_schema: str = "_llmt"
+
+
+class ProviderConfig(BaseModel):
+    """`type` plus provider options; each provider validates its own options."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str = "fake"
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class TargetConfig(Strict):
+    warehouse: WarehouseConfig = WarehouseConfig()
+    provider: ProviderConfig = ProviderConfig()
+
+
+class LlmDefaults(Strict):
+    """Defaults for every LLM model; a model's config() or properties override them."""
+
+    model: str = "gpt-4o-mini"
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    max_output_tokens: int = Field(1000, gt=0)
+    max_attempts: int = Field(3, ge=1)
+
+
+class ProjectConfig(Strict):
+    name: str
+    target: str | None = None
+    targets: dict[str, TargetConfig] = Field(default_factory=lambda: {"dev": TargetConfig()})
+    vars: dict[str, Any] = Field(default_factory=dict)
+    llm: LlmDefaults = LlmDefaults()
+    models: dict[str, Any] = Field(default_factory=dict)
+    model_paths: list[str] = Field(default_factory=lambda: ["models"], alias="model-paths")
+
+
+MATERIALIZATIONS = ("view", "table", "incremental", "llm")
+GENERATION_KEYS = ("model", "temperature", "top_p", "seed", "max_output_tokens")
+LLM_KEYS = ("prompt", "schema", *GENERATION_KEYS, "max_attempts")
+NODE_CONFIG_KEYS = ("materialized", "tags", "unique_key", "enabled", "description", *LLM_KEYS)
+
+
+def check_node_config(config: dict[str, Any], where: str) -> dict[str, Any]:
+    """Reject unknown keys and wrong types in a node's config (from any source)."""
+    for key, value in config.items():
+        if key not in NODE_CONFIG_KEYS:
+            raise ConfigError(
+                f"unknown config key `{key}`.{did_you_mean(key, NODE_CONFIG_KEYS)}",
+                where=where,
+                hint=f"Known keys: {', '.join(NODE_CONFIG_KEYS)}.",
+            )
+        if key == "materialized" and value not in MATERIALIZATIONS:
+            raise ConfigError(
+                f"unknown materialization `{value}`.{did_you_mean(str(value), MATERIALIZATIONS)}",
+                where=where,
+                hint=f"Use one of: {', '.join(MATERIALIZATIONS)}.",
+            )
+        if key == "unique_key" and not (
+            isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+        ):
+            raise ConfigError("`unique_key` must be a column name or a list of them", where=where)
+        if key in ("max_output_tokens", "max_attempts", "seed") and not isinstance(value, int):
+            raise ConfigError(f"`{key}` must be an integer, got {value!r}", where=where)
+        if key in ("temperature", "top_p") and not isinstance(value, int | float):
+            raise ConfigError(f"`{key}` must be a number, got {value!r}", where=where)
+    return config
+
+
+def folder_config(models_cfg: dict[str, Any], project_name: str, folders: list[str]) -> dict[str, Any]:
+    """Folder-level `+key` config for a model in ``models/<folders...>/``; deeper folders win."""
+    tree = models_cfg.get(project_name, models_cfg) if isinstance(models_cfg, dict) else {}
+    merged: dict[str, Any] = {}
+    level: Any = tree
+    for folder in [None, *folders]:
+        if folder is not None:
+            level = level.get(folder) if isinstance(level, dict) else None
+        if not isinstance(level, dict):
+            break
+        for key, value in level.items():
+            if key.startswith("+"):
+                if key[1:] == "tags" and "tags" in merged:
+                    merged["tags"] = [*_as_list(merged["tags"]), *_as_list(value)]
+                else:
+                    merged[key[1:]] = value
+    return merged
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else [value]

@@ -1,0 +1,206 @@
+"""Discover and compile a project's nodes. Config precedence (highest first): in-file config(),
+properties files (models/*.yml), folder `+key` config in project.yml, project defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmt.compile import Captured, Source, SqlContext, check_sql, relation, render_model_sql
+from llmt.errors import CompileError, ConfigError, did_you_mean
+from llmt.graph import Graph, GraphNode
+from llmt.project.config import ProjectConfig, TargetConfig, check_node_config, folder_config
+from llmt.project.properties import ColumnProps, ModelProps, PropertiesFile
+from llmt.project.yamlfile import line_of, read_yaml, validate
+
+
+@dataclass
+class Node:
+    name: str
+    path: Path
+    rel_path: str
+    raw_sql: str
+    config: dict[str, Any]
+    relation: str
+    compiled_sql: str = ""
+    refs: list[str] = field(default_factory=list)
+    sources: list[tuple[str, str]] = field(default_factory=list)
+    description: str = ""
+    columns: list[ColumnProps] = field(default_factory=list)
+    props: ModelProps | None = None
+
+    @property
+    def materialized(self) -> str:
+        return str(self.config.get("materialized", "view"))
+
+    @property
+    def tags(self) -> list[str]:
+        tags = self.config.get("tags", [])
+        return [tags] if isinstance(tags, str) else list(tags)
+
+    @property
+    def unique_key(self) -> list[str]:
+        key = self.config.get("unique_key")
+        if key is None:
+            return []
+        return [key] if isinstance(key, str) else list(key)
+
+    @property
+    def is_llm(self) -> bool:
+        return self.materialized == "llm"
+
+
+@dataclass
+class Project:
+    dir: Path
+    config: ProjectConfig
+    target_name: str
+    target: TargetConfig
+    vars: dict[str, Any]
+    nodes: dict[str, Node]
+    sources: dict[tuple[str, str], Source]
+    graph: Graph
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def target_dir(self) -> Path:
+        return self.dir / "target"
+
+    @property
+    def schema(self) -> str:
+        return self.target.warehouse.schema_
+
+    def sql_context(self, node: Node, incremental: bool = False) -> SqlContext:
+        return SqlContext(
+            node_names={n.name: n.relation for n in self.nodes.values()},
+            sources=self.sources,
+            vars=self.vars,
+            this=node.relation,
+            incremental=incremental,
+        )
+
+    def render(self, node: Node, incremental: bool) -> str:
+        """The node's SQL for a run (is_incremental() depends on the warehouse)."""
+        if not incremental:
+            return node.compiled_sql
+        return render_model_sql(node.raw_sql, node.rel_path, self.sql_context(node, True), Captured())
+
+
+def load_project(
+    project_dir: Path, target: str | None = None, cli_vars: dict[str, Any] | None = None
+) -> Project:
+    project_dir = project_dir.resolve()
+    path = project_dir / "project.yml"
+    if not path.is_file():
+        raise ConfigError(
+            f"no project.yml in {project_dir}",
+            hint="Run llmt from a project directory, pass --project-dir, or create one with `llmt init NAME`.",
+        )
+    config = validate(ProjectConfig, read_yaml(path), path)
+    target_name = target or config.target or next(iter(config.targets), "dev")
+    if target_name not in config.targets:
+        raise ConfigError(
+            f"target `{target_name}` is not defined.{did_you_mean(target_name, config.targets)}",
+            where=f"{path}",
+            hint=f"Targets: {', '.join(config.targets) or 'none'}.",
+        )
+    schema = config.targets[target_name].warehouse.schema_
+    props, sources = _load_properties(project_dir, config)
+    files = _discover_models(project_dir, config)
+    nodes: dict[str, Node] = {}
+    for name, (file, rel) in files.items():
+        nodes[name] = Node(name, file, rel, file.read_text(encoding="utf-8"), {}, relation(schema, name))
+    project = Project(
+        project_dir, config, target_name, config.targets[target_name],
+        {**config.vars, **(cli_vars or {})}, nodes, sources, Graph([]),
+    )
+    for prop_path, model_props in props:
+        if model_props.name not in nodes:
+            raise ConfigError(
+                f"properties for unknown model `{model_props.name}`.{did_you_mean(model_props.name, nodes)}",
+                where=_where(prop_path, ["models"]),
+                hint="Fix the name or remove the entry.",
+            )
+        node = nodes[model_props.name]
+        node.props, node.description, node.columns = model_props, model_props.description, model_props.columns
+        check_node_config(model_props.config, _where(prop_path, ["models"]))
+    for node in list(nodes.values()):
+        _compile_node(project, node)
+        if node.config.get("enabled", True) is False:
+            del nodes[node.name]
+    project.graph = Graph(
+        GraphNode(n.name, n.rel_path, tuple(n.tags), tuple(dict.fromkeys(n.refs))) for n in nodes.values()
+    )
+    return project
+
+
+def _compile_node(project: Project, node: Node) -> None:
+    captured = Captured()
+    node.compiled_sql = render_model_sql(node.raw_sql, node.rel_path, project.sql_context(node), captured)
+    check_node_config(captured.config, node.rel_path)
+    folders = list(Path(node.rel_path).parent.parts[1:])
+    merged: dict[str, Any] = {}
+    defaults = folder_config(project.config.models, project.name, folders)
+    check_node_config(defaults, "project.yml (models:)")
+    for layer in (defaults, node.props.config if node.props else {}, captured.config):
+        merged.update(layer)
+    node.config = merged
+    node.refs, node.sources = captured.refs, captured.sources
+    check_sql(node.compiled_sql, node.rel_path, node.raw_sql)
+
+
+def _discover_models(project_dir: Path, config: ProjectConfig) -> dict[str, tuple[Path, str]]:
+    found: dict[str, tuple[Path, str]] = {}
+    for folder in config.model_paths:
+        for file in sorted((project_dir / folder).rglob("*.sql")):
+            rel = file.relative_to(project_dir).as_posix()
+            if file.stem in found:
+                raise ConfigError(
+                    f"two models are named `{file.stem}`: {found[file.stem][1]} and {rel}",
+                    hint="Model names are file names and must be unique; rename one.",
+                )
+            found[file.stem] = (file, rel)
+    return found
+
+
+def _where(path: Path, loc: list[str | int]) -> str:
+    line = line_of(path, loc)
+    return f"{path}:{line}" if line else str(path)
+
+
+def _load_properties(
+    project_dir: Path, config: ProjectConfig
+) -> tuple[list[tuple[Path, ModelProps]], dict[tuple[str, str], Source]]:
+    models: list[tuple[Path, ModelProps]] = []
+    sources: dict[tuple[str, str], Source] = {}
+    for folder in config.model_paths:
+        files = sorted([*(project_dir / folder).rglob("*.yml"), *(project_dir / folder).rglob("*.yaml")])
+        for path in files:
+            data = read_yaml(path)
+            if data is None:
+                continue
+            if not isinstance(data, dict):
+                raise ConfigError("a properties file must be a YAML mapping", where=str(path))
+            parsed = validate(PropertiesFile, data, path)
+            models.extend((path, m) for m in parsed.models)
+            for i, src in enumerate(parsed.sources):
+                for j, table in enumerate(src.tables):
+                    where = _where(path, ["sources", i, "tables", j])
+                    file = None
+                    if table.file:
+                        file = (project_dir / table.file).resolve()
+                        if not file.is_file():
+                            raise ConfigError(
+                                f"source `{src.name}.{table.name}` points at a missing file {table.file}",
+                                where=where,
+                                hint="Fix `file:` (paths are relative to the project directory).",
+                            )
+                    key = (src.name, table.name)
+                    if key in sources:
+                        raise CompileError(f"source `{src.name}.{table.name}` is declared twice", where=where)
+                    sources[key] = Source(src.name, table.name, where, src.schema_, table.identifier, file)
+    return models, sources

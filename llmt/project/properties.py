@@ -1,0 +1,56 @@
+"""Properties files (`models/*.yml`): sources, model descriptions, columns, config, tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Props(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ColumnProps(Props):
+    name: str
+    description: str = ""
+    data_type: str | None = None
+    tests: list[Any] = Field(default_factory=list)
+    data_tests: list[Any] = Field(default_factory=list)
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelProps(Props):
+    name: str
+    description: str = ""
+    config: dict[str, Any] = Field(default_factory=dict)
+    columns: list[ColumnProps] = Field(default_factory=list)
+    tests: list[Any] = Field(default_factory=list)
+    data_tests: list[Any] = Field(default_factory=list)
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class SourceTableProps(Props):
+    name: str
+    description: str = ""
+    identifier: str | None = None
+    file: str | None = None
+    columns: list[ColumnProps] = Field(default_factory=list)
+    tests: list[Any] = Field(default_factory=list)
+    data_tests: list[Any] = Field(default_factory=list)
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class SourceProps(Props):
+    name: str
+    description: str = ""
+    schema_: str | None = Field(None, alias="schema")
+    tables: list[SourceTableProps] = Field(default_factory=list)
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class PropertiesFile(Props):
+    version: int | None = None
+    sources: list[SourceProps] = Field(default_factory=list)
+    models: list[ModelProps] = Field(default_factory=list)
+    unit_tests: list[Any] = Field(default_factory=list)

@@ -1,0 +1,131 @@
+"""Prompt templates: `prompts/<name>.md` with YAML front matter and a Jinja body."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import jinja2.meta
+
+from llmt.errors import CompileError, ConfigError, did_you_mean
+from llmt.project.config import GENERATION_KEYS
+
+FRONT_MATTER_KEYS = ("system", *GENERATION_KEYS)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    name: str
+    path: Path
+    system: str | None
+    body: str
+    params: dict[str, Any]  # generation parameters from the front matter
+    body_line: int  # line of the file where the body starts
+    includes: dict[str, str] = field(default_factory=dict)  # included template name -> source
+
+    def variables(self) -> set[str]:
+        """Top-level variables the templates reference (the input columns that matter)."""
+        env = prompt_env(self.path.parent)
+        names: set[str] = set()
+        for source in (self.system or "", self.body, *self.includes.values()):
+            names |= jinja2.meta.find_undeclared_variables(env.parse(source))
+        return names
+
+    def fingerprint(self) -> str:
+        """Hash of everything in the templates that shapes a request."""
+        h = hashlib.sha256()
+        for part in (self.system or "", self.body, *(f"{k}\0{v}" for k, v in sorted(self.includes.items()))):
+            h.update(part.encode())
+            h.update(b"\0")
+        return h.hexdigest()
+
+
+def prompt_env(prompts_dir: Path) -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(prompts_dir)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=False,
+        autoescape=False,
+    )
+
+
+def load_prompt(prompts_dir: Path, name: str, where: str) -> Prompt:
+    """Read `prompts/<name>.md`; ``where`` is the model that asked for it."""
+    path = prompts_dir / f"{name}.md"
+    if not path.is_file():
+        known = sorted(p.relative_to(prompts_dir).with_suffix("").as_posix() for p in prompts_dir.rglob("*.md"))
+        raise ConfigError(
+            f"prompt `{name}` not found (expected {path}).{did_you_mean(name, known)}",
+            where=where,
+            hint=f"Create {path} or fix `prompt=` in the model's config. Prompts: {', '.join(known) or 'none'}.",
+        )
+    text = path.read_text(encoding="utf-8")
+    meta: dict[str, Any] = {}
+    body, body_line = text, 1
+    if text.startswith("---"):
+        lines = text.splitlines(keepends=True)
+        end = next((i for i in range(1, len(lines)) if lines[i].strip() == "---"), None)
+        if end is None:
+            raise ConfigError(
+                "front matter starts with `---` but never ends", where=f"{path}:1",
+                hint="Close it with a line containing only `---`.",
+            )
+        from llmt.project.yamlfile import read_yaml
+
+        loaded = read_yaml(path, "".join(lines[1:end])) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError("front matter must be a YAML mapping", where=f"{path}:2")
+        meta = loaded
+        body, body_line = "".join(lines[end + 1 :]), end + 2
+    for key in meta:
+        if key not in FRONT_MATTER_KEYS:
+            raise ConfigError(
+                f"unknown front matter key `{key}`.{did_you_mean(key, FRONT_MATTER_KEYS)}",
+                where=str(path),
+                hint=f"Known keys: {', '.join(FRONT_MATTER_KEYS)}.",
+            )
+    system = meta.pop("system", None)
+    if system is not None and not isinstance(system, str):
+        raise ConfigError("`system` must be a string", where=str(path))
+    if not body.strip():
+        raise ConfigError("the prompt has no body", where=str(path), hint="Write the user message after the front matter.")
+    env = prompt_env(prompts_dir)
+    includes: dict[str, str] = {}
+    pending = [system or "", body]
+    while pending:
+        source = pending.pop()
+        try:
+            refs = jinja2.meta.find_referenced_templates(env.parse(source))
+        except jinja2.TemplateSyntaxError as exc:
+            raise CompileError(
+                f"Jinja syntax error: {exc.message}", where=f"{path}:{(exc.lineno or 1) + body_line - 1}"
+            ) from None
+        for ref in refs:
+            if ref is None or ref in includes:
+                continue
+            inc = prompts_dir / ref
+            if not inc.is_file():
+                raise ConfigError(f"included template `{ref}` not found in {prompts_dir}", where=str(path))
+            includes[ref] = inc.read_text(encoding="utf-8")
+            pending.append(includes[ref])
+    return Prompt(name, path, system, body, meta, body_line, includes)
+
+
+class PromptRenderer:
+    """Renders one prompt for many rows (compiled once)."""
+
+    def __init__(self, prompt: Prompt) -> None:
+        env = prompt_env(prompt.path.parent)
+        self.prompt = prompt
+        self._system = env.from_string(prompt.system) if prompt.system else None
+        self._body = env.from_string(prompt.body)
+
+    def messages(self, row: dict[str, Any]) -> list[dict[str, str]]:
+        out = []
+        if self._system is not None:
+            out.append({"role": "system", "content": self._system.render(row)})
+        out.append({"role": "user", "content": self._body.render(row)})
+        return out

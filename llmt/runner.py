@@ -1,0 +1,144 @@
+"""Run selected nodes in DAG order; a failed node skips everything downstream of it."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from llmt.artifacts import write_compiled, write_manifest, write_run_results
+from llmt.compile import quote
+from llmt.console import Reporter
+from llmt.errors import LlmtError
+from llmt.materialize import materialize_sql
+from llmt.pipeline.batches import ShardDriver
+from llmt.pipeline.llm import LlmOptions, LlmResult, run_llm_node
+from llmt.pipeline.spec import LlmSpec, build_spec
+from llmt.project import Project
+from llmt.providers import make_provider
+from llmt.warehouse.duckdb import Warehouse
+
+
+@dataclass
+class NodeResult:
+    name: str
+    materialized: str
+    status: str  # success | error | skipped
+    seconds: float = 0.0
+    message: str = ""
+    rows: int | None = None
+    llm: LlmResult | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "unique_id": f"model.{self.name}", "name": self.name, "materialized": self.materialized,
+            "status": self.status, "execution_time": round(self.seconds, 3), "message": self.message,
+            "rows": self.rows,
+        }
+        if self.llm is not None:
+            out["llm"] = self.llm.as_dict()
+        return out
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    results: list[NodeResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        return any(r.status == "error" for r in self.results)
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def open_warehouse(project: Project) -> Warehouse:
+    wh = project.target.warehouse
+    return Warehouse(wh.path, project.dir, wh.schema_, wh.state_schema)
+
+
+def llm_specs(project: Project, names: list[str]) -> dict[str, LlmSpec]:
+    """Compile-time checks of every selected LLM model (prompt, schema, columns)."""
+    return {n: build_spec(project, project.nodes[n]) for n in names if project.nodes[n].is_llm}
+
+
+def run(
+    project: Project,
+    names: list[str],
+    reporter: Reporter,
+    options: LlmOptions,
+    warehouse: Warehouse | None = None,
+    command: str = "run",
+) -> RunReport:
+    started = time.monotonic()
+    specs = llm_specs(project, names)  # every compile error before anything runs
+    write_compiled(project, names)
+    write_manifest(project, specs)
+    report = RunReport(new_run_id())
+    wh = warehouse or open_warehouse(project)
+    provider = None
+    driver = None
+    s = quote(wh.state_schema)
+    with wh.connect() as conn:
+        conn.execute(f"INSERT INTO {s}.runs VALUES (?, ?, ?, now(), NULL, 'running')",
+                     [report.run_id, project.name, command])
+    failed_upstream: set[str] = set()
+    try:
+        for name in names:
+            node = project.nodes[name]
+            blocked = [p for p in project.graph.ancestors(name) if p in failed_upstream]
+            if blocked:
+                failed_upstream.add(name)
+                report.results.append(NodeResult(name, node.materialized, "skipped",
+                                                 message=f"skipped: upstream `{blocked[0]}` failed"))
+                reporter.info(f"skip  {name} (upstream {blocked[0]} failed)")
+                continue
+            t0 = time.monotonic()
+            result = NodeResult(name, node.materialized, "success")
+            try:
+                if node.is_llm:
+                    if driver is None:
+                        provider = make_provider(
+                            project.target.provider.type, project.target.provider.options(),
+                            project_dir=project.dir, target_dir=project.target_dir,
+                        )
+                        driver = ShardDriver(wh, provider, reporter, report.run_id, project.name)
+                    result.llm = run_llm_node(project, node, specs[name], wh, driver, reporter, options)
+                    result.rows = result.llm.rows
+                else:
+                    with wh.transaction() as conn:
+                        result.rows = materialize_sql(conn, project, node, options.full_refresh)
+            except LlmtError as exc:
+                if exc.exit_code == 2:  # a usage or config error: stop, exit code 2
+                    raise
+                result.status, result.message = "error", exc.render()
+                failed_upstream.add(name)
+            result.seconds = time.monotonic() - t0
+            report.results.append(result)
+            reporter.info(_line(result))
+    finally:
+        report.seconds = time.monotonic() - started
+        status = "error" if report.failed else "success"
+        with wh.connect() as conn:
+            conn.execute(f"UPDATE {s}.runs SET finished_at = now(), status = ? WHERE run_id = ?",
+                         [status, report.run_id])
+        if provider is not None:
+            provider.close()
+        write_run_results(project, report.run_id, [r.as_dict() for r in report.results], report.seconds, command)
+    return report
+
+
+def _line(r: NodeResult) -> str:
+    mark = {"success": "ok   ", "error": "ERROR", "skipped": "skip "}[r.status]
+    extra = ""
+    if r.llm is not None:
+        extra = f" {r.llm.rows} rows, {r.llm.requests} new requests, {r.llm.answered} answered"
+    elif r.rows is not None:
+        extra = f" {r.rows} rows"
+    text = f"{mark} {r.name} [{r.materialized}]{extra} in {r.seconds:.2f}s"
+    return text + (f"\n      {r.message}" if r.message else "")

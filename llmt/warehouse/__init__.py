@@ -1,0 +1,1 @@
+"""The warehouse: DuckDB connections and llmt's state tables."""

@@ -1,0 +1,91 @@
+"""DuckDB access. A connection is opened per step and closed after it, so that BI tools and
+other readers are never locked out while llmt waits on a provider."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from llmt.compile import quote
+from llmt.errors import ConfigError, NodeError
+from llmt.warehouse.state import migrate
+
+
+class Warehouse:
+    def __init__(self, path: str, project_dir: Path, schema: str = "main", state_schema: str = "_llmt") -> None:
+        self.memory = path == ":memory:"
+        self.path = path if self.memory else str((project_dir / path).resolve())
+        self.schema = schema
+        self.state_schema = state_schema
+        self._memory_conn: duckdb.DuckDBPyConnection | None = None
+        self._migrated = False
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        if self.memory:
+            # an in-memory database lives as long as its connection: keep one for the whole command
+            if self._memory_conn is None:
+                self._memory_conn = duckdb.connect(":memory:")
+            return self._memory_conn
+        try:
+            return duckdb.connect(self.path)
+        except duckdb.IOException as exc:
+            raise ConfigError(
+                f"cannot open the DuckDB database {self.path}: {exc}",
+                hint="Close other programs holding it for writing, or check the path in the target.",
+            ) from None
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection for one step, with the state schema migrated."""
+        conn = self._open()
+        try:
+            if not self._migrated:
+                migrate(conn, self.state_schema)
+                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.schema)}")
+                self._migrated = True
+            yield conn
+        finally:
+            if not self.memory:
+                conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One step in one transaction: committed at the end, rolled back on any error."""
+        with self.connect() as conn:
+            conn.execute("BEGIN TRANSACTION")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def close(self) -> None:
+        if self._memory_conn is not None:
+            self._memory_conn.close()
+            self._memory_conn = None
+
+
+def relation_kind(conn: duckdb.DuckDBPyConnection, schema: str, name: str) -> str | None:
+    """'table', 'view' or None."""
+    row = conn.execute(
+        "SELECT table_type FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+        [schema, name],
+    ).fetchone()
+    if row is None:
+        return None
+    return "view" if row[0] == "VIEW" else "table"
+
+
+def execute(conn: duckdb.DuckDBPyConnection, sql: str, where: str, params: list[Any] | None = None) -> Any:
+    """Run SQL; a database error becomes a NodeError naming the model."""
+    try:
+        return conn.execute(sql, params or [])
+    except duckdb.Error as exc:
+        first = str(exc).strip().split("\n")[0]
+        raise NodeError(f"the database rejected the SQL: {first}", where=where,
+                        hint="Run `llmt compile` to see the compiled SQL under target/compiled/.") from None

@@ -1,0 +1,65 @@
+"""llmt's state tables, in their own schema, versioned by numbered migrations.
+
+- ``answers``: one stored answer per request key (the cache; shared by every model).
+- ``attempts``: every attempt at a request with its outcome and usage; one per (shard, key).
+- ``shards``: batch input files and their remote lifecycle (intent is written before every
+  remote side effect: written -> uploaded -> submitted -> collected).
+- ``shard_requests``: which request keys a shard carries (to reconcile missing lines).
+- ``runs``: one row per command that changed state.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+MIGRATIONS: list[tuple[int, str]] = [
+    (
+        1,
+        """
+        CREATE TABLE {s}.runs (
+            run_id VARCHAR PRIMARY KEY, project VARCHAR, command VARCHAR,
+            started_at TIMESTAMP, finished_at TIMESTAMP, status VARCHAR);
+        CREATE TABLE {s}.shards (
+            shard_id VARCHAR PRIMARY KEY, run_id VARCHAR, node VARCHAR, model VARCHAR,
+            provider VARCHAR, path VARCHAR, n_requests INTEGER, response_schema VARCHAR,
+            status VARCHAR, file_id VARCHAR, batch_id VARCHAR, batch_status VARCHAR,
+            error VARCHAR, created_at TIMESTAMP, updated_at TIMESTAMP);
+        CREATE TABLE {s}.shard_requests (shard_id VARCHAR, request_key VARCHAR);
+        CREATE TABLE {s}.attempts (
+            shard_id VARCHAR, request_key VARCHAR, run_id VARCHAR, node VARCHAR, model VARCHAR,
+            outcome VARCHAR, status_code INTEGER, error_code VARCHAR, detail VARCHAR,
+            prompt_tokens BIGINT, completion_tokens BIGINT, cached_tokens BIGINT,
+            created_at TIMESTAMP);
+        CREATE TABLE {s}.answers (
+            request_key VARCHAR PRIMARY KEY, answer VARCHAR, model VARCHAR, node VARCHAR,
+            shard_id VARCHAR, answered_at TIMESTAMP,
+            prompt_tokens BIGINT, completion_tokens BIGINT, cached_tokens BIGINT);
+        """,
+    ),
+]
+
+LATEST = MIGRATIONS[-1][0]
+
+
+def migrate(conn: duckdb.DuckDBPyConnection, schema: str) -> int:
+    """Bring the state schema to the latest version; returns the version."""
+    s = '"' + schema.replace('"', '""') + '"'
+    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {s}.schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)"
+    )
+    row = conn.execute(f"SELECT coalesce(max(version), 0) FROM {s}.schema_version").fetchone()
+    current = int(row[0]) if row else 0
+    for version, sql in MIGRATIONS:
+        if version <= current:
+            continue
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            conn.execute(sql.format(s=s))
+            conn.execute(f"INSERT INTO {s}.schema_version VALUES (?, now())", [version])
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        current = version
+    return current
