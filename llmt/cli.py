@@ -131,7 +131,8 @@ def ls(project_dir: Path, target: str | None, vars_: str | None, select: tuple[s
 @project_options
 @select_options
 @output_option
-@click.option("--full-refresh", is_flag=True, help="Rebuild tables from scratch (LLM answers come from the store, free).")
+@click.option("--full-refresh", is_flag=True,
+              help="Rebuild tables from scratch (LLM answers come from the store: free).")
 @click.option("--no-wait", is_flag=True, help="Submit batches and return; a later `llmt run` collects them.")
 @click.option("--retry-failed", is_flag=True, help="Ask again for rows whose attempts failed in earlier runs.")
 @click.option("--timeout", type=float, default=None, metavar="SECONDS",
@@ -178,7 +179,7 @@ def main() -> None:
     from llmt.errors import LlmtError
 
     try:
-        cli.main(standalone_mode=False)
+        cli.main(prog_name="llmt", standalone_mode=False)
     except LlmtError as exc:
         from llmt.console import Console
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 
 from llmt.artifacts import write_compiled, write_manifest
+from llmt.compile import relation
 from llmt.console import Console
 from llmt.errors import ConfigError, did_you_mean
 from llmt.pipeline.llm import LlmOptions
 from llmt.project import Project
 from llmt.runner import RunReport, llm_specs, open_warehouse, run
+from llmt.warehouse.duckdb import relation_kind
 
 
 def compile_project(project: Project, select: list[str], exclude: list[str], console: Console) -> None:
@@ -61,7 +63,7 @@ def run_project(
         console.table(
             "LLM models", ["model", "rows", "new requests", "answered", "failed", "pending", "cached", "deduplicated"],
             [[r.name, r.llm.rows, r.llm.requests, r.llm.answered, r.llm.status.get("failed", 0),
-              r.llm.status.get("pending", 0), r.llm.cached, r.llm.rows - r.llm.distinct_requests]
+              r.llm.status.get("pending", 0), r.llm.cached, r.llm.deduplicated]
              for r in llm if r.llm is not None],
         )
     errors = sum(r.status == "error" for r in report.results)
@@ -74,17 +76,17 @@ def run_project(
 
 
 def show_model(project: Project, model: str, limit: int, console: Console) -> None:
-    if model not in project.nodes:
-        raise ConfigError(f"no model named `{model}`.{did_you_mean(model, project.nodes)}",
+    """Show a model's table, or an LLM model's `<model>__errors` table."""
+    base = model.removesuffix("__errors")
+    if base not in project.nodes or (base != model and not project.nodes[base].is_llm):
+        names = [*project.nodes, *(f"{n}__errors" for n, node in project.nodes.items() if node.is_llm)]
+        raise ConfigError(f"no model named `{model}`.{did_you_mean(model, names)}",
                           hint="`llmt ls` lists the models.")
-    node = project.nodes[model]
     wh = open_warehouse(project)
     with wh.connect() as conn:
-        from llmt.warehouse.duckdb import relation_kind
-
         if relation_kind(conn, project.schema, model) is None:
-            raise ConfigError(f"`{model}` has not been built yet", hint=f"Run `llmt run -s {model}` first.")
-        cursor = conn.execute(f"SELECT * FROM {node.relation} LIMIT {int(limit)}")
+            raise ConfigError(f"`{model}` has not been built yet", hint=f"Run `llmt run -s {base}` first.")
+        cursor = conn.execute(f"SELECT * FROM {relation(project.schema, model)} LIMIT {int(limit)}")
         columns = [d[0] for d in cursor.description]
         rows = cursor.fetchall()
     wh.close()

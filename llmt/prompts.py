@@ -49,6 +49,7 @@ def prompt_env(prompts_dir: Path) -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=False,
         autoescape=False,
+        finalize=lambda value: "" if value is None else value,  # SQL NULL renders as nothing
     )
 
 
@@ -91,7 +92,9 @@ def load_prompt(prompts_dir: Path, name: str, where: str) -> Prompt:
     if system is not None and not isinstance(system, str):
         raise ConfigError("`system` must be a string", where=str(path))
     if not body.strip():
-        raise ConfigError("the prompt has no body", where=str(path), hint="Write the user message after the front matter.")
+        raise ConfigError(
+            "the prompt has no body", where=str(path), hint="Write the user message after the front matter."
+        )
     env = prompt_env(prompts_dir)
     includes: dict[str, str] = {}
     pending = [system or "", body]

@@ -81,6 +81,8 @@ def run(
     write_manifest(project, specs)
     report = RunReport(new_run_id())
     wh = warehouse or open_warehouse(project)
+    if wh.memory:
+        reporter.warn("the warehouse is `:memory:`: tables and stored answers are lost when this command ends")
     provider = None
     driver = None
     s = quote(wh.state_schema)

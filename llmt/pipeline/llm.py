@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from llmt.console import Reporter
 from llmt.pipeline.batches import ShardDriver
@@ -30,8 +29,8 @@ class LlmOptions:
 @dataclass
 class LlmResult:
     rows: int = 0
-    distinct_requests: int = 0
     cached: int = 0  # rows answered from stored answers (no request)
+    deduplicated: int = 0  # rows needing an answer that share their request with another row
     requests: int = 0  # requests sent in this run (after de-duplication)
     answered: int = 0  # requests answered ok in this run
     retried: int = 0
@@ -40,7 +39,7 @@ class LlmResult:
 
     def as_dict(self) -> dict[str, object]:
         return {
-            "rows": self.rows, "distinct_requests": self.distinct_requests, "cached": self.cached,
+            "rows": self.rows, "cached": self.cached, "deduplicated": self.deduplicated,
             "requests": self.requests, "answered": self.answered, "retried": self.retried,
             "failed": self.status.get("failed", 0), "pending": self.status.get("pending", 0),
             "stale": self.status.get("stale", 0), "outcomes": self.outcomes,
@@ -75,7 +74,7 @@ def run_llm_node(
     # 2. stage inputs with request keys (duplicate keys roll everything back)
     with warehouse.transaction() as conn:
         columns = stage_inputs(conn, state, node, spec, project.render(node, False))
-        result.rows, result.distinct_requests, result.cached = input_counts(conn, state, node.name)
+        result.rows, result.cached, result.deduplicated = input_counts(conn, state, node.name)
     since = driver.run_id if options.retry_failed else None
     # 3. send what has no answer; retry retryable outcomes in later rounds
     for round_no in range(spec.max_attempts):

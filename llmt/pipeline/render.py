@@ -62,7 +62,7 @@ def write_shards(
             values = dict(zip(columns, row[1:], strict=True))
             try:
                 messages = renderer.messages(values)
-            except Exception as exc:  # noqa: BLE001 - a template error names the prompt and the row
+            except Exception as exc:
                 raise NodeError(
                     f"prompt `{spec.prompt.name}` failed to render for a row of `{spec.node}`: {exc}",
                     where=str(spec.prompt.path),

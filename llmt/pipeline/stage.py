@@ -88,9 +88,11 @@ def pending_sql(state: str, node: str, columns: list[str], max_attempts: int, si
 
 
 def input_counts(conn: duckdb.DuckDBPyConnection, state: str, node: str) -> tuple[int, int, int]:
-    """(rows, distinct request keys, rows already answered)."""
+    """(rows, rows already answered, rows without an answer that share their request with another)."""
     row = conn.execute(
-        f"SELECT count(*), count(DISTINCT _llmt_request_key), count(a.request_key) "
+        "SELECT count(*), count(a.request_key), "
+        "count(*) FILTER (WHERE a.request_key IS NULL) "
+        "- count(DISTINCT i._llmt_request_key) FILTER (WHERE a.request_key IS NULL) "
         f"FROM {stage_table(state, node)} i LEFT JOIN {quote(state)}.answers a "
         f"ON a.request_key = i._llmt_request_key"
     ).fetchone()

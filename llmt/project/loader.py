@@ -118,16 +118,16 @@ def load_project(
         project_dir, config, target_name, config.targets[target_name],
         {**config.vars, **(cli_vars or {})}, nodes, sources, Graph([]),
     )
-    for prop_path, model_props in props:
+    for prop_path, index, model_props in props:
         if model_props.name not in nodes:
             raise ConfigError(
                 f"properties for unknown model `{model_props.name}`.{did_you_mean(model_props.name, nodes)}",
-                where=_where(prop_path, ["models"]),
+                where=_where(prop_path, ["models", index, "name"]),
                 hint="Fix the name or remove the entry.",
             )
         node = nodes[model_props.name]
         node.props, node.description, node.columns = model_props, model_props.description, model_props.columns
-        check_node_config(model_props.config, _where(prop_path, ["models"]))
+        check_node_config(model_props.config, _where(prop_path, ["models", index, "config"]))
     for node in list(nodes.values()):
         _compile_node(project, node)
         if node.config.get("enabled", True) is False:
@@ -174,8 +174,8 @@ def _where(path: Path, loc: list[str | int]) -> str:
 
 def _load_properties(
     project_dir: Path, config: ProjectConfig
-) -> tuple[list[tuple[Path, ModelProps]], dict[tuple[str, str], Source]]:
-    models: list[tuple[Path, ModelProps]] = []
+) -> tuple[list[tuple[Path, int, ModelProps]], dict[tuple[str, str], Source]]:
+    models: list[tuple[Path, int, ModelProps]] = []
     sources: dict[tuple[str, str], Source] = {}
     for folder in config.model_paths:
         files = sorted([*(project_dir / folder).rglob("*.yml"), *(project_dir / folder).rglob("*.yaml")])
@@ -186,7 +186,7 @@ def _load_properties(
             if not isinstance(data, dict):
                 raise ConfigError("a properties file must be a YAML mapping", where=str(path))
             parsed = validate(PropertiesFile, data, path)
-            models.extend((path, m) for m in parsed.models)
+            models.extend((path, i, m) for i, m in enumerate(parsed.models))
             for i, src in enumerate(parsed.sources):
                 for j, table in enumerate(src.tables):
                     where = _where(path, ["sources", i, "tables", j])

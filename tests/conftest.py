@@ -1,0 +1,139 @@
+"""Shared fixtures: small projects written into tmp_path, and the CLI run in-process."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from llmt.cli import main
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "sentiment": {"type": "string", "enum": ["positive", "negative", "neutral"]},
+        "score": {"type": "integer", "minimum": 1, "maximum": 10},
+        "issues": {"type": "array", "items": {"type": "string"}},
+        "competitor": {"type": "string"},
+    },
+    "required": ["sentiment", "score", "issues"],
+}
+
+BASE_FILES: dict[str, str] = {
+    "project.yml": """
+        name: demo
+        target: dev
+        targets:
+          dev:
+            warehouse: {path: demo.duckdb}
+            provider: {type: fake}
+        llm:
+          model: gpt-4o-mini
+          temperature: 0
+          max_attempts: 2
+        """,
+    "data/reviews.csv": "review_id,product,review_text\n1,Phone,Great phone\n2,Phone,Battery died\n"
+    "3,Cable,Great phone\n4,Cable,Kabel ist kaputt — schade\n",
+    "models/sources.yml": """
+        sources:
+          - name: raw
+            tables:
+              - name: reviews
+                file: data/reviews.csv
+        """,
+    "models/stg_reviews.sql": "select review_id, product, review_text from {{ source('raw', 'reviews') }}\n",
+    "models/insights.sql": """
+        {{ config(materialized='llm', prompt='analyse', schema='analysis', unique_key='review_id') }}
+        select review_id, product, review_text from {{ ref('stg_reviews') }}
+        """,
+    "prompts/analyse.md": """
+        ---
+        system: You analyse reviews.
+        ---
+        Product: {{ product }}
+        Review: {{ review_text }}
+        """,
+    "schemas/analysis.json": json.dumps(SCHEMA),
+}
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+class Project:
+    """A project in a temporary directory, with helpers to run llmt on it and query it."""
+
+    def __init__(self, root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        self.root = root
+        self.capsys = capsys
+
+    def write(self, rel: str, text: str) -> Path:
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+        return path
+
+    def remove(self, rel: str) -> None:
+        (self.root / rel).unlink()
+
+    def llmt(self, *args: str) -> Result:
+        self.capsys.readouterr()
+        argv = sys.argv
+        sys.argv = ["llmt", *args, "--project-dir", str(self.root)] if args and args[0] != "init" else ["llmt", *args]
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        finally:
+            sys.argv = argv
+        captured = self.capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        with duckdb.connect(str(self.root / "demo.duckdb"), read_only=True) as conn:
+            return conn.execute(sql).fetchall()
+
+    def run_json(self, *args: str) -> dict[str, Any]:
+        result = self.llmt("run", "--output", "json", *args)
+        assert result.code == 0, result.err
+        data: dict[str, Any] = json.loads(result.out)
+        return data
+
+    def llm_result(self, data: dict[str, Any], name: str = "insights") -> dict[str, Any]:
+        entry = next(r for r in data["results"] if r["name"] == name)
+        llm: dict[str, Any] = entry["llm"]
+        return llm
+
+
+@pytest.fixture
+def project(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Project:
+    p = Project(tmp_path / "demo", capsys)
+    for rel, text in BASE_FILES.items():
+        p.write(rel, text)
+    return p
+
+
+@pytest.fixture
+def make_project(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Callable[[dict[str, str]], Project]:
+    """A project from the base files with some files replaced (value "" removes a file)."""
+
+    def make(files: dict[str, str]) -> Project:
+        p = Project(tmp_path / "demo", capsys)
+        for rel, text in {**BASE_FILES, **files}.items():
+            if text:
+                p.write(rel, text)
+        return p
+
+    return make
