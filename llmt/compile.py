@@ -222,7 +222,7 @@ def select_columns(sql: str) -> list[str] | None:
 
     try:
         tree = sqlglot.parse_one(sql, read="duckdb")
-    except Exception:  # noqa: BLE001 - check_sql reports syntax errors
+    except Exception:
         return None
     if not isinstance(tree, exp.Query):
         return None
