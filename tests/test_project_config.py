@@ -190,7 +190,7 @@ def test_answer_columns_are_typed(project: Project) -> None:
     assert types["label"] == "VARCHAR" and types["n"] == "BIGINT" and types["x"] == "DOUBLE"
     assert types["flag"] == "BOOLEAN" and types["tags"] == "VARCHAR[]"
     assert types["meta"] == "STRUCT(k VARCHAR, v BIGINT)"
-    assert types["day"] == "DATE" and types["at"] == "TIMESTAMP" and types["maybe"] == "VARCHAR"
+    assert types["day"] == "DATE" and types["at"] == "TIMESTAMP WITH TIME ZONE" and types["maybe"] == "VARCHAR"
     assert types["_llmt_answered_at"].startswith("TIMESTAMP")
     assert project.query("select count(*) from main.insights where day is null or meta.k is null") == [(0,)]
 
