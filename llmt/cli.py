@@ -174,6 +174,39 @@ def show(project_dir: Path, target: str | None, vars_: str | None, output: str, 
     show_model(_load(project_dir, target, vars_), model, limit, _console(output))
 
 
+@cli.command()
+@project_options
+@output_option
+def status(project_dir: Path, target: str | None, vars_: str | None, output: str) -> None:
+    """Show every open batch (status, request counts, age, expiry) without collecting anything.
+
+    \b
+    Example:
+      llmt status --output json
+    """
+    from llmt.commands import batch_status
+
+    batch_status(_load(project_dir, target, vars_), _console(output))
+
+
+@cli.command()
+@project_options
+@click.option("--select", "-s", multiple=True, help="Only the batches of these LLM models.")
+@click.option("--timeout", type=float, default=900.0, show_default=True, metavar="SECONDS",
+              help="How long to wait for the cancellations to finish before collecting.")
+def cancel(project_dir: Path, target: str | None, vars_: str | None, select: tuple[str, ...], timeout: float) -> None:
+    """Cancel open batches (all, or those of some models) and keep every answer they already have.
+
+    \b
+    Examples:
+      llmt cancel                       # every open batch
+      llmt cancel -s review_insights    # one model's batches
+    """
+    from llmt.commands import cancel_batches
+
+    cancel_batches(_load(project_dir, target, vars_), list(select), _console(), timeout)
+
+
 def main() -> None:
     """Entry point: one error boundary; user mistakes get a message, never a traceback."""
     from llmt.errors import LlmtError

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from llmt.artifacts import write_compiled, write_manifest
 from llmt.compile import relation
 from llmt.console import Console
 from llmt.errors import ConfigError, did_you_mean
-from llmt.pipeline.llm import LlmOptions
+from llmt.pipeline.llm import LlmOptions, batch_dir, rebuild_output
+from llmt.pipeline.spec import build_spec
 from llmt.project import Project
-from llmt.runner import RunReport, llm_specs, open_warehouse, run
+from llmt.runner import RunReport, llm_specs, make_driver, new_run_id, open_warehouse, pipeline_options, run
 from llmt.warehouse.duckdb import relation_kind
 
 
@@ -96,3 +98,56 @@ def show_model(project: Project, model: str, limit: int, console: Console) -> No
         console.table(f"{model} (first {limit} rows)", columns, rows)
 
 
+
+
+def batch_status(project: Project, console: Console) -> list[dict[str, Any]]:
+    """Every open batch with its status, counts, age and expiry; collects nothing."""
+    wh = open_warehouse(project)
+    driver = make_driver(project, wh, console, new_run_id())
+    try:
+        rows = driver.describe(driver.open_shards())
+    finally:
+        driver.provider.close()
+        wh.close()
+    if console.json_output:
+        console.json({"open_batches": rows})
+    elif not rows:
+        console.info("No open batches.")
+    else:
+        console.table("Open batches", ["model", "batch", "status", "done", "failed", "requests", "age", "expires in"],
+                      [[r["node"], r["batch_id"] or f"({r['shard_id']})", r["status"], r["completed"], r["failed"],
+                        r["requests"], _duration(r["age_s"]), _duration(r["expires_in_s"])] for r in rows])
+    return rows
+
+
+def cancel_batches(
+    project: Project, select: list[str], console: Console, timeout: float | None
+) -> dict[str, int]:
+    """Cancel open batches (of the selected LLM models, or all) and collect their partial output."""
+    names = set(project.graph.select(select, [])) if select else set(project.nodes)
+    wh = open_warehouse(project)
+    driver = make_driver(project, wh, console, new_run_id())
+    options = pipeline_options(project, LlmOptions())
+    try:
+        rows = [r for r in driver.open_shards() if r.node in names]
+        if not rows:
+            console.info("No open batches to cancel.")
+            return {}
+        console.info(f"Cancelling {len(rows)} batch(es)...")
+        counts = driver.cancel(rows, timeout, options.poll_interval, lambda node: batch_dir(project, node))
+        for node in sorted({r.node for r in rows} & set(project.nodes)):
+            rebuild_output(project, project.nodes[node], build_spec(project, project.nodes[node]), wh)
+    finally:
+        driver.provider.close()
+        wh.close()
+    console.info("Collected: " + (", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "nothing")
+                 + ". Rows not answered are sent again by the next `llmt run`.")
+    return counts
+
+
+def _duration(seconds: int | None) -> str:
+    if seconds is None:
+        return ""
+    sign, seconds = ("-" if seconds < 0 else ""), abs(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{sign}{hours}h{rest // 60:02d}m" if hours else f"{sign}{rest // 60}m{rest % 60:02d}s"

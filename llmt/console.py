@@ -36,7 +36,13 @@ class Reporter:
 
     @contextmanager
     def progress(self, description: str, total: int) -> Iterator[Bar]:
-        yield _NullBar()
+        with self.bars([(description, total)]) as bars:
+            yield bars[0]
+
+    @contextmanager
+    def bars(self, items: Sequence[tuple[str, int]]) -> Iterator[list[Bar]]:
+        """Several bars shown together (e.g. one per open batch)."""
+        yield [_NullBar() for _ in items]
 
 
 class _PlainBar:
@@ -94,13 +100,12 @@ class Console(Reporter):
             print(f"error: {message}", file=sys.stderr, flush=True)
 
     @contextmanager
-    def progress(self, description: str, total: int) -> Iterator[Bar]:
-        if self.quiet or total <= 0:
-            yield _NullBar()
+    def bars(self, items: Sequence[tuple[str, int]]) -> Iterator[list[Bar]]:
+        if self.quiet or not items:
+            yield [_NullBar() for _ in items]
             return
         if not self.tty:
-            bar = _PlainBar(sys.stderr, description, total)
-            yield bar
+            yield [_PlainBar(sys.stderr, description, total) for description, total in items]
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -108,7 +113,7 @@ class Console(Reporter):
             TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=self._rich(), transient=True,
         ) as progress:
-            yield _RichBar(progress, progress.add_task(description, total=total))
+            yield [_RichBar(progress, progress.add_task(d, total=max(t, 1))) for d, t in items]
 
     def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         """A table on stdout (rich on a terminal, aligned plain text otherwise)."""

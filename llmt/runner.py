@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from llmt.artifacts import write_compiled, write_manifest, write_run_results
 from llmt.compile import quote
 from llmt.console import Reporter
-from llmt.errors import LlmtError
+from llmt.errors import ConfigError, LlmtError
 from llmt.materialize import materialize_sql
 from llmt.pipeline.batches import ShardDriver
 from llmt.pipeline.llm import LlmOptions, LlmResult, run_llm_node
+from llmt.pipeline.render import MAX_REQUESTS_PER_BATCH
 from llmt.pipeline.spec import LlmSpec, build_spec
 from llmt.project import Project
 from llmt.providers import make_provider
@@ -57,6 +58,28 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
 
 
+def pipeline_options(project: Project, options: LlmOptions) -> LlmOptions:
+    """Apply the target's `max_requests_per_batch` and `poll_interval` provider options."""
+    provider = project.target.provider.options()
+    where = str(project.dir / "project.yml")
+    limit = provider.get("max_requests_per_batch", options.max_requests_per_batch)
+    if not isinstance(limit, int) or not 0 < limit <= MAX_REQUESTS_PER_BATCH:
+        raise ConfigError(f"`max_requests_per_batch` must be a whole number from 1 to {MAX_REQUESTS_PER_BATCH}, "
+                          f"got {limit!r}", where=where)
+    poll = provider.get("poll_interval", options.poll_interval)
+    if not isinstance(poll, int | float) or poll <= 0:
+        raise ConfigError(f"`poll_interval` must be a positive number of seconds, got {poll!r}", where=where)
+    return replace(options, max_requests_per_batch=limit, poll_interval=float(poll))
+
+
+def make_driver(project: Project, warehouse: Warehouse, reporter: Reporter, run_id: str) -> ShardDriver:
+    provider = make_provider(
+        project.target.provider.type, project.target.provider.options(),
+        project_dir=project.dir, target_dir=project.target_dir,
+    )
+    return ShardDriver(warehouse, provider, reporter, run_id, project.name)
+
+
 def open_warehouse(project: Project) -> Warehouse:
     wh = project.target.warehouse
     return Warehouse(wh.path, project.dir, wh.schema_, wh.state_schema)
@@ -77,6 +100,7 @@ def run(
 ) -> RunReport:
     started = time.monotonic()
     specs = llm_specs(project, names)  # every compile error before anything runs
+    options = pipeline_options(project, options)
     write_compiled(project, names)
     write_manifest(project, specs)
     report = RunReport(new_run_id())
@@ -105,11 +129,8 @@ def run(
             try:
                 if node.is_llm:
                     if driver is None:
-                        provider = make_provider(
-                            project.target.provider.type, project.target.provider.options(),
-                            project_dir=project.dir, target_dir=project.target_dir,
-                        )
-                        driver = ShardDriver(wh, provider, reporter, report.run_id, project.name)
+                        driver = make_driver(project, wh, reporter, report.run_id)
+                        provider = driver.provider
                     result.llm = run_llm_node(project, node, specs[name], wh, driver, reporter, options)
                     result.rows = result.llm.rows
                 else:

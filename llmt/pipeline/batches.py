@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,8 @@ class ShardRow:
     status: str
     file_id: str | None
     batch_id: str | None
+    batch_status: str | None
+    created_at: Any = None
 
 
 @dataclass
@@ -61,7 +64,7 @@ class ShardDriver:
         with self.wh.connect() as conn:
             rows = conn.execute(
                 f"SELECT shard_id, run_id, node, model, path, n_requests, response_schema, status, file_id, "
-                f"batch_id FROM {self.s}.shards WHERE status IN {OPEN} "
+                f"batch_id, batch_status, created_at FROM {self.s}.shards WHERE status IN {OPEN} "
                 f"AND provider = ? AND (? IS NULL OR node = ?) ORDER BY shard_id",
                 [self.provider.name, node, node],
             ).fetchall()
@@ -90,8 +93,8 @@ class ShardDriver:
             setattr(shard, key, value)
 
     def _spec(self, row: ShardRow) -> Shard:
-        meta = {"llmt_project": self.project, "llmt_node": row.node, "llmt_shard_id": row.shard_id,
-                "llmt_run_id": row.run_id, "shard_id": row.shard_id}
+        meta = {"tool": "llmt", "project": self.project, "node": row.node, "shard_id": row.shard_id,
+                "run_id": row.run_id}
         return Shard(row.shard_id, row.node, row.model, Path(row.path), row.n_requests, meta)
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -109,26 +112,28 @@ class ShardDriver:
             self._update(row, batch_id=info.batch_id, batch_status=info.status, status="submitted")
 
     def wait(self, rows: list[ShardRow], timeout: float | None, poll: float) -> dict[str, BatchInfo]:
-        """Poll submitted shards until their batches end (or the timeout); no connection is held."""
-        started = time.monotonic()
+        """Poll submitted shards until their batches end (or the timeout), with a bar per batch fed by
+        its request counts. Polling backs off from ``poll`` to a minute; no connection is held."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pending = [r for r in rows if r.batch_id is not None]
         done: dict[str, BatchInfo] = {}
         delay = poll
-        with self.reporter.progress("waiting for batches", total=sum(r.n_requests for r in rows)) as bar:
+        items = [(f"{r.node} {r.batch_id}", r.n_requests) for r in pending]
+        with self.reporter.bars(items) as bars:
             while True:
-                finished = 0
-                for row in rows:
-                    if row.shard_id in done or row.batch_id is None:
+                for row, bar in zip(pending, bars, strict=True):
+                    if row.shard_id in done:
                         continue
-                    info = self.provider.retrieve(row.batch_id)
+                    info = self.provider.retrieve(str(row.batch_id))
+                    bar.update(info.completed + info.failed)
+                    if info.status != row.batch_status:
+                        self._update(row, batch_status=info.status)
                     if info.terminal:
                         done[row.shard_id] = info
-                    finished += info.completed + info.failed
-                bar.update(sum(i.completed + i.failed for i in done.values()) + finished)
-                if all(r.shard_id in done for r in rows if r.batch_id is not None):
+                if len(done) == len(pending) or (deadline is not None and time.monotonic() >= deadline):
                     return done
-                if timeout is not None and time.monotonic() - started > timeout:
-                    return done
-                time.sleep(delay)
+                pause = delay if deadline is None else min(delay, max(deadline - time.monotonic(), 0.0))
+                time.sleep(pause)
                 delay = min(delay * 1.5, 60.0)
 
     def collect(self, row: ShardRow, info: BatchInfo, work_dir: Path) -> Collected:
@@ -173,4 +178,41 @@ class ShardDriver:
                 continue
             for outcome, n in self.collect(row, info, work_dir).counts.items():
                 totals[outcome] = totals.get(outcome, 0) + n
+        return totals
+
+    def describe(self, rows: list[ShardRow]) -> list[dict[str, Any]]:
+        """What `llmt status` shows of open shards; reads the provider, collects nothing."""
+        now = time.time()
+        out = []
+        for row in rows:
+            entry: dict[str, Any] = {
+                "node": row.node, "shard_id": row.shard_id, "batch_id": row.batch_id, "status": row.status,
+                "requests": row.n_requests, "completed": None, "failed": None, "age_s": None, "expires_in_s": None,
+            }
+            if row.batch_id is not None:
+                info = self.provider.retrieve(row.batch_id)
+                entry.update(status=info.status, completed=info.completed, failed=info.failed)
+                if info.created_at:
+                    entry["age_s"] = int(now - info.created_at)
+                if info.expires_at:
+                    entry["expires_in_s"] = int(info.expires_at - now)
+            out.append(entry)
+        return out
+
+    def cancel(self, rows: list[ShardRow], timeout: float | None, poll: float,
+               work_dir: Callable[[str], Path]) -> dict[str, int]:
+        """Cancel open shards: never-submitted ones are abandoned (their rows become pending again);
+        submitted batches are cancelled and their partial output is collected."""
+        for row in rows:
+            if row.status in ("written", "uploaded"):
+                self._update(row, status="abandoned", error="cancelled before submission")
+            elif row.batch_id is not None:
+                self.provider.cancel(row.batch_id)
+        submitted = [r for r in rows if r.status == "submitted"]
+        infos = self.wait(submitted, timeout, poll)
+        totals: dict[str, int] = {}
+        for row in submitted:
+            if row.shard_id in infos:
+                for outcome, n in self.collect(row, infos[row.shard_id], work_dir(row.node)).counts.items():
+                    totals[outcome] = totals.get(outcome, 0) + n
         return totals

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from llmt.console import Reporter
 from llmt.pipeline.batches import ShardDriver
 from llmt.pipeline.output import build_output
 from llmt.pipeline.render import MAX_REQUESTS_PER_BATCH, iter_rows, write_shards
 from llmt.pipeline.spec import LlmSpec
-from llmt.pipeline.stage import input_counts, pending_sql, stage_inputs
+from llmt.pipeline.stage import input_counts, pending_sql, stage_inputs, stage_table
 from llmt.project import Node, Project
 from llmt.warehouse.duckdb import Warehouse, relation_kind
 
@@ -64,7 +65,7 @@ def run_llm_node(
 ) -> LlmResult:
     state = warehouse.state_schema
     result = LlmResult()
-    work_dir = project.target_dir / "batches" / node.name
+    work_dir = batch_dir(project, node.name)
     # 1. finish what an earlier run left in flight (e.g. --no-wait) before sending anything new
     leftover = driver.open_shards(node.name)
     if leftover:
@@ -102,11 +103,26 @@ def run_llm_node(
             break
     result.answered = result.outcomes.get("ok", 0)
     # 4. the output table follows the input; answers come from the store
-    with warehouse.transaction() as conn:
-        if options.full_refresh and relation_kind(conn, project.schema, node.name) == "table":
-            conn.execute(f"DROP TABLE {node.relation}")  # rebuilt from stored answers: costs nothing
-        result.status = build_output(conn, state, project.schema, spec, columns, since)
+    result.status = rebuild_output(project, node, spec, warehouse, columns, since, options.full_refresh)
     return result
+
+
+def batch_dir(project: Project, node: str) -> Path:
+    return project.target_dir / "batches" / node
+
+
+def rebuild_output(
+    project: Project, node: Node, spec: LlmSpec, warehouse: Warehouse, columns: list[str] | None = None,
+    since: str | None = None, full_refresh: bool = False,
+) -> dict[str, int]:
+    """Rebuild the output and errors tables from the staged inputs and stored answers."""
+    with warehouse.transaction() as conn:
+        if columns is None:
+            described = conn.execute(f"DESCRIBE {stage_table(warehouse.state_schema, node.name)}").fetchall()
+            columns = [str(r[0]) for r in described if not str(r[0]).startswith("_llmt_")]
+        if full_refresh and relation_kind(conn, project.schema, node.name) == "table":
+            conn.execute(f"DROP TABLE {node.relation}")  # rebuilt from stored answers: costs nothing
+        return build_output(conn, warehouse.state_schema, project.schema, spec, columns, since)
 
 
 def _add(into: dict[str, int], counts: dict[str, int]) -> None:

@@ -10,23 +10,11 @@ import duckdb
 
 from llmt.compile import quote, sql_string
 from llmt.pipeline.spec import LlmSpec
-from llmt.pipeline.stage import TERMINAL_SQL, stage_table
+from llmt.pipeline.stage import attempts_summary_sql, stage_table
 from llmt.schema import json_structure
 from llmt.warehouse.duckdb import relation_kind
 
 META_COLUMNS = ("_llmt_status", "_llmt_request_key", "_llmt_answer_key", "_llmt_model", "_llmt_answered_at")
-
-
-def attempts_summary_sql(state: str, since_run: str | None) -> str:
-    """Per request key: failed attempts, whether one was terminal, and the last attempt."""
-    run_filter = f"WHERE run_id = '{since_run}'" if since_run else ""
-    return f"""
-        SELECT request_key, count(*) FILTER (WHERE outcome <> 'ok') AS failures, count(*) AS attempts,
-               bool_or({TERMINAL_SQL}) AS terminal,
-               arg_max(outcome, created_at) AS outcome, arg_max(status_code, created_at) AS status_code,
-               arg_max(error_code, created_at) AS error_code, arg_max(detail, created_at) AS detail,
-               max(created_at) AS last_attempt_at
-        FROM {quote(state)}.attempts {run_filter} GROUP BY request_key"""
 
 
 def build_output(

@@ -15,7 +15,22 @@ TERMINAL_SQL = (
     "(outcome IN ('refused', 'truncated', 'content_filter') "
     "OR (outcome = 'http_error' AND status_code < 500 AND status_code <> 429))"
 )
+# a failure that says nothing about the request: the batch queue was full; it does not use up an attempt
+NOT_COUNTED_SQL = "(outcome = 'batch_failed' AND error_code = 'token_limit_exceeded')"
 OPEN_STATUSES = ("written", "uploaded", "submitted")
+
+
+def attempts_summary_sql(state: str, since_run: str | None) -> str:
+    """Per request key: failed attempts that count, whether one was final, and the last attempt."""
+    run_filter = f"WHERE run_id = '{since_run}'" if since_run else ""
+    return f"""
+        SELECT request_key,
+               count(*) FILTER (WHERE outcome <> 'ok' AND NOT {NOT_COUNTED_SQL}) AS failures,
+               count(*) AS attempts, bool_or({TERMINAL_SQL}) AS terminal,
+               arg_max(outcome, created_at) AS outcome, arg_max(status_code, created_at) AS status_code,
+               arg_max(error_code, created_at) AS error_code, arg_max(detail, created_at) AS detail,
+               max(created_at) AS last_attempt_at
+        FROM {quote(state)}.attempts {run_filter} GROUP BY request_key"""
 
 
 def stage_table(state: str, node: str) -> str:
@@ -64,14 +79,10 @@ def stage_inputs(conn: duckdb.DuckDBPyConnection, state: str, node: Node, spec: 
 def pending_sql(state: str, node: str, columns: list[str], max_attempts: int, since_run: str | None) -> str:
     """One row per request key that has no answer, is not in flight and has attempts left."""
     s = quote(state)
-    run_filter = f"AND run_id = '{since_run}'" if since_run else ""
     cols = ", ".join(f"i.{quote(c)}" for c in columns)
     cols = f", {cols}" if cols else ""
     return f"""
-        WITH att AS (
-            SELECT request_key, count(*) FILTER (WHERE outcome <> 'ok') AS failures,
-                   bool_or({TERMINAL_SQL}) AS terminal
-            FROM {s}.attempts WHERE node IS NOT NULL {run_filter} GROUP BY 1),
+        WITH att AS ({attempts_summary_sql(state, since_run)}),
         inflight AS (
             SELECT sr.request_key FROM {s}.shard_requests sr JOIN {s}.shards sh USING (shard_id)
             WHERE sh.status IN {OPEN_STATUSES})

@@ -9,7 +9,9 @@ from llmt.compile import env_var, render_jinja
 from llmt.errors import ConfigError, did_you_mean
 from llmt.providers.base import BatchProvider
 
-PROVIDERS = ("fake",)
+PROVIDERS = ("fake", "openai")
+# target provider options that steer the pipeline rather than the provider
+PIPELINE_OPTIONS = ("max_requests_per_batch", "poll_interval")
 
 
 def resolve_options(options: dict[str, Any], where: str) -> dict[str, Any]:
@@ -30,10 +32,15 @@ def resolve_options(options: dict[str, Any], where: str) -> dict[str, Any]:
 
 def make_provider(kind: str, options: dict[str, Any], *, project_dir: Path, target_dir: Path) -> BatchProvider:
     where = f"{project_dir / 'project.yml'}"
+    options = {k: v for k, v in options.items() if k not in PIPELINE_OPTIONS}
     if kind == "fake":
         from llmt.providers.fake import FakeProvider
 
         return FakeProvider.from_options(resolve_options(options, where), target_dir / "fake_remote", project_dir)
+    if kind == "openai":
+        from llmt.providers.openai_batch import OpenAIBatchProvider
+
+        return OpenAIBatchProvider.from_options(resolve_options(options, where), where)
     raise ConfigError(
         f"unknown provider type `{kind}`.{did_you_mean(kind, PROVIDERS)}",
         where=where,
