@@ -107,8 +107,8 @@ def run(
     wh = warehouse or open_warehouse(project)
     if wh.memory:
         reporter.warn("the warehouse is `:memory:`: tables and stored answers are lost when this command ends")
-    provider = None
-    driver = None
+    # the provider is configured before anything runs, so that its configuration errors come first
+    driver = make_driver(project, wh, reporter, report.run_id) if specs else None
     s = quote(wh.state_schema)
     with wh.connect() as conn:
         conn.execute(f"INSERT INTO {s}.runs VALUES (?, ?, ?, now(), NULL, 'running')",
@@ -128,9 +128,7 @@ def run(
             result = NodeResult(name, node.materialized, "success")
             try:
                 if node.is_llm:
-                    if driver is None:
-                        driver = make_driver(project, wh, reporter, report.run_id)
-                        provider = driver.provider
+                    assert driver is not None
                     result.llm = run_llm_node(project, node, specs[name], wh, driver, reporter, options)
                     result.rows = result.llm.rows
                 else:
@@ -150,8 +148,8 @@ def run(
         with wh.connect() as conn:
             conn.execute(f"UPDATE {s}.runs SET finished_at = now(), status = ? WHERE run_id = ?",
                          [status, report.run_id])
-        if provider is not None:
-            provider.close()
+        if driver is not None:
+            driver.provider.close()
         write_run_results(project, report.run_id, [r.as_dict() for r in report.results], report.seconds, command)
     return report
 

@@ -19,6 +19,7 @@ from typing import Any
 from llmt.compile import quote
 from llmt.console import Reporter
 from llmt.pipeline.collect import read_results, reconcile, store
+from llmt.pipeline.crash import crash_point
 from llmt.providers.base import BatchInfo, BatchProvider, Shard
 from llmt.schema import AnswerValidator
 from llmt.warehouse.duckdb import Warehouse
@@ -105,10 +106,13 @@ class ShardDriver:
             if not spec.path.is_file():
                 self._update(row, status="abandoned", error="shard file missing before upload")
                 return
-            self._update(row, file_id=self.provider.upload(spec), status="uploaded")
+            file_id = self.provider.upload(spec)
+            crash_point("after_upload")
+            self._update(row, file_id=file_id, status="uploaded")
         if row.status == "uploaded":
             found = self.provider.find_batch(spec)
             info = found if found is not None else self.provider.create_batch(spec, str(row.file_id))
+            crash_point("after_create")
             self._update(row, batch_id=info.batch_id, batch_status=info.status, status="submitted")
 
     def wait(self, rows: list[ShardRow], timeout: float | None, poll: float) -> dict[str, BatchInfo]:
@@ -125,6 +129,7 @@ class ShardDriver:
                     if row.shard_id in done:
                         continue
                     info = self.provider.retrieve(str(row.batch_id))
+                    crash_point("waiting")
                     bar.update(info.completed + info.failed)
                     if info.status != row.batch_status:
                         self._update(row, batch_status=info.status)
@@ -145,6 +150,7 @@ class ShardDriver:
                 dest = work_dir / f"{row.shard_id}.{kind}.jsonl"
                 if self.provider.download(file_id, dest):
                     paths.append(dest)
+        crash_point("after_download")
         seen = read_results(paths, validator)
         batch_error = ",".join(sorted({e.code for e in info.errors})) or None
         with self.wh.transaction() as conn:

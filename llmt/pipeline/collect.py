@@ -16,6 +16,7 @@ from typing import Any
 import duckdb
 
 from llmt.compile import quote
+from llmt.pipeline.crash import crash_point
 from llmt.schema import AnswerValidator
 
 # a batch that ended this way leaves its unanswered ids with this outcome
@@ -159,6 +160,7 @@ def store(
         WHERE NOT EXISTS (SELECT 1 FROM {s}.attempts a WHERE a.shard_id = ? AND a.request_key = c.request_key)""",
         [shard_id, run_id, node, model, shard_id],
     )
+    crash_point("mid_store")
     conn.execute(
         f"""INSERT INTO {s}.answers
         SELECT c.request_key, c.answer, ?, ?, ?, now(), c.prompt_tokens, c.completion_tokens, c.cached_tokens

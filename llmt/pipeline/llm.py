@@ -9,6 +9,7 @@ from pathlib import Path
 
 from llmt.console import Reporter
 from llmt.pipeline.batches import ShardDriver
+from llmt.pipeline.crash import crash_point
 from llmt.pipeline.output import build_output
 from llmt.pipeline.render import MAX_REQUESTS_PER_BATCH, iter_rows, write_shards
 from llmt.pipeline.spec import LlmSpec
@@ -95,7 +96,9 @@ def run_llm_node(
             result.requests = total
         else:
             result.retried += total
+        crash_point("after_write")
         driver.record([(s.shard_id, s.path, s.keys) for s in shards], node.name, spec.model, spec.strict_schema)
+        crash_point("after_record")
         rows = driver.open_shards(node.name)
         _add(result.outcomes, driver.drive(rows, wait=options.wait, timeout=options.timeout,
                                            poll=options.poll_interval, work_dir=work_dir))
