@@ -25,6 +25,7 @@ from llmt.schema import AnswerValidator
 from llmt.warehouse.duckdb import Warehouse
 
 OPEN = ("written", "uploaded", "submitted")
+QUEUE_FULL = "token_limit_exceeded"
 
 
 @dataclass
@@ -59,6 +60,7 @@ class ShardDriver:
         self.run_id = run_id
         self.project = project
         self.s = quote(warehouse.state_schema)
+        self.queue_full = 0  # batches that failed with token_limit_exceeded (the queue was full)
 
     # -- state ------------------------------------------------------------------------------
     def open_shards(self, node: str | None = None) -> list[ShardRow]:
@@ -153,6 +155,8 @@ class ShardDriver:
         crash_point("after_download")
         seen = read_results(paths, validator)
         batch_error = ",".join(sorted({e.code for e in info.errors})) or None
+        if info.status == "failed" and batch_error == QUEUE_FULL:
+            self.queue_full += 1
         with self.wh.transaction() as conn:
             keys = [r[0] for r in conn.execute(
                 f"SELECT request_key FROM {self.s}.shard_requests WHERE shard_id = ?", [row.shard_id]

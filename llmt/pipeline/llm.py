@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,8 @@ from llmt.pipeline.spec import LlmSpec
 from llmt.pipeline.stage import input_counts, pending_sql, stage_inputs, stage_table
 from llmt.project import Node, Project
 from llmt.warehouse.duckdb import Warehouse, relation_kind
+
+MAX_QUEUE_WAITS = 8
 
 
 @dataclass
@@ -78,8 +81,12 @@ def run_llm_node(
         columns = stage_inputs(conn, state, node, spec, project.render(node, False))
         result.rows, result.cached, result.deduplicated = input_counts(conn, state, node.name)
     since = driver.run_id if options.retry_failed else None
-    # 3. send what has no answer; retry retryable outcomes in later rounds
-    for round_no in range(spec.max_attempts):
+    # 3. send what has no answer; retry retryable outcomes in later rounds. Each round uses up an
+    # attempt of every request it sends (so the loop ends), except rounds whose batches failed because
+    # the enqueued-token limit was full: those wait and resubmit, a bounded number of times.
+    deadline = None if options.timeout is None else time.monotonic() + options.timeout
+    round_no, queue_waits = 0, 0
+    while True:
         pending = pending_sql(state, node.name, spec.columns, spec.max_attempts, since)
         with warehouse.connect() as conn:
             total_row = conn.execute(f"SELECT count(*) FROM ({pending})").fetchone()
@@ -89,21 +96,31 @@ def run_llm_node(
             cursor = conn.execute(pending)
             with reporter.progress(f"{node.name}: rendering", total) as bar:
                 shards = write_shards(
-                    iter_rows(cursor), spec.columns, spec, work_dir, _ids(driver.run_id + f"r{round_no}", node.name),
+                    iter_rows(cursor), spec.columns, spec, work_dir, _ids(f"{driver.run_id}r{round_no}", node.name),
                     max_requests=options.max_requests_per_batch, advance=bar.advance,
                 )
         if round_no == 0:
             result.requests = total
         else:
             result.retried += total
+        round_no += 1
         crash_point("after_write")
         driver.record([(s.shard_id, s.path, s.keys) for s in shards], node.name, spec.model, spec.strict_schema)
         crash_point("after_record")
-        rows = driver.open_shards(node.name)
-        _add(result.outcomes, driver.drive(rows, wait=options.wait, timeout=options.timeout,
+        full_before = driver.queue_full
+        remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        _add(result.outcomes, driver.drive(driver.open_shards(node.name), wait=options.wait, timeout=remaining,
                                            poll=options.poll_interval, work_dir=work_dir))
-        if not options.wait:
+        if not options.wait or (deadline is not None and time.monotonic() >= deadline):
             break
+        if driver.queue_full > full_before:
+            if queue_waits >= MAX_QUEUE_WAITS:
+                reporter.warn(f"{node.name}: the batch queue's token limit is still full; "
+                              "the rest stays pending: run `llmt run` again later")
+                break
+            reporter.info(f"  {node.name}: the batch queue is full (token_limit_exceeded); resubmitting shortly")
+            time.sleep(min(options.poll_interval * 2 ** (queue_waits + 3), 300.0))
+            queue_waits += 1
     result.answered = result.outcomes.get("ok", 0)
     # 4. the output table follows the input; answers come from the store
     result.status = rebuild_output(project, node, spec, warehouse, columns, since, options.full_refresh)
