@@ -166,7 +166,7 @@ class ShardDriver:
                   node=row.node, model=row.model)
             conn.execute(
                 f"UPDATE {self.s}.shards SET status = 'collected', batch_status = ?, error = ?, updated_at = now() "
-                f"WHERE shard_id = ?", [info.status, batch_error, row.shard_id],
+                f"WHERE shard_id = ?", [info.status, _describe_errors(info) or batch_error, row.shard_id],
             )
         counts: dict[str, int] = {}
         for a in attempts:
@@ -226,3 +226,10 @@ class ShardDriver:
                 for outcome, n in self.collect(row, infos[row.shard_id], work_dir(row.node)).counts.items():
                     totals[outcome] = totals.get(outcome, 0) + n
         return totals
+
+
+def _describe_errors(info: BatchInfo) -> str | None:
+    """Batch-level errors with their line numbers, for `_llmt.shards.error`."""
+    parts = [f"{e.code}" + (f" (line {e.line})" if e.line is not None else "") + f": {e.message}"
+             for e in info.errors[:20]]
+    return "; ".join(parts)[:2000] or None
