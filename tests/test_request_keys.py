@@ -151,3 +151,13 @@ def test_removed_input_row_leaves_the_output(project: Project) -> None:
     project.write("data/reviews.csv", "\n".join(csv[:-1]) + "\n")
     assert sent(project) == 0
     assert project.query("select count(*) from main.insights") == [(3,)]
+
+
+def test_changing_the_unique_key_rebuilds_the_table(project: Project) -> None:
+    project.run_json()
+    project.write("models/insights.sql", """
+        {{ config(materialized='llm', prompt='analyse', schema='analysis', unique_key=['product', 'rid']) }}
+        select review_id as rid, product, review_text from {{ ref('stg_reviews') }}
+        """)
+    assert sent(project) == 0
+    assert project.query("select count(*) from main.insights where _llmt_status = 'ok'") == [(4,)]

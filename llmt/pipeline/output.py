@@ -31,10 +31,11 @@ def build_output(
     s = quote(state)
     uk = spec.unique_key
     prev_kind = relation_kind(conn, schema, name)
+    needed = ["_llmt_answer_key", *uk]  # the previous table can show stale answers only if it has these
     has_prev = prev_kind == "table" and conn.execute(
         "SELECT count(*) FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
-        "AND column_name = '_llmt_answer_key'", [schema, name],
-    ).fetchone() == (1,)
+        "AND column_name IN (SELECT unnest(?::VARCHAR[]))", [schema, name, needed],
+    ).fetchone() == (len(needed),)
     prev_join = (
         f"LEFT JOIN (SELECT {', '.join(quote(k) for k in uk)}, _llmt_answer_key FROM {out}) p "
         f"ON {' AND '.join(f'p.{quote(k)} = i.{quote(k)}' for k in uk)} "
