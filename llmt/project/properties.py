@@ -20,25 +20,24 @@ class ColumnProps(Props):
     meta: dict[str, Any] = Field(default_factory=dict)
 
 
-class ModelProps(Props):
+class TableProps(Props):
+    """What models and source tables share: a description, columns and tests."""
+
     name: str
     description: str = ""
-    config: dict[str, Any] = Field(default_factory=dict)
     columns: list[ColumnProps] = Field(default_factory=list)
     tests: list[Any] = Field(default_factory=list)
     data_tests: list[Any] = Field(default_factory=list)
     meta: dict[str, Any] = Field(default_factory=dict)
 
 
-class SourceTableProps(Props):
-    name: str
-    description: str = ""
+class ModelProps(TableProps):
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class SourceTableProps(TableProps):
     identifier: str | None = None
     file: str | None = None
-    columns: list[ColumnProps] = Field(default_factory=list)
-    tests: list[Any] = Field(default_factory=list)
-    data_tests: list[Any] = Field(default_factory=list)
-    meta: dict[str, Any] = Field(default_factory=dict)
 
 
 class SourceProps(Props):
