@@ -150,6 +150,8 @@ def run(
                          [status, report.run_id])
         if driver is not None:
             driver.provider.close()
+        if warehouse is None:
+            wh.close()
         write_run_results(project, report.run_id, [r.as_dict() for r in report.results], report.seconds, command)
     return report
 

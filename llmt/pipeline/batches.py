@@ -125,6 +125,7 @@ class ShardDriver:
         done: dict[str, BatchInfo] = {}
         delay = poll
         items = [(f"{r.node} {r.batch_id}", r.n_requests) for r in pending]
+        self.wh.release()  # never hold the database while a provider works
         with self.reporter.bars(items) as bars:
             while True:
                 for row, bar in zip(pending, bars, strict=True):
@@ -139,6 +140,7 @@ class ShardDriver:
                         done[row.shard_id] = info
                 if len(done) == len(pending) or (deadline is not None and time.monotonic() >= deadline):
                     return done
+                self.wh.release()  # a status change was just recorded: do not hold the file while sleeping
                 pause = delay if deadline is None else min(delay, max(deadline - time.monotonic(), 0.0))
                 time.sleep(pause)
                 delay = min(delay * 1.5, 60.0)

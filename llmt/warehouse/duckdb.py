@@ -16,41 +16,39 @@ from llmt.warehouse.state import migrate
 
 
 class Warehouse:
+    """One DuckDB database. Steps share a connection while llmt works; `release()` closes it before
+    anything slow that does not need the database (waiting on a provider), so that readers and other
+    writers are not locked out for hours. An in-memory database keeps its connection (it would be lost)."""
+
     def __init__(self, path: str, project_dir: Path, schema: str = "main", state_schema: str = "_llmt") -> None:
         self.memory = path == ":memory:"
         self.path = path if self.memory else str((project_dir / path).resolve())
         self.schema = schema
         self.state_schema = state_schema
-        self._memory_conn: duckdb.DuckDBPyConnection | None = None
+        self._conn: duckdb.DuckDBPyConnection | None = None
         self._migrated = False
 
     def _open(self) -> duckdb.DuckDBPyConnection:
-        if self.memory:
-            # an in-memory database lives as long as its connection: keep one for the whole command
-            if self._memory_conn is None:
-                self._memory_conn = duckdb.connect(":memory:")
-            return self._memory_conn
+        if self._conn is not None:
+            return self._conn
         try:
-            return duckdb.connect(self.path)
+            self._conn = duckdb.connect(self.path)
         except duckdb.IOException as exc:
             raise ConfigError(
                 f"cannot open the DuckDB database {self.path}: {exc}",
                 hint="Close other programs holding it for writing, or check the path in the target.",
             ) from None
+        return self._conn
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection for one step, with the state schema migrated."""
+        """The connection for one step, with the state schema migrated."""
         conn = self._open()
-        try:
-            if not self._migrated:
-                migrate(conn, self.state_schema)
-                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.schema)}")
-                self._migrated = True
-            yield conn
-        finally:
-            if not self.memory:
-                conn.close()
+        if not self._migrated:
+            migrate(conn, self.state_schema)
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.schema)}")
+            self._migrated = True
+        yield conn
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -64,10 +62,16 @@ class Warehouse:
                 raise
             conn.execute("COMMIT")
 
+    def release(self) -> None:
+        """Close the file-backed connection (before waiting); the next step opens it again."""
+        if self._conn is not None and not self.memory:
+            self._conn.close()
+            self._conn = None
+
     def close(self) -> None:
-        if self._memory_conn is not None:
-            self._memory_conn.close()
-            self._memory_conn = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 def relation_kind(conn: duckdb.DuckDBPyConnection, schema: str, name: str) -> str | None:
