@@ -111,6 +111,9 @@ def run(
     driver = make_driver(project, wh, reporter, report.run_id) if specs else None
     s = quote(wh.state_schema)
     with wh.connect() as conn:
+        # a run still marked running was killed (a live one, waiting with the file released, sets its own
+        # status again when it ends)
+        conn.execute(f"UPDATE {s}.runs SET status = 'interrupted' WHERE status = 'running'")
         conn.execute(f"INSERT INTO {s}.runs VALUES (?, ?, ?, now(), NULL, 'running')",
                      [report.run_id, project.name, command])
     failed_upstream: set[str] = set()

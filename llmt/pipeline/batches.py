@@ -73,6 +73,16 @@ class ShardDriver:
             ).fetchall()
         return [ShardRow(*r) for r in rows]
 
+    def remove_unrecorded_files(self, work_dir: Path) -> None:
+        """Delete shard files a killed run wrote but never recorded (they were never uploaded)."""
+        if not work_dir.is_dir():
+            return
+        with self.wh.connect() as conn:
+            known = {r[0] for r in conn.execute(f"SELECT shard_id FROM {self.s}.shards").fetchall()}
+        for path in work_dir.glob("*.jsonl"):
+            if not path.name.endswith((".output.jsonl", ".errors.jsonl")) and path.stem not in known:
+                path.unlink()
+
     def record(self, shards: list[tuple[str, Path, list[str]]], node: str, model: str, schema: dict[str, Any]) -> None:
         """Record written shard files and their request keys (before anything is uploaded)."""
         with self.wh.transaction() as conn:
@@ -104,6 +114,7 @@ class ShardDriver:
     def submit(self, row: ShardRow) -> None:
         """Bring a shard to `submitted` (or abandon it when its file is gone before upload)."""
         spec = self._spec(row)
+        resumed = row.status == "uploaded"  # an earlier process may have created its batch already
         if row.status == "written":
             if not spec.path.is_file():
                 self._update(row, status="abandoned", error="shard file missing before upload")
@@ -112,7 +123,8 @@ class ShardDriver:
             crash_point("after_upload")
             self._update(row, file_id=file_id, status="uploaded")
         if row.status == "uploaded":
-            found = self.provider.find_batch(spec)
+            # listing batches can take many pages: only a shard uploaded by an earlier process can have one
+            found = self.provider.find_batch(spec) if resumed else None
             info = found if found is not None else self.provider.create_batch(spec, str(row.file_id))
             crash_point("after_create")
             self._update(row, batch_id=info.batch_id, batch_status=info.status, status="submitted")
@@ -216,6 +228,10 @@ class ShardDriver:
         """Cancel open shards: never-submitted ones are abandoned (their rows become pending again);
         submitted batches are cancelled and their partial output is collected."""
         for row in rows:
+            if row.status == "uploaded":  # its batch may exist (a create whose answer was lost): cancel that too
+                found = self.provider.find_batch(self._spec(row))
+                if found is not None:
+                    self._update(row, batch_id=found.batch_id, batch_status=found.status, status="submitted")
             if row.status in ("written", "uploaded"):
                 self._update(row, status="abandoned", error="cancelled before submission")
             elif row.batch_id is not None:

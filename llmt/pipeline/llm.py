@@ -71,6 +71,7 @@ def run_llm_node(
     result = LlmResult()
     work_dir = batch_dir(project, node.name)
     # 1. finish what an earlier run left in flight (e.g. --no-wait) before sending anything new
+    driver.remove_unrecorded_files(work_dir)
     leftover = driver.open_shards(node.name)
     if leftover:
         reporter.info(f"  {node.name}: resuming {len(leftover)} open batch(es)")

@@ -96,6 +96,10 @@ class OpenAIBatchProvider(BatchProvider):
 
         delay = self.backoff
         for attempt in range(1, CREATE_TRIES + 1):
+            if attempt > 1:  # a create that timed out may have landed while we waited: look again
+                found = self.find_batch(shard)
+                if found is not None:
+                    return found
             try:
                 batch = self.client.with_options(max_retries=0).batches.create(
                     input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h",
@@ -139,8 +143,12 @@ class OpenAIBatchProvider(BatchProvider):
 
         try:
             return _info(self.client.batches.cancel(batch_id))
-        except openai.ConflictError:  # already ended
-            return self.retrieve(batch_id)
+        except (openai.ConflictError, openai.BadRequestError) as exc:
+            # "Cannot cancel a batch with status 'completed'": it ended meanwhile; collect it as it is
+            info = self.retrieve(batch_id)
+            if info.terminal or info.status == "cancelling":
+                return info
+            raise _provider_error("cancel the batch", exc) from None
         except openai.APIError as exc:
             raise _provider_error("cancel the batch", exc) from None
 
