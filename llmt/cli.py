@@ -137,9 +137,13 @@ def ls(project_dir: Path, target: str | None, vars_: str | None, select: tuple[s
 @click.option("--retry-failed", is_flag=True, help="Ask again for rows whose attempts failed in earlier runs.")
 @click.option("--timeout", type=float, default=None, metavar="SECONDS",
               help="Stop waiting for batches after this long (they stay open; re-run to collect).")
+@click.option("--max-cost", type=float, default=None, metavar="USD",
+              help="Refuse to submit work whose upper-bound cost, with open batches, exceeds this.")
+@click.option("--sample", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Send at most N of each model's pending requests (a deterministic choice; re-run for more).")
 def run(project_dir: Path, target: str | None, vars_: str | None, select: tuple[str, ...],
         exclude: tuple[str, ...], output: str, full_refresh: bool, no_wait: bool, retry_failed: bool,
-        timeout: float | None) -> None:
+        timeout: float | None, max_cost: float | None, sample: int | None) -> None:
     """Run models in DAG order: SQL models are built, LLM models send only new rows.
 
     \b
@@ -147,12 +151,15 @@ def run(project_dir: Path, target: str | None, vars_: str | None, select: tuple[
       llmt run                       # everything
       llmt run -s review_insights+   # one LLM model and what depends on it
       llmt run --no-wait             # submit batches and return
+      llmt run --max-cost 5          # refuse to commit more than $5
+      llmt run --sample 20           # try the prompt on 20 requests first
     """
     from llmt.commands import run_project
     from llmt.pipeline.llm import LlmOptions
 
     console = _console(output)
-    options = LlmOptions(full_refresh=full_refresh, wait=not no_wait, retry_failed=retry_failed, timeout=timeout)
+    options = LlmOptions(full_refresh=full_refresh, wait=not no_wait, retry_failed=retry_failed, timeout=timeout,
+                         max_cost=max_cost, sample=sample)
     report = run_project(_load(project_dir, target, vars_), list(select), list(exclude), console, options)
     sys.exit(1 if report.failed else 0)
 
@@ -172,6 +179,28 @@ def show(project_dir: Path, target: str | None, vars_: str | None, output: str, 
     from llmt.commands import show_model
 
     show_model(_load(project_dir, target, vars_), model, limit, _console(output))
+
+
+@cli.command()
+@project_options
+@select_options
+@output_option
+@click.option("--sample", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Plan for `llmt run --sample N`.")
+def plan(project_dir: Path, target: str | None, vars_: str | None, select: tuple[str, ...],
+         exclude: tuple[str, ...], output: str, sample: int | None) -> None:
+    """Show what `llmt run` would send and what it would cost, per LLM model. Sends and writes nothing.
+
+    Exact input tokens; output tokens as an upper bound (max_output_tokens) and an expected value;
+    cost at batch and at live prices; open batches and their value.
+
+    \b
+    Example:
+      llmt plan -s review_insights --output json
+    """
+    from llmt.commands import plan_project
+
+    plan_project(_load(project_dir, target, vars_), list(select), list(exclude), _console(output), sample)
 
 
 @cli.command()

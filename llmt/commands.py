@@ -6,14 +6,24 @@ import json
 from typing import Any
 
 from llmt.artifacts import write_compiled, write_manifest
-from llmt.compile import relation
+from llmt.compile import quote, relation
 from llmt.console import Console
-from llmt.errors import ConfigError, did_you_mean
+from llmt.errors import ConfigError, NodeError, did_you_mean
 from llmt.pipeline.llm import LlmOptions, batch_dir, rebuild_output
+from llmt.pipeline.plan import ModelPlan, plan_node
 from llmt.pipeline.spec import build_spec
 from llmt.project import Project
-from llmt.runner import RunReport, llm_specs, make_driver, new_run_id, open_warehouse, pipeline_options, run
-from llmt.warehouse.duckdb import relation_kind
+from llmt.runner import (
+    RunReport,
+    llm_specs,
+    make_driver,
+    new_run_id,
+    open_warehouse,
+    pipeline_options,
+    prices,
+    run,
+)
+from llmt.warehouse.duckdb import read_only, relation_kind
 
 
 def compile_project(project: Project, select: list[str], exclude: list[str], console: Console) -> None:
@@ -63,11 +73,17 @@ def run_project(
     llm = [r for r in report.results if r.llm is not None]
     if llm:
         console.table(
-            "LLM models", ["model", "rows", "new requests", "answered", "failed", "pending", "cached", "deduplicated"],
+            "LLM models", ["model", "rows", "new requests", "answered", "failed", "pending", "cached", "deduplicated",
+                           "cost $"],
             [[r.name, r.llm.rows, r.llm.requests, r.llm.answered, r.llm.status.get("failed", 0),
-              r.llm.status.get("pending", 0), r.llm.cached, r.llm.deduplicated]
+              r.llm.status.get("pending", 0), r.llm.cached, r.llm.deduplicated, f"{r.llm.cost_usd:.4f}"]
              for r in llm if r.llm is not None],
         )
+        spent = sum(r.llm.cost_usd for r in llm if r.llm is not None)
+        dedup = sum(r.llm.saved_dedup_usd for r in llm if r.llm is not None)
+        cache = sum(r.llm.saved_cache_usd for r in llm if r.llm is not None)
+        console.info(f"Spent ${spent:.4f}; saved about ${dedup:.4f} by asking identical requests once and "
+                     f"${cache:.4f} through prompt caching.")
     errors = sum(r.status == "error" for r in report.results)
     skipped = sum(r.status == "skipped" for r in report.results)
     console.info(
@@ -100,24 +116,39 @@ def show_model(project: Project, model: str, limit: int, console: Console) -> No
 
 
 
-def batch_status(project: Project, console: Console) -> list[dict[str, Any]]:
-    """Every open batch with its status, counts, age and expiry; collects nothing."""
+def batch_status(project: Project, console: Console) -> dict[str, Any]:
+    """Every open batch with its status, counts, age and expiry, and spend per model; collects nothing."""
     wh = open_warehouse(project)
     driver = make_driver(project, wh, console, new_run_id())
     try:
         rows = driver.describe(driver.open_shards())
+        with wh.connect() as conn:
+            spend = conn.execute(
+                f"SELECT node, model, sum(cost_usd) FILTER (WHERE created_at >= current_date), "
+                f"sum(cost_usd) FILTER (WHERE created_at >= date_trunc('month', current_date)), sum(cost_usd), "
+                f"sum(prompt_tokens), sum(completion_tokens) FROM {quote(wh.state_schema)}.attempts "
+                f"GROUP BY ALL ORDER BY node, model"
+            ).fetchall()
     finally:
         driver.provider.close()
         wh.close()
+    ledger = [{"model": r[0], "llm_model": r[1], "today_usd": r[2] or 0.0, "month_usd": r[3] or 0.0,
+               "total_usd": r[4] or 0.0, "prompt_tokens": r[5], "completion_tokens": r[6]} for r in spend]
     if console.json_output:
-        console.json({"open_batches": rows})
-    elif not rows:
+        console.json({"open_batches": rows, "spend": ledger})
+        return {"open_batches": rows, "spend": ledger}
+    if not rows:
         console.info("No open batches.")
     else:
         console.table("Open batches", ["model", "batch", "status", "done", "failed", "requests", "age", "expires in"],
                       [[r["node"], r["batch_id"] or f"({r['shard_id']})", r["status"], r["completed"], r["failed"],
                         r["requests"], _duration(r["age_s"]), _duration(r["expires_in_s"])] for r in rows])
-    return rows
+    if ledger:
+        console.table("Spend (USD, from the usage of every answer, failed ones included)",
+                      ["model", "llm", "today", "this month", "all time"],
+                      [[e["model"], e["llm_model"], f"{e['today_usd']:.4f}", f"{e['month_usd']:.4f}",
+                        f"{e['total_usd']:.4f}"] for e in ledger])
+    return {"open_batches": rows, "spend": ledger}
 
 
 def cancel_batches(
@@ -151,3 +182,56 @@ def _duration(seconds: int | None) -> str:
     sign, seconds = ("-" if seconds < 0 else ""), abs(seconds)
     hours, rest = divmod(seconds, 3600)
     return f"{sign}{hours}h{rest // 60:02d}m" if hours else f"{sign}{rest // 60}m{rest % 60:02d}s"
+
+
+def plan_project(
+    project: Project, select: list[str], exclude: list[str], console: Console, sample: int | None
+) -> list[ModelPlan]:
+    """Per LLM model: rows, new rows, requests, exact input tokens, output bounds, cost; totals."""
+    names = project.graph.select(select, exclude)
+    specs = llm_specs(project, names)
+    wh = project.target.warehouse
+    path = project.dir / wh.path
+    if wh.path == ":memory:" or not path.is_file():
+        raise ConfigError(
+            "the warehouse has nothing to plan from yet",
+            hint="Build the inputs of the LLM models first, e.g. `llmt run --exclude "
+            + " ".join(specs) + "`, then `llmt plan`." if specs else "Run `llmt run` first.",
+        )
+    table = prices(project)
+    plans = []
+    with read_only(str(path), wh.state_schema) as conn:
+        for name, spec in specs.items():
+            node = project.nodes[name]
+            try:
+                plans.append(plan_node(conn, project, node, spec, table, wh.state_schema, sample))
+            except NodeError as exc:
+                raise NodeError(exc.message, where=exc.where,
+                                hint=f"Build its inputs first: `llmt run -s +{name} --exclude {name}`.") from None
+    totals = {key: sum(getattr(p, key) for p in plans) for key in PLAN_TOTALS}
+    if console.json_output:
+        console.json({"prices_taken": table.taken, "models": [p.as_dict() for p in plans], "totals": totals})
+        return plans
+    console.table(
+        f"Plan (prices of {table.taken}; batch = {1 - table.batch_discount:.0%} of live)",
+        ["model", "llm", "rows", "answered", "new rows", "requests", "input tokens", "output tokens (exp / max)",
+         "batch $ (exp / max)", "live $ (exp / max)", "open batches ($ max)"],
+        [[p.model, p.llm_model, p.rows, p.answered_rows, p.new_rows, p.requests, p.input_tokens,
+          f"{p.output_tokens_expected} / {p.output_tokens_max}", f"{p.batch_usd_expected:.4f} / {p.batch_usd_max:.4f}",
+          f"{p.live_usd_expected:.4f} / {p.live_usd_max:.4f}", f"{p.open_batches} ({p.open_usd_max:.4f})"]
+         for p in plans]
+        + [["total", "", totals["rows"], totals["answered_rows"], totals["new_rows"], totals["requests"],
+            totals["input_tokens"], f"{totals['output_tokens_expected']} / {totals['output_tokens_max']}",
+            f"{totals['batch_usd_expected']:.4f} / {totals['batch_usd_max']:.4f}",
+            f"{totals['live_usd_expected']:.4f} / {totals['live_usd_max']:.4f}",
+            f"{totals['open_batches']} ({totals['open_usd_max']:.4f})"]],
+    )
+    for p in plans:
+        console.info(f"{p.model}: expected output from {p.expected_from}")
+    return plans
+
+
+PLAN_TOTALS = (
+    "rows", "answered_rows", "new_rows", "requests", "input_tokens", "output_tokens_max", "output_tokens_expected",
+    "batch_usd_expected", "batch_usd_max", "live_usd_expected", "live_usd_max", "open_batches", "open_usd_max",
+)

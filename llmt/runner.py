@@ -11,10 +11,11 @@ from typing import Any
 from llmt.artifacts import write_compiled, write_manifest, write_run_results
 from llmt.compile import quote
 from llmt.console import Reporter
+from llmt.cost import Budget, PriceTable, price_table
 from llmt.errors import ConfigError, LlmtError
 from llmt.materialize import materialize_sql
 from llmt.pipeline.batches import ShardDriver
-from llmt.pipeline.llm import LlmOptions, LlmResult, run_llm_node
+from llmt.pipeline.llm import Budgets, LlmOptions, LlmResult, run_llm_node
 from llmt.pipeline.render import MAX_REQUESTS_PER_BATCH
 from llmt.pipeline.spec import LlmSpec, build_spec
 from llmt.project import Project
@@ -77,7 +78,19 @@ def make_driver(project: Project, warehouse: Warehouse, reporter: Reporter, run_
         project.target.provider.type, project.target.provider.options(),
         project_dir=project.dir, target_dir=project.target_dir,
     )
-    return ShardDriver(warehouse, provider, reporter, run_id, project.name)
+    return ShardDriver(warehouse, provider, reporter, run_id, project.name, prices(project))
+
+
+def prices(project: Project) -> PriceTable:
+    return price_table(project.config.llm.prices)
+
+
+def budgets(project: Project, node: str, options: LlmOptions) -> Budgets:
+    run = [Budget(options.max_cost, "--max-cost")] if options.max_cost is not None else []
+    if project.config.llm.budget_usd is not None:
+        run.append(Budget(project.config.llm.budget_usd, "budget_usd under `llm:` in project.yml"))
+    own = project.nodes[node].config.get("budget_usd")
+    return Budgets(run, [Budget(float(own), f"budget_usd of model `{node}`")] if own is not None else [])
 
 
 def open_warehouse(project: Project) -> Warehouse:
@@ -86,8 +99,12 @@ def open_warehouse(project: Project) -> Warehouse:
 
 
 def llm_specs(project: Project, names: list[str]) -> dict[str, LlmSpec]:
-    """Compile-time checks of every selected LLM model (prompt, schema, columns)."""
-    return {n: build_spec(project, project.nodes[n]) for n in names if project.nodes[n].is_llm}
+    """Compile-time checks of every selected LLM model (prompt, schema, columns, a known price)."""
+    specs = {n: build_spec(project, project.nodes[n]) for n in names if project.nodes[n].is_llm}
+    table = prices(project)
+    for spec in specs.values():
+        table.price(spec.model)
+    return specs
 
 
 def run(
@@ -132,7 +149,8 @@ def run(
             try:
                 if node.is_llm:
                     assert driver is not None
-                    result.llm = run_llm_node(project, node, specs[name], wh, driver, reporter, options)
+                    result.llm = run_llm_node(project, node, specs[name], wh, driver, reporter, options,
+                                              budgets(project, name, options))
                     result.rows = result.llm.rows
                 else:
                     with wh.transaction() as conn:

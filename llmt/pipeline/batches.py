@@ -18,8 +18,10 @@ from typing import Any
 
 from llmt.compile import quote
 from llmt.console import Reporter
+from llmt.cost import PriceTable
 from llmt.pipeline.collect import read_results, reconcile, store
 from llmt.pipeline.crash import crash_point
+from llmt.pipeline.render import WrittenShard
 from llmt.providers.base import BatchInfo, BatchProvider, Shard
 from llmt.schema import AnswerValidator
 from llmt.warehouse.duckdb import Warehouse
@@ -52,10 +54,12 @@ class Collected:
 
 class ShardDriver:
     def __init__(
-        self, warehouse: Warehouse, provider: BatchProvider, reporter: Reporter, run_id: str, project: str
+        self, warehouse: Warehouse, provider: BatchProvider, reporter: Reporter, run_id: str, project: str,
+        prices: PriceTable,
     ) -> None:
         self.wh = warehouse
         self.provider = provider
+        self.prices = prices
         self.reporter = reporter
         self.run_id = run_id
         self.project = project
@@ -83,17 +87,29 @@ class ShardDriver:
             if not path.name.endswith((".output.jsonl", ".errors.jsonl")) and path.stem not in known:
                 path.unlink()
 
-    def record(self, shards: list[tuple[str, Path, list[str]]], node: str, model: str, schema: dict[str, Any]) -> None:
-        """Record written shard files and their request keys (before anything is uploaded)."""
+    def record(self, shards: list[WrittenShard], node: str, model: str, schema: dict[str, Any],
+               max_output_tokens: int) -> None:
+        """Record written shard files, their request keys and token counts (before anything is uploaded)."""
         with self.wh.transaction() as conn:
-            for shard_id, path, keys in shards:
+            for shard in shards:
                 conn.execute(
-                    f"INSERT INTO {self.s}.shards VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'written', NULL, NULL, NULL, "
-                    f"NULL, now(), now())",
-                    [shard_id, self.run_id, node, model, self.provider.name, str(path), len(keys),
-                     json.dumps(schema)],
+                    f"INSERT INTO {self.s}.shards (shard_id, run_id, node, model, provider, path, n_requests, "
+                    f"response_schema, status, created_at, updated_at, input_tokens, max_output_tokens) "
+                    f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'written', now(), now(), ?, ?)",
+                    [shard.shard_id, self.run_id, node, model, self.provider.name, str(shard.path), len(shard.keys),
+                     json.dumps(schema), shard.input_tokens, max_output_tokens],
                 )
-                conn.execute(f"INSERT INTO {self.s}.shard_requests SELECT ?, unnest(?::VARCHAR[])", [shard_id, keys])
+                conn.execute(f"INSERT INTO {self.s}.shard_requests SELECT ?, unnest(?::VARCHAR[])",
+                             [shard.shard_id, shard.keys])
+
+    def committed_usd(self, node: str | None = None) -> float:
+        """Spend committed and not yet known: the upper bound of open batches (all models, or one)."""
+        with self.wh.connect() as conn:
+            rows = conn.execute(
+                f"SELECT model, sum(input_tokens), sum(n_requests * max_output_tokens) FROM {self.s}.shards "
+                f"WHERE status IN {OPEN} AND (? IS NULL OR node = ?) GROUP BY model", [node, node],
+            ).fetchall()
+        return sum(self.prices.cost(m, prompt=int(i or 0), completion=int(o or 0), batch=True) for m, i, o in rows)
 
     def _update(self, shard: ShardRow, **values: Any) -> None:
         sets = ", ".join(f"{k} = ?" for k in values)
@@ -176,8 +192,11 @@ class ShardDriver:
                 f"SELECT request_key FROM {self.s}.shard_requests WHERE shard_id = ?", [row.shard_id]
             ).fetchall()]
             attempts = reconcile(keys, seen, info.status, batch_error)
+            for a in attempts:
+                a.cost_usd = self.prices.cost(row.model, prompt=a.prompt_tokens, completion=a.completion_tokens,
+                                              cached=a.cached_tokens, batch=True)
             store(conn, self.wh.state_schema, attempts=attempts, shard_id=row.shard_id, run_id=self.run_id,
-                  node=row.node, model=row.model)
+                  node=row.node, model=row.model, batch=True)
             conn.execute(
                 f"UPDATE {self.s}.shards SET status = 'collected', batch_status = ?, error = ?, updated_at = now() "
                 f"WHERE shard_id = ?", [info.status, _describe_errors(info) or batch_error, row.shard_id],

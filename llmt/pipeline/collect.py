@@ -38,6 +38,7 @@ class Attempt:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    cost_usd: float = 0.0
 
 
 def classify(line: dict[str, Any], validator: AnswerValidator) -> Attempt:
@@ -134,6 +135,7 @@ def store(
     run_id: str,
     node: str,
     model: str,
+    batch: bool,
 ) -> None:
     """Insert attempts and new answers (idempotent on shard and key). Caller holds the transaction."""
     s = quote(state)
@@ -147,6 +149,7 @@ def store(
         "prompt_tokens": [a.prompt_tokens for a in attempts],
         "completion_tokens": [a.completion_tokens for a in attempts],
         "cached_tokens": [a.cached_tokens for a in attempts],
+        "cost_usd": [a.cost_usd for a in attempts],
     }
     if not attempts:
         return
@@ -155,10 +158,10 @@ def store(
     conn.execute(
         f"""INSERT INTO {s}.attempts
         SELECT ?, c.request_key, ?, ?, ?, c.outcome, c.status_code, c.error_code, c.detail,
-               c.prompt_tokens, c.completion_tokens, c.cached_tokens, now()
+               c.prompt_tokens, c.completion_tokens, c.cached_tokens, now(), c.cost_usd, ?
         FROM _llmt_collected c
         WHERE NOT EXISTS (SELECT 1 FROM {s}.attempts a WHERE a.shard_id = ? AND a.request_key = c.request_key)""",
-        [shard_id, run_id, node, model, shard_id],
+        [shard_id, run_id, node, model, batch, shard_id],
     )
     crash_point("mid_store")
     conn.execute(
@@ -174,4 +177,6 @@ def store(
 def _type(name: str) -> str:
     if name.endswith("tokens"):
         return "BIGINT"
+    if name == "cost_usd":
+        return "DOUBLE"
     return "INTEGER" if name == "status_code" else "VARCHAR"

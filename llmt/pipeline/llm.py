@@ -6,13 +6,16 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
+from llmt.compile import quote
 from llmt.console import Reporter
+from llmt.cost import Budget, BudgetExceeded, check_budget
 from llmt.pipeline.batches import ShardDriver
 from llmt.pipeline.crash import crash_point
 from llmt.pipeline.output import build_output
-from llmt.pipeline.render import MAX_REQUESTS_PER_BATCH, iter_rows, write_shards
+from llmt.pipeline.render import MAX_REQUESTS_PER_BATCH, iter_rows, render_lines, write_shards
 from llmt.pipeline.spec import LlmSpec
 from llmt.pipeline.stage import input_counts, pending_sql, stage_inputs, stage_table
 from llmt.project import Node, Project
@@ -29,6 +32,8 @@ class LlmOptions:
     timeout: float | None = None
     poll_interval: float = 2.0
     max_requests_per_batch: int = MAX_REQUESTS_PER_BATCH
+    max_cost: float | None = None  # --max-cost: the run's budget in USD
+    sample: int | None = None  # --sample N: send at most N requests per model (no retries)
 
 
 @dataclass
@@ -41,6 +46,11 @@ class LlmResult:
     retried: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
     status: dict[str, int] = field(default_factory=dict)  # output rows by _llmt_status
+    cost_usd: float = 0.0  # actual spend of this run's attempts (billed failures included)
+    estimate_usd: float = 0.0  # upper bound of what this run submitted
+    saved_dedup_usd: float = 0.0
+    saved_cache_usd: float = 0.0
+    usage: dict[str, int] = field(default_factory=dict)  # prompt, completion, cached tokens
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -48,6 +58,9 @@ class LlmResult:
             "requests": self.requests, "answered": self.answered, "retried": self.retried,
             "failed": self.status.get("failed", 0), "pending": self.status.get("pending", 0),
             "stale": self.status.get("stale", 0), "outcomes": self.outcomes,
+            "cost_usd": round(self.cost_usd, 6), "estimate_usd": round(self.estimate_usd, 6),
+            "saved_dedup_usd": round(self.saved_dedup_usd, 6), "saved_cache_usd": round(self.saved_cache_usd, 6),
+            "usage": self.usage,
         }
 
 
@@ -66,9 +79,11 @@ def run_llm_node(
     driver: ShardDriver,
     reporter: Reporter,
     options: LlmOptions,
+    budgets: Budgets,
 ) -> LlmResult:
     state = warehouse.state_schema
     result = LlmResult()
+    max_out = int(spec.params["max_output_tokens"])
     work_dir = batch_dir(project, node.name)
     # 1. finish what an earlier run left in flight (e.g. --no-wait) before sending anything new
     driver.remove_unrecorded_files(work_dir)
@@ -77,10 +92,11 @@ def run_llm_node(
         reporter.info(f"  {node.name}: resuming {len(leftover)} open batch(es)")
         _add(result.outcomes, driver.drive(leftover, wait=options.wait, timeout=options.timeout,
                                            poll=options.poll_interval, work_dir=work_dir))
+        _add_spend(result, warehouse, driver, node.name)
     # 2. stage inputs with request keys (duplicate keys roll everything back)
     with warehouse.transaction() as conn:
         columns = stage_inputs(conn, state, node, spec, project.render(node, False))
-        result.rows, result.cached, result.deduplicated = input_counts(conn, state, node.name)
+        result.rows, result.cached, result.deduplicated = input_counts(conn, state, stage_table(state, node.name))
     since = driver.run_id if options.retry_failed else None
     # 3. send what has no answer; retry retryable outcomes in later rounds. Each round uses up an
     # attempt of every request it sends (so the loop ends), except rounds whose batches failed because
@@ -88,31 +104,46 @@ def run_llm_node(
     deadline = None if options.timeout is None else time.monotonic() + options.timeout
     round_no, queue_waits = 0, 0
     while True:
-        pending = pending_sql(state, node.name, spec.columns, spec.max_attempts, since)
+        pending = pending_sql(state, stage_table(state, node.name), spec.columns, spec.max_attempts, since)
         with warehouse.connect() as conn:
             total_row = conn.execute(f"SELECT count(*) FROM ({pending})").fetchone()
             total = int(total_row[0]) if total_row else 0
             if total == 0:
                 break
             cursor = conn.execute(pending)
+            budget_left = None if options.sample is None else options.sample - result.requests
             with reporter.progress(f"{node.name}: rendering", total) as bar:
                 shards = write_shards(
-                    iter_rows(cursor), spec.columns, spec, work_dir, _ids(f"{driver.run_id}r{round_no}", node.name),
+                    islice(render_lines(iter_rows(cursor), spec.columns, spec), budget_left), work_dir,
+                    _ids(f"{driver.run_id}r{round_no}", node.name),
                     max_requests=options.max_requests_per_batch, advance=bar.advance,
                 )
-        if round_no == 0:
-            result.requests = total
-        else:
-            result.retried += total
-        round_no += 1
+        sent = sum(len(sh.keys) for sh in shards)
+        estimate = sum(driver.prices.cost(spec.model, prompt=sh.input_tokens, completion=len(sh.keys) * max_out,
+                                          batch=True) for sh in shards)
         crash_point("after_write")
-        driver.record([(s.shard_id, s.path, s.keys) for s in shards], node.name, spec.model, spec.strict_schema)
+        try:
+            check_budget(node.name, estimate, driver.committed_usd() + run_spend(warehouse, driver.run_id),
+                         budgets.run)
+            check_budget(node.name, estimate, driver.committed_usd(node.name) + result.cost_usd, budgets.model)
+        except BudgetExceeded:
+            for sh in shards:
+                sh.path.unlink()
+            raise
+        if round_no == 0:
+            result.requests = sent
+        else:
+            result.retried += sent
+        result.estimate_usd += estimate
+        round_no += 1
+        driver.record(shards, node.name, spec.model, spec.strict_schema, max_out)
         crash_point("after_record")
         full_before = driver.queue_full
         remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
         _add(result.outcomes, driver.drive(driver.open_shards(node.name), wait=options.wait, timeout=remaining,
                                            poll=options.poll_interval, work_dir=work_dir))
-        if not options.wait or (deadline is not None and time.monotonic() >= deadline):
+        _add_spend(result, warehouse, driver, node.name)
+        if not options.wait or options.sample is not None or (deadline is not None and time.monotonic() >= deadline):
             break
         if driver.queue_full > full_before:
             if queue_waits >= MAX_QUEUE_WAITS:
@@ -126,6 +157,40 @@ def run_llm_node(
     # 4. the output table follows the input; answers come from the store
     result.status = rebuild_output(project, node, spec, warehouse, columns, since, options.full_refresh)
     return result
+
+
+@dataclass
+class Budgets:
+    run: list[Budget] = field(default_factory=list)  # --max-cost, project budget_usd: all models of a run
+    model: list[Budget] = field(default_factory=list)  # the model's own budget_usd
+
+
+def run_spend(warehouse: Warehouse, run_id: str, node: str | None = None) -> float:
+    """What this run's collected attempts cost (all models, or one)."""
+    with warehouse.connect() as conn:
+        row = conn.execute(
+            f"SELECT coalesce(sum(cost_usd), 0) FROM {quote(warehouse.state_schema)}.attempts "
+            "WHERE run_id = ? AND (? IS NULL OR node = ?)", [run_id, node, node],
+        ).fetchone()
+    return float(row[0]) if row else 0.0
+
+
+def _add_spend(result: LlmResult, warehouse: Warehouse, driver: ShardDriver, node: str) -> None:
+    """The node's actual spend and usage in this run, and what de-duplication and caching saved."""
+    with warehouse.connect() as conn:
+        row = conn.execute(
+            f"SELECT coalesce(sum(cost_usd), 0), coalesce(sum(prompt_tokens), 0), "
+            f"coalesce(sum(completion_tokens), 0), coalesce(sum(cached_tokens), 0), any_value(model) "
+            f"FROM {quote(warehouse.state_schema)}.attempts WHERE run_id = ? AND node = ?",
+            [driver.run_id, node],
+        ).fetchone()
+    assert row is not None
+    result.cost_usd = float(row[0])
+    result.usage = {"prompt_tokens": int(row[1]), "completion_tokens": int(row[2]), "cached_tokens": int(row[3])}
+    if row[4] is not None:
+        result.saved_cache_usd = driver.prices.cache_savings(str(row[4]), int(row[3]), batch=True)
+    sent = result.requests + result.retried
+    result.saved_dedup_usd = result.deduplicated * result.cost_usd / sent if sent else 0.0
 
 
 def batch_dir(project: Project, node: str) -> Path:

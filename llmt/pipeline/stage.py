@@ -45,12 +45,7 @@ def stage_inputs(conn: duckdb.DuckDBPyConnection, state: str, node: Node, spec: 
     columns = [str(r[0]) for r in described]
     check_columns(node, spec.prompt, set(spec.columns), columns, spec.output_columns)
     table = stage_table(state, node.name)
-    execute(
-        conn,
-        f"CREATE OR REPLACE TABLE {table} AS SELECT *, {spec.input_hash_sql()} AS _llmt_input_hash, "
-        f"{spec.request_key_sql()} AS _llmt_request_key FROM ({select}) AS _llmt_select",
-        node.rel_path,
-    )
+    execute(conn, f"CREATE OR REPLACE TABLE {table} AS {keyed_select(spec, select)}", node.rel_path)
     keys = ", ".join(quote(k) for k in spec.unique_key)
     nulls = conn.execute(
         f"SELECT count(*) FROM {table} WHERE " + " OR ".join(f"{quote(k)} IS NULL" for k in spec.unique_key)
@@ -76,7 +71,15 @@ def stage_inputs(conn: duckdb.DuckDBPyConnection, state: str, node: Node, spec: 
     return columns
 
 
-def pending_sql(state: str, node: str, columns: list[str], max_attempts: int, since_run: str | None) -> str:
+def keyed_select(spec: LlmSpec, select: str) -> str:
+    """The model's select with each row's input hash and request key."""
+    return (
+        f"SELECT *, {spec.input_hash_sql()} AS _llmt_input_hash, {spec.request_key_sql()} AS _llmt_request_key "
+        f"FROM ({select}) AS _llmt_select"
+    )
+
+
+def pending_sql(state: str, source: str, columns: list[str], max_attempts: int, since_run: str | None) -> str:
     """One row per request key that has no answer, is not in flight and has attempts left."""
     s = quote(state)
     cols = ", ".join(f"i.{quote(c)}" for c in columns)
@@ -87,7 +90,7 @@ def pending_sql(state: str, node: str, columns: list[str], max_attempts: int, si
             SELECT sr.request_key FROM {s}.shard_requests sr JOIN {s}.shards sh USING (shard_id)
             WHERE sh.status IN {OPEN_STATUSES})
         SELECT DISTINCT ON (i._llmt_request_key) i._llmt_request_key AS _llmt_request_key{cols}
-        FROM {stage_table(state, node)} i
+        FROM {source} i
         LEFT JOIN {s}.answers a ON a.request_key = i._llmt_request_key
         LEFT JOIN att ON att.request_key = i._llmt_request_key
         WHERE a.request_key IS NULL
@@ -98,13 +101,13 @@ def pending_sql(state: str, node: str, columns: list[str], max_attempts: int, si
     """
 
 
-def input_counts(conn: duckdb.DuckDBPyConnection, state: str, node: str) -> tuple[int, int, int]:
+def input_counts(conn: duckdb.DuckDBPyConnection, state: str, source: str) -> tuple[int, int, int]:
     """(rows, rows already answered, rows without an answer that share their request with another)."""
     row = conn.execute(
         "SELECT count(*), count(a.request_key), "
         "count(*) FILTER (WHERE a.request_key IS NULL) "
         "- count(DISTINCT i._llmt_request_key) FILTER (WHERE a.request_key IS NULL) "
-        f"FROM {stage_table(state, node)} i LEFT JOIN {quote(state)}.answers a "
+        f"FROM {source} i LEFT JOIN {quote(state)}.answers a "
         f"ON a.request_key = i._llmt_request_key"
     ).fetchone()
     assert row is not None

@@ -44,6 +44,8 @@ class LlmDefaults(Strict):
     seed: int | None = None
     max_output_tokens: int = Field(1000, gt=0)
     max_attempts: int = Field(3, ge=1)
+    budget_usd: float | None = Field(None, ge=0)  # the most one run may commit, all models together
+    prices: dict[str, dict[str, float]] = Field(default_factory=dict)  # USD per 1M tokens, overrides
 
 
 class ProjectConfig(Strict):
@@ -58,8 +60,8 @@ class ProjectConfig(Strict):
 
 MATERIALIZATIONS = ("view", "table", "incremental", "llm")
 GENERATION_KEYS = ("model", "temperature", "top_p", "seed", "max_output_tokens")
-LLM_KEYS = ("prompt", "schema", *GENERATION_KEYS, "max_attempts")
-NODE_CONFIG_KEYS = ("materialized", "tags", "unique_key", "enabled", "description", *LLM_KEYS)
+LLM_KEYS = ("prompt", "schema", *GENERATION_KEYS, "max_attempts", "budget_usd")
+NODE_CONFIG_KEYS = ("materialized", "tags", "unique_key", "enabled", "description", "schema_tests", *LLM_KEYS)
 
 
 def check_node_config(config: dict[str, Any], where: str) -> dict[str, Any]:
@@ -83,7 +85,9 @@ def check_node_config(config: dict[str, Any], where: str) -> dict[str, Any]:
             raise ConfigError("`unique_key` must be a column name or a list of them", where=where)
         if key in ("max_output_tokens", "max_attempts", "seed") and not isinstance(value, int):
             raise ConfigError(f"`{key}` must be an integer, got {value!r}", where=where)
-        if key in ("temperature", "top_p") and not isinstance(value, int | float):
+        if key in ("enabled", "schema_tests") and not isinstance(value, bool):
+            raise ConfigError(f"`{key}` must be true or false, got {value!r}", where=where)
+        if key in ("temperature", "top_p", "budget_usd") and not isinstance(value, int | float):
             raise ConfigError(f"`{key}` must be a number, got {value!r}", where=where)
     return config
 

@@ -27,6 +27,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmt.tokens import count_request
+
 FAULT_KINDS: tuple[str, ...] = (
     "refused",
     "truncated",
@@ -378,13 +380,6 @@ def last_user_text(body: dict[str, Any]) -> str:
     return ""
 
 
-def estimate_prompt_tokens(body: dict[str, Any]) -> int:
-    messages = body.get("messages")
-    if not isinstance(messages, list):
-        return 0
-    return 3 + sum(4 + math.ceil(len(message_text(m)) / 4) for m in messages)
-
-
 def response_schema(body: dict[str, Any]) -> dict[str, Any] | None:
     """The JSON Schema a request asks its answer to follow, or None for free text."""
     fmt = body.get("response_format")
@@ -472,7 +467,7 @@ def completion_body(
         content = f"Here is the JSON you asked for:\n```json\n{answer_text}\n```"
         completion_tokens = math.ceil(len(content) / 4)
 
-    prompt_tokens = estimate_prompt_tokens(body)
+    prompt_tokens = count_request(body)  # billed exactly as `llmt plan` counts
     return 200, {
         "id": completion_id,
         "object": "chat.completion",

@@ -10,9 +10,9 @@ from typing import Any
 
 import duckdb
 
-from llmt.compile import quote
+from llmt.compile import quote, sql_string
 from llmt.errors import ConfigError, NodeError
-from llmt.warehouse.state import migrate
+from llmt.warehouse.state import MIGRATIONS, migrate
 
 
 class Warehouse:
@@ -72,6 +72,27 @@ class Warehouse:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+@contextmanager
+def read_only(path: str, state_schema: str) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection that cannot write to the warehouse (for `llmt plan`). The file is attached
+    read-only; when it has no llmt state yet, empty state tables stand in for it, in memory."""
+    conn = duckdb.connect(":memory:")
+    try:
+        conn.execute(f"ATTACH {sql_string(path)} AS llmt_warehouse (READ_ONLY)")
+        conn.execute("USE llmt_warehouse")
+        has_state = conn.execute(
+            "SELECT count(*) FROM information_schema.schemata WHERE catalog_name = 'llmt_warehouse' "
+            "AND schema_name = ?", [state_schema],
+        ).fetchone() == (1,)
+        if not has_state:  # `"<state>".answers` then resolves to this in-memory catalog's main schema
+            conn.execute(f"ATTACH ':memory:' AS {quote(state_schema)}")
+            for _, sql in MIGRATIONS:
+                conn.execute(sql.format(s=f"{quote(state_schema)}.main"))
+        yield conn
+    finally:
+        conn.close()
 
 
 def relation_kind(conn: duckdb.DuckDBPyConnection, schema: str, name: str) -> str | None:

@@ -6,6 +6,10 @@
   remote side effect: written -> uploaded -> submitted -> collected).
 - ``shard_requests``: which request keys a shard carries (to reconcile missing lines).
 - ``runs``: one row per command that changed state.
+
+Costs (the ledger): every attempt carries its usage and what it cost (`cost_usd`, at batch or live
+price); shards carry the exact input tokens and max output tokens of what they submitted, so that
+open batches count against budgets.
 """
 
 from __future__ import annotations
@@ -34,6 +38,15 @@ MIGRATIONS: list[tuple[int, str]] = [
             request_key VARCHAR PRIMARY KEY, answer VARCHAR, model VARCHAR, node VARCHAR,
             shard_id VARCHAR, answered_at TIMESTAMP,
             prompt_tokens BIGINT, completion_tokens BIGINT, cached_tokens BIGINT);
+        """,
+    ),
+    (
+        2,
+        """
+        ALTER TABLE {s}.shards ADD COLUMN input_tokens BIGINT;
+        ALTER TABLE {s}.shards ADD COLUMN max_output_tokens BIGINT;
+        ALTER TABLE {s}.attempts ADD COLUMN cost_usd DOUBLE;
+        ALTER TABLE {s}.attempts ADD COLUMN batch BOOLEAN;
         """,
     ),
 ]

@@ -1,0 +1,233 @@
+"""Cost control: exact token counts offline, prices, `llmt plan`, budget gates, --sample, the ledger."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from llmt.cost import price_table
+from llmt.errors import ConfigError
+from llmt.tokens import count_request, count_text
+from tests.conftest import Project
+from tests.emulator import Emulator, fixtures
+
+emulator = fixtures.emulator
+
+MakeProject = Callable[[dict[str, str]], Project]
+
+COOKBOOK = [  # the OpenAI cookbook's example: 129 tokens with cl100k_base models, 124 with o200k_base
+    {"role": "system", "content": "You are a helpful, pattern-following assistant that translates corporate "
+     "jargon into plain English."},
+    {"role": "system", "name": "example_user", "content": "New synergies will help drive top-line growth."},
+    {"role": "system", "name": "example_assistant", "content": "Things working well together will increase revenue."},
+    {"role": "system", "name": "example_user", "content": "Let's circle back when we have more bandwidth to touch "
+     "base on opportunities for increased leverage."},
+    {"role": "system", "name": "example_assistant", "content": "Let's talk later when we're less busy about how to "
+     "do better."},
+    {"role": "user", "content": "This late pivot means we don't have time to boil the ocean for the client "
+     "deliverable."},
+]
+
+
+def test_exact_counts_on_known_examples() -> None:
+    assert count_text("hello world", "gpt-4o") == 2
+    assert count_text("tiktoken is great!", "gpt-4") == 6
+    assert count_request({"model": "gpt-4", "messages": COOKBOOK}) == 129
+    assert count_request({"model": "gpt-3.5-turbo", "messages": COOKBOOK}) == 129
+    assert count_request({"model": "gpt-4o-mini", "messages": COOKBOOK}) == 124
+    assert count_request({"model": "gpt-4.1", "messages": COOKBOOK}) == 124
+
+
+def test_structured_output_schema_is_counted() -> None:
+    messages = [{"role": "user", "content": "Hi"}]
+    schema = {"name": "a", "strict": True, "schema": {"type": "object", "properties": {"x": {"type": "string"}}}}
+    plain = count_request({"model": "gpt-4o", "messages": messages})
+    with_schema = count_request({"model": "gpt-4o", "messages": messages,
+                                 "response_format": {"type": "json_schema", "json_schema": schema}})
+    assert with_schema - plain == count_text(json.dumps(schema, separators=(",", ":")), "gpt-4o")
+
+
+def test_counting_works_with_the_network_unreachable(tmp_path: Path) -> None:
+    code = (
+        "import socket\n"
+        "class NoNet(socket.socket):\n"
+        "    def __init__(self, *a, **k): raise RuntimeError('network used')\n"
+        "socket.socket = NoNet\n"
+        "socket.create_connection = lambda *a, **k: (_ for _ in ()).throw(RuntimeError('network used'))\n"
+        "from llmt.tokens import count_text\n"
+        "print(count_text('hello world', 'gpt-4o'), count_text('tiktoken is great!', 'gpt-4'))\n"
+    )
+    env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["2", "6"]
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+def test_prices_match_the_longest_prefix_and_unknown_models_say_how_to_add_them() -> None:
+    table = price_table()
+    assert table.price("gpt-4o-mini-2024-07-18") == table.price("gpt-4o-mini") != table.price("gpt-4o")
+    assert table.cost("gpt-4o-mini", prompt=1_000_000, completion=1_000_000, batch=True) == pytest.approx(0.375)
+    assert table.cost("gpt-4o-mini", prompt=1_000_000, completion=0, cached=1_000_000, batch=False) == \
+        pytest.approx(0.075)
+    with pytest.raises(ConfigError, match="llm: prices:"):
+        table.price("my-local-llama")
+    custom = price_table({"my-local-llama": {"input": 1.0, "cached_input": 0.5, "output": 2.0}})
+    assert custom.cost("my-local-llama", prompt=1_000_000, completion=0, batch=False) == 1.0
+
+
+def plan_json(project: Project, *args: str) -> dict[str, object]:
+    result = project.llmt("plan", "--output", "json", *args)
+    assert result.code == 0, result.err
+    data: dict[str, object] = json.loads(result.out)
+    return data
+
+
+def insights_plan(data: dict[str, object]) -> dict[str, object]:
+    models = data["models"]
+    assert isinstance(models, list)
+    entry: dict[str, object] = models[0]
+    return entry
+
+
+def test_plan_numbers_equal_what_is_then_billed(project: Project) -> None:
+    assert project.llmt("run", "-s", "stg_reviews").code == 0
+    before = project.query("select count(*) from _llmt.attempts")
+    plan = insights_plan(plan_json(project))
+    assert project.query("select count(*) from _llmt.attempts") == before  # plan writes nothing
+    assert (plan["rows"], plan["new_rows"], plan["requests"]) == (4, 4, 4)
+    assert plan["output_tokens_max"] == 4 * 1000
+    data = project.run_json()
+    billed = project.query("select sum(prompt_tokens) from _llmt.attempts")[0][0]
+    assert plan["input_tokens"] == billed
+    llm = project.llm_result(data)
+    assert llm["usage"]["prompt_tokens"] == billed
+    assert llm["cost_usd"] <= plan["batch_usd_max"]
+    again = insights_plan(plan_json(project))
+    assert (again["requests"], again["input_tokens"], again["answered_rows"]) == (0, 0, 4)
+    assert "stored answers" in str(again["expected_from"])
+
+
+def test_plan_needs_built_inputs(project: Project) -> None:
+    result = project.llmt("plan")
+    assert result.code == 2 and "llmt run --exclude insights" in result.err
+
+
+def test_budget_gate_refuses_and_submits_nothing(project: Project) -> None:
+    result = project.llmt("run", "--max-cost", "0.000001")
+    assert result.code == 1
+    assert "over the $0.0000 budget (--max-cost)" in result.err and "Nothing was submitted" in result.err
+    assert "--sample N" in result.err
+    assert project.query("select count(*) from _llmt.shards") == [(0,)]
+    assert project.query("select count(*) from _llmt.attempts") == [(0,)]
+    assert not list((project.root / "target" / "batches").rglob("*.jsonl"))
+    assert not (project.root / "target" / "fake_remote" / "files").exists()
+    assert project.llmt("run", "--max-cost", "5").code == 0
+
+
+def test_model_and_project_budgets(project: Project) -> None:
+    project.write("models/insights.sql", """
+        {{ config(materialized='llm', prompt='analyse', schema='analysis', unique_key='review_id',
+                  budget_usd=0.000001) }}
+        select review_id, product, review_text from {{ ref('stg_reviews') }}
+        """)
+    result = project.llmt("run")
+    assert result.code == 1 and "budget_usd of model `insights`" in result.err
+    yml = (project.root / "project.yml").read_text()
+    project.write("models/insights.sql", """
+        {{ config(materialized='llm', prompt='analyse', schema='analysis', unique_key='review_id') }}
+        select review_id, product, review_text from {{ ref('stg_reviews') }}
+        """)
+    project.write("project.yml", yml.replace("max_attempts: 2", "max_attempts: 2\n  budget_usd: 0.000001"))
+    result = project.llmt("run")
+    assert result.code == 1 and "budget_usd under `llm:`" in result.err
+
+
+def test_the_gate_cannot_be_passed_by_splitting_across_shards(project: Project) -> None:
+    yml = (project.root / "project.yml").read_text()
+    project.write("project.yml", yml.replace("provider: {type: fake}",
+                                             "provider: {type: fake, max_requests_per_batch: 1}"))
+    assert project.llmt("run", "-s", "stg_reviews").code == 0
+    total = insights_plan(plan_json(project))["batch_usd_max"]
+    assert isinstance(total, float)
+    result = project.llmt("run", "--max-cost", f"{total * 0.6:.10f}")  # each 1-request shard would fit
+    assert result.code == 1 and "Nothing was submitted" in result.err
+    assert project.query("select count(*) from _llmt.shards") == [(0,)]
+
+
+def test_open_batches_count_against_the_budget_of_later_models(
+    project: Project, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("OPENAI_BASE_URL", emulator.base_url)
+    emulator.timing.in_progress = 3600  # batches stay open
+    yml = (project.root / "project.yml").read_text()
+    project.write("project.yml", yml.replace("provider: {type: fake}", "provider: {type: openai, poll_interval: 0.01}"))
+    project.write("models/insights_b.sql", """
+        {{ config(materialized='llm', prompt='analyse', schema='analysis', unique_key='review_id',
+                  temperature=0.9) }}
+        select review_id, product, review_text from {{ ref('stg_reviews') }}
+        """)
+    assert project.llmt("run", "-s", "stg_reviews").code == 0
+    plans = {m["model"]: m["batch_usd_max"] for m in plan_json(project)["models"]}  # type: ignore[union-attr]
+    assert project.llmt("run", "-s", "insights", "--no-wait").code == 0
+    assert insights_plan(plan_json(project, "-s", "insights"))["open_usd_max"] == pytest.approx(plans["insights"])
+    # enough for insights_b alone, not with insights' open batch on top
+    result = project.llmt("run", "-s", "insights_b", "--no-wait", "--max-cost", f"{plans['insights_b'] * 1.5:.10f}")
+    assert result.code == 1 and "already committed" in result.err
+    assert len(emulator.seen.batches) == 1
+    result = project.llmt("run", "-s", "insights_b", "--no-wait", "--max-cost",
+                          f"{(plans['insights'] + plans['insights_b']) * 1.01:.10f}")
+    assert result.code == 0, result.err
+    assert len(emulator.seen.batches) == 2
+
+
+def test_sample_sends_exactly_n_and_a_rerun_continues(make_project: MakeProject) -> None:
+    csv = "review_id,product,review_text\n" + "".join(f"{i},P{i % 3},text number {i}\n" for i in range(20))
+    project = make_project({"data/reviews.csv": csv})
+    first = project.llm_result(project.run_json("--sample", "7"))
+    assert first["requests"] == 7
+    assert project.query("select count(*) from _llmt.attempts") == [(7,)]
+    assert project.query("select count(*) from main.insights where _llmt_status = 'pending'") == [(13,)]
+    second = project.llm_result(project.run_json("--sample", "7"))
+    assert second["requests"] == 7
+    assert project.query("select count(DISTINCT request_key) from _llmt.attempts") == [(14,)]
+
+
+def test_ledger_totals_equal_the_sum_of_per_answer_usage(make_project: MakeProject) -> None:
+    project = make_project({})
+    yml = (project.root / "project.yml").read_text()
+    project.write("project.yml", yml.replace("provider: {type: fake}",
+                                             "provider: {type: fake, failures: {truncated: 0.5}}"))
+    data = project.run_json()
+    llm = project.llm_result(data)
+    rows = project.query("select model, prompt_tokens, completion_tokens, cached_tokens, cost_usd, outcome "
+                         "from _llmt.attempts")
+    table = price_table()
+    expected = sum(table.cost(m, prompt=p, completion=c, cached=k, batch=True) for m, p, c, k, _, _ in rows)
+    assert sum(r[4] for r in rows) == pytest.approx(expected)
+    assert llm["cost_usd"] == pytest.approx(expected, abs=1e-6)
+    assert any(r[5] == "truncated" and r[4] > 0 for r in rows)  # billed failures are counted
+    results = json.loads((project.root / "target" / "run_results.json").read_text())
+    insights = next(r for r in results["results"] if r["name"] == "insights")
+    assert insights["llm"]["cost_usd"] == pytest.approx(expected, abs=1e-6)
+    status = project.llmt("status", "--output", "json")
+    spend = json.loads(status.out)["spend"]
+    assert spend[0]["model"] == "insights" and spend[0]["today_usd"] == pytest.approx(expected)
+    assert spend[0]["month_usd"] == pytest.approx(expected)
+
+
+def test_unknown_model_price_is_a_config_error(project: Project) -> None:
+    yml = (project.root / "project.yml").read_text()
+    project.write("project.yml", yml.replace("model: gpt-4o-mini", "model: my-llama"))
+    result = project.llmt("run")
+    assert result.code == 2 and "no price for model `my-llama`" in result.err
+    project.write("project.yml", yml.replace("model: gpt-4o-mini", "model: my-llama\n  prices:\n    my-llama: "
+                                             "{input: 1, cached_input: 1, output: 1}"))
+    assert project.llmt("run").code == 0
