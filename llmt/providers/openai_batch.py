@@ -23,6 +23,7 @@ OPTION_KEYS = (
     "max_retries", "timeout", "list_limit",
 )
 CREATE_TRIES = 5
+DOWNLOAD_TRIES = 3
 
 
 class OpenAIBatchProvider(BatchProvider):
@@ -127,14 +128,22 @@ class OpenAIBatchProvider(BatchProvider):
 
         tmp = dest.with_suffix(dest.suffix + ".part")
         dest.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with self.client.files.with_streaming_response.content(file_id) as response, tmp.open("wb") as out:
-                for chunk in response.iter_bytes():
-                    out.write(chunk)
-        except openai.NotFoundError:
-            return False
-        except openai.APIError as exc:
-            raise _provider_error(f"download file {file_id}", exc) from None
+        for attempt in range(1, DOWNLOAD_TRIES + 1):
+            try:
+                with self.client.files.with_streaming_response.content(file_id) as response, tmp.open("wb") as out:
+                    for chunk in response.iter_bytes():
+                        out.write(chunk)
+                break
+            except openai.NotFoundError:
+                return False
+            except openai.APIError as exc:
+                raise _provider_error(f"download file {file_id}", exc) from None
+            except _transport_errors() as exc:  # the body broke off: the SDK retries requests, not body reads
+                if attempt == DOWNLOAD_TRIES:
+                    raise ProviderError(
+                        f"could not download file {file_id}: the connection broke off ({exc})",
+                        where="openai provider", hint="Re-run `llmt run` to collect it; nothing paid for is lost.",
+                    ) from None
         tmp.replace(dest)
         return True
 
@@ -184,6 +193,13 @@ def _info(batch: Any) -> BatchInfo:
         expires_at=batch.expires_at,
         metadata=dict(batch.metadata or {}),
     )
+
+
+def _transport_errors() -> tuple[type[Exception], ...]:
+    """What the SDK's HTTP library raises while a response body is read (it does not wrap those)."""
+    import sys
+
+    return tuple(m.HTTPError for m in (sys.modules.get("httpx"), sys.modules.get("httpx2")) if m is not None)
 
 
 def _retry_after(exc: Exception, default: float) -> float:
