@@ -84,6 +84,10 @@ def run_project(
         cache = sum(r.llm.saved_cache_usd for r in llm if r.llm is not None)
         console.info(f"Spent ${spent:.4f}; saved about ${dedup:.4f} by asking identical requests once and "
                      f"${cache:.4f} through prompt caching.")
+        still_open = {r.name: r.llm.open_batches for r in llm if r.llm is not None and r.llm.open_batches}
+        if still_open:
+            console.info(f"{sum(still_open.values())} batch(es) still open ({', '.join(still_open)}): "
+                         "`llmt status` shows them; the next `llmt run` collects them.")
     errors = sum(r.status == "error" for r in report.results)
     skipped = sum(r.status == "skipped" for r in report.results)
     console.info(

@@ -441,8 +441,7 @@ def test_timeout_stops_waiting_and_a_later_run_collects(oa: Project, emulator: E
     assert oa.llm_result(oa.run_json())["answered"] == 4
     assert len(emulator.seen.batches) == 1 and statuses(oa) == {"ok": 4}
     check_invariants(oa, emulator)
-    text = (result.out + result.err).lower()
-    assert "still" in text or "open" in text or "llmt status" in text, f"the run does not say a batch is open:\n{text}"
+    assert "1 batch(es) still open (insights): `llmt status` shows them" in result.err
 
 
 def test_cancel_keeps_partial_answers_and_the_next_run_sends_only_the_rest(oa: Project, emulator: Emulator) -> None:
@@ -510,3 +509,19 @@ def test_an_auth_error_is_clear_and_the_next_runs_resume(
     assert len(emulator.seen.files) == 1 and len(emulator.seen.batches) == 1
     assert statuses(oa) == {"ok": 4}
     check_invariants(oa, emulator)
+
+
+def test_a_recorded_batch_the_provider_no_longer_knows(oa: Project, emulator: Emulator) -> None:
+    emulator.timing.in_progress = 3600
+    assert oa.llmt("run", "--no-wait").code == 0
+    with emulator.store.lock:  # e.g. the target now points at another account
+        emulator.store.batches.clear()
+    result = oa.llmt("run")
+    assert result.code == 1 and "Traceback" not in result.err
+    assert "is not found at the provider" in result.err and "llmt cancel -s insights" in result.err
+    assert statuses(oa) == {"pending": 4}
+    assert oa.llmt("cancel").code == 0
+    assert oa.query("select status, error from _llmt.shards") == [("abandoned", "batch not found at the provider")]
+    emulator.timing.in_progress = 0
+    assert oa.llm_result(oa.run_json())["answered"] == 4
+    assert statuses(oa) == {"ok": 4}

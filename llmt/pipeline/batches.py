@@ -22,7 +22,7 @@ from llmt.cost import PriceTable
 from llmt.pipeline.collect import read_results, reconcile, store
 from llmt.pipeline.crash import crash_point
 from llmt.pipeline.render import WrittenShard
-from llmt.providers.base import BatchInfo, BatchProvider, Shard
+from llmt.providers.base import BatchInfo, BatchNotFound, BatchProvider, Shard
 from llmt.schema import AnswerValidator
 from llmt.warehouse.duckdb import Warehouse
 
@@ -159,7 +159,16 @@ class ShardDriver:
                 for row, bar in zip(pending, bars, strict=True):
                     if row.shard_id in done:
                         continue
-                    info = self.provider.retrieve(str(row.batch_id))
+                    try:
+                        info = self.provider.retrieve(str(row.batch_id))
+                    except BatchNotFound as exc:
+                        raise BatchNotFound(
+                            f"batch {row.batch_id} of model `{row.node}` is not found at the provider ({exc.message})",
+                            where=f"shard {row.shard_id}",
+                            hint="Did the API key, organization or base_url change? Switch back to collect it; "
+                            f"if it is gone for good, `llmt cancel -s {row.node}` forgets it and the next run "
+                            "sends its rows again.",
+                        ) from None
                     crash_point("waiting")
                     bar.update(info.completed + info.failed)
                     if info.status != row.batch_status:
@@ -254,7 +263,10 @@ class ShardDriver:
             if row.status in ("written", "uploaded"):
                 self._update(row, status="abandoned", error="cancelled before submission")
             elif row.batch_id is not None:
-                self.provider.cancel(row.batch_id)
+                try:
+                    self.provider.cancel(row.batch_id)
+                except BatchNotFound:  # gone for good (or another account): forget it, its rows go again
+                    self._update(row, status="abandoned", error="batch not found at the provider")
         submitted = [r for r in rows if r.status == "submitted"]
         infos = self.wait(submitted, timeout, poll)
         totals: dict[str, int] = {}

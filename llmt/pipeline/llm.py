@@ -51,6 +51,7 @@ class LlmResult:
     saved_dedup_usd: float = 0.0
     saved_cache_usd: float = 0.0
     usage: dict[str, int] = field(default_factory=dict)  # prompt, completion, cached tokens
+    open_batches: int = 0  # still running when the node finished (--no-wait, --timeout)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -60,7 +61,7 @@ class LlmResult:
             "stale": self.status.get("stale", 0), "outcomes": self.outcomes,
             "cost_usd": round(self.cost_usd, 6), "estimate_usd": round(self.estimate_usd, 6),
             "saved_dedup_usd": round(self.saved_dedup_usd, 6), "saved_cache_usd": round(self.saved_cache_usd, 6),
-            "usage": self.usage,
+            "usage": self.usage, "open_batches": self.open_batches,
         }
 
 
@@ -154,6 +155,7 @@ def run_llm_node(
             time.sleep(min(options.poll_interval * 2 ** (queue_waits + 3), 300.0))
             queue_waits += 1
     result.answered = result.outcomes.get("ok", 0)
+    result.open_batches = len(driver.open_shards(node.name))
     # 4. the output table follows the input; answers come from the store
     result.status = rebuild_output(project, node, spec, warehouse, columns, since, options.full_refresh)
     return result

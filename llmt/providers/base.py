@@ -23,6 +23,13 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llmt.errors import ProviderError
+
+
+class BatchNotFound(ProviderError):
+    """The provider does not know a batch llmt recorded (another API key, organization or base URL?)."""
+
+
 TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
 
 
@@ -88,7 +95,7 @@ class BatchProvider(ABC):
 
     @abstractmethod
     def retrieve(self, batch_id: str) -> BatchInfo:
-        """Current state of a batch."""
+        """Current state of a batch; BatchNotFound when the provider does not know it."""
 
     @abstractmethod
     def download(self, file_id: str, dest: Path) -> bool:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from llmt.errors import ConfigError, ProviderError, did_you_mean
-from llmt.providers.base import BatchInfo, BatchLineError, BatchProvider, Shard
+from llmt.providers.base import BatchInfo, BatchLineError, BatchNotFound, BatchProvider, Shard
 from llmt.providers.synth import FAULT_KINDS, FaultPlan, Pin, answer_line
 
 __all__ = ["FAULT_KINDS", "FakeProvider", "FaultPlan", "Pin", "batch_info", "new_batch", "validate_input"]
@@ -382,7 +382,7 @@ class FakeProvider(BatchProvider):
         try:
             obj: dict[str, Any] = json.loads(self._batch_path(batch_id).read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise ProviderError(f"no such batch `{batch_id}`", where=str(self.root)) from None
+            raise BatchNotFound(f"no such batch `{batch_id}`", where=str(self.root)) from None
         return obj
 
     def retrieve(self, batch_id: str) -> BatchInfo:

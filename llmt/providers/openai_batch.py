@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmt.errors import ConfigError, ProviderError, did_you_mean
-from llmt.providers.base import BatchInfo, BatchLineError, BatchProvider, Shard
+from llmt.providers.base import BatchInfo, BatchLineError, BatchNotFound, BatchProvider, Shard
 
 if TYPE_CHECKING:
     import openai
@@ -121,7 +121,14 @@ class OpenAIBatchProvider(BatchProvider):
         raise AssertionError("unreachable")
 
     def retrieve(self, batch_id: str) -> BatchInfo:
-        return _info(self._call("read the batch", lambda: self.client.batches.retrieve(batch_id)))
+        import openai
+
+        try:
+            return _info(self.client.batches.retrieve(batch_id))
+        except openai.NotFoundError:
+            raise BatchNotFound(f"batch {batch_id} is not found at this provider", where="openai provider") from None
+        except openai.APIError as exc:
+            raise _provider_error("read the batch", exc) from None
 
     def download(self, file_id: str, dest: Path) -> bool:
         import openai
@@ -152,6 +159,8 @@ class OpenAIBatchProvider(BatchProvider):
 
         try:
             return _info(self.client.batches.cancel(batch_id))
+        except openai.NotFoundError:
+            raise BatchNotFound(f"batch {batch_id} is not found at this provider", where="openai provider") from None
         except (openai.ConflictError, openai.BadRequestError) as exc:
             # "Cannot cancel a batch with status 'completed'": it ended meanwhile; collect it as it is
             info = self.retrieve(batch_id)
