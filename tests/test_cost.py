@@ -231,3 +231,19 @@ def test_unknown_model_price_is_a_config_error(project: Project) -> None:
     project.write("project.yml", yml.replace("model: gpt-4o-mini", "model: my-llama\n  prices:\n    my-llama: "
                                              "{input: 1, cached_input: 1, output: 1}"))
     assert project.llmt("run").code == 0
+
+
+def test_plan_equals_what_the_emulator_bills(
+    project: Project, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("OPENAI_BASE_URL", emulator.base_url)
+    yml = (project.root / "project.yml").read_text()
+    project.write("project.yml", yml.replace("provider: {type: fake}", "provider: {type: openai, poll_interval: 0.01}"))
+    assert project.llmt("run", "-s", "stg_reviews").code == 0
+    planned = insights_plan(plan_json(project))["input_tokens"]
+    assert project.llmt("run").code == 0
+    outputs = [emulator.batch(str(b["id"]))["output_file_id"] for b in emulator.seen.batches]
+    billed = [json.loads(line)["response"]["body"]["usage"]["prompt_tokens"]
+              for file_id in outputs for line in emulator.file_content(file_id).decode().splitlines()]
+    assert len(billed) == 4 and planned == sum(billed)
