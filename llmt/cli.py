@@ -40,6 +40,24 @@ def output_option(func: F) -> F:
                         show_default=True, help="json: machine-readable output on stdout.")(func)
 
 
+def refresh_options(func: F) -> F:
+    """--full-refresh and --retry-failed (run, build)."""
+    func = click.option("--retry-failed", is_flag=True,
+                        help="Ask again for rows whose attempts failed in earlier runs.")(func)
+    func = click.option("--full-refresh", is_flag=True,
+                        help="Rebuild tables from scratch (LLM answers come from the store: free).")(func)
+    return func
+
+
+def spend_options(func: F) -> F:
+    """--timeout and --max-cost (run, build, eval)."""
+    func = click.option("--max-cost", type=float, default=None, metavar="USD",
+                        help="Refuse to submit work whose upper-bound cost, with open batches, exceeds this.")(func)
+    func = click.option("--timeout", type=float, default=None, metavar="SECONDS",
+                        help="Stop waiting for batches after this long (they stay open; re-run to collect).")(func)
+    return func
+
+
 def _load(project_dir: Path, target: str | None, vars_: str | None) -> Project:
     from llmt.errors import ConfigError
     from llmt.project import load_project
@@ -131,14 +149,9 @@ def ls(project_dir: Path, target: str | None, vars_: str | None, select: tuple[s
 @project_options
 @select_options
 @output_option
-@click.option("--full-refresh", is_flag=True,
-              help="Rebuild tables from scratch (LLM answers come from the store: free).")
+@refresh_options
 @click.option("--no-wait", is_flag=True, help="Submit batches and return; a later `llmt run` collects them.")
-@click.option("--retry-failed", is_flag=True, help="Ask again for rows whose attempts failed in earlier runs.")
-@click.option("--timeout", type=float, default=None, metavar="SECONDS",
-              help="Stop waiting for batches after this long (they stay open; re-run to collect).")
-@click.option("--max-cost", type=float, default=None, metavar="USD",
-              help="Refuse to submit work whose upper-bound cost, with open batches, exceeds this.")
+@spend_options
 @click.option("--sample", type=click.IntRange(min=1), default=None, metavar="N",
               help="Send at most N of each model's pending requests (a deterministic choice; re-run for more).")
 def run(project_dir: Path, target: str | None, vars_: str | None, select: tuple[str, ...],
@@ -234,6 +247,88 @@ def cancel(project_dir: Path, target: str | None, vars_: str | None, select: tup
     from llmt.commands import cancel_batches
 
     cancel_batches(_load(project_dir, target, vars_), list(select), _console(), timeout)
+
+
+def test_options(func: F) -> F:
+    func = click.option("--store-failures", is_flag=True,
+                        help="Keep every test's failing rows in the table <schema>_test_failures.<test>.")(func)
+    func = click.option("--junit-xml", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                        metavar="PATH", help="Also write the results as JUnit XML (for CI).")(func)
+    return func
+
+
+@cli.command("test")
+@project_options
+@select_options
+@output_option
+@test_options
+def test_(project_dir: Path, target: str | None, vars_: str | None, select: tuple[str, ...],
+          exclude: tuple[str, ...], output: str, junit_xml: Path | None, store_failures: bool) -> None:
+    """Run data tests, schema-derived tests, singular tests and unit tests (offline, nothing is sent).
+    Exit code 1 when a test of severity error fails.
+
+    \b
+    Examples:
+      llmt test                                # every test
+      llmt test -s review_insights             # the tests of one model
+      llmt test --junit-xml target/junit.xml   # for CI
+    """
+    from llmt.testing.run import test_project
+
+    report = test_project(_load(project_dir, target, vars_), list(select), list(exclude), _console(output),
+                          junit_xml, store_failures)
+    sys.exit(1 if report.failed else 0)
+
+
+@cli.command()
+@project_options
+@select_options
+@output_option
+@test_options
+@refresh_options
+@spend_options
+def build(project_dir: Path, target: str | None, vars_: str | None, select: tuple[str, ...],
+          exclude: tuple[str, ...], output: str, junit_xml: Path | None, store_failures: bool,
+          full_refresh: bool, retry_failed: bool, timeout: float | None, max_cost: float | None) -> None:
+    """Run and test models in DAG order: unit tests before a model, its data tests right after it.
+    A failing error-severity test skips everything downstream of it.
+
+    \b
+    Examples:
+      llmt build                        # everything
+      llmt build -s +product_sentiment  # one model and what it depends on
+    """
+    from llmt.pipeline.llm import LlmOptions
+    from llmt.testing.run import build_project
+
+    options = LlmOptions(full_refresh=full_refresh, retry_failed=retry_failed, timeout=timeout, max_cost=max_cost)
+    report = build_project(_load(project_dir, target, vars_), list(select), list(exclude), _console(output),
+                           options, junit_xml, store_failures)
+    sys.exit(1 if report.failed else 0)
+
+
+@cli.command("eval")
+@project_options
+@select_options
+@output_option
+@spend_options
+def eval_(project_dir: Path, target: str | None, vars_: str | None, select: tuple[str, ...],
+          exclude: tuple[str, ...], output: str, timeout: float | None, max_cost: float | None) -> None:
+    """Score LLM models on labelled examples (tests/evals/<model>.csv or .jsonl) with the target's
+    provider, per prompt version, against the previous version. A real provider is paid for this;
+    it is never part of `llmt test`. Exit code 1 when a threshold is not met.
+
+    \b
+    Examples:
+      llmt eval -s review_insights
+      llmt eval -s review_insights --target openai --max-cost 1
+    """
+    from llmt.pipeline.llm import LlmOptions
+    from llmt.testing.run import eval_project
+
+    results = eval_project(_load(project_dir, target, vars_), list(select), list(exclude), _console(output),
+                           LlmOptions(timeout=timeout, max_cost=max_cost))
+    sys.exit(1 if any(r.failed for r in results) else 0)
 
 
 def main() -> None:

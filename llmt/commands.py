@@ -134,7 +134,7 @@ def batch_status(project: Project, console: Console) -> dict[str, Any]:
                 f"GROUP BY ALL ORDER BY node, model"
             ).fetchall()
     finally:
-        driver.provider.close()
+        driver.close()
         wh.close()
     ledger = [{"model": r[0], "llm_model": r[1], "today_usd": r[2] or 0.0, "month_usd": r[3] or 0.0,
                "total_usd": r[4] or 0.0, "prompt_tokens": r[5], "completion_tokens": r[6]} for r in spend]
@@ -173,7 +173,7 @@ def cancel_batches(
         for node in sorted({r.node for r in rows} & set(project.nodes)):
             rebuild_output(project, project.nodes[node], build_spec(project, project.nodes[node]), wh)
     finally:
-        driver.provider.close()
+        driver.close()
         wh.close()
     console.info("Collected: " + (", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "nothing")
                  + ". Rows not answered are sent again by the next `llmt run`.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -16,10 +17,12 @@ from llmt.errors import ConfigError, LlmtError
 from llmt.materialize import materialize_sql
 from llmt.pipeline.batches import ShardDriver
 from llmt.pipeline.llm import Budgets, LlmOptions, LlmResult, run_llm_node
+from llmt.pipeline.realtime import Limits
 from llmt.pipeline.render import MAX_REQUESTS_PER_BATCH
 from llmt.pipeline.spec import LlmSpec, build_spec
 from llmt.project import Project
-from llmt.providers import make_provider
+from llmt.providers import make_provider, make_realtime_provider
+from llmt.providers.base import RealtimeProvider
 from llmt.warehouse.duckdb import Warehouse
 
 
@@ -55,6 +58,15 @@ class RunReport:
         return any(r.status == "error" for r in self.results)
 
 
+@dataclass
+class NodeHooks:
+    """Run around each node by `llmt build` (its tests). A message returned by `before` skips the node;
+    one returned by `after` (e.g. "failed test `x`") skips the node's descendants and says why."""
+
+    before: Callable[[str], str | None]
+    after: Callable[[str, NodeResult], str | None]
+
+
 def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
 
@@ -78,7 +90,25 @@ def make_driver(project: Project, warehouse: Warehouse, reporter: Reporter, run_
         project.target.provider.type, project.target.provider.options(),
         project_dir=project.dir, target_dir=project.target_dir,
     )
-    return ShardDriver(warehouse, provider, reporter, run_id, project.name, prices(project))
+    options = project.target.provider.options()
+
+    def realtime() -> RealtimeProvider:
+        return make_realtime_provider(project.target.provider.type, options, project_dir=project.dir,
+                                      target_dir=project.target_dir, batch=provider)
+
+    return ShardDriver(warehouse, provider, reporter, run_id, project.name, prices(project), realtime,
+                       realtime_limits(project))
+
+
+def realtime_limits(project: Project) -> Limits:
+    """`concurrency`, `requests_per_minute`, `tokens_per_minute` from the target's provider options."""
+    options = project.target.provider.options()
+    values = {k: options[k] for k in ("concurrency", "requests_per_minute", "tokens_per_minute") if k in options}
+    for key, value in values.items():
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"`{key}` must be a whole number of at least 1, got {value!r}",
+                              where=str(project.dir / "project.yml"))
+    return Limits(**values)
 
 
 def prices(project: Project) -> PriceTable:
@@ -114,6 +144,7 @@ def run(
     options: LlmOptions,
     warehouse: Warehouse | None = None,
     command: str = "run",
+    hooks: NodeHooks | None = None,
 ) -> RunReport:
     started = time.monotonic()
     specs = llm_specs(project, names)  # every compile error before anything runs
@@ -133,16 +164,20 @@ def run(
         conn.execute(f"UPDATE {s}.runs SET status = 'interrupted' WHERE status = 'running'")
         conn.execute(f"INSERT INTO {s}.runs VALUES (?, ?, ?, now(), NULL, 'running')",
                      [report.run_id, project.name, command])
-    failed_upstream: set[str] = set()
+    failed_upstream: dict[str, str] = {}  # node -> why its descendants are skipped ("failed", ...)
     try:
         for name in names:
             node = project.nodes[name]
             blocked = [p for p in project.graph.ancestors(name) if p in failed_upstream]
+            why = None
             if blocked:
-                failed_upstream.add(name)
-                report.results.append(NodeResult(name, node.materialized, "skipped",
-                                                 message=f"skipped: upstream `{blocked[0]}` failed"))
-                reporter.info(f"skip  {name} (upstream {blocked[0]} failed)")
+                failed_upstream[name] = failed_upstream[blocked[0]]
+                why = f"upstream `{blocked[0]}` {failed_upstream[name]}"
+            elif hooks is not None and (why := hooks.before(name)):
+                failed_upstream[name] = "was skipped"
+            if why:
+                report.results.append(NodeResult(name, node.materialized, "skipped", message=f"skipped: {why}"))
+                reporter.info(f"skip  {name} ({why.replace('`', '')})")
                 continue
             t0 = time.monotonic()
             result = NodeResult(name, node.materialized, "success")
@@ -159,10 +194,12 @@ def run(
                 if exc.exit_code == 2:  # a usage or config error: stop, exit code 2
                     raise
                 result.status, result.message = "error", exc.render()
-                failed_upstream.add(name)
+                failed_upstream[name] = "failed"
             result.seconds = time.monotonic() - t0
             report.results.append(result)
             reporter.info(_line(result))
+            if hooks is not None and result.status == "success" and (veto := hooks.after(name, result)):
+                failed_upstream[name] = veto
     finally:
         report.seconds = time.monotonic() - started
         status = "error" if report.failed else "success"
@@ -170,7 +207,7 @@ def run(
             conn.execute(f"UPDATE {s}.runs SET finished_at = now(), status = ? WHERE run_id = ?",
                          [status, report.run_id])
         if driver is not None:
-            driver.provider.close()
+            driver.close()
         if warehouse is None:
             wh.close()
         write_run_results(project, report.run_id, [r.as_dict() for r in report.results], report.seconds, command)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import textwrap
 from collections.abc import Callable
@@ -74,9 +75,10 @@ class Result:
 class Project:
     """A project in a temporary directory, with helpers to run llmt on it and query it."""
 
-    def __init__(self, root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def __init__(self, root: Path, capsys: pytest.CaptureFixture[str], db: str = "demo.duckdb") -> None:
         self.root = root
         self.capsys = capsys
+        self.db = db
 
     def write(self, rel: str, text: str) -> Path:
         path = self.root / rel
@@ -102,7 +104,7 @@ class Project:
         return Result(code, captured.out, captured.err)
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
-        with duckdb.connect(str(self.root / "demo.duckdb"), read_only=True) as conn:
+        with duckdb.connect(str(self.root / self.db), read_only=True) as conn:
             return conn.execute(sql).fetchall()
 
     def run_json(self, *args: str) -> dict[str, Any]:
@@ -123,6 +125,17 @@ def project(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Project:
     for rel, text in BASE_FILES.items():
         p.write(rel, text)
     return p
+
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "reviews"
+
+
+@pytest.fixture
+def example(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Project:
+    """A copy of examples/reviews (without its target/ and database)."""
+    root = tmp_path / "reviews"
+    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("target", "*.duckdb*"))
+    return Project(root, capsys, db="reviews.duckdb")
 
 
 @pytest.fixture

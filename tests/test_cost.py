@@ -204,7 +204,7 @@ def test_ledger_totals_equal_the_sum_of_per_answer_usage(make_project: MakeProje
     project = make_project({})
     yml = (project.root / "project.yml").read_text()
     project.write("project.yml", yml.replace("provider: {type: fake}",
-                                             "provider: {type: fake, failures: {truncated: 0.5}}"))
+                                             "provider: {type: fake, failures: {truncated: 1.0}}"))
     data = project.run_json()
     llm = project.llm_result(data)
     rows = project.query("select model, prompt_tokens, completion_tokens, cached_tokens, cost_usd, outcome "

@@ -4,30 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
-from pathlib import Path
-
-import pytest
 
 from tests.conftest import Project
-
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "reviews"
-
-
-@pytest.fixture
-def example(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Project:
-    root = tmp_path / "reviews"
-    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("target", "*.duckdb*"))
-    project = Project(root, capsys)
-    project.query = lambda sql: _query(root, sql)  # type: ignore[method-assign]
-    return project
-
-
-def _query(root: Path, sql: str) -> list[tuple[object, ...]]:
-    import duckdb
-
-    with duckdb.connect(str(root / "reviews.duckdb"), read_only=True) as conn:
-        return conn.execute(sql).fetchall()
 
 
 def test_example_end_to_end(example: Project) -> None:

@@ -55,7 +55,7 @@ def test_http_error_keeps_status_and_code(make_project: MakeProject) -> None:
 
 
 def test_partial_failures_are_retried_until_answered(make_project: MakeProject) -> None:
-    project = with_provider(make_project, "{type: fake, failures: {invalid_json: 0.5}}", max_attempts=10)
+    project = with_provider(make_project, "{type: fake, failures: {invalid_json: 0.5}}", max_attempts=40)
     data = project.run_json()
     llm = project.llm_result(data)
     assert llm["failed"] == 0

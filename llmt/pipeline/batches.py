@@ -14,19 +14,25 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmt.compile import quote
 from llmt.console import Reporter
 from llmt.cost import PriceTable
+from llmt.errors import ConfigError
 from llmt.pipeline.collect import read_results, reconcile, store
 from llmt.pipeline.crash import crash_point
 from llmt.pipeline.render import WrittenShard
-from llmt.providers.base import BatchInfo, BatchNotFound, BatchProvider, Shard
+from llmt.providers.base import BatchInfo, BatchNotFound, BatchProvider, RealtimeProvider, Shard
 from llmt.schema import AnswerValidator
 from llmt.warehouse.duckdb import Warehouse
 
+if TYPE_CHECKING:
+    from llmt.pipeline.realtime import Limits
+
 OPEN = ("written", "uploaded", "submitted")
+SHARD_COLUMNS = ("shard_id, run_id, node, model, path, n_requests, response_schema, status, file_id, batch_id, "
+                 "batch_status, created_at")  # the fields of ShardRow
 QUEUE_FULL = "token_limit_exceeded"
 
 
@@ -55,23 +61,47 @@ class Collected:
 class ShardDriver:
     def __init__(
         self, warehouse: Warehouse, provider: BatchProvider, reporter: Reporter, run_id: str, project: str,
-        prices: PriceTable,
+        prices: PriceTable, realtime: Callable[[], RealtimeProvider] | None = None, limits: Limits | None = None,
     ) -> None:
         self.wh = warehouse
         self.provider = provider
         self.prices = prices
+        self._realtime_factory = realtime
+        self._realtime: RealtimeProvider | None = None
+        self.limits = limits or _default_limits()
         self.reporter = reporter
         self.run_id = run_id
         self.project = project
         self.s = quote(warehouse.state_schema)
         self.queue_full = 0  # batches that failed with token_limit_exceeded (the queue was full)
 
+    @property
+    def realtime(self) -> RealtimeProvider:
+        """The provider for realtime requests (made on first use: batch-only runs never need it)."""
+        if self._realtime is None:
+            if self._realtime_factory is None:
+                raise ConfigError("this provider has no realtime mode", hint="Use mode: batch.")
+            self._realtime = self._realtime_factory()
+        return self._realtime
+
+    def close(self) -> None:
+        self.provider.close()
+        if self._realtime is not None and id(self._realtime) != id(self.provider):  # fake serves both
+            self._realtime.close()
+
     # -- state ------------------------------------------------------------------------------
+    def shard_rows(self, shard_ids: list[str]) -> list[ShardRow]:
+        with self.wh.connect() as conn:
+            rows = conn.execute(
+                f"SELECT {SHARD_COLUMNS} FROM {self.s}.shards WHERE shard_id IN (SELECT unnest(?)) "
+                f"ORDER BY shard_id", [shard_ids],
+            ).fetchall()
+        return [ShardRow(*r) for r in rows]
+
     def open_shards(self, node: str | None = None) -> list[ShardRow]:
         with self.wh.connect() as conn:
             rows = conn.execute(
-                f"SELECT shard_id, run_id, node, model, path, n_requests, response_schema, status, file_id, "
-                f"batch_id, batch_status, created_at FROM {self.s}.shards WHERE status IN {OPEN} "
+                f"SELECT {SHARD_COLUMNS} FROM {self.s}.shards WHERE status IN {OPEN} "
                 f"AND provider = ? AND (? IS NULL OR node = ?) ORDER BY shard_id",
                 [self.provider.name, node, node],
             ).fetchall()
@@ -88,7 +118,7 @@ class ShardDriver:
                 path.unlink()
 
     def record(self, shards: list[WrittenShard], node: str, model: str, schema: dict[str, Any],
-               max_output_tokens: int) -> None:
+               max_output_tokens: int, provider: str | None = None) -> None:
         """Record written shard files, their request keys and token counts (before anything is uploaded)."""
         with self.wh.transaction() as conn:
             for shard in shards:
@@ -96,7 +126,8 @@ class ShardDriver:
                     f"INSERT INTO {self.s}.shards (shard_id, run_id, node, model, provider, path, n_requests, "
                     f"response_schema, status, created_at, updated_at, input_tokens, max_output_tokens) "
                     f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'written', now(), now(), ?, ?)",
-                    [shard.shard_id, self.run_id, node, model, self.provider.name, str(shard.path), len(shard.keys),
+                    [shard.shard_id, self.run_id, node, model, provider or self.provider.name, str(shard.path),
+                     len(shard.keys),
                      json.dumps(schema), shard.input_tokens, max_output_tokens],
                 )
                 conn.execute(f"INSERT INTO {self.s}.shard_requests SELECT ?, unnest(?::VARCHAR[])",
@@ -275,6 +306,12 @@ class ShardDriver:
                 for outcome, n in self.collect(row, infos[row.shard_id], work_dir(row.node)).counts.items():
                     totals[outcome] = totals.get(outcome, 0) + n
         return totals
+
+
+def _default_limits() -> Limits:
+    from llmt.pipeline.realtime import Limits
+
+    return Limits()
 
 
 def _describe_errors(info: BatchInfo) -> str | None:

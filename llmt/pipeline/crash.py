@@ -3,7 +3,8 @@
 `LLMT_CRASH_AT=<point>` makes the process kill itself with SIGKILL when it reaches that point,
 exactly as `kill -9` would at that line. Points: after_write (shard files written, not yet
 recorded), after_record, after_upload (file uploaded, its id not recorded), after_create (batch
-created, its id not recorded), waiting, after_download, mid_store (attempts inserted, answers not).
+created, its id not recorded), waiting, after_download, mid_store (attempts inserted, answers not),
+and realtime_store (realtime answers stored, more requests still to send).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import signal
 
 POINTS = ("after_write", "after_record", "after_upload", "after_create", "waiting", "after_download", "mid_store")
+REALTIME_POINTS = ("realtime_store",)  # after a realtime answer is stored
 
 
 def crash_point(name: str) -> None:

@@ -12,11 +12,14 @@ from pathlib import Path
 from llmt.compile import quote
 from llmt.console import Reporter
 from llmt.cost import Budget, BudgetExceeded, check_budget
-from llmt.pipeline.batches import ShardDriver
+from llmt.errors import NodeError
+from llmt.pipeline.batches import ShardDriver, ShardRow
 from llmt.pipeline.crash import crash_point
+from llmt.pipeline.escalate import eligible_sql
 from llmt.pipeline.output import build_output
+from llmt.pipeline.realtime import REALTIME, close_dead_shards, send_shard
 from llmt.pipeline.render import MAX_REQUESTS_PER_BATCH, iter_rows, render_lines, write_shards
-from llmt.pipeline.spec import LlmSpec
+from llmt.pipeline.spec import LlmSpec, escalation_spec
 from llmt.pipeline.stage import input_counts, pending_sql, stage_inputs, stage_table
 from llmt.project import Node, Project
 from llmt.warehouse.duckdb import Warehouse, relation_kind
@@ -34,6 +37,8 @@ class LlmOptions:
     max_requests_per_batch: int = MAX_REQUESTS_PER_BATCH
     max_cost: float | None = None  # --max-cost: the run's budget in USD
     sample: int | None = None  # --sample N: send at most N requests per model (no retries)
+    mode: str | None = None  # --mode: batch | realtime | auto for every model
+    canary: bool = True  # --no-canary turns it off
 
 
 @dataclass
@@ -72,93 +77,195 @@ def _ids(run_id: str, node: str) -> Iterator[str]:
         yield f"{run_id}-{node}-{n:04d}"
 
 
-def run_llm_node(
-    project: Project,
-    node: Node,
-    spec: LlmSpec,
-    warehouse: Warehouse,
-    driver: ShardDriver,
-    reporter: Reporter,
-    options: LlmOptions,
-    budgets: Budgets,
-) -> LlmResult:
-    state = warehouse.state_schema
-    result = LlmResult()
-    max_out = int(spec.params["max_output_tokens"])
-    work_dir = batch_dir(project, node.name)
-    # 1. finish what an earlier run left in flight (e.g. --no-wait) before sending anything new
-    driver.remove_unrecorded_files(work_dir)
-    leftover = driver.open_shards(node.name)
-    if leftover:
-        reporter.info(f"  {node.name}: resuming {len(leftover)} open batch(es)")
-        _add(result.outcomes, driver.drive(leftover, wait=options.wait, timeout=options.timeout,
-                                           poll=options.poll_interval, work_dir=work_dir))
-        _add_spend(result, warehouse, driver, node.name)
-    # 2. stage inputs with request keys (duplicate keys roll everything back)
-    with warehouse.transaction() as conn:
-        columns = stage_inputs(conn, state, node, spec, project.render(node, False))
-        result.rows, result.cached, result.deduplicated = input_counts(conn, state, stage_table(state, node.name))
-    since = driver.run_id if options.retry_failed else None
-    # 3. send what has no answer; retry retryable outcomes in later rounds. Each round uses up an
-    # attempt of every request it sends (so the loop ends), except rounds whose batches failed because
-    # the enqueued-token limit was full: those wait and resubmit, a bounded number of times.
-    deadline = None if options.timeout is None else time.monotonic() + options.timeout
-    round_no, queue_waits = 0, 0
-    while True:
-        pending = pending_sql(state, stage_table(state, node.name), spec.columns, spec.max_attempts, since)
-        with warehouse.connect() as conn:
+class CanaryFailed(NodeError):
+    """The canary's error rate was too high: nothing was submitted in batch."""
+
+
+class NodeRun:
+    """One LLM model in one run."""
+
+    def __init__(self, project: Project, node: Node, spec: LlmSpec, warehouse: Warehouse, driver: ShardDriver,
+                 reporter: Reporter, options: LlmOptions, budgets: Budgets) -> None:
+        self.project, self.node, self.spec, self.wh = project, node, spec, warehouse
+        self.driver, self.reporter, self.options, self.budgets = driver, reporter, options, budgets
+        self.state = warehouse.state_schema
+        self.stage = stage_table(self.state, node.name)
+        self.work_dir = batch_dir(project, node.name)
+        self.result = LlmResult()
+        self.since = driver.run_id if options.retry_failed else None
+        self.deadline = None if options.timeout is None else time.monotonic() + options.timeout
+        self.rounds = 0
+
+    def run(self) -> LlmResult:
+        result = self.result
+        # 1. finish what an earlier run left in flight (e.g. --no-wait) before sending anything new
+        self.driver.remove_unrecorded_files(self.work_dir)
+        close_dead_shards(self.wh, self.node.name)
+        leftover = self.driver.open_shards(self.node.name)
+        if leftover:
+            self.reporter.info(f"  {self.node.name}: resuming {len(leftover)} open batch(es)")
+            self._drive(leftover)
+        # 2. stage inputs with request keys (duplicate keys roll everything back)
+        with self.wh.transaction() as conn:
+            columns = stage_inputs(conn, self.state, self.node, self.spec, self.project.render(self.node, False))
+            result.rows, result.cached, result.deduplicated = input_counts(conn, self.state, self.stage)
+        # 3. send what has no answer, in the model's mode, after a canary for a large batch
+        self._send_all(self.spec, self.stage, self.options.sample, self.budgets.model)
+        # 4. the cascade: what the primary model failed or was unsure about goes to a stronger model
+        escalated = escalation_spec(self.spec)
+        if escalated is not None and self.options.wait and not self._out_of_time():
+            self._escalate(escalated)
+        result.answered = result.outcomes.get("ok", 0)
+        result.open_batches = len(self.driver.open_shards(self.node.name))
+        # 5. the output table follows the input; answers come from the store
+        result.status = rebuild_output(self.project, self.node, self.spec, self.wh, columns, self.since,
+                                       self.options.full_refresh)
+        return result
+
+    # -- sending ------------------------------------------------------------------------------
+    def _send_all(self, spec: LlmSpec, source: str, limit: int | None, own_budget: list[Budget]) -> None:
+        """Rounds until nothing is pending: each round uses up an attempt of every request it sends
+        (so the loop ends), except rounds whose batches failed because the enqueued-token limit was
+        full: those wait and resubmit, a bounded number of times."""
+        total = self._pending_count(spec, source)
+        if total == 0:
+            return
+        mode = self._mode(spec, total)
+        execution = spec.execution
+        if (mode == "batch" and self.options.canary and execution.canary_above is not None
+                and total > execution.canary_above):
+            self._canary(spec, source, own_budget)
+        queue_waits = 0
+        while True:
+            room = None if limit is None else limit - self.result.requests - self.result.retried
+            full_before = self.driver.queue_full
+            if (room is not None and room <= 0) or not self._round(spec, source, mode, room, own_budget):
+                return
+            if not self.options.wait or self.options.sample is not None or self._out_of_time():
+                return
+            if self.driver.queue_full > full_before:
+                if queue_waits >= MAX_QUEUE_WAITS:
+                    self.reporter.warn(f"{self.node.name}: the batch queue's token limit is still full; "
+                                       "the rest stays pending: run `llmt run` again later")
+                    return
+                self.reporter.info(f"  {self.node.name}: the batch queue is full (token_limit_exceeded); "
+                                   "resubmitting shortly")
+                time.sleep(min(self.options.poll_interval * 2 ** (queue_waits + 3), 300.0))
+                queue_waits += 1
+
+    def _mode(self, spec: LlmSpec, total: int) -> str:
+        mode = self.options.mode or spec.execution.mode
+        if mode == "auto":
+            mode = "realtime" if total < spec.execution.realtime_below else "batch"
+        return mode
+
+    def _pending_count(self, spec: LlmSpec, source: str) -> int:
+        with self.wh.connect() as conn:
+            row = conn.execute(f"SELECT count(*) FROM ({self._pending(spec, source)})").fetchone()
+        return int(row[0]) if row else 0
+
+    def _pending(self, spec: LlmSpec, source: str) -> str:
+        return pending_sql(self.state, source, spec.columns, spec.max_attempts, self.since)
+
+    def _round(self, spec: LlmSpec, source: str, mode: str, limit: int | None, own_budget: list[Budget]) -> int:
+        """Render, check the budget, record and send one round; returns how many requests it sent."""
+        pending = self._pending(spec, source)
+        with self.wh.connect() as conn:
             total_row = conn.execute(f"SELECT count(*) FROM ({pending})").fetchone()
-            total = int(total_row[0]) if total_row else 0
+            total = min(int(total_row[0]) if total_row else 0, limit if limit is not None else 1 << 62)
             if total == 0:
-                break
+                return 0
             cursor = conn.execute(pending)
-            budget_left = None if options.sample is None else options.sample - result.requests
-            with reporter.progress(f"{node.name}: rendering", total) as bar:
+            with self.reporter.progress(f"{self.node.name}: rendering", total) as bar:
                 shards = write_shards(
-                    islice(render_lines(iter_rows(cursor), spec.columns, spec), budget_left), work_dir,
-                    _ids(f"{driver.run_id}r{round_no}", node.name),
-                    max_requests=options.max_requests_per_batch, advance=bar.advance,
+                    islice(render_lines(iter_rows(cursor), spec.columns, spec), limit), self.work_dir,
+                    _ids(f"{self.driver.run_id}r{self.rounds}", self.node.name),
+                    max_requests=self.options.max_requests_per_batch, advance=bar.advance,
                 )
-        sent = sum(len(sh.keys) for sh in shards)
-        estimate = sum(driver.prices.cost(spec.model, prompt=sh.input_tokens, completion=len(sh.keys) * max_out,
-                                          batch=True) for sh in shards)
+        batch = mode == "batch"
+        max_out = int(spec.params["max_output_tokens"])
+        estimate = sum(self.driver.prices.cost(spec.model, prompt=sh.input_tokens, completion=len(sh.keys) * max_out,
+                                               batch=batch) for sh in shards)
         crash_point("after_write")
         try:
-            check_budget(node.name, estimate, driver.committed_usd() + run_spend(warehouse, driver.run_id),
-                         budgets.run)
-            check_budget(node.name, estimate, driver.committed_usd(node.name) + result.cost_usd, budgets.model)
+            check_budget(self.node.name, estimate,
+                         self.driver.committed_usd() + run_spend(self.wh, self.driver.run_id), self.budgets.run)
+            check_budget(self.node.name, estimate, self.driver.committed_usd(self.node.name) + self.result.cost_usd,
+                         own_budget)
         except BudgetExceeded:
             for sh in shards:
                 sh.path.unlink()
             raise
-        if round_no == 0:
-            result.requests = sent
+        sent = sum(len(sh.keys) for sh in shards)
+        if self.rounds == 0:
+            self.result.requests += sent
         else:
-            result.retried += sent
-        result.estimate_usd += estimate
-        round_no += 1
-        driver.record(shards, node.name, spec.model, spec.strict_schema, max_out)
+            self.result.retried += sent
+        self.result.estimate_usd += estimate
+        self.rounds += 1
+        self.driver.record(shards, self.node.name, spec.model, spec.strict_schema, max_out,
+                           provider=None if batch else REALTIME)
         crash_point("after_record")
-        full_before = driver.queue_full
-        remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-        _add(result.outcomes, driver.drive(driver.open_shards(node.name), wait=options.wait, timeout=remaining,
-                                           poll=options.poll_interval, work_dir=work_dir))
-        _add_spend(result, warehouse, driver, node.name)
-        if not options.wait or options.sample is not None or (deadline is not None and time.monotonic() >= deadline):
-            break
-        if driver.queue_full > full_before:
-            if queue_waits >= MAX_QUEUE_WAITS:
-                reporter.warn(f"{node.name}: the batch queue's token limit is still full; "
-                              "the rest stays pending: run `llmt run` again later")
-                break
-            reporter.info(f"  {node.name}: the batch queue is full (token_limit_exceeded); resubmitting shortly")
-            time.sleep(min(options.poll_interval * 2 ** (queue_waits + 3), 300.0))
-            queue_waits += 1
-    result.answered = result.outcomes.get("ok", 0)
-    result.open_batches = len(driver.open_shards(node.name))
-    # 4. the output table follows the input; answers come from the store
-    result.status = rebuild_output(project, node, spec, warehouse, columns, since, options.full_refresh)
-    return result
+        if batch:
+            self._drive(self.driver.open_shards(self.node.name))
+        else:
+            for row in self.driver.shard_rows([sh.shard_id for sh in shards]):
+                _add(self.result.outcomes, send_shard(self.wh, self.driver.realtime, self.driver.prices, row,
+                                                      self.driver.limits, self.reporter))
+            _add_spend(self.result, self.wh, self.driver, self.node.name)
+        return sent
+
+    def _drive(self, rows: list[ShardRow]) -> None:
+        remaining = None if self.deadline is None else max(self.deadline - time.monotonic(), 0.0)
+        _add(self.result.outcomes, self.driver.drive(rows, wait=self.options.wait, timeout=remaining,
+                                                     poll=self.options.poll_interval, work_dir=self.work_dir))
+        _add_spend(self.result, self.wh, self.driver, self.node.name)
+
+    def _out_of_time(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    # -- canary and cascade -----------------------------------------------------------------
+    def _canary(self, spec: LlmSpec, source: str, own_budget: list[Budget]) -> None:
+        """A few requests in realtime first: a broken prompt or schema fails in seconds."""
+        execution = spec.execution
+        before = dict(self.result.outcomes)
+        sent = self._round(spec, source, "realtime", execution.canary_size, own_budget)
+        self.rounds = 0  # the batch after the canary is still the first round of this run
+        counts = {k: n - before.get(k, 0) for k, n in self.result.outcomes.items() if n - before.get(k, 0)}
+        failed = sent - counts.get("ok", 0)
+        rate = failed / sent if sent else 0.0
+        self.reporter.info(f"  {self.node.name}: canary of {sent} request(s): {failed} failed ({rate:.0%})")
+        if rate > execution.canary_max_error_rate:
+            details = "; ".join(f"{k}: {n}" for k, n in sorted(counts.items()) if k != "ok")
+            raise CanaryFailed(
+                f"the canary of `{self.node.name}` failed: {failed} of {sent} realtime requests failed ({rate:.0%}, "
+                f"more than canary_max_error_rate {execution.canary_max_error_rate:.0%}): {details}. "
+                "No batch was submitted.",
+                where=self.node.rel_path,
+                hint=f"See `llmt show {self.node.name}__errors` and _llmt.attempts for the reasons; fix the prompt "
+                "or schema, or skip the check with --no-canary.",
+            )
+
+    def _escalate(self, escalated: LlmSpec) -> None:
+        esc = self.spec.execution.escalate
+        assert esc is not None
+        source = eligible_sql(self.state, self.stage, self.spec, escalated, self.node.rel_path)
+        eligible = self._pending_count(escalated, source)
+        if eligible == 0:
+            return
+        cap = int(esc.max_share * self.result.rows)
+        if eligible > cap:
+            self.reporter.warn(f"{self.node.name}: {eligible} row(s) qualify for escalation to {esc.model}; "
+                               f"max_share {esc.max_share:g} allows {cap}")
+        own = [Budget(esc.budget_usd, f"escalate.budget_usd of model `{self.node.name}`")] if esc.budget_usd else []
+        self.reporter.info(f"  {self.node.name}: escalating {min(eligible, cap)} row(s) to {esc.model}")
+        before = self.result.requests + self.result.retried
+        self._send_all(escalated, source, before + cap, own)
+
+
+def run_llm_node(project: Project, node: Node, spec: LlmSpec, warehouse: Warehouse, driver: ShardDriver,
+                 reporter: Reporter, options: LlmOptions, budgets: Budgets) -> LlmResult:
+    return NodeRun(project, node, spec, warehouse, driver, reporter, options, budgets).run()
 
 
 @dataclass
@@ -210,7 +317,7 @@ def rebuild_output(
             columns = [str(r[0]) for r in described if not str(r[0]).startswith("_llmt_")]
         if full_refresh and relation_kind(conn, project.schema, node.name) == "table":
             conn.execute(f"DROP TABLE {node.relation}")  # rebuilt from stored answers: costs nothing
-        return build_output(conn, warehouse.state_schema, project.schema, spec, columns, since)
+        return build_output(conn, warehouse.state_schema, project.schema, spec, columns, since, escalation_spec(spec))
 
 
 def _add(into: dict[str, int], counts: dict[str, int]) -> None:

@@ -24,8 +24,10 @@ def build_output(
     spec: LlmSpec,
     columns: list[str],
     since_run: str | None,
+    escalated: LlmSpec | None = None,
 ) -> dict[str, int]:
-    """Replace the output and errors tables (caller holds the transaction). Returns status counts."""
+    """Replace the output and errors tables (caller holds the transaction). Returns status counts.
+    With a cascade (``escalated``), a row's escalated answer wins over the primary model's."""
     name = spec.node
     out, new = f"{quote(schema)}.{quote(name)}", f"{quote(schema)}.{quote(name + '__llmt_new')}"
     s = quote(state)
@@ -40,9 +42,10 @@ def build_output(
         f"LEFT JOIN (SELECT {', '.join(quote(k) for k in uk)}, _llmt_answer_key FROM {out}) p "
         f"ON {' AND '.join(f'p.{quote(k)} = i.{quote(k)}' for k in uk)} "
         f"LEFT JOIN {s}.answers a2 ON a2.request_key = p._llmt_answer_key AND a.request_key IS NULL"
-        if has_prev else "LEFT JOIN (SELECT NULL::VARCHAR AS request_key, NULL::VARCHAR AS answer, "
-        "NULL::VARCHAR AS model, NULL::TIMESTAMP AS answered_at) a2 ON false"
+        if has_prev else _no_answers("a2")
     )
+    esc_join = (f"LEFT JOIN {s}.answers e ON e.request_key = {escalated.request_key_sql('i')}"
+                if escalated is not None else _no_answers("e"))
     structure = sql_string(json.dumps(json_structure(spec.strict_schema)))
     select_cols = ", ".join(f"j.{quote(c)}" for c in columns)
     fields = ", ".join(f"j._llmt_answer.{quote(f)} AS {quote(f)}" for f, _ in spec.output_columns)
@@ -54,16 +57,17 @@ def build_output(
         SELECT {select_cols}, {fields},
                j._llmt_status, j._llmt_request_key, j._llmt_answer_key, j._llmt_model, j._llmt_answered_at
         FROM (
-            SELECT i.*, json_transform(coalesce(a.answer, a2.answer), {structure}) AS _llmt_answer,
-                   CASE WHEN a.request_key IS NOT NULL THEN 'ok'
+            SELECT i.*, json_transform(coalesce(e.answer, a.answer, a2.answer), {structure}) AS _llmt_answer,
+                   CASE WHEN e.request_key IS NOT NULL OR a.request_key IS NOT NULL THEN 'ok'
                         WHEN a2.request_key IS NOT NULL THEN 'stale'
                         WHEN att.terminal OR att.failures >= {spec.max_attempts} THEN 'failed'
                         ELSE 'pending' END AS _llmt_status,
-                   coalesce(a.request_key, a2.request_key) AS _llmt_answer_key,
-                   coalesce(a.model, a2.model) AS _llmt_model,
-                   coalesce(a.answered_at, a2.answered_at) AS _llmt_answered_at
+                   coalesce(e.request_key, a.request_key, a2.request_key) AS _llmt_answer_key,
+                   coalesce(e.model, a.model, a2.model) AS _llmt_model,
+                   coalesce(e.answered_at, a.answered_at, a2.answered_at) AS _llmt_answered_at
             FROM {stage_table(state, name)} i
             LEFT JOIN {s}.answers a ON a.request_key = i._llmt_request_key
+            {esc_join}
             {prev_join}
             LEFT JOIN att ON att.request_key = i._llmt_request_key
         ) j
@@ -83,7 +87,14 @@ def build_output(
         FROM {stage_table(state, name)} i
         JOIN att ON att.request_key = i._llmt_request_key
         LEFT JOIN {s}.answers a ON a.request_key = i._llmt_request_key
-        WHERE a.request_key IS NULL AND (att.terminal OR att.failures >= {spec.max_attempts})
+        {esc_join}
+        WHERE a.request_key IS NULL AND e.request_key IS NULL AND (att.terminal OR att.failures >= {spec.max_attempts})
         ORDER BY {', '.join(quote(k) for k in uk)}""")
     counts = dict(conn.execute(f"SELECT _llmt_status, count(*) FROM {out} GROUP BY 1").fetchall())
     return {k: int(counts.get(k, 0)) for k in ("ok", "stale", "pending", "failed")}
+
+
+def _no_answers(alias: str) -> str:
+    """A join that matches nothing, with the columns of `answers` the output reads."""
+    return (f"LEFT JOIN (SELECT NULL::VARCHAR AS request_key, NULL::VARCHAR AS answer, NULL::VARCHAR AS model, "
+            f"NULL::TIMESTAMP AS answered_at) {alias} ON false")

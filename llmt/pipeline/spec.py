@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+from pydantic import ValidationError
 
 from llmt.compile import quote, select_columns
 from llmt.errors import CompileError, ConfigError
 from llmt.project import Node, Project
-from llmt.project.config import GENERATION_KEYS
+from llmt.project.config import EXECUTION_KEYS, GENERATION_KEYS, Execution
 from llmt.prompts import Prompt, load_prompt
 from llmt.schema import column_types, load_schema, to_strict
 
@@ -37,6 +39,7 @@ class LlmSpec:
     columns: list[str]  # referenced input columns, sorted
     template_hash: str
     output_columns: list[tuple[str, str]]  # (answer field, DuckDB type)
+    execution: Execution = field(default_factory=Execution)
 
     @property
     def model(self) -> str:
@@ -109,16 +112,17 @@ def build_spec(project: Project, node: Node) -> LlmSpec:
     available = select_columns(node.compiled_sql)
     if available is not None:
         check_columns(node, prompt, variables, available, out_cols)
-    template = {
-        "version": KEY_VERSION,
-        "endpoint": ENDPOINT,
-        "params": {k: v for k, v in sorted(params.items()) if v is not None},
-        "schema": strict,
-        "schema_name": _schema_name(schema_name),
-        "prompt": prompt.fingerprint(),
-    }
-    template_hash = hashlib.sha256(json.dumps(template, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    template_hash = _template_hash(params, strict, schema_name, prompt)
+    try:
+        execution = Execution.model_validate({k: cfg[k] for k in EXECUTION_KEYS if k in cfg})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConfigError(
+            f"`{'.'.join(str(p) for p in err['loc'])}`: {err['msg']}", where=where,
+            hint="See the README's \"Realtime and batch\", \"Cascades\" and \"Canary\" sections.",
+        ) from None
     return LlmSpec(
+        execution=execution,
         node=node.name,
         prompt=prompt,
         schema_name=schema_name,
@@ -130,6 +134,30 @@ def build_spec(project: Project, node: Node) -> LlmSpec:
         template_hash=template_hash,
         output_columns=out_cols,
     )
+
+
+def _template_hash(params: dict[str, Any], strict: dict[str, Any], schema_name: str, prompt: Prompt) -> str:
+    template = {
+        "version": KEY_VERSION,
+        "endpoint": ENDPOINT,
+        "params": {k: v for k, v in sorted(params.items()) if v is not None},
+        "schema": strict,
+        "schema_name": _schema_name(schema_name),
+        "prompt": prompt.fingerprint(),
+    }
+    return hashlib.sha256(json.dumps(template, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def escalation_spec(spec: LlmSpec) -> LlmSpec | None:
+    """The same requests for the escalation model (its own template hash, so its own keys)."""
+    esc = spec.execution.escalate
+    if esc is None:
+        return None
+    params = {**spec.params, "model": esc.model}
+    execution = spec.execution.model_copy(update={"mode": esc.mode or spec.execution.mode, "escalate": None,
+                                                  "canary_above": None})
+    return replace(spec, params=params, template_hash=_template_hash(params, spec.strict_schema, spec.schema_name,
+                                                                   spec.prompt), execution=execution)
 
 
 def check_columns(

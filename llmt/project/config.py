@@ -35,7 +35,34 @@ class TargetConfig(Strict):
     provider: ProviderConfig = ProviderConfig()
 
 
-class LlmDefaults(Strict):
+OUTCOME_NAMES = ("refused", "truncated", "content_filter", "invalid_json", "schema_violation", "http_error",
+                 "expired", "cancelled", "batch_failed", "missing")
+
+
+class Escalate(Strict):
+    """Send rows the primary model failed (or was unsure about) to a stronger model."""
+
+    model: str
+    when: list[Literal[OUTCOME_NAMES]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["refused", "truncated", "schema_violation", "invalid_json"])
+    when_field: dict[str, str] = Field(default_factory=dict)  # e.g. {confidence: "< 0.6"}
+    max_share: float = Field(0.1, gt=0, le=1)  # at most this share of the model's rows
+    budget_usd: float | None = Field(None, ge=0)
+    mode: Literal["batch", "realtime", "auto"] | None = None
+
+
+class Execution(Strict):
+    """How a model's requests are sent: batch, realtime or auto; canary; escalation."""
+
+    mode: Literal["batch", "realtime", "auto"] = "batch"
+    realtime_below: int = Field(200, ge=0)  # auto: realtime when fewer pending requests than this
+    canary_above: int | None = Field(1000, ge=0)  # a batch larger than this is preceded by a canary
+    canary_size: int = Field(20, ge=1)
+    canary_max_error_rate: float = Field(0.2, ge=0, le=1)
+    escalate: Escalate | None = None
+
+
+class LlmDefaults(Execution):
     """Defaults for every LLM model; a model's config() or properties override them."""
 
     model: str = "gpt-4o-mini"
@@ -60,7 +87,8 @@ class ProjectConfig(Strict):
 
 MATERIALIZATIONS = ("view", "table", "incremental", "llm")
 GENERATION_KEYS = ("model", "temperature", "top_p", "seed", "max_output_tokens")
-LLM_KEYS = ("prompt", "schema", *GENERATION_KEYS, "max_attempts", "budget_usd")
+EXECUTION_KEYS = tuple(Execution.model_fields)
+LLM_KEYS = ("prompt", "schema", *GENERATION_KEYS, "max_attempts", "budget_usd", *EXECUTION_KEYS)
 NODE_CONFIG_KEYS = ("materialized", "tags", "unique_key", "enabled", "description", "schema_tests", *LLM_KEYS)
 
 

@@ -61,6 +61,7 @@ class Project:
     nodes: dict[str, Node]
     sources: dict[tuple[str, str], Source]
     graph: Graph
+    properties: list[tuple[Path, PropertiesFile]] = field(default_factory=list)  # every models/*.yml, parsed
 
     @property
     def name(self) -> str:
@@ -109,14 +110,14 @@ def load_project(
             hint=f"Targets: {', '.join(config.targets) or 'none'}.",
         )
     schema = config.targets[target_name].warehouse.schema_
-    props, sources = _load_properties(project_dir, config)
+    props, sources, prop_files = _load_properties(project_dir, config)
     files = _discover_models(project_dir, config)
     nodes: dict[str, Node] = {}
     for name, (file, rel) in files.items():
         nodes[name] = Node(name, file, rel, file.read_text(encoding="utf-8"), {}, relation(schema, name))
     project = Project(
         project_dir, config, target_name, config.targets[target_name],
-        {**config.vars, **(cli_vars or {})}, nodes, sources, Graph([]),
+        {**config.vars, **(cli_vars or {})}, nodes, sources, Graph([]), prop_files,
     )
     for prop_path, index, model_props in props:
         if model_props.name not in nodes:
@@ -146,7 +147,8 @@ def _compile_node(project: Project, node: Node) -> None:
     merged: dict[str, Any] = {}
     defaults = folder_config(project.config.models, project.name, folders)
     check_node_config(defaults, "project.yml (models:)")
-    for layer in (defaults, node.props.config if node.props else {}, captured.config):
+    props = {**({"tags": node.props.tags} if node.props.tags else {}), **node.props.config} if node.props else {}
+    for layer in (defaults, props, captured.config):
         merged.update(layer)
     node.config = merged
     node.refs, node.sources = captured.refs, captured.sources
@@ -174,9 +176,10 @@ def _where(path: Path, loc: list[str | int]) -> str:
 
 def _load_properties(
     project_dir: Path, config: ProjectConfig
-) -> tuple[list[tuple[Path, int, ModelProps]], dict[tuple[str, str], Source]]:
+) -> tuple[list[tuple[Path, int, ModelProps]], dict[tuple[str, str], Source], list[tuple[Path, PropertiesFile]]]:
     models: list[tuple[Path, int, ModelProps]] = []
     sources: dict[tuple[str, str], Source] = {}
+    parsed_files: list[tuple[Path, PropertiesFile]] = []
     for folder in config.model_paths:
         files = sorted([*(project_dir / folder).rglob("*.yml"), *(project_dir / folder).rglob("*.yaml")])
         for path in files:
@@ -186,6 +189,7 @@ def _load_properties(
             if not isinstance(data, dict):
                 raise ConfigError("a properties file must be a YAML mapping", where=str(path))
             parsed = validate(PropertiesFile, data, path)
+            parsed_files.append((path, parsed))
             models.extend((path, i, m) for i, m in enumerate(parsed.models))
             for i, src in enumerate(parsed.sources):
                 for j, table in enumerate(src.tables):
@@ -203,4 +207,4 @@ def _load_properties(
                     if key in sources:
                         raise CompileError(f"source `{src.name}.{table.name}` is declared twice", where=where)
                     sources[key] = Source(src.name, table.name, where, src.schema_, table.identifier, file)
-    return models, sources
+    return models, sources, parsed_files

@@ -33,6 +33,8 @@ class TableProps(Props):
 
 class ModelProps(TableProps):
     config: dict[str, Any] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list)  # shorthand for config: {tags: [...]}
+    evals: dict[str, Any] = Field(default_factory=dict)  # field -> thresholds, checked by llmt.testing.evals
 
 
 class SourceTableProps(TableProps):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from types import UnionType
@@ -31,10 +32,15 @@ def read_yaml(path: Path, text: str | None = None) -> Any:
         ) from None
 
 
+@functools.lru_cache(maxsize=32)
+def _compose(text: str) -> yaml.Node | None:
+    return yaml.compose(text)
+
+
 def line_of(path: Path, loc: Sequence[str | int], text: str | None = None) -> int | None:
     """The 1-based line of the YAML node at ``loc`` (keys and list indexes), if it can be found."""
     try:
-        node = yaml.compose(text if text is not None else path.read_text(encoding="utf-8"))
+        node = _compose(text if text is not None else path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
         return None
     line = None

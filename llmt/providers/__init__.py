@@ -7,11 +7,12 @@ from typing import Any
 
 from llmt.compile import env_var, render_jinja
 from llmt.errors import ConfigError, did_you_mean
-from llmt.providers.base import BatchProvider
+from llmt.providers.base import BatchProvider, RealtimeProvider
 
 PROVIDERS = ("fake", "openai")
 # target provider options that steer the pipeline rather than the provider
-PIPELINE_OPTIONS = ("max_requests_per_batch", "poll_interval")
+PIPELINE_OPTIONS = ("max_requests_per_batch", "poll_interval", "concurrency", "requests_per_minute",
+                    "tokens_per_minute")
 
 
 def resolve_options(options: dict[str, Any], where: str) -> dict[str, Any]:
@@ -46,3 +47,18 @@ def make_provider(kind: str, options: dict[str, Any], *, project_dir: Path, targ
         where=where,
         hint=f"Providers: {', '.join(PROVIDERS)}.",
     )
+
+
+def make_realtime_provider(
+    kind: str, options: dict[str, Any], *, project_dir: Path, target_dir: Path, batch: BatchProvider
+) -> RealtimeProvider:
+    """The realtime side of a target's provider (the fake provider serves both sides itself)."""
+    if isinstance(batch, RealtimeProvider):
+        return batch
+    where = f"{project_dir / 'project.yml'}"
+    options = {k: v for k, v in options.items() if k not in PIPELINE_OPTIONS}
+    if kind == "openai":
+        from llmt.providers.openai_realtime import OpenAIRealtimeProvider
+
+        return OpenAIRealtimeProvider.from_options(resolve_options(options, where), where)
+    raise ConfigError(f"provider `{kind}` has no realtime mode", where=where, hint="Use mode: batch.")

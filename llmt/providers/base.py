@@ -22,6 +22,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from llmt.errors import ProviderError
 
@@ -104,6 +105,22 @@ class BatchProvider(ABC):
     @abstractmethod
     def cancel(self, batch_id: str) -> BatchInfo:
         """Ask for cancellation; returns the batch as it is now."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
+class RealtimeProvider(ABC):
+    """Sends one request body to the chat completions endpoint and answers with a result line in
+    the batch output format, so that realtime answers are classified and stored exactly like batch
+    ones. Errors the server returns become lines (`response.status_code`, `body.error`); a request
+    that never got an answer becomes a line with an `error` (`code`, `message`)."""
+
+    name: str = "realtime"
+
+    @abstractmethod
+    def complete(self, custom_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One result line for one request. Thread-safe: called from several threads at once."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from llmt.errors import ConfigError, ProviderError, did_you_mean
-from llmt.providers.base import BatchInfo, BatchLineError, BatchNotFound, BatchProvider, Shard
+from llmt.providers.base import BatchInfo, BatchLineError, BatchNotFound, BatchProvider, RealtimeProvider, Shard
 from llmt.providers.synth import FAULT_KINDS, FaultPlan, Pin, answer_line
 
 __all__ = ["FAULT_KINDS", "FakeProvider", "FaultPlan", "Pin", "batch_info", "new_batch", "validate_input"]
@@ -221,7 +221,7 @@ def empty_usage() -> dict[str, Any]:
 # --------------------------------------------------------------------------- the provider
 
 
-class FakeProvider(BatchProvider):
+class FakeProvider(BatchProvider, RealtimeProvider):
     """Offline, deterministic batches in a local directory playing the remote."""
 
     name = "fake"
@@ -387,6 +387,12 @@ class FakeProvider(BatchProvider):
 
     def retrieve(self, batch_id: str) -> BatchInfo:
         return batch_info(self._load(batch_id))
+
+    def complete(self, custom_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Realtime: one answer now, faults rolled anew for every call."""
+        request = {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body}
+        line, _ = answer_line(request, faults=self.faults, batch_id=f"realtime-{uuid.uuid4().hex}", seq=0)
+        return line
 
     def cancel(self, batch_id: str) -> BatchInfo:
         obj = self._load(batch_id)

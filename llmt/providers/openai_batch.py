@@ -26,6 +26,45 @@ CREATE_TRIES = 5
 DOWNLOAD_TRIES = 3
 
 
+def make_client(options: dict[str, Any], where: str) -> openai.OpenAI:
+    """An SDK client from target options (OpenAI, any compatible base URL, or Azure OpenAI)."""
+    import openai
+
+    for key in options:
+        if key not in OPTION_KEYS:
+            raise ConfigError(
+                f"unknown option `{key}` for the openai provider.{did_you_mean(key, OPTION_KEYS)}",
+                where=where, hint=f"Options: {', '.join(OPTION_KEYS)}.",
+            )
+    api_key = options.get("api_key") or os.environ.get(
+        "AZURE_OPENAI_API_KEY" if options.get("azure_endpoint") else "OPENAI_API_KEY"
+    )
+    if not api_key:
+        raise ConfigError(
+            "no API key for the openai provider",
+            where=where,
+            hint="Set OPENAI_API_KEY in the environment (or api_key: \"{{ env_var('MY_KEY') }}\" in the target; "
+            "a self-hosted server that needs none takes any value, e.g. api_key: local).",
+        )
+    common: dict[str, Any] = {
+        "api_key": api_key,
+        "max_retries": int(options.get("max_retries", 3)),
+        "timeout": float(options.get("timeout", 120.0)),
+    }
+    if options.get("azure_endpoint"):
+        return openai.AzureOpenAI(
+            azure_endpoint=str(options["azure_endpoint"]),
+            api_version=str(options.get("api_version") or "2024-10-21"),
+            **common,
+        )
+    return openai.OpenAI(
+        base_url=options.get("base_url") or None,
+        organization=options.get("organization") or None,
+        project=options.get("project") or None,
+        **common,
+    )
+
+
 class OpenAIBatchProvider(BatchProvider):
     name = "openai"
 
@@ -36,42 +75,7 @@ class OpenAIBatchProvider(BatchProvider):
 
     @classmethod
     def from_options(cls, options: dict[str, Any], where: str) -> OpenAIBatchProvider:
-        import openai
-
-        for key in options:
-            if key not in OPTION_KEYS:
-                raise ConfigError(
-                    f"unknown option `{key}` for the openai provider.{did_you_mean(key, OPTION_KEYS)}",
-                    where=where, hint=f"Options: {', '.join(OPTION_KEYS)}.",
-                )
-        api_key = options.get("api_key") or os.environ.get(
-            "AZURE_OPENAI_API_KEY" if options.get("azure_endpoint") else "OPENAI_API_KEY"
-        )
-        if not api_key:
-            raise ConfigError(
-                "no API key for the openai provider",
-                where=where,
-                hint="Set OPENAI_API_KEY in the environment (or api_key: \"{{ env_var('MY_KEY') }}\" in the target).",
-            )
-        common: dict[str, Any] = {
-            "api_key": api_key,
-            "max_retries": int(options.get("max_retries", 3)),
-            "timeout": float(options.get("timeout", 120.0)),
-        }
-        if options.get("azure_endpoint"):
-            client: openai.OpenAI = openai.AzureOpenAI(
-                azure_endpoint=str(options["azure_endpoint"]),
-                api_version=str(options.get("api_version") or "2024-10-21"),
-                **common,
-            )
-        else:
-            client = openai.OpenAI(
-                base_url=options.get("base_url") or None,
-                organization=options.get("organization") or None,
-                project=options.get("project") or None,
-                **common,
-            )
-        return cls(client, list_limit=int(options.get("list_limit", 10_000)))
+        return cls(make_client(options, where), list_limit=int(options.get("list_limit", 10_000)))
 
     # -- the lifecycle ----------------------------------------------------------------------
     def upload(self, shard: Shard) -> str:

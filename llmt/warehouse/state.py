@@ -6,6 +6,8 @@
   remote side effect: written -> uploaded -> submitted -> collected).
 - ``shard_requests``: which request keys a shard carries (to reconcile missing lines).
 - ``runs``: one row per command that changed state.
+- ``eval_runs``, ``eval_metrics``, ``eval_answers``: `llmt eval` per model and prompt version
+  (template hash): the labelled file, metric values, and each example's answer and labels.
 
 Costs (the ledger): every attempt carries its usage and what it cost (`cost_usd`, at batch or live
 price); shards carry the exact input tokens and max output tokens of what they submitted, so that
@@ -47,6 +49,20 @@ MIGRATIONS: list[tuple[int, str]] = [
         ALTER TABLE {s}.shards ADD COLUMN max_output_tokens BIGINT;
         ALTER TABLE {s}.attempts ADD COLUMN cost_usd DOUBLE;
         ALTER TABLE {s}.attempts ADD COLUMN batch BOOLEAN;
+        """,
+    ),
+    (
+        3,
+        """
+        CREATE TABLE {s}.eval_runs (
+            run_id VARCHAR, node VARCHAR, template_hash VARCHAR, labels_file VARCHAR, labels_hash VARCHAR,
+            n_rows INTEGER, answered INTEGER, created_at TIMESTAMP, PRIMARY KEY (run_id, node));
+        CREATE TABLE {s}.eval_metrics (
+            run_id VARCHAR, node VARCHAR, template_hash VARCHAR, field VARCHAR, metric VARCHAR,
+            value DOUBLE, n INTEGER);
+        CREATE TABLE {s}.eval_answers (
+            run_id VARCHAR, node VARCHAR, template_hash VARCHAR, eval_row BIGINT, request_key VARCHAR,
+            status VARCHAR, answer VARCHAR, expected VARCHAR);
         """,
     ),
 ]

@@ -69,6 +69,8 @@ class Emulator:
         self.store.step_per_poll = step_per_poll
         self.api_key = api_key
         self.stopping = threading.Event()
+        self.local = threading.local()  # per request: the client's x-client-request-id
+        self.realtime_delay = 0.0  # seconds each chat completion takes (so concurrent requests overlap)
         self.errors: list[str] = []  # unexpected exceptions in the emulator (a bug in it)
         self.disconnects = 0  # clients that went away before their answer was written
         self._server: _Server | None = None
@@ -278,7 +280,23 @@ class Emulator:
         return obj
 
     def chat(self, body: JSON) -> tuple[int, JSON]:
-        self.store.seen.realtime += 1
+        seen = self.store.seen
+        with self.store.lock:
+            seen.realtime += 1
+            seen.realtime_in_flight += 1
+            seen.realtime_max_in_flight = max(seen.realtime_max_in_flight, seen.realtime_in_flight)
+            client_id = getattr(self.local, "client_id", None)
+            if client_id:
+                seen.realtime_answered[client_id] += 1
+        try:
+            if self.realtime_delay:
+                self.stopping.wait(self.realtime_delay)  # server-side latency: requests overlap
+            return self._chat(body)
+        finally:
+            with self.store.lock:
+                seen.realtime_in_flight -= 1
+
+    def _chat(self, body: JSON) -> tuple[int, JSON]:
         request = {
             "custom_id": request_seed(body),
             "method": "POST",
@@ -338,6 +356,7 @@ class _Handler(BaseHTTPRequestHandler):
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         body = self._read_body()
         retry = int(self.headers.get("x-stainless-retry-count") or 0)
+        emu.local.client_id = self.headers.get("x-client-request-id")
         faults = {f.kind: f for f in emu.faults.take(method, path)}
 
         def record(status: int) -> None:

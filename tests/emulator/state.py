@@ -76,6 +76,9 @@ class Seen:
     batches: list[dict[str, Any]] = field(default_factory=list)  # Batch objects as created
     answered: Counter[str] = field(default_factory=Counter)  # custom_id -> times answered in batches
     realtime: int = 0  # chat completions answered
+    realtime_answered: Counter[str] = field(default_factory=Counter)  # x-client-request-id -> times asked
+    realtime_in_flight: int = 0
+    realtime_max_in_flight: int = 0  # the most chat completions served at once
 
     def batches_per(self, key: str = "shard_id") -> Counter[str]:
         """How many batches were created per value of a metadata key."""

@@ -1,0 +1,159 @@
+"""Realtime mode: send a shard's requests to the chat completions endpoint with bounded
+concurrency and request/token rate limits, storing every answer as soon as it arrives.
+
+A realtime shard is recorded like a batch shard (provider `realtime`) before anything is sent, and
+attempts are stored in small transactions as requests complete, so Ctrl-C or a kill keeps every
+answer already stored; the shard is then closed (`interrupted`) and a re-run sends only the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llmt.compile import quote
+from llmt.console import Reporter
+from llmt.cost import PriceTable
+from llmt.pipeline.batches import ShardRow
+from llmt.pipeline.collect import Attempt, classify, store
+from llmt.pipeline.crash import crash_point
+from llmt.providers.base import RealtimeProvider
+from llmt.schema import AnswerValidator
+from llmt.tokens import RequestCounter
+from llmt.warehouse.duckdb import Warehouse
+
+REALTIME = "realtime"  # the provider column of realtime shards
+
+
+@dataclass(frozen=True)
+class Limits:
+    concurrency: int = 8
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None  # input tokens + max output tokens, as OpenAI counts them
+
+
+class RateLimiter:
+    """Token buckets for requests and tokens per minute; `acquire` blocks until both allow."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.lock = threading.Lock()
+        self.requests = float(limits.requests_per_minute or 0)
+        self.tokens = float(limits.tokens_per_minute or 0)
+        self.stamp = time.monotonic()
+
+    def acquire(self, tokens: int) -> None:
+        rpm, tpm = self.limits.requests_per_minute, self.limits.tokens_per_minute
+        while True:
+            with self.lock:
+                now = time.monotonic()
+                elapsed, self.stamp = now - self.stamp, now
+                if rpm:
+                    self.requests = min(float(rpm), self.requests + elapsed * rpm / 60)
+                if tpm:
+                    self.tokens = min(float(tpm), self.tokens + elapsed * tpm / 60)
+                need_r = 0.0 if not rpm or self.requests >= 1 else (1 - self.requests) * 60 / rpm
+                cost = min(tokens, tpm) if tpm else 0  # a request bigger than the bucket waits for a full one
+                need_t = 0.0 if not tpm or self.tokens >= cost else (cost - self.tokens) * 60 / tpm
+                if need_r == 0 and need_t == 0:
+                    if rpm:
+                        self.requests -= 1
+                    if tpm:
+                        self.tokens -= cost
+                    return
+            time.sleep(max(need_r, need_t))
+
+
+def _requests(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    with path.open(encoding="utf-8") as handle:
+        for raw in handle:
+            line = json.loads(raw)
+            yield str(line["custom_id"]), line["body"]
+
+
+def send_shard(
+    warehouse: Warehouse, provider: RealtimeProvider, prices: PriceTable, row: ShardRow, limits: Limits,
+    reporter: Reporter,
+) -> dict[str, int]:
+    """Send every request of a recorded realtime shard; returns outcome counts."""
+    validator = AnswerValidator(json.loads(row.response_schema), row.node)
+    limiter = RateLimiter(limits)
+    counts: dict[str, int] = {}
+    counter: RequestCounter | None = None
+    max_out = 0
+
+    def one(key: str, body: dict[str, Any]) -> Attempt:
+        nonlocal counter, max_out
+        if counter is None:
+            counter = RequestCounter(str(body["model"]), body.get("response_format"))
+            max_out = int(body.get("max_completion_tokens") or 0)
+        limiter.acquire(counter.count(body.get("messages") or []) + max_out)
+        attempt = classify(provider.complete(key, body), validator)
+        attempt.request_key = key  # the line's custom_id is ours; never trust an echo
+        attempt.cost_usd = prices.cost(row.model, prompt=attempt.prompt_tokens,
+                                       completion=attempt.completion_tokens, cached=attempt.cached_tokens, batch=False)
+        return attempt
+
+    def save(done: list[Future[Attempt]]) -> None:
+        attempts = [f.result() for f in done]
+        with warehouse.transaction() as conn:
+            store(conn, warehouse.state_schema, attempts=attempts, shard_id=row.shard_id, run_id=row.run_id,
+                  node=row.node, model=row.model, batch=False)
+        crash_point("realtime_store")
+        for a in attempts:
+            counts[a.outcome] = counts.get(a.outcome, 0) + 1
+
+    requests = _requests(Path(row.path))
+    pool = ThreadPoolExecutor(max_workers=limits.concurrency, thread_name_prefix="llmt-realtime")
+    running: set[Future[Attempt]] = set()
+    try:
+        with reporter.progress(f"{row.node}: realtime", row.n_requests) as bar:
+            for key, body in requests:
+                running.add(pool.submit(one, key, body))
+                if len(running) >= limits.concurrency * 2:
+                    done, running = _settle(running)
+                    save(done)
+                    bar.advance(len(done))
+            while running:
+                done, running = _settle(running)
+                save(done)
+                bar.advance(len(done))
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        finished = [f for f in running if f.done() and not f.cancelled() and f.exception() is None]
+        if finished:
+            save(finished)  # keep every answer already received
+        _close(warehouse, row, "interrupted")
+        raise
+    pool.shutdown(wait=True)
+    _close(warehouse, row, "collected")
+    return counts
+
+
+def _settle(running: set[Future[Attempt]]) -> tuple[list[Future[Attempt]], set[Future[Attempt]]]:
+    done, rest = wait(running, return_when=FIRST_COMPLETED)
+    return list(done), set(rest)
+
+
+def _close(warehouse: Warehouse, row: ShardRow, status: str) -> None:
+    with warehouse.connect() as conn:
+        conn.execute(
+            f"UPDATE {quote(warehouse.state_schema)}.shards SET status = ?, updated_at = now() WHERE shard_id = ?",
+            [status, row.shard_id],
+        )
+
+
+def close_dead_shards(warehouse: Warehouse, node: str) -> None:
+    """Realtime shards still open belong to a process that was killed: close them so that their
+    unanswered rows are pending again (their stored answers stay)."""
+    with warehouse.connect() as conn:
+        conn.execute(
+            f"UPDATE {quote(warehouse.state_schema)}.shards SET status = 'interrupted', updated_at = now() "
+            f"WHERE provider = ? AND node = ? AND status IN ('written', 'uploaded', 'submitted')", [REALTIME, node],
+        )
