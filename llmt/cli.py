@@ -58,6 +58,15 @@ def spend_options(func: F) -> F:
     return func
 
 
+def mode_options(func: F) -> F:
+    """--mode and --no-canary (run, build)."""
+    func = click.option("--no-canary", is_flag=True,
+                        help="Skip the realtime canary that precedes a large batch.")(func)
+    func = click.option("--mode", type=click.Choice(["batch", "realtime", "auto"]), default=None,
+                        help="How every LLM model sends its requests this time (default: each model's `mode`).")(func)
+    return func
+
+
 def _load(project_dir: Path, target: str | None, vars_: str | None) -> Project:
     from llmt.errors import ConfigError
     from llmt.project import load_project
@@ -152,11 +161,12 @@ def ls(project_dir: Path, target: str | None, vars_: str | None, select: tuple[s
 @refresh_options
 @click.option("--no-wait", is_flag=True, help="Submit batches and return; a later `llmt run` collects them.")
 @spend_options
+@mode_options
 @click.option("--sample", type=click.IntRange(min=1), default=None, metavar="N",
               help="Send at most N of each model's pending requests (a deterministic choice; re-run for more).")
 def run(project_dir: Path, target: str | None, vars_: str | None, select: tuple[str, ...],
         exclude: tuple[str, ...], output: str, full_refresh: bool, no_wait: bool, retry_failed: bool,
-        timeout: float | None, max_cost: float | None, sample: int | None) -> None:
+        timeout: float | None, max_cost: float | None, mode: str | None, no_canary: bool, sample: int | None) -> None:
     """Run models in DAG order: SQL models are built, LLM models send only new rows.
 
     \b
@@ -166,13 +176,14 @@ def run(project_dir: Path, target: str | None, vars_: str | None, select: tuple[
       llmt run --no-wait             # submit batches and return
       llmt run --max-cost 5          # refuse to commit more than $5
       llmt run --sample 20           # try the prompt on 20 requests first
+      llmt run --mode realtime       # small urgent work: chat completions now
     """
     from llmt.commands import run_project
     from llmt.pipeline.llm import LlmOptions
 
     console = _console(output)
     options = LlmOptions(full_refresh=full_refresh, wait=not no_wait, retry_failed=retry_failed, timeout=timeout,
-                         max_cost=max_cost, sample=sample)
+                         max_cost=max_cost, sample=sample, mode=mode, canary=not no_canary)
     report = run_project(_load(project_dir, target, vars_), list(select), list(exclude), console, options)
     sys.exit(1 if report.failed else 0)
 
@@ -200,8 +211,10 @@ def show(project_dir: Path, target: str | None, vars_: str | None, output: str, 
 @output_option
 @click.option("--sample", type=click.IntRange(min=1), default=None, metavar="N",
               help="Plan for `llmt run --sample N`.")
+@click.option("--mode", type=click.Choice(["batch", "realtime", "auto"]), default=None,
+              help="Plan for `llmt run --mode ...` (the estimate uses that mode's price).")
 def plan(project_dir: Path, target: str | None, vars_: str | None, select: tuple[str, ...],
-         exclude: tuple[str, ...], output: str, sample: int | None) -> None:
+         exclude: tuple[str, ...], output: str, sample: int | None, mode: str | None) -> None:
     """Show what `llmt run` would send and what it would cost, per LLM model. Sends and writes nothing.
 
     Exact input tokens; output tokens as an upper bound (max_output_tokens) and an expected value;
@@ -213,7 +226,7 @@ def plan(project_dir: Path, target: str | None, vars_: str | None, select: tuple
     """
     from llmt.commands import plan_project
 
-    plan_project(_load(project_dir, target, vars_), list(select), list(exclude), _console(output), sample)
+    plan_project(_load(project_dir, target, vars_), list(select), list(exclude), _console(output), sample, mode)
 
 
 @cli.command()
@@ -287,9 +300,11 @@ def test_(project_dir: Path, target: str | None, vars_: str | None, select: tupl
 @test_options
 @refresh_options
 @spend_options
+@mode_options
 def build(project_dir: Path, target: str | None, vars_: str | None, select: tuple[str, ...],
           exclude: tuple[str, ...], output: str, junit_xml: Path | None, store_failures: bool,
-          full_refresh: bool, retry_failed: bool, timeout: float | None, max_cost: float | None) -> None:
+          full_refresh: bool, retry_failed: bool, timeout: float | None, max_cost: float | None,
+          mode: str | None, no_canary: bool) -> None:
     """Run and test models in DAG order: unit tests before a model, its data tests right after it.
     A failing error-severity test skips everything downstream of it.
 
@@ -301,7 +316,8 @@ def build(project_dir: Path, target: str | None, vars_: str | None, select: tupl
     from llmt.pipeline.llm import LlmOptions
     from llmt.testing.run import build_project
 
-    options = LlmOptions(full_refresh=full_refresh, retry_failed=retry_failed, timeout=timeout, max_cost=max_cost)
+    options = LlmOptions(full_refresh=full_refresh, retry_failed=retry_failed, timeout=timeout, max_cost=max_cost,
+                         mode=mode, canary=not no_canary)
     report = build_project(_load(project_dir, target, vars_), list(select), list(exclude), _console(output),
                            options, junit_xml, store_failures)
     sys.exit(1 if report.failed else 0)

@@ -189,7 +189,8 @@ def _duration(seconds: int | None) -> str:
 
 
 def plan_project(
-    project: Project, select: list[str], exclude: list[str], console: Console, sample: int | None
+    project: Project, select: list[str], exclude: list[str], console: Console, sample: int | None,
+    mode: str | None = None,
 ) -> list[ModelPlan]:
     """Per LLM model: rows, new rows, requests, exact input tokens, output bounds, cost; totals."""
     names = project.graph.select(select, exclude)
@@ -208,7 +209,7 @@ def plan_project(
         for name, spec in specs.items():
             node = project.nodes[name]
             try:
-                plans.append(plan_node(conn, project, node, spec, table, wh.state_schema, sample))
+                plans.append(plan_node(conn, project, node, spec, table, wh.state_schema, sample, mode))
             except NodeError as exc:
                 raise NodeError(exc.message, where=exc.where,
                                 hint=f"Build its inputs first: `llmt run -s +{name} --exclude {name}`.") from None
@@ -218,13 +219,13 @@ def plan_project(
         return plans
     console.table(
         f"Plan (prices of {table.taken}; batch = {1 - table.batch_discount:.0%} of live)",
-        ["model", "llm", "rows", "answered", "new rows", "requests", "input tokens", "output tokens (exp / max)",
-         "batch $ (exp / max)", "live $ (exp / max)", "open batches ($ max)"],
-        [[p.model, p.llm_model, p.rows, p.answered_rows, p.new_rows, p.requests, p.input_tokens,
+        ["model", "llm", "mode", "rows", "answered", "new rows", "requests", "input tokens",
+         "output tokens (exp / max)", "batch $ (exp / max)", "live $ (exp / max)", "open batches ($ max)"],
+        [[p.model, p.llm_model, p.mode, p.rows, p.answered_rows, p.new_rows, p.requests, p.input_tokens,
           f"{p.output_tokens_expected} / {p.output_tokens_max}", f"{p.batch_usd_expected:.4f} / {p.batch_usd_max:.4f}",
           f"{p.live_usd_expected:.4f} / {p.live_usd_max:.4f}", f"{p.open_batches} ({p.open_usd_max:.4f})"]
          for p in plans]
-        + [["total", "", totals["rows"], totals["answered_rows"], totals["new_rows"], totals["requests"],
+        + [["total", "", "", totals["rows"], totals["answered_rows"], totals["new_rows"], totals["requests"],
             totals["input_tokens"], f"{totals['output_tokens_expected']} / {totals['output_tokens_max']}",
             f"{totals['batch_usd_expected']:.4f} / {totals['batch_usd_max']:.4f}",
             f"{totals['live_usd_expected']:.4f} / {totals['live_usd_max']:.4f}",
@@ -238,4 +239,5 @@ def plan_project(
 PLAN_TOTALS = (
     "rows", "answered_rows", "new_rows", "requests", "input_tokens", "output_tokens_max", "output_tokens_expected",
     "batch_usd_expected", "batch_usd_max", "live_usd_expected", "live_usd_max", "open_batches", "open_usd_max",
+    "usd_expected", "usd_max",
 )

@@ -94,7 +94,8 @@ class NodeRun:
         self.result = LlmResult()
         self.since = driver.run_id if options.retry_failed else None
         self.deadline = None if options.timeout is None else time.monotonic() + options.timeout
-        self.rounds = 0
+        self.rounds = 0  # rounds sent (shard ids are numbered by it)
+        self.retrying = False  # after the first round of a send, requests sent again count as retries
 
     def run(self) -> LlmResult:
         result = self.result
@@ -136,11 +137,13 @@ class NodeRun:
                 and total > execution.canary_above):
             self._canary(spec, source, own_budget)
         queue_waits = 0
+        self.retrying = False
         while True:
             room = None if limit is None else limit - self.result.requests - self.result.retried
             full_before = self.driver.queue_full
             if (room is not None and room <= 0) or not self._round(spec, source, mode, room, own_budget):
                 return
+            self.retrying = True
             if not self.options.wait or self.options.sample is not None or self._out_of_time():
                 return
             if self.driver.queue_full > full_before:
@@ -197,10 +200,10 @@ class NodeRun:
                 sh.path.unlink()
             raise
         sent = sum(len(sh.keys) for sh in shards)
-        if self.rounds == 0:
-            self.result.requests += sent
-        else:
+        if self.retrying:
             self.result.retried += sent
+        else:
+            self.result.requests += sent
         self.result.estimate_usd += estimate
         self.rounds += 1
         self.driver.record(shards, self.node.name, spec.model, spec.strict_schema, max_out,
@@ -230,7 +233,6 @@ class NodeRun:
         execution = spec.execution
         before = dict(self.result.outcomes)
         sent = self._round(spec, source, "realtime", execution.canary_size, own_budget)
-        self.rounds = 0  # the batch after the canary is still the first round of this run
         counts = {k: n - before.get(k, 0) for k, n in self.result.outcomes.items() if n - before.get(k, 0)}
         failed = sent - counts.get("ok", 0)
         rate = failed / sent if sent else 0.0

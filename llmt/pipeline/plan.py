@@ -36,6 +36,9 @@ class ModelPlan:
     live_usd_max: float
     open_batches: int
     open_usd_max: float
+    mode: str  # how `llmt run` would send them (auto resolved); its price is the estimate
+    usd_expected: float
+    usd_max: float
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -44,6 +47,7 @@ class ModelPlan:
 def plan_node(
     conn: duckdb.DuckDBPyConnection, project: Project, node: Node, spec: LlmSpec, prices: PriceTable, state: str,
     sample: int | None = None,
+    mode: str | None = None,
 ) -> ModelPlan:
     view = quote(f"llmt_plan_{node.name}")
     select = project.render(node, False).strip().rstrip(";")
@@ -73,6 +77,11 @@ def plan_node(
     def cost(out: int, batch: bool) -> float:
         return prices.cost(spec.model, prompt=tokens, completion=out, batch=batch)
 
+    mode = mode or spec.execution.mode
+    if mode == "auto":
+        mode = "realtime" if requests < spec.execution.realtime_below else "batch"
+    batch = mode == "batch"
+
     return ModelPlan(
         model=node.name, llm_model=spec.model, rows=rows, answered_rows=answered, new_rows=rows - answered,
         requests=requests, input_tokens=tokens, output_tokens_max=requests * max_out,
@@ -81,4 +90,5 @@ def plan_node(
         live_usd_expected=cost(expected_out, False), live_usd_max=cost(requests * max_out, False),
         open_batches=open_n,
         open_usd_max=prices.cost(spec.model, prompt=open_in, completion=open_out, batch=True),
+        mode=mode, usd_expected=cost(expected_out, batch), usd_max=cost(requests * max_out, batch),
     )

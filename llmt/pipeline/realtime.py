@@ -9,10 +9,12 @@ answer already stored; the shard is then closed (`interrupted`) and a re-run sen
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from llmt.tokens import RequestCounter
 from llmt.warehouse.duckdb import Warehouse
 
 REALTIME = "realtime"  # the provider column of realtime shards
+GRACE_SECONDS = 10.0  # on Ctrl-C, how long to wait for requests already sent
 
 
 @dataclass(frozen=True)
@@ -112,28 +115,48 @@ def send_shard(
     requests = _requests(Path(row.path))
     pool = ThreadPoolExecutor(max_workers=limits.concurrency, thread_name_prefix="llmt-realtime")
     running: set[Future[Attempt]] = set()
-    try:
-        with reporter.progress(f"{row.node}: realtime", row.n_requests) as bar:
-            for key, body in requests:
-                running.add(pool.submit(one, key, body))
-                if len(running) >= limits.concurrency * 2:
+    with _ctrl_c_sets(stop := threading.Event()):
+        try:
+            with reporter.progress(f"{row.node}: realtime", row.n_requests) as bar:
+                for key, body in requests:
+                    if stop.is_set():
+                        break
+                    running.add(pool.submit(one, key, body))
+                    if len(running) >= limits.concurrency * 2:
+                        done, running = _settle(running)
+                        save(done)
+                        bar.advance(len(done))
+                while running and not stop.is_set():
                     done, running = _settle(running)
                     save(done)
                     bar.advance(len(done))
-            while running:
-                done, running = _settle(running)
-                save(done)
-                bar.advance(len(done))
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
-        finished = [f for f in running if f.done() and not f.cancelled() and f.exception() is None]
-        if finished:
-            save(finished)  # keep every answer already received
-        _close(warehouse, row, "interrupted")
-        raise
+            if stop.is_set():
+                raise KeyboardInterrupt
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            wait(running, timeout=GRACE_SECONDS)  # requests already on the wire: their answers are paid for
+            finished = [f for f in running if f.done() and not f.cancelled() and f.exception() is None]
+            if finished:
+                save(finished)  # keep every answer already received
+            _close(warehouse, row, "interrupted")
+            raise
     pool.shutdown(wait=True)
     _close(warehouse, row, "collected")
     return counts
+
+
+@contextmanager
+def _ctrl_c_sets(stop: threading.Event) -> Iterator[None]:
+    """Ctrl-C asks the sender to stop between two stores, instead of interrupting a write (DuckDB
+    would abort the query it is running, and answers already received would be lost)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _settle(running: set[Future[Attempt]]) -> tuple[list[Future[Attempt]], set[Future[Attempt]]]:
