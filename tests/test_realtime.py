@@ -210,3 +210,14 @@ def test_no_canary_skips_it(rt: Project, emulator: Emulator) -> None:
     set_yaml(rt, llm="\n  canary_above: 4")
     assert rt.llmt("run", "--no-canary").code == 0
     assert emulator.seen.realtime == 0 and len(emulator.seen.batches) == 1
+
+
+def test_cascade_has_its_own_budget(rt: Project, emulator: Emulator) -> None:
+    set_yaml(rt, provider="{type: openai, poll_interval: 0.01, concurrency: 1}",
+             llm="\n  mode: realtime\n  escalate: {model: gpt-4o, when: [refused], max_share: 0.5, "
+                 "budget_usd: 0.0000001}")
+    emulator.faults.realtime_next("refused")
+    result = rt.llmt("run")
+    assert result.code == 1 and "escalate.budget_usd of model `insights`" in result.err
+    assert rt.query("select count(*) from _llmt.attempts where model = 'gpt-4o'") == [(0,)]
+    assert rt.query("select count(*) from _llmt.answers") == [(7,)]  # the primary model's answers are kept
