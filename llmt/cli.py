@@ -41,7 +41,9 @@ def output_option(func: F) -> F:
 
 
 def refresh_options(func: F) -> F:
-    """--full-refresh and --retry-failed (run, build)."""
+    """--full-refresh, --retry-failed and --reask (run, build)."""
+    func = click.option("--reask", is_flag=True,
+                        help="Ask again for rows that already have an answer (pays again; replaces answers).")(func)
     func = click.option("--retry-failed", is_flag=True,
                         help="Ask again for rows whose attempts failed in earlier runs.")(func)
     func = click.option("--full-refresh", is_flag=True,
@@ -166,7 +168,8 @@ def ls(project_dir: Path, target: str | None, vars_: str | None, select: tuple[s
               help="Send at most N of each model's pending requests (a deterministic choice; re-run for more).")
 def run(project_dir: Path, target: str | None, vars_: str | None, select: tuple[str, ...],
         exclude: tuple[str, ...], output: str, full_refresh: bool, no_wait: bool, retry_failed: bool,
-        timeout: float | None, max_cost: float | None, mode: str | None, no_canary: bool, sample: int | None) -> None:
+        timeout: float | None, max_cost: float | None, mode: str | None, no_canary: bool, sample: int | None,
+        reask: bool) -> None:
     """Run models in DAG order: SQL models are built, LLM models send only new rows.
 
     \b
@@ -183,7 +186,7 @@ def run(project_dir: Path, target: str | None, vars_: str | None, select: tuple[
 
     console = _console(output)
     options = LlmOptions(full_refresh=full_refresh, wait=not no_wait, retry_failed=retry_failed, timeout=timeout,
-                         max_cost=max_cost, sample=sample, mode=mode, canary=not no_canary)
+                         max_cost=max_cost, sample=sample, mode=mode, canary=not no_canary, reask=reask)
     report = run_project(_load(project_dir, target, vars_), list(select), list(exclude), console, options)
     sys.exit(1 if report.failed else 0)
 
@@ -304,7 +307,7 @@ def test_(project_dir: Path, target: str | None, vars_: str | None, select: tupl
 def build(project_dir: Path, target: str | None, vars_: str | None, select: tuple[str, ...],
           exclude: tuple[str, ...], output: str, junit_xml: Path | None, store_failures: bool,
           full_refresh: bool, retry_failed: bool, timeout: float | None, max_cost: float | None,
-          mode: str | None, no_canary: bool) -> None:
+          mode: str | None, no_canary: bool, reask: bool) -> None:
     """Run and test models in DAG order: unit tests before a model, its data tests right after it.
     A failing error-severity test skips everything downstream of it.
 
@@ -317,7 +320,7 @@ def build(project_dir: Path, target: str | None, vars_: str | None, select: tupl
     from llmt.testing.run import build_project
 
     options = LlmOptions(full_refresh=full_refresh, retry_failed=retry_failed, timeout=timeout, max_cost=max_cost,
-                         mode=mode, canary=not no_canary)
+                         mode=mode, canary=not no_canary, reask=reask)
     report = build_project(_load(project_dir, target, vars_), list(select), list(exclude), _console(output),
                            options, junit_xml, store_failures)
     sys.exit(1 if report.failed else 0)

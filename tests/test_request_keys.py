@@ -161,3 +161,15 @@ def test_changing_the_unique_key_rebuilds_the_table(project: Project) -> None:
         """)
     assert sent(project) == 0
     assert project.query("select count(*) from main.insights where _llmt_status = 'ok'") == [(4,)]
+
+
+def test_reask_needs_a_flag_and_replaces_the_answers(project: Project) -> None:
+    project.run_json()
+    before = dict(project.query("select request_key, answered_at from _llmt.answers"))
+    assert sent(project, "--full-refresh") == 0
+    assert sent(project, "--reask") == 4
+    after = dict(project.query("select request_key, answered_at from _llmt.answers"))
+    assert after.keys() == before.keys() and all(after[k] > before[k] for k in before)
+    assert project.query("select count(*) from _llmt.attempts") == [(8,)]
+    assert project.query("select distinct _llmt_status from main.insights") == [("ok",)]
+    assert sent(project) == 0

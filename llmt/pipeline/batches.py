@@ -74,6 +74,7 @@ class ShardDriver:
         self.project = project
         self.s = quote(warehouse.state_schema)
         self.queue_full = 0  # batches that failed with token_limit_exceeded (the queue was full)
+        self.replace_answers = False  # --reask: collected answers replace stored ones
 
     @property
     def realtime(self) -> RealtimeProvider:
@@ -236,7 +237,7 @@ class ShardDriver:
                 a.cost_usd = self.prices.cost(row.model, prompt=a.prompt_tokens, completion=a.completion_tokens,
                                               cached=a.cached_tokens, batch=True)
             store(conn, self.wh.state_schema, attempts=attempts, shard_id=row.shard_id, run_id=self.run_id,
-                  node=row.node, model=row.model, batch=True)
+                  node=row.node, model=row.model, batch=True, replace=self.replace_answers)
             conn.execute(
                 f"UPDATE {self.s}.shards SET status = 'collected', batch_status = ?, error = ?, updated_at = now() "
                 f"WHERE shard_id = ?", [info.status, _describe_errors(info) or batch_error, row.shard_id],

@@ -136,6 +136,7 @@ def store(
     node: str,
     model: str,
     batch: bool,
+    replace: bool = False,
 ) -> None:
     """Insert attempts and new answers (idempotent on shard and key). Caller holds the transaction."""
     s = quote(state)
@@ -168,7 +169,10 @@ def store(
         f"""INSERT INTO {s}.answers
         SELECT c.request_key, c.answer, ?, ?, ?, now(), c.prompt_tokens, c.completion_tokens, c.cached_tokens
         FROM _llmt_collected c WHERE c.outcome = 'ok'
-        ON CONFLICT DO NOTHING""",
+        ON CONFLICT DO {"UPDATE SET answer = excluded.answer, model = excluded.model, node = excluded.node, "
+                        "shard_id = excluded.shard_id, answered_at = excluded.answered_at, "
+                        "prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens, "
+                        "cached_tokens = excluded.cached_tokens" if replace else "NOTHING"}""",
         [model, node, shard_id],
     )
     conn.execute("DROP TABLE _llmt_collected")

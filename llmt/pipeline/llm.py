@@ -39,6 +39,7 @@ class LlmOptions:
     sample: int | None = None  # --sample N: send at most N requests per model (no retries)
     mode: str | None = None  # --mode: batch | realtime | auto for every model
     canary: bool = True  # --no-canary turns it off
+    reask: bool = False  # --reask: ask again for rows that already have an answer (pays again)
 
 
 @dataclass
@@ -92,7 +93,8 @@ class NodeRun:
         self.stage = stage_table(self.state, node.name)
         self.work_dir = batch_dir(project, node.name)
         self.result = LlmResult()
-        self.since = driver.run_id if options.retry_failed else None
+        self.since = driver.run_id if options.retry_failed or options.reask else None
+        driver.replace_answers = options.reask
         self.deadline = None if options.timeout is None else time.monotonic() + options.timeout
         self.rounds = 0  # rounds sent (shard ids are numbered by it)
         self.retrying = False  # after the first round of a send, requests sent again count as retries
@@ -168,7 +170,7 @@ class NodeRun:
         return int(row[0]) if row else 0
 
     def _pending(self, spec: LlmSpec, source: str) -> str:
-        return pending_sql(self.state, source, spec.columns, spec.max_attempts, self.since)
+        return pending_sql(self.state, source, spec.columns, spec.max_attempts, self.since, self.options.reask)
 
     def _round(self, spec: LlmSpec, source: str, mode: str, limit: int | None, own_budget: list[Budget]) -> int:
         """Render, check the budget, record and send one round; returns how many requests it sent."""
@@ -214,7 +216,7 @@ class NodeRun:
         else:
             for row in self.driver.shard_rows([sh.shard_id for sh in shards]):
                 _add(self.result.outcomes, send_shard(self.wh, self.driver.realtime, self.driver.prices, row,
-                                                      self.driver.limits, self.reporter))
+                                                      self.driver.limits, self.reporter, self.options.reask))
             _add_spend(self.result, self.wh, self.driver, self.node.name)
         return sent
 

@@ -82,9 +82,10 @@ def _requests(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 
 def send_shard(
     warehouse: Warehouse, provider: RealtimeProvider, prices: PriceTable, row: ShardRow, limits: Limits,
-    reporter: Reporter,
+    reporter: Reporter, replace: bool = False,
 ) -> dict[str, int]:
-    """Send every request of a recorded realtime shard; returns outcome counts."""
+    """Send every request of a recorded realtime shard; returns outcome counts. ``replace``: new
+    answers replace stored ones (--reask)."""
     validator = AnswerValidator(json.loads(row.response_schema), row.node)
     limiter = RateLimiter(limits)
     counts: dict[str, int] = {}
@@ -107,7 +108,7 @@ def send_shard(
         attempts = [f.result() for f in done]
         with warehouse.transaction() as conn:
             store(conn, warehouse.state_schema, attempts=attempts, shard_id=row.shard_id, run_id=row.run_id,
-                  node=row.node, model=row.model, batch=False)
+                  node=row.node, model=row.model, batch=False, replace=replace)
         crash_point("realtime_store")
         for a in attempts:
             counts[a.outcome] = counts.get(a.outcome, 0) + 1

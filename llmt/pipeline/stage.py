@@ -79,11 +79,18 @@ def keyed_select(spec: LlmSpec, select: str) -> str:
     )
 
 
-def pending_sql(state: str, source: str, columns: list[str], max_attempts: int, since_run: str | None) -> str:
-    """One row per request key that has no answer, is not in flight and has attempts left."""
+def pending_sql(
+    state: str, source: str, columns: list[str], max_attempts: int, since_run: str | None, reask: bool = False
+) -> str:
+    """One row per request key that has no answer, is not in flight and has attempts left. With
+    ``reask``, an answer counts only when this run (``since_run``) gave it."""
     s = quote(state)
     cols = ", ".join(f"i.{quote(c)}" for c in columns)
     cols = f", {cols}" if cols else ""
+    answered_filter = "a.request_key IS NULL"
+    if reask:
+        answered_filter = (f"(a.request_key IS NULL OR a.shard_id NOT IN "
+                           f"(SELECT shard_id FROM {s}.shards WHERE run_id = '{since_run}'))")
     return f"""
         WITH att AS ({attempts_summary_sql(state, since_run)}),
         inflight AS (
@@ -93,7 +100,7 @@ def pending_sql(state: str, source: str, columns: list[str], max_attempts: int, 
         FROM {source} i
         LEFT JOIN {s}.answers a ON a.request_key = i._llmt_request_key
         LEFT JOIN att ON att.request_key = i._llmt_request_key
-        WHERE a.request_key IS NULL
+        WHERE {answered_filter}
           AND i._llmt_request_key NOT IN (SELECT request_key FROM inflight)
           AND coalesce(att.failures, 0) < {int(max_attempts)}
           AND NOT coalesce(att.terminal, false)
