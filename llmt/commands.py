@@ -73,9 +73,9 @@ def run_project(
     llm = [r for r in report.results if r.llm is not None]
     if llm:
         console.table(
-            "LLM models", ["model", "rows", "new requests", "answered", "failed", "pending", "cached", "deduplicated",
-                           "cost $"],
-            [[r.name, r.llm.rows, r.llm.requests, r.llm.answered, r.llm.status.get("failed", 0),
+            "LLM models", ["model", "rows", "new requests", "answered", "retried", "failed", "pending", "cached",
+                           "deduplicated", "cost $"],
+            [[r.name, r.llm.rows, r.llm.requests, r.llm.answered, r.llm.retried, r.llm.status.get("failed", 0),
               r.llm.status.get("pending", 0), r.llm.cached, r.llm.deduplicated, f"{r.llm.cost_usd:.4f}"]
              for r in llm if r.llm is not None],
         )
