@@ -86,6 +86,23 @@ class RequestCounter:
         if response_format and response_format.get("type") == "json_schema":
             schema = json.dumps(response_format.get("json_schema"), separators=(",", ":"), ensure_ascii=False)
             self.constant += len(self._encode(schema))
+        self._user_role = len(self._encode("user"))
+        self._system_role = len(self._encode("system"))
+        self._system_cache: dict[str, int] = {}
+
+    def count_chat(self, system: str | None, user: str) -> int:
+        """What :meth:`count` gives for ``[system?, user]`` messages; the system message (the same for
+        every row of a model, usually) is counted once and remembered."""
+        total = self.constant + TOKENS_PER_MESSAGE + self._user_role + len(self._encode(user))
+        if system is not None:
+            cached = self._system_cache.get(system)
+            if cached is None:
+                if len(self._system_cache) >= 64:
+                    self._system_cache.clear()
+                cached = self._system_cache[system] = TOKENS_PER_MESSAGE + self._system_role + len(
+                    self._encode(system))
+            total += cached
+        return total
 
     def count(self, messages: list[dict[str, Any]]) -> int:
         total = self.constant

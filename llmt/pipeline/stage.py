@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from typing import Any
+
 import duckdb
 
-from llmt.compile import quote
+from llmt.compile import quote, sql_string
 from llmt.errors import NodeError
 from llmt.pipeline.spec import LlmSpec, check_columns
 from llmt.project import Node
@@ -18,11 +22,17 @@ TERMINAL_SQL = (
 # a failure that says nothing about the request: the batch queue was full; it does not use up an attempt
 NOT_COUNTED_SQL = "(outcome = 'batch_failed' AND error_code = 'token_limit_exceeded')"
 OPEN_STATUSES = ("written", "uploaded", "submitted")
+STAGE_VERSION = 1  # bump when what is staged changes: every model is then staged afresh
+FINGERPRINT_PREFIX = "llmt-stage "
 
 
-def attempts_summary_sql(state: str, since_run: str | None) -> str:
-    """Per request key: failed attempts that count, whether one was final, and the last attempt."""
-    run_filter = f"WHERE run_id = '{since_run}'" if since_run else ""
+def attempts_summary_sql(state: str, since_run: str | None, keys: str | None = None) -> str:
+    """Per request key: failed attempts that count, whether one was final, and the last attempt (only
+    of the keys in relation ``keys`` (column `_llmt_request_key`), when given)."""
+    filters = [f"run_id = '{since_run}'"] if since_run else []
+    if keys:
+        filters.append(f"request_key IN (SELECT _llmt_request_key FROM {keys})")
+    run_filter = f"WHERE {' AND '.join(filters)}" if filters else ""
     return f"""
         SELECT request_key,
                count(*) FILTER (WHERE outcome <> 'ok' AND NOT {NOT_COUNTED_SQL}) AS failures,
@@ -38,14 +48,53 @@ def stage_table(state: str, node: str) -> str:
 
 
 def stage_inputs(conn: duckdb.DuckDBPyConnection, state: str, node: Node, spec: LlmSpec, sql: str) -> list[str]:
-    """(Re)create the staged inputs with `_llmt_input_hash` and `_llmt_request_key`; returns the select's
-    columns. Raises NodeError (and the caller's transaction rolls back) on duplicate or NULL keys."""
+    """(Re)stage the select's rows with `_llmt_input_hash`, `_llmt_request_key` and `_llmt_row_hash`;
+    returns the select's columns. Raises NodeError (and the caller's transaction rolls back) on duplicate
+    or NULL keys.
+
+    Request keys cost a sha256 over the referenced columns of every row, so they are computed only for
+    rows that are new or changed: each row's cheap 64-bit hash of all its columns is compared with the
+    staged one (by unique key), changed rows are replaced, and when nothing changed (the usual nightly
+    run) the staged table is left as it is."""
     select = sql.strip().rstrip(";")
     described = execute(conn, f"DESCRIBE {select}", node.rel_path).fetchall()
     columns = [str(r[0]) for r in described]
     check_columns(node, spec.prompt, set(spec.columns), columns, spec.output_columns)
     table = stage_table(state, node.name)
-    execute(conn, f"CREATE OR REPLACE TABLE {table} AS {keyed_select(spec, select)}", node.rel_path)
+    zone = conn.execute("SELECT current_setting('TimeZone')").fetchone()
+    layout = hashlib.sha256(json.dumps(
+        [STAGE_VERSION, spec.template_hash, spec.columns, spec.unique_key, [[str(r[0]), str(r[1])] for r in described],
+         zone[0] if zone else None]).encode()).hexdigest()[:32]
+    row_hash = f"hash({', '.join(quote(c) for c in columns)})"
+    staged = stage_fingerprint(conn, state, node.name)
+    if staged is None or staged.get("layout") != layout:
+        execute(conn, f"CREATE OR REPLACE TABLE {table} AS {keyed_select(spec, select, row_hash)}", node.rel_path)
+        _check_keys(conn, table, node, spec)
+    else:
+        keys = ", ".join(quote(k) for k in spec.unique_key)
+        execute(conn, f"CREATE OR REPLACE TEMP TABLE _llmt_rows AS SELECT {keys}, {row_hash} AS _llmt_row_hash "
+                      f"FROM ({select}) AS _llmt_select", node.rel_path)
+        try:
+            if _fingerprint(conn, "_llmt_rows") == staged.get("rows"):
+                return columns  # nothing changed (NULL and duplicate keys were refused when it was staged)
+            _check_keys(conn, "_llmt_rows", node, spec)
+            same = " AND ".join(f"k.{quote(k)} = s.{quote(k)}" for k in spec.unique_key)
+            conn.execute(f"DELETE FROM {table} s WHERE NOT EXISTS (SELECT 1 FROM _llmt_rows k WHERE {same} "
+                         f"AND k._llmt_row_hash = s._llmt_row_hash)")
+            # what is left staged is unchanged: every other row of the select is new or changed
+            execute(conn, f"INSERT INTO {table} {keyed_select(spec, select, row_hash)} WHERE NOT EXISTS "
+                          f"(SELECT 1 FROM {table} s WHERE "
+                          + " AND ".join(f"s.{quote(k)} = _llmt_select.{quote(k)}" for k in spec.unique_key)
+                          + ")", node.rel_path)
+        finally:
+            conn.execute("DROP TABLE IF EXISTS _llmt_rows")
+    kept = {"shape": staged["shape"]} if staged and "shape" in staged and staged.get("layout") == layout else {}
+    # (the output's shape stays valid while the layout does: the output is then updated in place)
+    set_stage_fingerprint(conn, state, node.name, {**kept, "layout": layout, "rows": _fingerprint(conn, table)})
+    return columns
+
+
+def _check_keys(conn: duckdb.DuckDBPyConnection, table: str, node: Node, spec: LlmSpec) -> None:
     keys = ", ".join(quote(k) for k in spec.unique_key)
     nulls = conn.execute(
         f"SELECT count(*) FROM {table} WHERE " + " OR ".join(f"{quote(k)} IS NULL" for k in spec.unique_key)
@@ -68,14 +117,43 @@ def stage_inputs(conn: duckdb.DuckDBPyConnection, state: str, node: Node, spec: 
             where=node.rel_path,
             hint="Fix the select so each key appears once (or change unique_key). Nothing was written.",
         )
-    return columns
 
 
-def keyed_select(spec: LlmSpec, select: str) -> str:
-    """The model's select with each row's input hash and request key."""
+def _fingerprint(conn: duckdb.DuckDBPyConnection, table: str) -> str:
+    """Order-independent fingerprint of a table's `_llmt_row_hash` values (count, sum and xor)."""
+    row = conn.execute(f"SELECT count(*), sum(_llmt_row_hash::HUGEINT), bit_xor(hash(_llmt_row_hash)) "
+                       f"FROM {table}").fetchone()
+    return ":".join(str(v) for v in row) if row else ""
+
+
+def stage_fingerprint(conn: duckdb.DuckDBPyConnection, state: str, node: str) -> dict[str, Any] | None:
+    """What the staged table's comment records: its layout, its rows' fingerprint and the output built
+    from it (see output.py); None when it is not staged (or by an older llmt)."""
+    row = conn.execute(
+        "SELECT comment FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = ? "
+        "AND table_name = ?", [state, "input__" + node],
+    ).fetchone()
+    if not row or not row[0] or not str(row[0]).startswith(FINGERPRINT_PREFIX):
+        return None
+    try:
+        value = json.loads(str(row[0])[len(FINGERPRINT_PREFIX):])
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def set_stage_fingerprint(conn: duckdb.DuckDBPyConnection, state: str, node: str, value: dict[str, Any]) -> None:
+    text = FINGERPRINT_PREFIX + json.dumps(value, sort_keys=True)
+    conn.execute(f"COMMENT ON TABLE {stage_table(state, node)} IS {sql_string(text)}")
+
+
+def keyed_select(spec: LlmSpec, select: str, row_hash: str | None = None) -> str:
+    """The model's select with each row's input hash and request key (and, to stage it, a hash of the
+    whole row)."""
+    extra = f", {row_hash} AS _llmt_row_hash" if row_hash else ""
     return (
-        f"SELECT *, {spec.input_hash_sql()} AS _llmt_input_hash, {spec.request_key_sql()} AS _llmt_request_key "
-        f"FROM ({select}) AS _llmt_select"
+        f"SELECT *, {spec.input_hash_sql()} AS _llmt_input_hash, {spec.request_key_sql()} AS _llmt_request_key"
+        f"{extra} FROM ({select}) AS _llmt_select"
     )
 
 
@@ -83,33 +161,50 @@ def pending_sql(
     state: str, source: str, columns: list[str], max_attempts: int, since_run: str | None, reask: bool = False
 ) -> str:
     """One row per request key that has no answer, is not in flight and has attempts left. With
-    ``reask``, an answer counts only when this run (``since_run``) gave it."""
+    ``reask``, an answer counts only when this run (``since_run``) gave it.
+
+    The keys without an answer are found first (an anti-join on the key alone); attempts are summed up
+    and the input's other columns read for those keys only, so that a run with nothing to send costs one
+    anti-join however long the history of attempts."""
     s = quote(state)
     cols = ", ".join(f"i.{quote(c)}" for c in columns)
     cols = f", {cols}" if cols else ""
-    answered_filter = "a.request_key IS NULL"
+    answered = f"SELECT 1 FROM {s}.answers a WHERE a.request_key = i._llmt_request_key"
     if reask:
-        answered_filter = (f"(a.request_key IS NULL OR a.shard_id NOT IN "
-                           f"(SELECT shard_id FROM {s}.shards WHERE run_id = '{since_run}'))")
+        answered += f" AND a.shard_id IN (SELECT shard_id FROM {s}.shards WHERE run_id = '{since_run}')"
     return f"""
-        WITH att AS ({attempts_summary_sql(state, since_run)}),
+        WITH todo AS MATERIALIZED (
+            SELECT DISTINCT i._llmt_request_key FROM {source} i WHERE NOT EXISTS ({answered})),
+        att AS ({attempts_summary_sql(state, since_run, "todo")}),
         inflight AS (
             SELECT sr.request_key FROM {s}.shard_requests sr JOIN {s}.shards sh USING (shard_id)
-            WHERE sh.status IN {OPEN_STATUSES})
+            WHERE sh.status IN {OPEN_STATUSES}),
+        keys AS MATERIALIZED (
+            SELECT t._llmt_request_key FROM todo t LEFT JOIN att ON att.request_key = t._llmt_request_key
+            WHERE t._llmt_request_key NOT IN (SELECT request_key FROM inflight)
+              AND coalesce(att.failures, 0) < {int(max_attempts)}
+              AND NOT coalesce(att.terminal, false))
         SELECT DISTINCT ON (i._llmt_request_key) i._llmt_request_key AS _llmt_request_key{cols}
-        FROM {source} i
-        LEFT JOIN {s}.answers a ON a.request_key = i._llmt_request_key
-        LEFT JOIN att ON att.request_key = i._llmt_request_key
-        WHERE {answered_filter}
-          AND i._llmt_request_key NOT IN (SELECT request_key FROM inflight)
-          AND coalesce(att.failures, 0) < {int(max_attempts)}
-          AND NOT coalesce(att.terminal, false)
+        FROM {source} i SEMI JOIN keys k ON k._llmt_request_key = i._llmt_request_key
         ORDER BY i._llmt_request_key
     """
 
 
 def input_counts(conn: duckdb.DuckDBPyConnection, state: str, source: str) -> tuple[int, int, int]:
-    """(rows, rows already answered, rows without an answer that share their request with another)."""
+    """(rows, rows already answered, rows without an answer that share their request with another).
+
+    For a staged model the counts are remembered with the stage and reused while neither the staged
+    rows nor the stored answers changed."""
+    node = _staged_node(state, source)
+    staged = stage_fingerprint(conn, state, node) if node else None
+    key = None
+    if staged is not None and node is not None:
+        stats = conn.execute(f"SELECT count(*), max(answered_at) FROM {quote(state)}.answers").fetchone()
+        key = json.dumps([staged.get("layout"), staged.get("rows"), list(stats or ())], default=str)
+        cached = staged.get("counts")
+        if isinstance(cached, dict) and cached.get("key") == key:
+            rows, answered, dedup = cached["value"]
+            return int(rows), int(answered), int(dedup)
     row = conn.execute(
         "SELECT count(*), count(a.request_key), "
         "count(*) FILTER (WHERE a.request_key IS NULL) "
@@ -118,4 +213,16 @@ def input_counts(conn: duckdb.DuckDBPyConnection, state: str, source: str) -> tu
         f"ON a.request_key = i._llmt_request_key"
     ).fetchone()
     assert row is not None
-    return int(row[0]), int(row[1]), int(row[2])
+    counts = int(row[0]), int(row[1]), int(row[2])
+    if staged is not None and node is not None:
+        set_stage_fingerprint(conn, state, node, {**staged, "counts": {"key": key, "value": list(counts)}})
+    return counts
+
+
+def _staged_node(state: str, source: str) -> str | None:
+    """The model whose staged table ``source`` is (as `stage_table` names it), else None."""
+    prefix = f"{quote(state)}.{quote('input__')[:-1]}"
+    if not (source.startswith(prefix) and source.endswith('"')):
+        return None
+    name = source[len(prefix):-1].replace('""', '"')
+    return name if stage_table(state, name) == source else None

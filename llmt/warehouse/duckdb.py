@@ -3,6 +3,7 @@ other readers are never locked out while llmt waits on a provider."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,7 +33,7 @@ class Warehouse:
         if self._conn is not None:
             return self._conn
         try:
-            self._conn = duckdb.connect(self.path)
+            self._conn = duckdb.connect(self.path, config=duckdb_config())
         except duckdb.IOException as exc:
             raise ConfigError(
                 f"cannot open the DuckDB database {self.path}: {exc}",
@@ -72,6 +73,14 @@ class Warehouse:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def duckdb_config() -> dict[str, str | bool | int | float | list[str]]:
+    """Settings of llmt's DuckDB connections. LLMT_DUCKDB_MEMORY_LIMIT (e.g. `512MB`) caps DuckDB's memory
+    (its default is 80% of RAM, most of it kept as cache): large sorts and joins then spill to disk, and,
+    as DuckDB advises for tight limits, results without ORDER BY may come in any order."""
+    limit = os.environ.get("LLMT_DUCKDB_MEMORY_LIMIT", "").strip()
+    return {"memory_limit": limit, "preserve_insertion_order": "false"} if limit else {}
 
 
 @contextmanager

@@ -1,0 +1,1 @@
+"""Reproducible performance benchmarks of llmt (see README.md)."""

@@ -1,0 +1,195 @@
+"""Shared pieces of the benchmarks: paths, generated projects, a provider that never answers,
+phase timers and the one result line each script prints."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = Path(os.environ.get("LLMT_BENCH_WORK", ROOT / "benchmarks" / ".work"))
+EXAMPLE = ROOT / "examples" / "reviews"
+if str(ROOT) not in sys.path:  # llmt and tests.emulator from this checkout
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks._data import write_reviews  # noqa: E402
+from llmt.providers.base import BatchInfo, BatchProvider, Shard  # noqa: E402
+
+LLM_MODEL = """{{ config(materialized='llm', prompt='review_analysis', schema='review_analysis',
+          unique_key='review_id') }}
+select review_id, product, language, review_text
+from {{ ref('stg_reviews') }}
+where review_text is not null
+"""
+STAGING = """select review_id, product, language, rating, review_text, created_at
+from {{ source('raw', 'reviews') }}
+where review_text <> ''
+"""
+
+
+def parse_args(description: str, default_rows: int = 100_000, **extra: Any) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--rows", type=int, default=default_rows, help=f"input rows (default {default_rows:,})")
+    for name, (kind, default, text) in extra.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default, help=text)
+    return parser.parse_args()
+
+
+def data_file(rows: int) -> Path:
+    """The generated reviews of this size (generated once, then reused)."""
+    return write_reviews(WORK / "data" / f"reviews-{rows}.parquet", rows)
+
+
+def review_project(name: str, data: Path, provider: str = "{type: fake}") -> Path:
+    """A fresh project: the raw reviews (Parquet), a staging view and the example's LLM model."""
+    root = WORK / name
+    if root.exists():
+        shutil.rmtree(root)
+    (root / "models" / "staging").mkdir(parents=True)
+    shutil.copytree(EXAMPLE / "prompts", root / "prompts")
+    shutil.copytree(EXAMPLE / "schemas", root / "schemas")
+    (root / "project.yml").write_text(f"""name: bench
+target: dev
+targets:
+  dev:
+    warehouse: {{type: duckdb, path: bench.duckdb}}
+    provider: {provider}
+llm:
+  model: gpt-4o-mini
+  temperature: 0
+  max_output_tokens: 400
+  max_attempts: 3
+  canary_above: null               # no realtime canary: the benchmarks time llmt's own work
+models:
+  +materialized: view
+""")
+    (root / "models" / "sources.yml").write_text(
+        f"sources:\n  - name: raw\n    tables:\n      - name: reviews\n        file: {data.resolve()}\n"
+    )
+    (root / "models" / "staging" / "stg_reviews.sql").write_text(STAGING)
+    (root / "models" / "review_insights.sql").write_text(LLM_MODEL)
+    return root
+
+
+class HoldProvider(BatchProvider):
+    """Accepts every shard and never finishes a batch: a run with --no-wait stops right after
+    preparing and submitting, so what is timed is llmt's own work."""
+
+    name = "fake"  # shards recorded for the fake provider, so that a later run can collect them
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def upload(self, shard: Shard) -> str:
+        self.n += 1
+        return f"file-{self.n}"
+
+    def find_batch(self, shard: Shard) -> BatchInfo | None:
+        return None
+
+    def create_batch(self, shard: Shard, file_id: str) -> BatchInfo:
+        return BatchInfo(f"batch_{shard.shard_id}", "in_progress", input_file_id=file_id, total=shard.n_requests)
+
+    def retrieve(self, batch_id: str) -> BatchInfo:
+        return BatchInfo(batch_id, "in_progress")
+
+    def download(self, file_id: str, dest: Path) -> bool:
+        return False
+
+    def cancel(self, batch_id: str) -> BatchInfo:
+        return BatchInfo(batch_id, "cancelled")
+
+
+class Phases:
+    """Wall time per named phase, by wrapping functions where a module looks them up."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def wrap(self, module: Any, attr: str, phase: str) -> None:
+        inner: Callable[..., Any] = getattr(module, attr)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t0
+
+        setattr(module, attr, timed)
+
+    def text(self) -> str:
+        return ",".join(f"{k}:{v:.2f}" for k, v in self.seconds.items())
+
+
+@contextmanager
+def stopwatch() -> Iterator[list[float]]:
+    """``with stopwatch() as t: ...`` then ``t[0]`` is the elapsed wall time in seconds."""
+    out = [0.0]
+    t0 = time.perf_counter()
+    try:
+        yield out
+    finally:
+        out[0] = time.perf_counter() - t0
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def children_peak_rss_mb() -> float:
+    """Peak resident memory of the largest child process waited for so far."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def result(bench: str, **fields: Any) -> None:
+    """The one line each benchmark prints: ``RESULT <bench> key=value ...`` (run.py parses it)."""
+    parts = [f"{k}={_fmt(v)}" for k, v in fields.items()]
+    print(f"RESULT {bench} " + " ".join(parts), flush=True)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}" if value < 100 else f"{value:.0f}"
+    return str(value).replace(" ", "_")
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, {platform.system()} {platform.release()}, " \
+           f"Python {platform.python_version()}"
+
+
+def timed_process(args: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
+    """Run a command to its end: (wall seconds from its start to its exit, its peak RSS in MB, its stdout).
+    Raises when it fails. It is started by a small launcher (_measure.py) so that its peak RSS is its own."""
+    import json
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "measure.json"
+        proc = subprocess.run([sys.executable, str(Path(__file__).with_name("_measure.py")), str(report), *args],
+                              capture_output=True, text=True, env={**os.environ, **(env or {})})
+        if proc.returncode:
+            raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        measured = json.loads(report.read_text())
+    return float(measured["seconds"]), float(measured["rss_mb"]), proc.stdout

@@ -1,0 +1,40 @@
+"""Benchmark 2, collect: parse + validate + store answers and rebuild the output table, in answers
+per second.
+
+    python benchmarks/collect.py --rows 1000000
+
+Every pending row is first prepared into open batches (untimed); then one output file (and one
+error file) per batch is written in the Batch API's real output format: 99% valid answers, 1%
+refusals, truncations, schema violations and HTTP 500s. Timed: the batches are collected as
+`llmt run` collects them (download, join on custom_id, classify, validate each answer against the
+schema, store attempts and answers) and the output table is rebuilt with the typed columns.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._common import Phases, data_file, parse_args, peak_rss_mb, result, review_project
+from benchmarks._setup import collect, prepare, write_outputs
+from llmt.project.loader import load_project
+
+
+def main() -> None:
+    args = parse_args("collect: parse + validate + store answers, rebuild the output table")
+    root = review_project(f"collect-{args.rows}", data_file(args.rows))
+    project = load_project(root)
+    prepare(project)
+    lines = write_outputs(project, root / "remote", failures=True)
+    phases = Phases()
+    counts, seconds = collect(project, root / "remote", phases)
+    answers = sum(counts.values())
+    assert answers == lines, (answers, lines)
+    result("collect", rows=args.rows, answers=answers, ok=counts.get("ok", 0), seconds=seconds,
+           answers_per_s=round(answers / seconds), phases=phases.text(), peak_rss_mb=round(peak_rss_mb()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Benchmark 1, prepare: diff + render + request keys + batch files, in rows per second.
+
+    python benchmarks/prepare.py --rows 1000000
+
+Every row is new: the LLM model's inputs are staged with their request keys (SQL), the rows
+without an answer are found (SQL anti-join), rendered, counted (exact tokens) and written to
+JSONL shards, which are recorded in the state tables and handed to a provider that accepts them
+and never answers (`--no-wait`), so nothing but llmt's own work is timed. The output table is
+then rebuilt with every row pending; that is reported apart (`output_s`).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._common import (
+    HoldProvider,
+    Phases,
+    data_file,
+    parse_args,
+    peak_rss_mb,
+    result,
+    review_project,
+    stopwatch,
+)
+from llmt.console import Reporter
+from llmt.pipeline import llm
+from llmt.pipeline.batches import ShardDriver
+from llmt.pipeline.spec import build_spec
+from llmt.project.loader import load_project
+from llmt.runner import new_run_id, open_warehouse, prices, run
+
+
+def main() -> None:
+    args = parse_args("prepare: diff + render + request keys + batch files")
+    data = data_file(args.rows)
+    root = review_project(f"prepare-{args.rows}", data)
+    project = load_project(root)
+    reporter = Reporter()
+    wh = open_warehouse(project)
+    run(project, ["stg_reviews"], reporter, llm.LlmOptions(), warehouse=wh)  # the upstream view
+    node = project.nodes["review_insights"]
+    spec = build_spec(project, node)
+    driver = ShardDriver(wh, HoldProvider(), reporter, new_run_id(), project.name, prices(project))
+    phases = Phases()
+    for attr, phase in (("stage_inputs", "keys"), ("input_counts", "counts"), ("write_shards", "render"),
+                        ("rebuild_output", "output")):
+        phases.wrap(llm, attr, phase)
+    phases.wrap(driver, "record", "record")
+    phases.wrap(driver, "drive", "submit")
+    with stopwatch() as t:
+        res = llm.run_llm_node(project, node, spec, wh, driver, reporter, llm.LlmOptions(wait=False), llm.Budgets())
+    wh.close()
+    assert res.rows == args.rows and res.requests > 0, res
+    prepare_s = t[0] - phases.seconds.get("output", 0.0)
+    shards = len(list((root / "target" / "batches" / "review_insights").glob("*.jsonl")))
+    result("prepare", rows=args.rows, requests=res.requests, shards=shards, seconds=prepare_s,
+           rows_per_s=round(args.rows / prepare_s), output_s=phases.seconds.get("output", 0.0),
+           phases=phases.text(), peak_rss_mb=round(peak_rss_mb()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Smoke test of benchmarks/: every script runs at a tiny size and prints its result line. No timing
+is asserted (the figures belong in benchmarks/results.md); the network is not used (the dbt comparison
+runs its llmt side only, and the emulator listens on loopback)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks"
+
+
+def run_script(script: str, work: Path, *args: str, env: dict[str, str] | None = None) -> dict[str, str]:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "LLMT_BENCH_WORK": str(work), **(env or {})},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert len(lines) == 1, proc.stdout
+    name, *pairs = lines[0].split()[1:]
+    return {"bench": name, **dict(p.split("=", 1) for p in pairs)}
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "fields"),
+    [
+        ("prepare.py", ["--rows", "300"], ["rows_per_s", "requests", "peak_rss_mb"]),
+        ("collect.py", ["--rows", "300"], ["answers_per_s", "answers", "ok"]),
+        ("noop.py", ["--rows", "300", "--repeat", "1"], ["seconds", "peak_rss_mb"]),
+        ("incremental.py", ["--rows", "300"], ["seconds", "requests", "changed"]),
+        ("e2e.py", ["--rows", "200"], ["seconds", "requests", "batches"]),
+        ("startup.py", ["--models", "20", "--repeat", "1"], ["help_s", "ls_s"]),
+        ("vs_dbt.py", ["--rows", "200", "--models", "12", "--no-dbt", "1"], ["llmt_full_s", "skipped"]),
+    ],
+)
+def test_benchmark_prints_its_result_line(tmp_path: Path, script: str, args: list[str], fields: list[str]) -> None:
+    found = run_script(script, tmp_path, *args)
+    assert found["bench"] == script.removesuffix(".py")
+    for field in fields:
+        assert found.get(field), (field, found)
+
+
+def test_memory_runs_benchmarks_one_to_four(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "memory.py"), "--rows", "200", "--compare", "0"], capture_output=True, text=True,
+        timeout=300, env={**os.environ, "LLMT_BENCH_WORK": str(tmp_path)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    names = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert names == ["prepare", "collect", "noop", "incremental", "memory"]
+
+
+def test_rendering_in_worker_processes_writes_the_same_files(tmp_path: Path) -> None:
+    """The parallel path of llmt.pipeline.render (tokens counted in worker processes) gives the same
+    batch files, byte for byte, as rendering in one process."""
+    contents = []
+    for workers in ("1", "2"):
+        work = tmp_path / f"w{workers}"
+        run_script("prepare.py", work, "--rows", "500", env={"LLMT_RENDER_WORKERS": workers})
+        shards = sorted((work / "prepare-500" / "target" / "batches" / "review_insights").glob("*.jsonl"))
+        assert shards
+        contents.append(b"".join(p.read_bytes() for p in shards))
+    assert contents[0] == contents[1]
+
+
+def test_an_output_table_updated_in_place_equals_one_rebuilt_whole(tmp_path: Path) -> None:
+    """At 20,000 rows with 1% edited, the incremental run replaces only the changed rows of the output
+    table (llmt.pipeline.output._update_in_place); a full rebuild from the same state gives the same rows."""
+    import shutil
+
+    import duckdb
+
+    from llmt.pipeline import llm
+    from llmt.pipeline.spec import build_spec
+    from llmt.pipeline.stage import set_stage_fingerprint, stage_fingerprint
+    from llmt.project.loader import load_project
+    from llmt.runner import open_warehouse
+
+    found = run_script("incremental.py", tmp_path, "--rows", "20000")
+    assert int(found["requests"]) > 0
+    root = tmp_path / "incremental-20000"
+    copy = tmp_path / "rebuilt"
+    shutil.copytree(root, copy)
+    project = load_project(copy)
+    node = project.nodes["review_insights"]
+    wh = open_warehouse(project)
+    try:
+        with wh.connect() as conn:
+            staged = stage_fingerprint(conn, wh.state_schema, node.name)
+            assert staged is not None and "shape" in staged
+            set_stage_fingerprint(conn, wh.state_schema, node.name, {"layout": staged["layout"],
+                                                                     "rows": staged["rows"]})
+        llm.rebuild_output(project, node, build_spec(project, node), wh)
+    finally:
+        wh.close()
+    with duckdb.connect(str(root / "bench.duckdb"), read_only=True) as conn:
+        conn.execute(f"ATTACH '{copy / 'bench.duckdb'}' AS rebuilt (READ_ONLY)")
+        statuses = dict(conn.execute("SELECT _llmt_status, count(*) FROM main.review_insights GROUP BY 1").fetchall())
+        assert statuses.get("stale", 0) > 0, statuses  # the edited rows show their previous answers
+        ids = [r[0] for r in conn.execute("SELECT review_id FROM main.review_insights").fetchall()]
+        assert ids != sorted(ids)  # the changed rows were appended: updated in place, not rebuilt (sorted)
+        for a, b in (("main", "rebuilt.main"), ("rebuilt.main", "main")):
+            diff = conn.execute(f"SELECT count(*) FROM (SELECT * FROM {a}.review_insights "
+                                f"EXCEPT ALL SELECT * FROM {b}.review_insights)").fetchone()
+            assert diff == (0,)
