@@ -56,6 +56,14 @@ class PriceTable:
         usd = (uncached * p.input + cached * p.cached_input + completion * p.output) * PER_TOKEN
         return usd * self.factor(batch)
 
+    def cost_sql(self, model: str, *, batch: bool) -> tuple[str, list[float]]:
+        """`cost` as a SQL expression over the columns prompt_tokens, completion_tokens and cached_tokens,
+        with its parameters: the same arithmetic in the same order, so the same doubles."""
+        p = self.price(model)
+        sql = ("(greatest(prompt_tokens - cached_tokens, 0) * ?::DOUBLE + cached_tokens * ?::DOUBLE "
+               "+ completion_tokens * ?::DOUBLE) * ?::DOUBLE * ?::DOUBLE")
+        return sql, [p.input, p.cached_input, p.output, PER_TOKEN, self.factor(batch)]
+
     def cache_savings(self, model: str, cached: int, batch: bool) -> float:
         p = self.price(model)
         return cached * (p.input - p.cached_input) * PER_TOKEN * self.factor(batch)

@@ -20,7 +20,7 @@ from llmt.compile import quote
 from llmt.console import Reporter
 from llmt.cost import PriceTable
 from llmt.errors import ConfigError
-from llmt.pipeline.collect import read_results, reconcile, store
+from llmt.pipeline.collect import Stored, collect_files
 from llmt.pipeline.crash import crash_point
 from llmt.pipeline.render import WrittenShard
 from llmt.providers.base import BatchInfo, BatchNotFound, BatchProvider, RealtimeProvider, Shard
@@ -224,27 +224,20 @@ class ShardDriver:
                 if self.provider.download(file_id, dest):
                     paths.append(dest)
         crash_point("after_download")
-        seen = read_results(paths, validator)
         batch_error = ",".join(sorted({e.code for e in info.errors})) or None
         if info.status == "failed" and batch_error == QUEUE_FULL:
             self.queue_full += 1
         with self.wh.transaction() as conn:
-            keys = [r[0] for r in conn.execute(
-                f"SELECT request_key FROM {self.s}.shard_requests WHERE shard_id = ?", [row.shard_id]
-            ).fetchall()]
-            attempts = reconcile(keys, seen, info.status, batch_error)
-            for a in attempts:
-                a.cost_usd = self.prices.cost(row.model, prompt=a.prompt_tokens, completion=a.completion_tokens,
-                                              cached=a.cached_tokens, batch=True)
-            store(conn, self.wh.state_schema, attempts=attempts, shard_id=row.shard_id, run_id=self.run_id,
-                  node=row.node, model=row.model, batch=True, replace=self.replace_answers)
+            counts = collect_files(
+                conn, self.wh.state_schema, paths=paths, validator=validator,
+                shard=Stored(row.shard_id, self.run_id, row.node, row.model, batch=True), batch_status=info.status,
+                batch_error=batch_error, cost=self.prices.cost_sql(row.model, batch=True),
+                replace=self.replace_answers,
+            )
             conn.execute(
                 f"UPDATE {self.s}.shards SET status = 'collected', batch_status = ?, error = ?, updated_at = now() "
                 f"WHERE shard_id = ?", [info.status, _describe_errors(info) or batch_error, row.shard_id],
             )
-        counts: dict[str, int] = {}
-        for a in attempts:
-            counts[a.outcome] = counts.get(a.outcome, 0) + 1
         row.status = "collected"
         return Collected(counts, info.status)
 

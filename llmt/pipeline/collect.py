@@ -7,8 +7,6 @@ http_error (status and code), expired, cancelled, batch_failed, missing.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +40,8 @@ class Attempt:
 
 
 def classify(line: dict[str, Any], validator: AnswerValidator) -> Attempt:
-    """One batch output/error line -> an Attempt. Never trusts line order."""
+    """One batch output/error line -> an Attempt (the realtime path). `collect_files` does the same to
+    whole result files in SQL: tests/test_collect_sql.py checks that the two agree."""
     key = str(line.get("custom_id"))
     error = line.get("error")
     response = line.get("response") or {}
@@ -92,38 +91,133 @@ def classify(line: dict[str, Any], validator: AnswerValidator) -> Attempt:
     return att
 
 
-def read_results(paths: Iterable[Path], validator: AnswerValidator) -> dict[str, Attempt]:
-    """Classify every line of the output and error files, keyed by custom_id."""
-    seen: dict[str, Attempt] = {}
-    for path in paths:
-        with path.open(encoding="utf-8") as handle:
-            for raw in handle:
-                if not raw.strip():
-                    continue
-                try:
-                    line = json.loads(raw)
-                except json.JSONDecodeError:
-                    continue  # an unreadable result line: its id stays unanswered and is reconciled
-                attempt = classify(line, validator)
-                previous = seen.get(attempt.request_key)
-                if previous is None or (previous.outcome != "ok" and attempt.outcome == "ok"):
-                    seen[attempt.request_key] = attempt
-    return seen
+def collect_files(
+    conn: duckdb.DuckDBPyConnection,
+    state: str,
+    *,
+    paths: list[Path],
+    validator: AnswerValidator,
+    shard: Stored,
+    batch_status: str,
+    batch_error: str | None,
+    cost: tuple[str, list[float]],
+    replace: bool = False,
+) -> dict[str, int]:
+    """Classify the lines of a batch's output and error files in DuckDB (what `classify` does to one
+    line), validate the distinct answer texts with ``validator``, reconcile every submitted key (exactly
+    one attempt each; ids nobody asked for are ignored; a key with several lines takes its first ok one,
+    else its first; a key without a readable line gets the batch's unanswered outcome), price them with
+    ``cost`` (`PriceTable.cost_sql`) and store them. Returns outcome counts. Caller holds the transaction."""
+    source = (f"read_json(?::VARCHAR[], format='newline_delimited', columns={LINE_COLUMNS}, ignore_errors=true)"
+              if paths else f"(SELECT ''::VARCHAR custom_id, NULL::JSON error, NULL::{RESPONSE} response WHERE false)")
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE _llmt_lines AS {CLASSIFY_SQL.format(source=source)}",
+                 [[str(p) for p in paths]] if paths else [])
+    invalid: dict[str, list[str]] = {"answer": [], "outcome": [], "detail": []}
+    for (content,) in conn.execute("SELECT DISTINCT answer FROM _llmt_lines WHERE outcome IS NULL").fetchall():
+        outcome, reason = validator.check(content)
+        if outcome != "ok":
+            for name, value in (("answer", content), ("outcome", outcome), ("detail", reason[:500])):
+                invalid[name].append(value)
+    conn.execute("CREATE OR REPLACE TEMP TABLE _llmt_invalid AS SELECT unnest(?::VARCHAR[]) AS answer, "
+                 "unnest(?::VARCHAR[]) AS outcome, unnest(?::VARCHAR[]) AS detail", list(invalid.values()))
+    unanswered = UNANSWERED.get(batch_status, "missing")
+    cost_sql, cost_params = cost
+    conn.execute(
+        RECONCILE_SQL.format(s=quote(state), cost=cost_sql),
+        [unanswered, batch_error if unanswered == "batch_failed" else None, f"no result line (batch {batch_status})",
+         shard.shard_id, *cost_params],
+    )
+    conn.execute("DROP TABLE _llmt_lines")
+    conn.execute("DROP TABLE _llmt_invalid")
+    counts = dict(conn.execute("SELECT outcome, count(*) FROM _llmt_collected GROUP BY outcome").fetchall())
+    _insert_collected(conn, quote(state), shard, replace)
+    return counts
 
 
-def reconcile(
-    submitted: list[str], seen: dict[str, Attempt], batch_status: str, batch_error: str | None
-) -> list[Attempt]:
-    """Exactly one attempt per submitted id; ids nobody asked for are ignored."""
-    outcome = UNANSWERED.get(batch_status, "missing")
-    out = []
-    for key in submitted:
-        attempt = seen.get(key)
-        if attempt is None:
-            attempt = Attempt(key, outcome, error_code=batch_error if outcome == "batch_failed" else None,
-                              detail=f"no result line (batch {batch_status})")
-        out.append(attempt)
-    return out
+# the fields of a result line that classification reads; a value of another type reads as null
+RESPONSE = (
+    "STRUCT(status_code INTEGER, body STRUCT("
+    "error STRUCT(code VARCHAR, type VARCHAR, message VARCHAR), "
+    "usage STRUCT(prompt_tokens BIGINT, completion_tokens BIGINT, prompt_tokens_details STRUCT(cached_tokens BIGINT)), "
+    "choices STRUCT(message STRUCT(content JSON, refusal JSON), finish_reason VARCHAR)[]))"
+)
+LINE_COLUMNS = {"custom_id": "VARCHAR", "error": "JSON", "response": RESPONSE}
+
+# `classify` over every line; outcome NULL: an answer to validate. A JSON string reads as '"...' (DuckDB's
+# JSON is minified); n orders the lines as read.
+CLASSIFY_SQL = """
+WITH l AS (
+    SELECT custom_id AS request_key, row_number() OVER () AS n,
+           coalesce(json_type(error) = 'OBJECT' AND error <> '{{}}', false)
+               AND (response IS NULL OR (response.status_code IS NULL AND response.body IS NULL)) AS failed,
+           error->>'code' AS failed_code, error->>'message' AS failed_message,
+           coalesce(response.status_code, 0) AS status, response.body.error AS err, response.body.usage AS usage,
+           coalesce(len(response.body.choices), 0) = 0 AS no_choices, response.body.choices[1].message AS message,
+           response.body.choices[1].finish_reason AS finish
+    FROM {source}
+),
+c AS (
+    SELECT *, NOT failed AND status = 200 AS answered,
+        CASE WHEN failed THEN CASE failed_code WHEN 'batch_expired' THEN 'expired'
+                                               WHEN 'batch_cancelled' THEN 'cancelled' ELSE 'http_error' END
+             WHEN status <> 200 THEN 'http_error'
+             WHEN no_choices THEN 'invalid_json'
+             WHEN message.refusal NOT IN ('""', 'false', '0', '0.0', '[]', '{{}}') THEN 'refused'
+             WHEN finish = 'length' THEN 'truncated'
+             WHEN finish = 'content_filter' THEN 'content_filter'
+             WHEN message.content LIKE '"%' THEN NULL
+             ELSE 'invalid_json' END AS outcome
+    FROM l
+)
+SELECT request_key, n, outcome,
+    CASE WHEN answered AND outcome IS NULL THEN message.content->>'$' END AS answer,
+    CASE WHEN NOT failed THEN status END AS status_code,
+    CASE WHEN failed THEN coalesce(failed_code, '')
+         WHEN status <> 200 THEN coalesce(nullif(err.code, ''), nullif(err.type, ''), '') END AS error_code,
+    CASE WHEN failed THEN left(coalesce(failed_message, ''), 500)
+         WHEN status <> 200 THEN left(coalesce(err.message, ''), 500)
+         WHEN outcome = 'refused' THEN left(message.refusal->>'$', 500)
+         ELSE CASE outcome WHEN 'truncated' THEN 'finish_reason=length: raise max_output_tokens'
+                           WHEN 'content_filter' THEN 'finish_reason=content_filter'
+                           WHEN 'invalid_json' THEN CASE WHEN no_choices THEN 'the response has no choices'
+                                                         ELSE 'the message has no content' END END END AS detail,
+    CASE WHEN answered THEN coalesce(usage.prompt_tokens, 0) ELSE 0 END AS prompt_tokens,
+    CASE WHEN answered THEN coalesce(usage.completion_tokens, 0) ELSE 0 END AS completion_tokens,
+    CASE WHEN answered THEN coalesce(usage.prompt_tokens_details.cached_tokens, 0) ELSE 0 END AS cached_tokens
+FROM c
+"""
+
+# one attempt per submitted key: its best line (validated), else the batch's unanswered outcome; priced
+RECONCILE_SQL = """
+CREATE OR REPLACE TEMP TABLE _llmt_collected AS
+WITH judged AS (
+    SELECT l.request_key, l.n, coalesce(l.outcome, i.outcome, 'ok') AS outcome,
+           CASE WHEN i.outcome IS NULL THEN l.answer END AS answer, l.status_code, l.error_code,
+           coalesce(l.detail, i.detail) AS detail, l.prompt_tokens, l.completion_tokens, l.cached_tokens
+    FROM _llmt_lines l LEFT JOIN _llmt_invalid i ON l.outcome IS NULL AND i.answer = l.answer
+),
+best AS (SELECT * FROM judged WHERE n IN (SELECT arg_min(n, (outcome <> 'ok', n)) FROM judged GROUP BY request_key)),
+attempts AS (
+    SELECT r.request_key, coalesce(j.outcome, ?) AS outcome, j.answer, j.status_code,
+           CASE WHEN j.n IS NULL THEN ? ELSE j.error_code END AS error_code,
+           CASE WHEN j.n IS NULL THEN ? ELSE j.detail END AS detail,
+           coalesce(j.prompt_tokens, 0) AS prompt_tokens, coalesce(j.completion_tokens, 0) AS completion_tokens,
+           coalesce(j.cached_tokens, 0) AS cached_tokens
+    FROM {s}.shard_requests r LEFT JOIN best j USING (request_key) WHERE r.shard_id = ?
+)
+SELECT *, {cost} AS cost_usd FROM attempts
+"""
+
+
+@dataclass(frozen=True)
+class Stored:
+    """Where stored attempts come from."""
+
+    shard_id: str
+    run_id: str
+    node: str
+    model: str
+    batch: bool
 
 
 def store(
@@ -139,7 +233,6 @@ def store(
     replace: bool = False,
 ) -> None:
     """Insert attempts and new answers (idempotent on shard and key). Caller holds the transaction."""
-    s = quote(state)
     cols: dict[str, list[Any]] = {
         "request_key": [a.request_key for a in attempts],
         "outcome": [a.outcome for a in attempts],
@@ -156,13 +249,18 @@ def store(
         return
     unnest = ", ".join(f"unnest(?::{_type(name)}[]) AS {name}" for name in cols)
     conn.execute(f"CREATE OR REPLACE TEMP TABLE _llmt_collected AS SELECT {unnest}", list(cols.values()))
+    _insert_collected(conn, quote(state), Stored(shard_id, run_id, node, model, batch), replace)
+
+
+def _insert_collected(conn: duckdb.DuckDBPyConnection, s: str, shard: Stored, replace: bool) -> None:
+    """Insert the attempts of temp table _llmt_collected not stored yet, then its ok answers; drops it."""
     conn.execute(
         f"""INSERT INTO {s}.attempts
         SELECT ?, c.request_key, ?, ?, ?, c.outcome, c.status_code, c.error_code, c.detail,
                c.prompt_tokens, c.completion_tokens, c.cached_tokens, now(), c.cost_usd, ?
         FROM _llmt_collected c
         WHERE NOT EXISTS (SELECT 1 FROM {s}.attempts a WHERE a.shard_id = ? AND a.request_key = c.request_key)""",
-        [shard_id, run_id, node, model, batch, shard_id],
+        [shard.shard_id, shard.run_id, shard.node, shard.model, shard.batch, shard.shard_id],
     )
     crash_point("mid_store")
     conn.execute(
@@ -173,7 +271,7 @@ def store(
                         "shard_id = excluded.shard_id, answered_at = excluded.answered_at, "
                         "prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens, "
                         "cached_tokens = excluded.cached_tokens" if replace else "NOTHING"}""",
-        [model, node, shard_id],
+        [shard.model, shard.node, shard.shard_id],
     )
     conn.execute("DROP TABLE _llmt_collected")
 
