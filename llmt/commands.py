@@ -3,31 +3,22 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from llmt.artifacts import write_compiled, write_manifest
-from llmt.compile import quote, relation
-from llmt.console import Console
 from llmt.errors import ConfigError, NodeError, did_you_mean
-from llmt.pipeline.llm import LlmOptions, batch_dir, rebuild_output
-from llmt.pipeline.plan import ModelPlan, plan_node
-from llmt.pipeline.spec import build_spec
-from llmt.project import Project
-from llmt.runner import (
-    RunReport,
-    llm_specs,
-    make_driver,
-    new_run_id,
-    open_warehouse,
-    pipeline_options,
-    prices,
-    run,
-)
-from llmt.warehouse.duckdb import read_only, relation_kind
+
+if TYPE_CHECKING:  # the run pipeline and DuckDB are imported by the commands that use them
+    from llmt.console import Console
+    from llmt.pipeline.llm import LlmOptions
+    from llmt.pipeline.plan import ModelPlan
+    from llmt.project import Project
+    from llmt.runner import RunReport
 
 
 def compile_project(project: Project, select: list[str], exclude: list[str], console: Console) -> None:
+    from llmt.artifacts import write_compiled, write_manifest
     from llmt.pipeline.preview import sample_request
+    from llmt.runner import llm_specs
 
     names = project.graph.select(select, exclude)
     specs = llm_specs(project, names)
@@ -63,6 +54,8 @@ def list_nodes(project: Project, select: list[str], exclude: list[str], console:
 def run_project(
     project: Project, select: list[str], exclude: list[str], console: Console, options: LlmOptions
 ) -> RunReport:
+    from llmt.runner import run
+
     names = project.graph.select(select, exclude)
     console.info(f"Running {len(names)} model(s) on target `{project.target_name}`")
     report = run(project, names, console, options)
@@ -99,6 +92,10 @@ def run_project(
 
 def show_model(project: Project, model: str, limit: int, console: Console) -> None:
     """Show a model's table, or an LLM model's `<model>__errors` table."""
+    from llmt.compile import relation
+    from llmt.runner import open_warehouse
+    from llmt.warehouse.duckdb import relation_kind
+
     base = model.removesuffix("__errors")
     if base not in project.nodes or (base != model and not project.nodes[base].is_llm):
         names = [*project.nodes, *(f"{n}__errors" for n, node in project.nodes.items() if node.is_llm)]
@@ -118,10 +115,11 @@ def show_model(project: Project, model: str, limit: int, console: Console) -> No
         console.table(f"{model} (first {limit} rows)", columns, rows)
 
 
-
-
 def batch_status(project: Project, console: Console) -> dict[str, Any]:
     """Every open batch with its status, counts, age and expiry, and spend per model; collects nothing."""
+    from llmt.compile import quote
+    from llmt.runner import make_driver, new_run_id, open_warehouse
+
     wh = open_warehouse(project)
     driver = make_driver(project, wh, console, new_run_id())
     try:
@@ -159,6 +157,10 @@ def cancel_batches(
     project: Project, select: list[str], console: Console, timeout: float | None
 ) -> dict[str, int]:
     """Cancel open batches (of the selected LLM models, or all) and collect their partial output."""
+    from llmt.pipeline.llm import LlmOptions, batch_dir, rebuild_output
+    from llmt.pipeline.spec import build_spec
+    from llmt.runner import make_driver, new_run_id, open_warehouse, pipeline_options
+
     names = set(project.graph.select(select, [])) if select else set(project.nodes)
     wh = open_warehouse(project)
     driver = make_driver(project, wh, console, new_run_id())
@@ -193,6 +195,10 @@ def plan_project(
     mode: str | None = None,
 ) -> list[ModelPlan]:
     """Per LLM model: rows, new rows, requests, exact input tokens, output bounds, cost; totals."""
+    from llmt.pipeline.plan import plan_node
+    from llmt.runner import llm_specs, prices
+    from llmt.warehouse.duckdb import read_only
+
     names = project.graph.select(select, exclude)
     specs = llm_specs(project, names)
     wh = project.target.warehouse

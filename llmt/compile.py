@@ -1,11 +1,19 @@
-"""Jinja for SQL models (ref, source, var, env_var, config, is_incremental, this) and sqlglot checks."""
+"""Jinja for SQL models (ref, source, var, env_var, config, is_incremental, this), sqlglot checks, and the
+cache of both in target/ (ParseCache)."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
+import marshal
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import metadata
+from importlib.util import MAGIC_NUMBER
 from pathlib import Path
+from types import CodeType
 from typing import Any
 
 import jinja2
@@ -98,12 +106,111 @@ def make_var(values: dict[str, Any]) -> Callable[..., Any]:
 
 
 _SQL_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+_DIALECT = "duckdb"
+_CACHE_FORMAT = 1  # bump when _SQL_ENV's settings, _DIALECT or the file layout change
+_CACHE_MAGIC = b"llmt parse cache\n"
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class ParseCache:
+    """What loading a project reuses from the last load, in target/parse_cache.bin (dbt keeps
+    target/partial_parse.msgpack for the same reason): the compiled code of each model's Jinja template
+    by a hash of its text (as Jinja's own bytecode cache stores it), and hashes of compiled SQL that
+    sqlglot parsed without error. Templates are still rendered with the current refs, vars and
+    environment, and SQL not seen before is parsed, so errors are reported as without the cache. Entries
+    are valid for one Python bytecode version and Jinja version (templates) and one sqlglot version
+    (SQL); a missing, stale or corrupt file is ignored and rewritten. Compiled SQL is kept as hashes
+    only, so values of env_var() never reach the file. Like a .pyc file, the code is trusted as much
+    as the project's own files. ``path`` None: in memory only."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self._templates: dict[str, CodeType] = {}
+        self._good_sql: set[str] = set()
+        self._used_templates: dict[str, CodeType] = {}
+        self._used_sql: set[str] = set()
+        if path is not None:
+            self._read(path)
+        self._stored = (frozenset(self._templates), frozenset(self._good_sql))
+
+    def template(self, source: str) -> jinja2.Template:
+        """The template of ``source`` in the SQL environment, compiled only when not cached."""
+        key = _digest(source)
+        code = self._templates.get(key)
+        if code is None:
+            code = self._templates[key] = _SQL_ENV.compile(source)
+        self._used_templates[key] = code
+        return _SQL_ENV.template_class.from_code(_SQL_ENV, code, _SQL_ENV.make_globals(None), None)
+
+    def known_good(self, sql: str) -> bool:
+        key = _digest(sql)
+        if key in self._good_sql:
+            self._used_sql.add(key)
+            return True
+        return False
+
+    def add_good(self, sql: str) -> None:
+        key = _digest(sql)
+        self._good_sql.add(key)
+        self._used_sql.add(key)
+
+    def save(self) -> None:
+        """Write the entries used since the cache was read, when they differ from the file's; atomically
+        (a temporary file renamed over it). A directory that cannot be written is left alone."""
+        if self.path is None or self._stored == (frozenset(self._used_templates), frozenset(self._used_sql)):
+            return
+        payload = marshal.dumps((_template_version(), self._used_templates, _sql_version(), sorted(self._used_sql)))
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(_CACHE_MAGIC + hashlib.sha256(payload).digest() + payload)
+            os.replace(tmp, self.path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            return
+        self._stored = (frozenset(self._used_templates), frozenset(self._used_sql))
+
+    def _read(self, path: Path) -> None:
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return
+        head = len(_CACHE_MAGIC)
+        digest, payload = data[head:head + 32], data[head + 32:]
+        if data[:head] != _CACHE_MAGIC or hashlib.sha256(payload).digest() != digest:
+            return
+        try:
+            template_version, templates, sql_version, good_sql = marshal.loads(payload)
+        except (EOFError, ValueError, TypeError):
+            return
+        if template_version == _template_version() and isinstance(templates, dict):
+            self._templates = {k: v for k, v in templates.items() if isinstance(k, str) and isinstance(v, CodeType)}
+        if sql_version == _sql_version() and isinstance(good_sql, list):
+            self._good_sql = {k for k in good_sql if isinstance(k, str)}
+
+
+@functools.cache
+def _template_version() -> tuple[int, bytes, str]:
+    return _CACHE_FORMAT, MAGIC_NUMBER, jinja2.__version__
+
+
+@functools.cache
+def _sql_version() -> tuple[int, str, str]:
+    return _CACHE_FORMAT, metadata.version("sqlglot"), _DIALECT
 
 
 def render_jinja(env: jinja2.Environment, source: str, context: dict[str, Any], where: str) -> str:
     """Render a template; every Jinja error becomes a CompileError at ``where:line``."""
+    return _render(lambda: env.from_string(source), context, where)
+
+
+def _render(template: Callable[[], jinja2.Template], context: dict[str, Any], where: str) -> str:
     try:
-        return env.from_string(source).render(context)
+        return template().render(context)
     except jinja2.TemplateSyntaxError as exc:
         raise CompileError(
             f"Jinja syntax error: {exc.message}", where=f"{where}:{exc.lineno}",
@@ -132,8 +239,11 @@ def _template_line(exc: BaseException) -> int | None:
     return line
 
 
-def render_model_sql(raw: str, where: str, ctx: SqlContext, captured: Captured) -> str:
-    """Render a model's SQL, recording config(), ref() and source() into ``captured``."""
+def render_model_sql(
+    raw: str, where: str, ctx: SqlContext, captured: Captured, cache: ParseCache | None = None
+) -> str:
+    """Render a model's SQL, recording config(), ref() and source() into ``captured``; ``cache`` keeps the
+    compiled template."""
 
     def ref(name: str, *extra: str) -> str:
         if extra:  # ref('package', 'model') - packages are not supported; use the model name
@@ -171,16 +281,19 @@ def render_model_sql(raw: str, where: str, ctx: SqlContext, captured: Captured) 
         "is_incremental": lambda: ctx.incremental,
         "this": ctx.this,
     }
-    return render_jinja(_SQL_ENV, raw, context, where)
+    return _render(lambda: cache.template(raw) if cache is not None else _SQL_ENV.from_string(raw), context, where)
 
 
-def check_sql(sql: str, where: str, raw: str) -> None:
-    """Parse compiled SQL with sqlglot (DuckDB dialect); a syntax error names the model file and line."""
+def check_sql(sql: str, where: str, raw: str, cache: ParseCache | None = None) -> None:
+    """Parse compiled SQL with sqlglot (DuckDB dialect); a syntax error names the model file and line.
+    SQL that ``cache`` knows parsed without error is not parsed again."""
+    if cache is not None and cache.known_good(sql):
+        return
     import sqlglot
     from sqlglot.errors import ParseError, TokenError
 
     try:
-        statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
+        statements = [s for s in sqlglot.parse(sql, read=_DIALECT) if s is not None]
     except ParseError as exc:
         info = exc.errors[0] if exc.errors else {}
         line = _source_line(raw, sql, int(info.get("line") or 0))
@@ -200,6 +313,8 @@ def check_sql(sql: str, where: str, raw: str) -> None:
             "a model must be a single select statement (found several statements)", where=where,
             hint="Remove the extra `;`-separated statements.",
         )
+    if cache is not None:
+        cache.add_good(sql)
 
 
 def _source_line(raw: str, sql: str, compiled_line: int) -> int:

@@ -3,16 +3,18 @@ properties files (models/*.yml), folder `+key` config in project.yml, project de
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from llmt.compile import Captured, Source, SqlContext, check_sql, relation, render_model_sql
+from llmt.compile import Captured, ParseCache, Source, SqlContext, check_sql, relation, render_model_sql
 from llmt.errors import CompileError, ConfigError, did_you_mean
 from llmt.graph import Graph, GraphNode
 from llmt.project.config import ProjectConfig, TargetConfig, check_node_config, folder_config
 from llmt.project.properties import ColumnProps, ModelProps, PropertiesFile
 from llmt.project.yamlfile import line_of, read_yaml, validate
+
+PARSE_CACHE = "parse_cache.bin"  # in target/: see ParseCache
 
 
 @dataclass
@@ -62,6 +64,7 @@ class Project:
     sources: dict[tuple[str, str], Source]
     graph: Graph
     properties: list[tuple[Path, PropertiesFile]] = field(default_factory=list)  # every models/*.yml, parsed
+    parse_cache: ParseCache = field(default_factory=ParseCache)
 
     @property
     def name(self) -> str:
@@ -88,7 +91,8 @@ class Project:
         """The node's SQL for a run (is_incremental() depends on the warehouse)."""
         if not incremental:
             return node.compiled_sql
-        return render_model_sql(node.raw_sql, node.rel_path, self.sql_context(node, True), Captured())
+        return render_model_sql(node.raw_sql, node.rel_path, self.sql_context(node, True), Captured(),
+                                self.parse_cache)
 
 
 def load_project(
@@ -118,6 +122,7 @@ def load_project(
     project = Project(
         project_dir, config, target_name, config.targets[target_name],
         {**config.vars, **(cli_vars or {})}, nodes, sources, Graph([]), prop_files,
+        ParseCache(project_dir / "target" / PARSE_CACHE),
     )
     for prop_path, index, model_props in props:
         if model_props.name not in nodes:
@@ -129,19 +134,21 @@ def load_project(
         node = nodes[model_props.name]
         node.props, node.description, node.columns = model_props, model_props.description, model_props.columns
         check_node_config(model_props.config, _where(prop_path, ["models", index, "config"]))
+    context = SqlContext({n.name: n.relation for n in nodes.values()}, sources, project.vars, "")
     for node in list(nodes.values()):
-        _compile_node(project, node)
+        _compile_node(project, node, replace(context, this=node.relation))
         if node.config.get("enabled", True) is False:
             del nodes[node.name]
+    project.parse_cache.save()
     project.graph = Graph(
         GraphNode(n.name, n.rel_path, tuple(n.tags), tuple(dict.fromkeys(n.refs))) for n in nodes.values()
     )
     return project
 
 
-def _compile_node(project: Project, node: Node) -> None:
+def _compile_node(project: Project, node: Node, context: SqlContext) -> None:
     captured = Captured()
-    node.compiled_sql = render_model_sql(node.raw_sql, node.rel_path, project.sql_context(node), captured)
+    node.compiled_sql = render_model_sql(node.raw_sql, node.rel_path, context, captured, project.parse_cache)
     check_node_config(captured.config, node.rel_path)
     folders = list(Path(node.rel_path).parent.parts[1:])
     merged: dict[str, Any] = {}
@@ -152,7 +159,7 @@ def _compile_node(project: Project, node: Node) -> None:
         merged.update(layer)
     node.config = merged
     node.refs, node.sources = captured.refs, captured.sources
-    check_sql(node.compiled_sql, node.rel_path, node.raw_sql)
+    check_sql(node.compiled_sql, node.rel_path, node.raw_sql, project.parse_cache)
 
 
 def _discover_models(project_dir: Path, config: ProjectConfig) -> dict[str, tuple[Path, str]]:
