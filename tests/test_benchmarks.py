@@ -56,19 +56,6 @@ def test_memory_runs_benchmarks_one_to_four(tmp_path: Path) -> None:
     assert names == ["prepare", "collect", "noop", "incremental", "memory"]
 
 
-def test_rendering_in_worker_processes_writes_the_same_files(tmp_path: Path) -> None:
-    """The parallel path of llmt.pipeline.render (tokens counted in worker processes) gives the same
-    batch files, byte for byte, as rendering in one process."""
-    contents = []
-    for workers in ("1", "2"):
-        work = tmp_path / f"w{workers}"
-        run_script("prepare.py", work, "--rows", "500", env={"LLMT_RENDER_WORKERS": workers})
-        shards = sorted((work / "prepare-500" / "target" / "batches" / "review_insights").glob("*.jsonl"))
-        assert shards
-        contents.append(b"".join(p.read_bytes() for p in shards))
-    assert contents[0] == contents[1]
-
-
 def test_an_output_table_updated_in_place_equals_one_rebuilt_whole(tmp_path: Path) -> None:
     """At 20,000 rows with 1% edited, the incremental run replaces only the changed rows of the output
     table (llmt.pipeline.output._update_in_place); a full rebuild from the same state gives the same rows."""

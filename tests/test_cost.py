@@ -13,7 +13,7 @@ import pytest
 
 from llmt.cost import price_table
 from llmt.errors import ConfigError
-from llmt.tokens import count_request, count_text
+from llmt.tokens import RequestCounter, count_request, count_text
 from tests.conftest import Project
 from tests.emulator import Emulator, fixtures
 
@@ -51,6 +51,17 @@ def test_structured_output_schema_is_counted() -> None:
     with_schema = count_request({"model": "gpt-4o", "messages": messages,
                                  "response_format": {"type": "json_schema", "json_schema": schema}})
     assert with_schema - plain == count_text(json.dumps(schema, separators=(",", ":")), "gpt-4o")
+
+
+@pytest.mark.parametrize("text", ["plain English words", "日本語のレビュー、とても良い", "emoji 👍🏽🎉 ok", "",
+                                  "a" * 3000, "Ünïcödé, ñ, ß — “quotes”", "\u0000\n\t\\"])
+def test_the_byte_bound_is_never_below_the_exact_count(text: str) -> None:
+    schema = {"type": "json_schema", "json_schema": {"name": "a", "strict": True, "schema": {"type": "object"}}}
+    for model in ("gpt-4o-mini", "gpt-4"):
+        counter = RequestCounter(model, schema)
+        for system in (None, "You are terse.", text):
+            assert counter.bound_chat(system, len(text.encode())) >= counter.count_chat(system, text)
+        assert counter.bound_chat(None, len(text.encode())) == counter.count_chat(None, "") + len(text.encode())
 
 
 def test_counting_works_with_the_network_unreachable(tmp_path: Path) -> None:
@@ -112,6 +123,29 @@ def test_plan_numbers_equal_what_is_then_billed(project: Project) -> None:
     again = insights_plan(plan_json(project))
     assert (again["requests"], again["input_tokens"], again["answered_rows"]) == (0, 0, 4)
     assert "stored answers" in str(again["expected_from"])
+
+
+def shard_tokens(project: Project) -> list[tuple[int, bool]]:
+    return [(int(n), bool(exact)) for n, exact in
+            project.query("select input_tokens, input_tokens_exact from _llmt.shards order by shard_id")]
+
+
+def test_a_run_bounds_input_tokens_and_counts_exactly_only_for_a_budget(project: Project) -> None:
+    assert project.llmt("run", "-s", "stg_reviews").code == 0
+    plan = insights_plan(plan_json(project))
+    assert project.llmt("run", "--max-cost", "100").code == 0  # far under budget: nothing counted
+    [(bound, exact)] = shard_tokens(project)
+    assert not exact and bound > plan["input_tokens"]
+
+
+def test_a_budget_the_bound_exceeds_but_the_exact_count_meets_is_met(project: Project) -> None:
+    assert project.llmt("run", "-s", "stg_reviews").code == 0
+    plan = insights_plan(plan_json(project))
+    exact_max = plan["batch_usd_max"]
+    assert isinstance(exact_max, float)
+    result = project.llmt("run", "--no-wait", "--max-cost", f"{exact_max * 1.0001:.10f}")
+    assert result.code == 0, result.err
+    assert shard_tokens(project) == [(plan["input_tokens"], True)]
 
 
 def test_plan_needs_built_inputs(project: Project) -> None:
@@ -177,11 +211,13 @@ def test_open_batches_count_against_the_budget_of_later_models(
     assert project.llmt("run", "-s", "stg_reviews").code == 0
     plans = {m["model"]: m["batch_usd_max"] for m in plan_json(project)["models"]}  # type: ignore[union-attr]
     assert project.llmt("run", "-s", "insights", "--no-wait").code == 0
+    assert [exact for _, exact in shard_tokens(project)] == [False]  # no budget: bounded by bytes
     assert insights_plan(plan_json(project, "-s", "insights"))["open_usd_max"] == pytest.approx(plans["insights"])
     # enough for insights_b alone, not with insights' open batch on top
     result = project.llmt("run", "-s", "insights_b", "--no-wait", "--max-cost", f"{plans['insights_b'] * 1.5:.10f}")
     assert result.code == 1 and "already committed" in result.err
     assert len(emulator.seen.batches) == 1
+    assert [exact for _, exact in shard_tokens(project)] == [True]  # the bound broke the budget: counted
     result = project.llmt("run", "-s", "insights_b", "--no-wait", "--max-cost",
                           f"{(plans['insights'] + plans['insights_b']) * 1.01:.10f}")
     assert result.code == 0, result.err

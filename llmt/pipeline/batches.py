@@ -22,7 +22,7 @@ from llmt.cost import PriceTable
 from llmt.errors import ConfigError
 from llmt.pipeline.collect import Stored, collect_files
 from llmt.pipeline.crash import crash_point
-from llmt.pipeline.render import WrittenShard
+from llmt.pipeline.render import WrittenShard, count_exactly
 from llmt.providers.base import BatchInfo, BatchNotFound, BatchProvider, RealtimeProvider, Shard
 from llmt.schema import AnswerValidator
 from llmt.warehouse.duckdb import Warehouse
@@ -117,22 +117,46 @@ class ShardDriver:
         for path in work_dir.glob("*.jsonl"):
             if not path.name.endswith((".output.jsonl", ".errors.jsonl")) and path.stem not in known:
                 path.unlink()
+        for path in work_dir.glob("*.keys"):  # a recorded shard's keys are in the state tables already
+            path.unlink()
 
     def record(self, shards: list[WrittenShard], node: str, model: str, schema: dict[str, Any],
                max_output_tokens: int, provider: str | None = None) -> None:
-        """Record written shard files, their request keys and token counts (before anything is uploaded)."""
+        """Record written shard files, their request keys and input tokens (before anything is uploaded);
+        the keys files are removed once recorded."""
         with self.wh.transaction() as conn:
             for shard in shards:
                 conn.execute(
                     f"INSERT INTO {self.s}.shards (shard_id, run_id, node, model, provider, path, n_requests, "
-                    f"response_schema, status, created_at, updated_at, input_tokens, max_output_tokens) "
-                    f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'written', now(), now(), ?, ?)",
+                    f"response_schema, status, created_at, updated_at, input_tokens, input_tokens_exact, "
+                    f"max_output_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'written', now(), now(), ?, ?, ?)",
                     [shard.shard_id, self.run_id, node, model, provider or self.provider.name, str(shard.path),
-                     len(shard.keys),
-                     json.dumps(schema), shard.input_tokens, max_output_tokens],
+                     shard.n_requests, json.dumps(schema), shard.input_tokens, shard.exact, max_output_tokens],
                 )
-                conn.execute(f"INSERT INTO {self.s}.shard_requests SELECT ?, unnest(?::VARCHAR[])",
-                             [shard.shard_id, shard.keys])
+                conn.execute(
+                    f"INSERT INTO {self.s}.shard_requests SELECT ?, k FROM read_csv(?, header = false, "
+                    f"columns = {{'k': 'VARCHAR'}}, delim = ',', quote = '', escape = '')",
+                    [shard.shard_id, str(shard.keys_path)],
+                )
+        for shard in shards:
+            shard.keys_path.unlink()
+
+    def count_open_exactly(self) -> bool:
+        """Replace the upper bounds of open shards' input tokens by exact counts (from their files);
+        True when any changed."""
+        with self.wh.connect() as conn:
+            rows = conn.execute(
+                f"SELECT shard_id, path FROM {self.s}.shards WHERE status IN {OPEN} AND NOT input_tokens_exact "
+                f"ORDER BY shard_id").fetchall()
+        rows = [(shard_id, Path(path)) for shard_id, path in rows if Path(path).is_file()]
+        if not rows:
+            return False
+        counts = count_exactly([path for _, path in rows])
+        with self.wh.transaction() as conn:
+            for (shard_id, _), tokens in zip(rows, counts, strict=True):
+                conn.execute(f"UPDATE {self.s}.shards SET input_tokens = ?, input_tokens_exact = true "
+                             f"WHERE shard_id = ?", [tokens, shard_id])
+        return True
 
     def committed_usd(self, node: str | None = None) -> float:
         """Spend committed and not yet known: the upper bound of open batches (all models, or one)."""

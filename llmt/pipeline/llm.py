@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 
 from llmt.compile import quote
@@ -18,7 +17,14 @@ from llmt.pipeline.crash import crash_point
 from llmt.pipeline.escalate import eligible_sql
 from llmt.pipeline.output import build_output
 from llmt.pipeline.realtime import REALTIME, close_dead_shards, send_shard
-from llmt.pipeline.render import MAX_REQUESTS_PER_BATCH, iter_rows, render_lines, write_shards
+from llmt.pipeline.render import (
+    MAX_REQUESTS_PER_BATCH,
+    WrittenShard,
+    count_exactly,
+    iter_rows,
+    render_lines,
+    write_shards,
+)
 from llmt.pipeline.spec import LlmSpec, escalation_spec
 from llmt.pipeline.stage import input_counts, pending_sql, stage_inputs, stage_table
 from llmt.project import Node, Project
@@ -130,21 +136,23 @@ class NodeRun:
         """Rounds until nothing is pending: each round uses up an attempt of every request it sends
         (so the loop ends), except rounds whose batches failed because the enqueued-token limit was
         full: those wait and resubmit, a bounded number of times."""
-        total = self._pending_count(spec, source)
-        if total == 0:
+        total: int | None = self._pending_count(spec, source)
+        if not total:
             return
         mode = self._mode(spec, total)
         execution = spec.execution
         if (mode == "batch" and self.options.canary and execution.canary_above is not None
                 and total > execution.canary_above):
             self._canary(spec, source, own_budget)
+            total = None  # the canary sent some
         queue_waits = 0
         self.retrying = False
         while True:
             room = None if limit is None else limit - self.result.requests - self.result.retried
             full_before = self.driver.queue_full
-            if (room is not None and room <= 0) or not self._round(spec, source, mode, room, own_budget):
+            if (room is not None and room <= 0) or not self._round(spec, source, mode, room, own_budget, total):
                 return
+            total = None  # the round changed what is pending
             self.retrying = True
             if not self.options.wait or self.options.sample is not None or self._out_of_time():
                 return
@@ -172,36 +180,37 @@ class NodeRun:
     def _pending(self, spec: LlmSpec, source: str) -> str:
         return pending_sql(self.state, source, spec.columns, spec.max_attempts, self.since, self.options.reask)
 
-    def _round(self, spec: LlmSpec, source: str, mode: str, limit: int | None, own_budget: list[Budget]) -> int:
-        """Render, check the budget, record and send one round; returns how many requests it sent."""
+    def _round(self, spec: LlmSpec, source: str, mode: str, limit: int | None, own_budget: list[Budget],
+               pending_count: int | None = None) -> int:
+        """Render, check the budget, record and send one round; returns how many requests it sent.
+        ``pending_count``: what is pending, when just counted."""
         pending = self._pending(spec, source)
+        if pending_count is None:
+            pending_count = self._pending_count(spec, source)
+        total = min(pending_count, limit if limit is not None else 1 << 62)
+        if total == 0:
+            return 0
+        if limit is not None:  # --sample, the canary: the first by request key (a re-run continues with the rest)
+            pending = f"SELECT * FROM ({pending}) ORDER BY _llmt_request_key LIMIT {int(limit)}"
         with self.wh.connect() as conn:
-            total_row = conn.execute(f"SELECT count(*) FROM ({pending})").fetchone()
-            total = min(int(total_row[0]) if total_row else 0, limit if limit is not None else 1 << 62)
-            if total == 0:
-                return 0
             cursor = conn.execute(pending)
             with self.reporter.progress(f"{self.node.name}: rendering", total) as bar:
                 shards = write_shards(
-                    islice(render_lines(iter_rows(cursor), spec.columns, spec), limit), self.work_dir,
-                    _ids(f"{self.driver.run_id}r{self.rounds}", self.node.name),
+                    render_lines(iter_rows(cursor), spec.columns, spec, exact=False), self.work_dir,
+                    _ids(f"{self.driver.run_id}r{self.rounds}", self.node.name), exact=False,
                     max_requests=self.options.max_requests_per_batch, advance=bar.advance,
                 )
         batch = mode == "batch"
         max_out = int(spec.params["max_output_tokens"])
-        estimate = sum(self.driver.prices.cost(spec.model, prompt=sh.input_tokens, completion=len(sh.keys) * max_out,
-                                               batch=batch) for sh in shards)
         crash_point("after_write")
         try:
-            check_budget(self.node.name, estimate,
-                         self.driver.committed_usd() + run_spend(self.wh, self.driver.run_id), self.budgets.run)
-            check_budget(self.node.name, estimate, self.driver.committed_usd(self.node.name) + self.result.cost_usd,
-                         own_budget)
+            estimate = self._check_budgets(spec, shards, batch, own_budget)
         except BudgetExceeded:
             for sh in shards:
                 sh.path.unlink()
+                sh.keys_path.unlink()
             raise
-        sent = sum(len(sh.keys) for sh in shards)
+        sent = sum(sh.n_requests for sh in shards)
         if self.retrying:
             self.result.retried += sent
         else:
@@ -219,6 +228,32 @@ class NodeRun:
                                                       self.driver.limits, self.reporter, self.options.reask))
             _add_spend(self.result, self.wh, self.driver, self.node.name)
         return sent
+
+    def _check_budgets(self, spec: LlmSpec, shards: list[WrittenShard], batch: bool, own_budget: list[Budget]) -> float:
+        """The upper bound of what the shards may cost, checked against the budgets (with what is already
+        committed and spent). Input tokens are first bounded by bytes; only when that bound breaks a
+        budget are they counted exactly (and those of other open batches), and checked again."""
+        max_out = int(spec.params["max_output_tokens"])
+
+        def check() -> float:
+            estimate = sum(self.driver.prices.cost(spec.model, prompt=sh.input_tokens,
+                                                   completion=sh.n_requests * max_out, batch=batch) for sh in shards)
+            check_budget(self.node.name, estimate,
+                         self.driver.committed_usd() + run_spend(self.wh, self.driver.run_id), self.budgets.run)
+            check_budget(self.node.name, estimate, self.driver.committed_usd(self.node.name) + self.result.cost_usd,
+                         own_budget)
+            return estimate
+
+        try:
+            return check()
+        except BudgetExceeded:
+            inexact = [sh for sh in shards if not sh.exact]
+            recounted = self.driver.count_open_exactly()
+            if not inexact and not recounted:
+                raise
+        for sh, tokens in zip(inexact, count_exactly([sh.path for sh in inexact]), strict=True):
+            sh.input_tokens, sh.exact = tokens, True
+        return check()
 
     def _drive(self, rows: list[ShardRow]) -> None:
         remaining = None if self.deadline is None else max(self.deadline - time.monotonic(), 0.0)

@@ -4,12 +4,13 @@ sends nothing and writes nothing."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import duckdb
 
 from llmt.compile import quote
 from llmt.cost import PriceTable
-from llmt.pipeline.render import iter_rows, render_lines
+from llmt.pipeline.render import count_exactly, iter_rows, render_lines
 from llmt.pipeline.spec import LlmSpec
 from llmt.pipeline.stage import OPEN_STATUSES, input_counts, keyed_select, pending_sql
 from llmt.project import Node, Project
@@ -68,11 +69,15 @@ def plan_node(
     else:
         per_request, source = max_out * EXPECTED_SHARE_DEFAULT, "no answers yet: half of max_output_tokens"
     expected_out = round(per_request * requests)
-    open_row = conn.execute(
-        f"SELECT count(*), coalesce(sum(input_tokens), 0), coalesce(sum(n_requests * max_output_tokens), 0) "
+    open_rows = conn.execute(
+        f"SELECT input_tokens, input_tokens_exact, path, n_requests * max_output_tokens "
         f"FROM {quote(state)}.shards WHERE node = ? AND status IN {OPEN_STATUSES}", [node.name],
-    ).fetchone()
-    open_n, open_in, open_out = (int(v) for v in open_row) if open_row else (0, 0, 0)
+    ).fetchall()
+    bounded = [Path(path) for _, exact, path, _ in open_rows if not exact and Path(path).is_file()]
+    open_n = len(open_rows)
+    open_in = sum(int(tokens or 0) for tokens, exact, path, _ in open_rows if exact or Path(path) not in bounded)
+    open_in += sum(count_exactly(bounded))  # run counts by an upper bound; the plan counts exactly
+    open_out = sum(int(out or 0) for *_, out in open_rows)
 
     def cost(out: int, batch: bool) -> float:
         return prices.cost(spec.model, prompt=tokens, completion=out, batch=batch)

@@ -161,7 +161,7 @@ def pending_sql(
     state: str, source: str, columns: list[str], max_attempts: int, since_run: str | None, reask: bool = False
 ) -> str:
     """One row per request key that has no answer, is not in flight and has attempts left. With
-    ``reask``, an answer counts only when this run (``since_run``) gave it.
+    ``reask``, an answer counts only when this run (``since_run``) gave it. Rows come in no set order.
 
     The keys without an answer are found first (an anti-join on the key alone); attempts are summed up
     and the input's other columns read for those keys only, so that a run with nothing to send costs one
@@ -169,6 +169,13 @@ def pending_sql(
     s = quote(state)
     cols = ", ".join(f"i.{quote(c)}" for c in columns)
     cols = f", {cols}" if cols else ""
+    if _staged_node(state, source) is not None:  # a table: one row per key by rowid (sorting the texts is slow)
+        pick = (f"SELECT i._llmt_request_key{cols} FROM {source} i SEMI JOIN (SELECT min(s.rowid) AS r FROM {source} s "
+                f"SEMI JOIN keys k ON k._llmt_request_key = s._llmt_request_key GROUP BY s._llmt_request_key) p "
+                f"ON p.r = i.rowid")
+    else:
+        pick = (f"SELECT DISTINCT ON (i._llmt_request_key) i._llmt_request_key{cols} FROM {source} i "
+                f"SEMI JOIN keys k ON k._llmt_request_key = i._llmt_request_key ORDER BY i._llmt_request_key")
     answered = f"SELECT 1 FROM {s}.answers a WHERE a.request_key = i._llmt_request_key"
     if reask:
         answered += f" AND a.shard_id IN (SELECT shard_id FROM {s}.shards WHERE run_id = '{since_run}')"
@@ -184,9 +191,7 @@ def pending_sql(
             WHERE t._llmt_request_key NOT IN (SELECT request_key FROM inflight)
               AND coalesce(att.failures, 0) < {int(max_attempts)}
               AND NOT coalesce(att.terminal, false))
-        SELECT DISTINCT ON (i._llmt_request_key) i._llmt_request_key AS _llmt_request_key{cols}
-        FROM {source} i SEMI JOIN keys k ON k._llmt_request_key = i._llmt_request_key
-        ORDER BY i._llmt_request_key
+        {pick}
     """
 
 

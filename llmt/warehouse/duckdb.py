@@ -13,7 +13,7 @@ import duckdb
 
 from llmt.compile import quote, sql_string
 from llmt.errors import ConfigError, NodeError
-from llmt.warehouse.state import MIGRATIONS, migrate
+from llmt.warehouse.state import LATEST, MIGRATIONS, migrate
 
 
 class Warehouse:
@@ -99,6 +99,13 @@ def read_only(path: str, state_schema: str) -> Iterator[duckdb.DuckDBPyConnectio
             conn.execute(f"ATTACH ':memory:' AS {quote(state_schema)}")
             for _, sql in MIGRATIONS:
                 conn.execute(sql.format(s=f"{quote(state_schema)}.main"))
+        else:
+            row = conn.execute(f"SELECT max(version) FROM {quote(state_schema)}.schema_version").fetchone()
+            if row is None or (row[0] or 0) < LATEST:
+                raise ConfigError(
+                    f"the llmt state in {path} is at version {row[0] if row else 0}; this llmt reads version {LATEST}",
+                    hint="Run `llmt status` once: it brings the state up to date (changing nothing else).",
+                )
         yield conn
     finally:
         conn.close()

@@ -10,8 +10,9 @@
   (template hash): the labelled file, metric values, and each example's answer and labels.
 
 Costs (the ledger): every attempt carries its usage and what it cost (`cost_usd`, at batch or live
-price); shards carry the exact input tokens and max output tokens of what they submitted, so that
-open batches count against budgets.
+price); shards carry the input tokens (exact, or an upper bound until a budget needs them exact:
+`input_tokens_exact`) and max output tokens of what they submitted, so that open batches count
+against budgets.
 """
 
 from __future__ import annotations
@@ -63,6 +64,12 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE TABLE {s}.eval_answers (
             run_id VARCHAR, node VARCHAR, template_hash VARCHAR, eval_row BIGINT, request_key VARCHAR,
             status VARCHAR, answer VARCHAR, expected VARCHAR);
+        """,
+    ),
+    (
+        4,
+        """
+        ALTER TABLE {s}.shards ADD COLUMN input_tokens_exact BOOLEAN DEFAULT true;
         """,
     ),
 ]

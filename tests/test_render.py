@@ -1,0 +1,49 @@
+"""Batch input files: each line is the request's compact JSON; token figures are exact counts, or
+(for `llmt run`) upper bounds; rendering in worker processes gives the same files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from llmt.pipeline.render import count_exactly, render_lines, write_shards
+from llmt.pipeline.spec import ENDPOINT, build_spec
+from llmt.project.loader import load_project
+from llmt.tokens import count_request
+from tests.conftest import Project
+
+TEXTS = ["Great phone, battery lasts \"forever\".", "日本語のレビュー：音がとても良い",
+         "Ünïcödé\nnew line\ttab \\ 👍🏽", "", "x" * 2000]
+
+
+def _rows(n: int) -> list[tuple[str, str, str]]:
+    return [(f"k{i:04d}", f"P{i % 3}", TEXTS[i % len(TEXTS)] + f" #{i}") for i in range(n)]
+
+
+def test_lines_are_the_requests_json_and_bounds_are_at_least_the_counts(project: Project, tmp_path: Path) -> None:
+    loaded = load_project(project.root)
+    spec = build_spec(loaded, loaded.nodes["insights"])
+    assert spec.columns == ["product", "review_text"]
+    rows = _rows(60)
+    exact = list(render_lines(rows, spec.columns, spec, workers=1))
+    parallel = list(render_lines(rows, spec.columns, spec, workers=2))
+    bounded = list(render_lines(rows, spec.columns, spec, exact=False))
+    assert parallel == exact
+    assert [(k, line) for k, line, _ in bounded] == [(k, line) for k, line, _ in exact]
+    for (key, line, count), (_, _, bound) in zip(exact, bounded, strict=True):
+        request = json.loads(line)
+        assert line == (json.dumps(request, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        assert (request["custom_id"], request["method"], request["url"]) == (key, "POST", ENDPOINT)
+        assert {k: v for k, v in request["body"].items() if k != "messages"} == spec.body_base()
+        assert request["body"]["messages"][-1]["role"] == "user"
+        assert count == count_request(request["body"]) <= bound
+
+    shards = write_shards(iter(bounded), tmp_path, iter(["a", "b", "c", "d"]), exact=False, max_requests=25)
+    assert [(s.shard_id, s.n_requests, s.exact) for s in shards] == [("a", 25, False), ("b", 25, False),
+                                                                    ("c", 10, False)]
+    assert b"".join(s.path.read_bytes() for s in shards) == b"".join(line for _, line, _ in exact)
+    assert [s.keys_path.read_text().split() for s in shards] == [[r[0] for r in rows[i:i + 25]] for i in (0, 25, 50)]
+    assert sum(s.input_tokens for s in shards) == sum(b for _, _, b in bounded)
+    per_shard = [sum(c for _, _, c in exact[i:i + 25]) for i in (0, 25, 50)]
+    assert count_exactly([s.path for s in shards]) == per_shard
+    assert count_exactly([s.path for s in shards], workers=2) == per_shard
