@@ -3,10 +3,12 @@
     python benchmarks/prepare.py --rows 1000000
 
 Every row is new: the LLM model's inputs are staged with their request keys (SQL), the rows
-without an answer are found (SQL anti-join), rendered, counted (exact tokens) and written to
-JSONL shards, which are recorded in the state tables and handed to a provider that accepts them
-and never answers (`--no-wait`), so nothing but llmt's own work is timed. The output table is
-then rebuilt with every row pending; that is reported apart (`output_s`).
+without an answer are found (SQL anti-join), rendered with an upper bound of their input tokens
+(as `llmt run` does without a budget to check) and written to JSONL shards, which are recorded in
+the state tables and handed to a provider that accepts them and never answers (`--no-wait`), so
+nothing but llmt's own work is timed. The output table is then rebuilt with every row pending;
+that is reported apart (`output_s`). `render_rows_per_s` is the render phase alone (fetching the
+pending rows, rendering and writing them: one Python process, one core).
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ def main() -> None:
     prepare_s = t[0] - phases.seconds.get("output", 0.0)
     shards = len(list((root / "target" / "batches" / "review_insights").glob("*.jsonl")))
     result("prepare", rows=args.rows, requests=res.requests, shards=shards, seconds=prepare_s,
-           rows_per_s=round(args.rows / prepare_s), output_s=phases.seconds.get("output", 0.0),
+           rows_per_s=round(args.rows / prepare_s), render_rows_per_s=round(res.requests / phases.seconds["render"]),
+           output_s=phases.seconds.get("output", 0.0),
            phases=phases.text(), peak_rss_mb=round(peak_rss_mb()))
 
 

@@ -60,8 +60,10 @@ def table(results: Results, sizes: list[int], e2e_rows: int, dbt_rows: int) -> l
     def row(name: str, target: str, cells: list[str]) -> None:
         lines.append(f"| {name} | {target} | " + " | ".join(cells) + " |")
 
-    row("1. prepare (diff, keys, render, count, write, record), rows/s", ">= 50,000",
+    row("1. prepare (diff, keys, render, write, record), rows/s", ">= 50,000",
         [f(results, f"prepare@{n}", "rows_per_s") for n in sizes])
+    row("1. of which render + write shards (one core), requests/s", "-",
+        [f(results, f"prepare@{n}", "render_rows_per_s") for n in sizes])
     row("2. collect (parse, validate, store, rebuild output), answers/s", ">= 100,000",
         [f(results, f"collect@{n}", "answers_per_s") for n in sizes])
     row("3. no-op `llmt run`, s (process start to exit)", "< 2 s at 1M",

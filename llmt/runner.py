@@ -125,7 +125,7 @@ def budgets(project: Project, node: str, options: LlmOptions) -> Budgets:
 
 def open_warehouse(project: Project) -> Warehouse:
     wh = project.target.warehouse
-    return Warehouse(wh.path, project.dir, wh.schema_, wh.state_schema)
+    return Warehouse(wh.path, project.dir, wh.schema_, wh.state_schema, wh.settings)
 
 
 def llm_specs(project: Project, names: list[str]) -> dict[str, LlmSpec]:

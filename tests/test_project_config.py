@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from llmt.pipeline.spec import build_spec
@@ -226,3 +227,24 @@ def test_secrets_are_never_written(project: Project, monkeypatch: pytest.MonkeyP
         if path.is_file():
             assert b"sk-very-secret-value" not in path.read_bytes(), path
     assert b"sk-very-secret-value" not in (project.root / "demo.duckdb").read_bytes()
+
+
+def test_warehouse_settings_reach_duckdb_and_bad_ones_are_named(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmt.runner import open_warehouse
+
+    monkeypatch.setenv("LLMT_DUCKDB_MEMORY_LIMIT", "900MB")  # the project's setting wins over the variable
+    yml = (project.root / "project.yml").read_text()
+    project.write("project.yml", yml.replace("path: demo.duckdb}",
+                                             "path: demo.duckdb, settings: {memory_limit: 300MB, threads: 1}}"))
+    wh = open_warehouse(load_project(project.root))
+    query = "SELECT current_setting('memory_limit'), current_setting('threads')"
+    expected = duckdb.connect(config={"memory_limit": "300MB", "threads": 1}).execute(query).fetchone()
+    with wh.connect() as conn:
+        assert conn.execute(query).fetchone() == expected
+    wh.close()
+    assert project.llmt("run").code == 0
+    project.write("project.yml", yml.replace("path: demo.duckdb}", "path: demo.duckdb, settings: {memry: 1}}"))
+    result = project.llmt("run")
+    assert result.code == 2 and "DuckDB refused the warehouse settings" in result.err and "memry" in result.err

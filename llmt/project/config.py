@@ -18,6 +18,7 @@ class WarehouseConfig(Strict):
     path: str = ":memory:"
     schema_: str = Field("main", alias="schema")
     state_schema: str = "_llmt"
+    settings: dict[str, str | int | float | bool] = Field(default_factory=dict)  # DuckDB's, e.g. memory_limit
 
 
 class ProviderConfig(BaseModel):

@@ -21,8 +21,10 @@ class Warehouse:
     anything slow that does not need the database (waiting on a provider), so that readers and other
     writers are not locked out for hours. An in-memory database keeps its connection (it would be lost)."""
 
-    def __init__(self, path: str, project_dir: Path, schema: str = "main", state_schema: str = "_llmt") -> None:
+    def __init__(self, path: str, project_dir: Path, schema: str = "main", state_schema: str = "_llmt",
+                 settings: dict[str, str | int | float | bool] | None = None) -> None:
         self.memory = path == ":memory:"
+        self.settings = settings or {}
         self.path = path if self.memory else str((project_dir / path).resolve())
         self.schema = schema
         self.state_schema = state_schema
@@ -33,11 +35,17 @@ class Warehouse:
         if self._conn is not None:
             return self._conn
         try:
-            self._conn = duckdb.connect(self.path, config=duckdb_config())
+            self._conn = duckdb.connect(self.path, config=duckdb_config(self.settings))
         except duckdb.IOException as exc:
             raise ConfigError(
                 f"cannot open the DuckDB database {self.path}: {exc}",
                 hint="Close other programs holding it for writing, or check the path in the target.",
+            ) from None
+        except duckdb.Error as exc:  # a setting DuckDB does not know, or a value it refuses
+            raise ConfigError(
+                f"DuckDB refused the warehouse settings {self.settings}: {str(exc).splitlines()[0]}",
+                where="project.yml (warehouse: settings:)",
+                hint="Use DuckDB's setting names and values (https://duckdb.org/docs/configuration/overview).",
             ) from None
         return self._conn
 
@@ -75,12 +83,18 @@ class Warehouse:
             self._conn = None
 
 
-def duckdb_config() -> dict[str, str | bool | int | float | list[str]]:
-    """Settings of llmt's DuckDB connections. LLMT_DUCKDB_MEMORY_LIMIT (e.g. `512MB`) caps DuckDB's memory
-    (its default is 80% of RAM, most of it kept as cache): large sorts and joins then spill to disk, and,
-    as DuckDB advises for tight limits, results without ORDER BY may come in any order."""
+def duckdb_config(settings: dict[str, str | int | float | bool] | None = None) -> dict[str, Any]:
+    """Settings of llmt's DuckDB connections: the target's `settings:`, and LLMT_DUCKDB_MEMORY_LIMIT (e.g.
+    `512MB`) when they set no memory_limit. A memory limit caps DuckDB (its default is 80% of RAM, most of
+    it kept as cache): large sorts and joins then spill to disk, and, as DuckDB advises for tight limits,
+    results without ORDER BY may come in any order (unless the settings say otherwise)."""
+    config: dict[str, Any] = dict(settings or {})
     limit = os.environ.get("LLMT_DUCKDB_MEMORY_LIMIT", "").strip()
-    return {"memory_limit": limit, "preserve_insertion_order": "false"} if limit else {}
+    if limit and "memory_limit" not in config:
+        config["memory_limit"] = limit
+    if "memory_limit" in config:
+        config.setdefault("preserve_insertion_order", False)
+    return config
 
 
 @contextmanager
