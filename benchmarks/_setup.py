@@ -151,8 +151,11 @@ def collect(project: Project, remote: Path, phases: Phases | None = None) -> tup
                                   work_dir=llm.batch_dir(project, node.name))
             with stopwatch() as t_out:
                 llm.rebuild_output(project, node, spec, wh)
+            with stopwatch() as t_close:
+                wh.close()  # what DuckDB has not yet checkpointed is written now: a real run pays it too
         if phases is not None:
             phases.seconds["output"] = t_out[0]
+            phases.seconds["close"] = t_close[0]
     finally:
         wh.close()
     return counts, t[0]

@@ -85,10 +85,13 @@ class Warehouse:
 
 def duckdb_config(settings: dict[str, str | int | float | bool] | None = None) -> dict[str, Any]:
     """Settings of llmt's DuckDB connections: the target's `settings:`, and LLMT_DUCKDB_MEMORY_LIMIT (e.g.
-    `512MB`) when they set no memory_limit. A memory limit caps DuckDB (its default is 80% of RAM, most of
+    `512MB`) when they set no memory_limit. DuckDB checkpoints (rewrites changed tables into the file)
+    when its write-ahead log passes `checkpoint_threshold`, 16 MB by default, i.e. after nearly every
+    large write; llmt raises it to 1 GB so that a run checkpoints a few times (and at close) instead of
+    once per shard collected. A memory limit caps DuckDB (its default is 80% of RAM, most of
     it kept as cache): large sorts and joins then spill to disk, and, as DuckDB advises for tight limits,
     results without ORDER BY may come in any order (unless the settings say otherwise)."""
-    config: dict[str, Any] = dict(settings or {})
+    config: dict[str, Any] = {"checkpoint_threshold": "1GB", **(settings or {})}
     limit = os.environ.get("LLMT_DUCKDB_MEMORY_LIMIT", "").strip()
     if limit and "memory_limit" not in config:
         config["memory_limit"] = limit
