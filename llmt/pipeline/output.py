@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+import re
 from typing import Any
 
 import duckdb
@@ -21,6 +21,12 @@ OUTPUT_VERSION = 1  # bump when what build_output writes changes: every output t
 IN_PLACE_MIN_ROWS = 10_000  # smaller output tables are always rebuilt whole (sorted by the unique key)
 IN_PLACE_MAX_SHARE = 0.1  # when more than this share of the rows changed, the table is rebuilt whole
 META_COLUMNS = ("_llmt_status", "_llmt_request_key", "_llmt_answer_key", "_llmt_model", "_llmt_answered_at")
+# VARCHAR columns whose values average at least this many bytes are stored with ZSTD: DuckDB's default
+# for them (DICT_FSST, chosen after trying every method) costs ~15 ns a byte to write (7 s for 1M reviews
+# of 470 bytes), ZSTD a fifth of that, and it is smaller and as quick to read
+LONG_TEXT_BYTES = 64
+LONG_TEXT_SAMPLE = 2048  # the first staged rows: their output's text lengths decide
+EXTRA = "_llmt_extra"  # temp table: the rows without an answer to their current request that are not plainly pending
 
 
 def build_output(
@@ -35,114 +41,174 @@ def build_output(
     """Replace the output and errors tables (caller holds the transaction). Returns status counts.
     With a cascade (``escalated``), a row's escalated answer wins over the primary model's."""
     name = spec.node
-    out, new = f"{quote(schema)}.{quote(name)}", f"{quote(schema)}.{quote(name + '__llmt_new')}"
-    s = quote(state)
-    uk = spec.unique_key
+    out = f"{quote(schema)}.{quote(name)}"
     prev_kind = relation_kind(conn, schema, name)
     staged = stage_fingerprint(conn, state, name)
     built = _output_fingerprint(conn, state, schema, spec, columns, since_run, escalated, staged)
     if (prev_kind == "table" and staged is not None and staged.get("output") == built
+            and isinstance(staged.get("counts_out"), dict)
             and relation_kind(conn, schema, name + "__errors") == "table"):
-        return _status_counts(conn, out)  # built from the same inputs, answers and attempts: nothing to do
-    needed = ["_llmt_answer_key", *uk]  # the previous table can show stale answers only if it has these
+        return {k: int(v) for k, v in staged["counts_out"].items()}  # built from the same inputs: nothing to do
+    needed = ["_llmt_answer_key", *spec.unique_key]  # the previous table can show stale answers only with these
     has_prev = prev_kind == "table" and conn.execute(
         "SELECT count(*) FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
         "AND column_name IN (SELECT unnest(?::VARCHAR[]))", [schema, name, needed],
     ).fetchone() == (len(needed),)
-    # rows without an answer to their current request: only they need their attempts, or an older answer
-    missing = (f"missing AS MATERIALIZED (SELECT {', '.join(f'i.{quote(k)}' for k in uk)}, "
-               f"i._llmt_request_key FROM {stage_table(state, name)} i WHERE NOT EXISTS "
-               f"(SELECT 1 FROM {s}.answers a WHERE a.request_key = i._llmt_request_key))")
-    att = f"att AS ({attempts_summary_sql(state, since_run, 'missing')})"
-    prev = (f", prev AS MATERIALIZED (SELECT {', '.join(f'm.{quote(k)}' for k in uk)}, a2.request_key, a2.answer, "
-            f"a2.model, a2.answered_at FROM missing m JOIN {out} p ON "
-            + " AND ".join(f"p.{quote(k)} = m.{quote(k)}" for k in uk)
-            + f" JOIN {s}.answers a2 ON a2.request_key = p._llmt_answer_key)" if has_prev else "")
-    prev_join = (
-        f"LEFT JOIN prev a2 ON {' AND '.join(f'a2.{quote(k)} = i.{quote(k)}' for k in uk)} AND a.request_key IS NULL"
-        if has_prev else _no_answers("a2")
-    )
-    esc_join = (f"LEFT JOIN {s}.answers e ON e.request_key = {escalated.request_key_sql('i')}"
-                if escalated is not None else _no_answers("e"))
-    structure = sql_string(json.dumps(json_structure(spec.strict_schema)))
-    select_cols = ", ".join(f"j.{quote(c)}" for c in columns)
-    fields = ", ".join(f"j._llmt_answer.{quote(f)} AS {quote(f)}" for f, _ in spec.output_columns)
-    order = ", ".join(f"j.{quote(k)}" for k in uk)
-    status = (f"CASE WHEN e.request_key IS NOT NULL OR a.request_key IS NOT NULL THEN 'ok' "
-              f"WHEN a2.request_key IS NOT NULL THEN 'stale' "
-              f"WHEN att.terminal OR att.failures >= {spec.max_attempts} THEN 'failed' ELSE 'pending' END")
-    joins = f"""FROM {stage_table(state, name)} i
-            LEFT JOIN {s}.answers a ON a.request_key = i._llmt_request_key
-            {esc_join}
-            {prev_join}
-            LEFT JOIN att ON att.request_key = i._llmt_request_key"""
-
-    def rows_sql(where: str = "") -> str:
-        return f"""
-        WITH {missing}, {att}{prev}
-        SELECT {select_cols}, {fields},
-               j._llmt_status, j._llmt_request_key, j._llmt_answer_key, j._llmt_model, j._llmt_answered_at
-        FROM (
-            SELECT i.*, json_transform(coalesce(e.answer, a.answer, a2.answer), {structure}) AS _llmt_answer,
-                   {status} AS _llmt_status,
-                   coalesce(e.request_key, a.request_key, a2.request_key) AS _llmt_answer_key,
-                   coalesce(e.model, a.model, a2.model) AS _llmt_model,
-                   coalesce(e.answered_at, a.answered_at, a2.answered_at) AS _llmt_answered_at
-            {joins}
-            {where}
-        ) j"""
-
+    row = conn.execute(f"SELECT count(*) FROM {quote(state)}.attempts WHERE node = ?", [name]).fetchone()
+    attempts = int(row[0]) if row else 0
+    extra = _extra_sql(state, out if has_prev else None, spec, since_run)
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE {EXTRA} AS {extra}")
+    rows = _Rows(state, spec, columns, escalated, extra=_has_rows(conn, EXTRA))
     shape = _shape(schema, spec, columns, since_run, escalated)
+    # answers and failures collected since the table was built change about as many rows: when that is
+    # a large share, the table is rebuilt without comparing it row by row first
+    seen = staged.get("attempts") if staged is not None else None
+    new_attempts = attempts - seen if isinstance(seen, int) else None
     updated = has_prev and staged is not None and staged.get("shape") == shape and _update_in_place(
-        conn, out, uk, columns, f"WITH {missing}, {att}{prev} SELECT {', '.join(f'i.{quote(k)}' for k in uk)}, "
-        f"i._llmt_row_hash, i._llmt_request_key, {status} AS _llmt_status, "
-        f"coalesce(e.request_key, a.request_key, a2.request_key) AS _llmt_answer_key, "
-        f"coalesce(e.model, a.model, a2.model) AS _llmt_model, "
-        f"coalesce(e.answered_at, a.answered_at, a2.answered_at) AS _llmt_answered_at {joins}", rows_sql)
+        conn, out, spec.unique_key, columns, rows, new_attempts)
     if not updated:
-        conn.execute(f"DROP TABLE IF EXISTS {new}")
-        conn.execute(f"CREATE TABLE {new} AS {rows_sql()} ORDER BY {order}")
-        if prev_kind == "view":
-            conn.execute(f"DROP VIEW {out}")
-        elif prev_kind == "table":
-            conn.execute(f"DROP TABLE {out}")
-        conn.execute(f"ALTER TABLE {new} RENAME TO {quote(name)}")
-    errors = f"{quote(schema)}.{quote(name + '__errors')}"
-    key_cols = ", ".join(f"i.{quote(k)}" for k in uk)
-    conn.execute(f"""
-        CREATE OR REPLACE TABLE {errors} AS
-        WITH {missing}, {att}
-        SELECT {key_cols}, i._llmt_request_key AS request_key, att.outcome AS reason, att.status_code,
-               att.error_code, att.detail, att.attempts, att.last_attempt_at
-        FROM {stage_table(state, name)} i
-        JOIN att ON att.request_key = i._llmt_request_key
-        LEFT JOIN {s}.answers a ON a.request_key = i._llmt_request_key
-        {esc_join}
-        WHERE a.request_key IS NULL AND e.request_key IS NULL AND (att.terminal OR att.failures >= {spec.max_attempts})
-        ORDER BY {', '.join(quote(k) for k in uk)}""")
+        _rebuild(conn, schema, name, prev_kind, rows)
+    _build_errors(conn, schema, spec, out, escalated is not None)
+    conn.execute(f"DROP TABLE {EXTRA}")  # (on an error the caller's rollback drops it)
+    counts = _status_counts(conn, out)
     if staged is not None:
-        set_stage_fingerprint(conn, state, name, {**staged, "output": built, "shape": shape})
-    return _status_counts(conn, out)
+        set_stage_fingerprint(conn, state, name, {**staged, "output": built, "shape": shape, "attempts": attempts,
+                                                  "counts_out": counts})
+    return counts
+
+
+class _Rows:
+    """The output rows as SQL: every staged row with its answer (the escalated one, else the primary one,
+    else, for a row whose request changed, the previous one) and its status."""
+
+    def __init__(self, state: str, spec: LlmSpec, columns: list[str], escalated: LlmSpec | None,
+                 extra: bool) -> None:
+        s = quote(state)
+        self.uk, self.columns, self.fields = spec.unique_key, columns, [f for f, _ in spec.output_columns]
+        esc = (f"LEFT JOIN {s}.answers e ON e.request_key = {escalated.request_key_sql('i')}"
+               if escalated is not None else "")
+        x = (f"LEFT JOIN {EXTRA} x ON " + " AND ".join(f"x.{quote(k)} = i.{quote(k)}" for k in self.uk)
+             if extra else "")
+        self.joins = (f"FROM {stage_table(state, spec.node)} i "
+                      f"LEFT JOIN {s}.answers a ON a.request_key = i._llmt_request_key {esc} {x}")
+        answers = ["e", "a"] if escalated is not None else ["a"]
+        answered = " OR ".join(f"{t}.request_key IS NOT NULL" for t in answers)
+        status = f"CASE WHEN {answered} THEN 'ok' ELSE {'coalesce(x.status, ' if extra else '('}'pending') END"
+
+        def pick(col: str, in_extra: str) -> str:
+            picked = [f"{t}.{col}" for t in answers] + ([f"x.{in_extra}"] if extra else [])
+            return picked[0] if len(picked) == 1 else f"coalesce({', '.join(picked)})"
+
+        self.meta = (f"{status} AS _llmt_status, {pick('request_key', 'answer_key')} AS _llmt_answer_key, "
+                     f"{pick('model', 'model')} AS _llmt_model, "
+                     f"{pick('answered_at', 'answered_at')} AS _llmt_answered_at")
+        structure = sql_string(json.dumps(json_structure(spec.strict_schema)))
+        self.answer = f"json_transform({pick('answer', 'answer')}, {structure})"
+
+    def sql(self, where: str = "") -> str:
+        """Every output column, for the staged rows ``where`` selects."""
+        cols = [*(f"j.{quote(c)}" for c in self.columns),
+                *(f"j._llmt_answer.{quote(f)} AS {quote(f)}" for f in self.fields),
+                *(f"j.{m}" for m in META_COLUMNS)]
+        return (f"SELECT {', '.join(cols)} FROM (SELECT i.*, {self.answer} AS _llmt_answer, {self.meta} "
+                f"{self.joins} {where}) j")
+
+    def now(self) -> str:
+        """Each row's unique key, input hash, request, status and answer (without reading answer texts)."""
+        keys = ", ".join(f"i.{quote(k)}" for k in self.uk)
+        return f"SELECT {keys}, i._llmt_row_hash, i._llmt_request_key, {self.meta} {self.joins}"
+
+    def order(self) -> str:
+        return ", ".join(quote(k) for k in self.uk)
+
+
+def _extra_sql(state: str, prev: str | None, spec: LlmSpec, since_run: str | None) -> str:
+    """The rows without an answer to their current request that have attempts or a previous answer (most
+    rows are answered, or plainly pending): their status, previous answer and last failure."""
+    s, uk = quote(state), spec.unique_key
+    keys = ", ".join(f"m.{quote(k)}" for k in uk)
+    gave_up = f"(att.terminal OR att.failures >= {int(spec.max_attempts)})"
+    prev_cte = (f", prev AS (SELECT {keys}, a2.request_key, a2.answer, a2.model, a2.answered_at FROM missing m "
+                f"JOIN {prev} p ON " + " AND ".join(f"p.{quote(k)} = m.{quote(k)}" for k in uk)
+                + f" JOIN {s}.answers a2 ON a2.request_key = p._llmt_answer_key)" if prev else "")
+    prev_join = ("LEFT JOIN prev p ON " + " AND ".join(f"p.{quote(k)} = m.{quote(k)}" for k in uk) if prev else
+                 "LEFT JOIN (SELECT NULL::VARCHAR AS request_key, NULL::VARCHAR AS answer, NULL::VARCHAR AS model, "
+                 "NULL::TIMESTAMP AS answered_at) p ON false")
+    return f"""
+        WITH missing AS MATERIALIZED (SELECT {', '.join(f'i.{quote(k)}' for k in uk)}, i._llmt_request_key
+            FROM {stage_table(state, spec.node)} i
+            WHERE NOT EXISTS (SELECT 1 FROM {s}.answers a WHERE a.request_key = i._llmt_request_key)),
+        att AS ({attempts_summary_sql(state, since_run, 'missing')}){prev_cte}
+        SELECT {keys}, m._llmt_request_key,
+               CASE WHEN p.request_key IS NOT NULL THEN 'stale' WHEN {gave_up} THEN 'failed' ELSE 'pending' END
+                   AS status,
+               coalesce({gave_up}, false) AS gave_up, p.request_key AS answer_key, p.answer, p.model, p.answered_at,
+               att.outcome AS reason, att.status_code, att.error_code, att.detail, att.attempts, att.last_attempt_at
+        FROM missing m LEFT JOIN att ON att.request_key = m._llmt_request_key {prev_join}
+        WHERE att.request_key IS NOT NULL OR p.request_key IS NOT NULL"""
+
+
+def _rebuild(conn: duckdb.DuckDBPyConnection, schema: str, name: str, prev_kind: str | None, rows: _Rows) -> None:
+    """Replace the output table with all its rows, sorted by the unique key; long texts stored with ZSTD."""
+    out, new = f"{quote(schema)}.{quote(name)}", f"{quote(schema)}.{quote(name + '__llmt_new')}"
+    described = [(str(r[0]), str(r[1])) for r in conn.execute(f"DESCRIBE {rows.sql()}").fetchall()]
+    long = _long_texts(conn, schema, rows, [c for c, t in described if t == "VARCHAR"])
+    conn.execute(f"DROP TABLE IF EXISTS {new}")
+    conn.execute(f"CREATE TABLE {new} (" + ", ".join(
+        f"{quote(c)} {t}" + (" USING COMPRESSION zstd" if c in long else "") for c, t in described) + ")")
+    conn.execute(f"INSERT INTO {new} {rows.sql()} ORDER BY {rows.order()}")
+    if prev_kind == "view":
+        conn.execute(f"DROP VIEW {out}")
+    elif prev_kind == "table":
+        conn.execute(f"DROP TABLE {out}")
+    conn.execute(f"ALTER TABLE {new} RENAME TO {quote(name)}")
+
+
+def _long_texts(conn: duckdb.DuckDBPyConnection, schema: str, rows: _Rows, texts: list[str]) -> set[str]:
+    """The VARCHAR columns (of ``texts``) to store with ZSTD: those whose values average LONG_TEXT_BYTES or
+    more in the first rows staged, when the database's storage version has ZSTD (1.2 and later)."""
+    row = conn.execute("SELECT tags['storage_version'] FROM duckdb_databases() WHERE database_name = "
+                       "current_database()").fetchone()
+    version = re.match(r"v(\d+)\.(\d+)", str(row[0]) if row else "")
+    if not texts or version is None or (int(version[1]), int(version[2])) < (1, 2):
+        return set()
+    sample = f"WHERE i.rowid < {LONG_TEXT_SAMPLE}"
+    lengths = conn.execute(f"SELECT {', '.join(f'avg(strlen({quote(c)}))' for c in texts)} "
+                           f"FROM ({rows.sql(sample)})").fetchone()
+    return {c for c, n in zip(texts, lengths or (), strict=True) if n is not None and n >= LONG_TEXT_BYTES}
+
+
+def _build_errors(conn: duckdb.DuckDBPyConnection, schema: str, spec: LlmSpec, out: str, escalated: bool) -> None:
+    """The rows without an answer whose last attempt was final or that used up their attempts."""
+    keys = ", ".join(quote(k) for k in spec.unique_key)
+    unanswered = f" AND ({keys}) IN (SELECT ({keys}) FROM {out} WHERE _llmt_status <> 'ok')" if escalated else ""
+    conn.execute(f"""
+        CREATE OR REPLACE TABLE {quote(schema)}.{quote(spec.node + '__errors')} AS
+        SELECT {keys}, _llmt_request_key AS request_key, reason, status_code, error_code, detail, attempts,
+               last_attempt_at
+        FROM {EXTRA} WHERE gave_up{unanswered}
+        ORDER BY {keys}""")
 
 
 def _update_in_place(
-    conn: duckdb.DuckDBPyConnection, out: str, uk: list[str], columns: list[str], now_sql: str,
-    rows_sql: Callable[[str], str],
+    conn: duckdb.DuckDBPyConnection, out: str, uk: list[str], columns: list[str], rows: _Rows,
+    new_attempts: int | None,
 ) -> bool:
     """Replace only the output rows whose input, request, answer or status changed; False (nothing done)
     when that is a large share of the table, which is then rebuilt whole (as cheap, and it stays sorted).
 
-    ``now_sql`` gives each row's state as it should be (without reading answer texts); the table's rows
-    are compared with it by unique key (input columns by their hash, as staged)."""
+    Each row's state as it should be (without reading answer texts) is compared with the table's rows by
+    unique key (input columns by their hash, as staged). When more attempts were made since the table was
+    built (``new_attempts``) than that share of rows, it is rebuilt without comparing."""
     keys = ", ".join(quote(k) for k in uk)
     on = " AND ".join(f"n.{quote(k)} = o.{quote(k)}" for k in uk)
     meta = ("_llmt_request_key", "_llmt_status", "_llmt_answer_key", "_llmt_model", "_llmt_answered_at")
     row_hash = f"hash({', '.join(quote(c) for c in columns)})"
     size = conn.execute(f"SELECT count(*) FROM {out}").fetchone()
     total = int(size[0]) if size else 0
-    if total < IN_PLACE_MIN_ROWS:
+    if total < IN_PLACE_MIN_ROWS or (new_attempts is not None and new_attempts > total * IN_PLACE_MAX_SHARE):
         return False
-    conn.execute(f"CREATE OR REPLACE TEMP TABLE _llmt_now AS {now_sql}")
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE _llmt_now AS {rows.now()}")
     conn.execute(f"""CREATE OR REPLACE TEMP TABLE _llmt_changed AS
         SELECT {', '.join(f'coalesce(n.{quote(k)}, o.{quote(k)}) AS {quote(k)}' for k in uk)}
         FROM _llmt_now n FULL OUTER JOIN (SELECT {keys}, {row_hash} AS _llmt_row_hash, {', '.join(meta)} FROM {out}) o
@@ -156,7 +222,7 @@ def _update_in_place(
             return False
         if changed:
             picked = "WHERE (" + ", ".join(f"i.{quote(k)}" for k in uk) + f") IN (SELECT ({keys}) FROM _llmt_changed)"
-            conn.execute(f"CREATE OR REPLACE TEMP TABLE _llmt_rows AS {rows_sql(picked)}")  # before the delete
+            conn.execute(f"CREATE OR REPLACE TEMP TABLE _llmt_rows AS {rows.sql(picked)}")  # before the delete
             conn.execute(f"DELETE FROM {out} WHERE ({keys}) IN (SELECT ({keys}) FROM _llmt_changed)")
             conn.execute(f"INSERT INTO {out} BY NAME SELECT * FROM _llmt_rows")
             conn.execute("DROP TABLE _llmt_rows")
@@ -164,6 +230,10 @@ def _update_in_place(
     finally:
         conn.execute("DROP TABLE IF EXISTS _llmt_now")
         conn.execute("DROP TABLE IF EXISTS _llmt_changed")
+
+
+def _has_rows(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
+    return conn.execute(f"SELECT EXISTS (SELECT 1 FROM {table})").fetchone() == (True,)
 
 
 def _shape(schema: str, spec: LlmSpec, columns: list[str], since_run: str | None, escalated: LlmSpec | None) -> str:
@@ -193,9 +263,3 @@ def _output_fingerprint(
              spec.max_attempts, columns, spec.output_columns, since_run,
              escalated.template_hash if escalated is not None else None]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
-
-
-def _no_answers(alias: str) -> str:
-    """A join that matches nothing, with the columns of `answers` the output reads."""
-    return (f"LEFT JOIN (SELECT NULL::VARCHAR AS request_key, NULL::VARCHAR AS answer, NULL::VARCHAR AS model, "
-            f"NULL::TIMESTAMP AS answered_at) {alias} ON false")

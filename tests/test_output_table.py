@@ -1,0 +1,35 @@
+"""How the output table is stored: long texts with ZSTD (cheap to write), short ones left to DuckDB; a
+run with nothing new leaves the table as it is and reports the same statuses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tests.conftest import Project
+
+MakeProject = Callable[[dict[str, str]], Project]
+LONG = "The battery lasts two days and the sound is clear, but the left earbud crackles at high volume."
+
+
+def test_long_texts_are_stored_with_zstd_and_read_back_unchanged(make_project: MakeProject) -> None:
+    rows = [(1, "Phone", LONG), (2, "Phone", LONG + " Again."), (3, "Cable", LONG.upper()), (4, "Cable", "Short")]
+    csv = "review_id,product,review_text\n" + "".join(f'{i},{p},"{t}"\n' for i, p, t in rows)
+    project = make_project({"data/reviews.csv": csv})
+    first = project.llm_result(project.run_json())
+    ddl = project.query("SELECT sql FROM duckdb_tables() WHERE table_name = 'insights'")[0][0]
+    assert "review_text VARCHAR USING COMPRESSION ZSTD" in ddl  # 80 bytes on average
+    assert "product VARCHAR," in ddl and ddl.count("USING COMPRESSION") == 1  # short texts and the hex keys
+    assert project.query("SELECT review_id, product, review_text FROM main.insights ORDER BY 1") == rows
+    assert project.query("SELECT count(*) FROM main.insights WHERE _llmt_status = 'ok' AND score IS NOT NULL") == [(4,)]
+    again = project.llm_result(project.run_json())  # nothing changed: the table is left alone
+    assert (again["requests"], again["failed"], again["pending"], again["stale"]) == (0, 0, 0, 0)
+    assert project.query("SELECT sql FROM duckdb_tables() WHERE table_name = 'insights'")[0][0] == ddl
+    assert first["failed"] == first["pending"] == 0
+
+
+def test_rebuilt_rows_are_sorted_by_the_unique_key(make_project: MakeProject) -> None:
+    ids = [7, 3, 9, 1, 5]
+    csv = "review_id,product,review_text\n" + "".join(f"{i},Phone,Review {i}\n" for i in ids)
+    project = make_project({"data/reviews.csv": csv})
+    project.run_json()
+    assert [r[0] for r in project.query("SELECT review_id FROM main.insights")] == sorted(ids)
