@@ -1,4 +1,5 @@
-"""How the output table is stored: long texts with ZSTD (cheap to write), short ones left to DuckDB; a
+"""How the output and staged tables are stored: long texts with ZSTD (cheap to write), short ones left to
+DuckDB (the staged table packs every text but the unique key: its lengths are not known beforehand); a
 run with nothing new leaves the table as it is and reports the same statuses."""
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ def test_long_texts_are_stored_with_zstd_and_read_back_unchanged(make_project: M
     assert (again["requests"], again["failed"], again["pending"], again["stale"]) == (0, 0, 0, 0)
     assert project.query("SELECT sql FROM duckdb_tables() WHERE table_name = 'insights'")[0][0] == ddl
     assert first["failed"] == first["pending"] == 0
+    staged = project.query("SELECT sql FROM duckdb_tables() WHERE table_name = 'input__insights'")[0][0]
+    assert "review_text VARCHAR USING COMPRESSION ZSTD" in staged and "product VARCHAR USING COMPRESSION ZSTD" in staged
+    assert "review_id BIGINT," in staged  # the unique key is joined on: left to DuckDB
 
 
 def test_rebuilt_rows_are_sorted_by_the_unique_key(make_project: MakeProject) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from typing import Any
 
 import duckdb
@@ -15,15 +14,13 @@ from llmt.compile import quote, sql_string
 from llmt.pipeline.spec import LlmSpec
 from llmt.pipeline.stage import attempts_summary_sql, set_stage_fingerprint, stage_fingerprint, stage_table
 from llmt.schema import json_structure
-from llmt.warehouse.duckdb import relation_kind
+from llmt.warehouse.duckdb import create_table, relation_kind
 
 OUTPUT_VERSION = 1  # bump when what build_output writes changes: every output table is then rebuilt
 IN_PLACE_MIN_ROWS = 10_000  # smaller output tables are always rebuilt whole (sorted by the unique key)
 IN_PLACE_MAX_SHARE = 0.1  # when more than this share of the rows changed, the table is rebuilt whole
 META_COLUMNS = ("_llmt_status", "_llmt_request_key", "_llmt_answer_key", "_llmt_model", "_llmt_answered_at")
-# VARCHAR columns whose values average at least this many bytes are stored with ZSTD: DuckDB's default
-# for them (DICT_FSST, chosen after trying every method) costs ~15 ns a byte to write (7 s for 1M reviews
-# of 470 bytes), ZSTD a fifth of that, and it is smaller and as quick to read
+# VARCHAR columns whose values average at least this many bytes are stored with ZSTD (see create_table)
 LONG_TEXT_BYTES = 64
 LONG_TEXT_SAMPLE = 2048  # the first staged rows: their output's text lengths decide
 EXTRA = "_llmt_extra"  # temp table: the rows without an answer to their current request that are not plainly pending
@@ -152,11 +149,9 @@ def _rebuild(conn: duckdb.DuckDBPyConnection, schema: str, name: str, prev_kind:
     """Replace the output table with all its rows, sorted by the unique key; long texts stored with ZSTD."""
     out, new = f"{quote(schema)}.{quote(name)}", f"{quote(schema)}.{quote(name + '__llmt_new')}"
     described = [(str(r[0]), str(r[1])) for r in conn.execute(f"DESCRIBE {rows.sql()}").fetchall()]
-    long = _long_texts(conn, schema, rows, [c for c, t in described if t == "VARCHAR"])
     conn.execute(f"DROP TABLE IF EXISTS {new}")
-    conn.execute(f"CREATE TABLE {new} (" + ", ".join(
-        f"{quote(c)} {t}" + (" USING COMPRESSION zstd" if c in long else "") for c, t in described) + ")")
-    conn.execute(f"INSERT INTO {new} {rows.sql()} ORDER BY {rows.order()}")
+    create_table(conn, new, rows.sql(), _long_texts(conn, rows, [c for c, t in described if t == "VARCHAR"]),
+                 rows.order())
     if prev_kind == "view":
         conn.execute(f"DROP VIEW {out}")
     elif prev_kind == "table":
@@ -164,13 +159,9 @@ def _rebuild(conn: duckdb.DuckDBPyConnection, schema: str, name: str, prev_kind:
     conn.execute(f"ALTER TABLE {new} RENAME TO {quote(name)}")
 
 
-def _long_texts(conn: duckdb.DuckDBPyConnection, schema: str, rows: _Rows, texts: list[str]) -> set[str]:
-    """The VARCHAR columns (of ``texts``) to store with ZSTD: those whose values average LONG_TEXT_BYTES or
-    more in the first rows staged, when the database's storage version has ZSTD (1.2 and later)."""
-    row = conn.execute("SELECT tags['storage_version'] FROM duckdb_databases() WHERE database_name = "
-                       "current_database()").fetchone()
-    version = re.match(r"v(\d+)\.(\d+)", str(row[0]) if row else "")
-    if not texts or version is None or (int(version[1]), int(version[2])) < (1, 2):
+def _long_texts(conn: duckdb.DuckDBPyConnection, rows: _Rows, texts: list[str]) -> set[str]:
+    """The VARCHAR columns (of ``texts``) whose values average LONG_TEXT_BYTES or more in the first rows staged."""
+    if not texts:
         return set()
     sample = f"WHERE i.rowid < {LONG_TEXT_SAMPLE}"
     lengths = conn.execute(f"SELECT {', '.join(f'avg(strlen({quote(c)}))' for c in texts)} "

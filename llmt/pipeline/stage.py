@@ -12,7 +12,7 @@ from llmt.compile import quote, sql_string
 from llmt.errors import NodeError
 from llmt.pipeline.spec import LlmSpec, check_columns
 from llmt.project import Node
-from llmt.warehouse.duckdb import execute
+from llmt.warehouse.duckdb import create_table, execute, named_errors
 
 # outcomes that asking again will not change (the request itself must change)
 TERMINAL_SQL = (
@@ -68,7 +68,10 @@ def stage_inputs(conn: duckdb.DuckDBPyConnection, state: str, node: Node, spec: 
     row_hash = f"hash({', '.join(quote(c) for c in columns)})"
     staged = stage_fingerprint(conn, state, node.name)
     if staged is None or staged.get("layout") != layout:
-        execute(conn, f"CREATE OR REPLACE TABLE {table} AS {keyed_select(spec, select, row_hash)}", node.rel_path)
+        conn.execute(f"DROP TABLE IF EXISTS {table}")
+        texts = [str(r[0]) for r in described if str(r[1]) == "VARCHAR" and str(r[0]) not in spec.unique_key]
+        with named_errors(node.rel_path):  # texts sent to a model are usually long: ZSTD writes them 4-5x faster
+            create_table(conn, table, keyed_select(spec, select, row_hash), texts)
         _check_keys(conn, table, node, spec)
     else:
         keys = ", ".join(quote(k) for k in spec.unique_key)

@@ -4,7 +4,8 @@ other readers are never locked out while llmt waits on a provider."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -139,10 +140,37 @@ def relation_kind(conn: duckdb.DuckDBPyConnection, schema: str, name: str) -> st
     return "view" if row[0] == "VIEW" else "table"
 
 
+def create_table(conn: duckdb.DuckDBPyConnection, table: str, select: str, zstd: Collection[str] = (),
+                 order: str | None = None) -> None:
+    """CREATE TABLE ``table`` AS ``select`` (ORDER BY ``order``), storing the columns ``zstd`` with ZSTD when the
+    database's storage version has it (1.2 and later). DuckDB's own choice for long texts (DICT_FSST, after
+    trying every method) costs ~15 ns a byte to write, 7 s for 1M reviews of 470 bytes; ZSTD a fifth of
+    that, and it is smaller and as quick to read. Keys joined on are better left to DuckDB."""
+    described = [(str(r[0]), str(r[1])) for r in conn.execute(f"DESCRIBE {select}").fetchall()]
+    packed = set(zstd) if zstd and zstd_available(conn) else set()
+    conn.execute(f"CREATE TABLE {table} (" + ", ".join(
+        f"{quote(c)} {t}" + (" USING COMPRESSION zstd" if c in packed else "") for c, t in described) + ")")
+    conn.execute(f"INSERT INTO {table} {select}" + (f" ORDER BY {order}" if order else ""))
+
+
+def zstd_available(conn: duckdb.DuckDBPyConnection) -> bool:
+    row = conn.execute("SELECT tags['storage_version'] FROM duckdb_databases() WHERE database_name = "
+                       "current_database()").fetchone()
+    version = re.match(r"v(\d+)\.(\d+)", str(row[0]) if row else "")
+    return version is not None and (int(version[1]), int(version[2])) >= (1, 2)
+
+
 def execute(conn: duckdb.DuckDBPyConnection, sql: str, where: str, params: list[Any] | None = None) -> Any:
     """Run SQL; a database error becomes a NodeError naming the model."""
-    try:
+    with named_errors(where):
         return conn.execute(sql, params or [])
+
+
+@contextmanager
+def named_errors(where: str) -> Iterator[None]:
+    """A database error inside becomes a NodeError naming the model (``where``)."""
+    try:
+        yield
     except duckdb.Error as exc:
         first = str(exc).strip().split("\n")[0]
         raise NodeError(f"the database rejected the SQL: {first}", where=where,
