@@ -73,10 +73,10 @@ def plan_node(
         f"SELECT input_tokens, input_tokens_exact, path, n_requests * max_output_tokens "
         f"FROM {quote(state)}.shards WHERE node = ? AND status IN {OPEN_STATUSES}", [node.name],
     ).fetchall()
-    bounded = [Path(path) for _, exact, path, _ in open_rows if not exact and Path(path).is_file()]
-    open_n = len(open_rows)
-    open_in = sum(int(tokens or 0) for tokens, exact, path, _ in open_rows if exact or Path(path) not in bounded)
-    open_in += sum(count_exactly(bounded))  # run counts by an upper bound; the plan counts exactly
+    # `llmt run` may have recorded an upper bound of a shard's input tokens: the plan counts its file exactly
+    recount = [Path(path) for _, exact, path, _ in open_rows if not exact and Path(path).is_file()]
+    kept = [int(tokens or 0) for tokens, exact, path, _ in open_rows if exact or Path(path) not in recount]
+    open_n, open_in = len(open_rows), sum(kept) + sum(count_exactly(recount))
     open_out = sum(int(out or 0) for *_, out in open_rows)
 
     def cost(out: int, batch: bool) -> float:
