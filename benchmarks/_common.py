@@ -49,8 +49,9 @@ def data_file(rows: int) -> Path:
     return write_reviews(WORK / "data" / f"reviews-{rows}.parquet", rows)
 
 
-def review_project(name: str, data: Path, provider: str = "{type: fake}") -> Path:
-    """A fresh project: the raw reviews (Parquet), a staging view and the example's LLM model."""
+def review_project(name: str, data: Path, provider: str = "{type: fake}", settings: str = "{}") -> Path:
+    """A fresh project: the raw reviews (Parquet), a staging view and the example's LLM model; ``settings``
+    are the warehouse's DuckDB settings (YAML)."""
     root = WORK / name
     if root.exists():
         shutil.rmtree(root)
@@ -61,7 +62,7 @@ def review_project(name: str, data: Path, provider: str = "{type: fake}") -> Pat
 target: dev
 targets:
   dev:
-    warehouse: {{type: duckdb, path: bench.duckdb}}
+    warehouse: {{type: duckdb, path: bench.duckdb, settings: {settings}}}
     provider: {provider}
 llm:
   model: gpt-4o-mini

@@ -8,7 +8,8 @@ without an answer are found (SQL anti-join), rendered with an upper bound of the
 the state tables and handed to a provider that accepts them and never answers (`--no-wait`), so
 nothing but llmt's own work is timed. The output table is then rebuilt with every row pending;
 that is reported apart (`output_s`). `render_rows_per_s` is the render phase alone (fetching the
-pending rows, rendering and writing them: one Python process, one core).
+pending rows, rendering and writing them: one Python process, one core). `--duckdb-threads 1` keeps
+DuckDB on one thread too: the whole of prepare on one core.
 """
 
 from __future__ import annotations
@@ -37,9 +38,11 @@ from llmt.runner import new_run_id, open_warehouse, prices, run
 
 
 def main() -> None:
-    args = parse_args("prepare: diff + render + request keys + batch files")
+    args = parse_args("prepare: diff + render + request keys + batch files",
+                      duckdb_threads=(int, 0, "DuckDB's threads (default: one per core; 1: everything on one core)"))
     data = data_file(args.rows)
-    root = review_project(f"prepare-{args.rows}", data)
+    settings = f"{{threads: {args.duckdb_threads}}}" if args.duckdb_threads else "{}"
+    root = review_project(f"prepare-{args.rows}", data, settings=settings)
     project = load_project(root)
     reporter = Reporter()
     wh = open_warehouse(project)
@@ -61,7 +64,8 @@ def main() -> None:
     assert res.rows == args.rows and res.requests > 0, res
     prepare_s = t[0] - phases.seconds.get("output", 0.0)
     shards = len(list((root / "target" / "batches" / "review_insights").glob("*.jsonl")))
-    result("prepare", rows=args.rows, requests=res.requests, shards=shards, seconds=prepare_s,
+    result("prepare", rows=args.rows, duckdb_threads=args.duckdb_threads or "default", requests=res.requests,
+           shards=shards, seconds=prepare_s,
            rows_per_s=round(args.rows / prepare_s), render_rows_per_s=round(res.requests / phases.seconds["render"]),
            output_s=phases.seconds.get("output", 0.0),
            phases=phases.text(), peak_rss_mb=round(peak_rss_mb()))

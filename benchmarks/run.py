@@ -64,6 +64,8 @@ def table(results: Results, sizes: list[int], e2e_rows: int, dbt_rows: int) -> l
         [f(results, f"prepare@{n}", "rows_per_s") for n in sizes])
     row("1. of which render + write shards (one core), requests/s", "-",
         [f(results, f"prepare@{n}", "render_rows_per_s") for n in sizes])
+    row("1. prepare with DuckDB on one thread too (all on one core), rows/s", ">= 50,000",
+        ["-"] * (len(sizes) - 1) + [f(results, "prepare@one-core", "rows_per_s")])
     row("2. collect (parse, validate, store, rebuild output), answers/s", ">= 100,000",
         [f(results, f"collect@{n}", "answers_per_s") for n in sizes])
     row("3. no-op `llmt run`, s (process start to exit)", "< 2 s at 1M",
@@ -137,6 +139,7 @@ def main() -> None:
     for n in sizes:
         for name in ("prepare", "collect", "noop", "incremental"):
             keep(bench(f"{name}.py", "--rows", str(n)), f"@{n}")
+    keep(bench("prepare.py", "--rows", str(max(sizes)), "--duckdb-threads", "1"), "@one-core")
     keep(bench("e2e.py", "--rows", str(args.e2e_rows)))
     keep(bench("startup.py", "--models", str(args.models)))
     if not args.skip_dbt:

@@ -31,6 +31,7 @@ def run_script(script: str, work: Path, *args: str, env: dict[str, str] | None =
     ("script", "args", "fields"),
     [
         ("prepare.py", ["--rows", "300"], ["rows_per_s", "requests", "peak_rss_mb"]),
+        ("prepare.py", ["--rows", "300", "--duckdb-threads", "1"], ["rows_per_s", "duckdb_threads"]),
         ("collect.py", ["--rows", "300"], ["answers_per_s", "answers", "ok"]),
         ("noop.py", ["--rows", "300", "--repeat", "1"], ["seconds", "peak_rss_mb"]),
         ("incremental.py", ["--rows", "300"], ["seconds", "requests", "changed"]),
