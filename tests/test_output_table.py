@@ -29,11 +29,3 @@ def test_long_texts_are_stored_with_zstd_and_read_back_unchanged(make_project: M
     staged = project.query("SELECT sql FROM duckdb_tables() WHERE table_name = 'input__insights'")[0][0]
     assert "review_text VARCHAR USING COMPRESSION ZSTD" in staged and "product VARCHAR USING COMPRESSION ZSTD" in staged
     assert "review_id BIGINT," in staged  # the unique key is joined on: left to DuckDB
-
-
-def test_rebuilt_rows_are_sorted_by_the_unique_key(make_project: MakeProject) -> None:
-    ids = [7, 3, 9, 1, 5]
-    csv = "review_id,product,review_text\n" + "".join(f"{i},Phone,Review {i}\n" for i in ids)
-    project = make_project({"data/reviews.csv": csv})
-    project.run_json()
-    assert [r[0] for r in project.query("SELECT review_id FROM main.insights")] == sorted(ids)

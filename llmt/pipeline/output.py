@@ -17,7 +17,7 @@ from llmt.schema import json_structure
 from llmt.warehouse.duckdb import create_table, relation_kind
 
 OUTPUT_VERSION = 1  # bump when what build_output writes changes: every output table is then rebuilt
-IN_PLACE_MIN_ROWS = 10_000  # smaller output tables are always rebuilt whole (sorted by the unique key)
+IN_PLACE_MIN_ROWS = 10_000  # smaller output tables are always rebuilt whole
 IN_PLACE_MAX_SHARE = 0.1  # when more than this share of the rows changed, the table is rebuilt whole
 META_COLUMNS = ("_llmt_status", "_llmt_request_key", "_llmt_answer_key", "_llmt_model", "_llmt_answered_at")
 # VARCHAR columns whose values average at least this many bytes are stored with ZSTD (see create_table)
@@ -115,9 +115,6 @@ class _Rows:
         keys = ", ".join(f"i.{quote(k)}" for k in self.uk)
         return f"SELECT {keys}, i._llmt_row_hash, i._llmt_request_key, {self.meta} {self.joins}"
 
-    def order(self) -> str:
-        return ", ".join(quote(k) for k in self.uk)
-
 
 def _extra_sql(state: str, prev: str | None, spec: LlmSpec, since_run: str | None) -> str:
     """The rows without an answer to their current request that have attempts or a previous answer (most
@@ -146,12 +143,12 @@ def _extra_sql(state: str, prev: str | None, spec: LlmSpec, since_run: str | Non
 
 
 def _rebuild(conn: duckdb.DuckDBPyConnection, schema: str, name: str, prev_kind: str | None, rows: _Rows) -> None:
-    """Replace the output table with all its rows, sorted by the unique key; long texts stored with ZSTD."""
+    """Replace the output table with all its rows; long texts stored with ZSTD. No order is imposed: sorting
+    1M rows by the unique key cost as much as writing them (rows mostly come in the staged order)."""
     out, new = f"{quote(schema)}.{quote(name)}", f"{quote(schema)}.{quote(name + '__llmt_new')}"
     described = [(str(r[0]), str(r[1])) for r in conn.execute(f"DESCRIBE {rows.sql()}").fetchall()]
     conn.execute(f"DROP TABLE IF EXISTS {new}")
-    create_table(conn, new, rows.sql(), _long_texts(conn, rows, [c for c, t in described if t == "VARCHAR"]),
-                 rows.order())
+    create_table(conn, new, rows.sql(), _long_texts(conn, rows, [c for c, t in described if t == "VARCHAR"]))
     if prev_kind == "view":
         conn.execute(f"DROP VIEW {out}")
     elif prev_kind == "table":
@@ -186,7 +183,7 @@ def _update_in_place(
     new_attempts: int | None,
 ) -> bool:
     """Replace only the output rows whose input, request, answer or status changed; False (nothing done)
-    when that is a large share of the table, which is then rebuilt whole (as cheap, and it stays sorted).
+    when that is a large share of the table, which is then rebuilt whole (as cheap).
 
     Each row's state as it should be (without reading answer texts) is compared with the table's rows by
     unique key (input columns by their hash, as staged). When more attempts were made since the table was

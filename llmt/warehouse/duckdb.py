@@ -140,9 +140,8 @@ def relation_kind(conn: duckdb.DuckDBPyConnection, schema: str, name: str) -> st
     return "view" if row[0] == "VIEW" else "table"
 
 
-def create_table(conn: duckdb.DuckDBPyConnection, table: str, select: str, zstd: Collection[str] = (),
-                 order: str | None = None) -> None:
-    """CREATE TABLE ``table`` AS ``select`` (ORDER BY ``order``), storing the columns ``zstd`` with ZSTD when the
+def create_table(conn: duckdb.DuckDBPyConnection, table: str, select: str, zstd: Collection[str] = ()) -> None:
+    """CREATE TABLE ``table`` AS ``select``, storing the columns ``zstd`` with ZSTD when the
     database's storage version has it (1.2 and later). DuckDB's own choice for long texts (DICT_FSST, after
     trying every method) costs ~15 ns a byte to write, 7 s for 1M reviews of 470 bytes; ZSTD a fifth of
     that, and it is smaller and as quick to read. Keys joined on are better left to DuckDB."""
@@ -150,7 +149,7 @@ def create_table(conn: duckdb.DuckDBPyConnection, table: str, select: str, zstd:
     packed = set(zstd) if zstd and zstd_available(conn) else set()
     conn.execute(f"CREATE TABLE {table} (" + ", ".join(
         f"{quote(c)} {t}" + (" USING COMPRESSION zstd" if c in packed else "") for c, t in described) + ")")
-    conn.execute(f"INSERT INTO {table} {select}" + (f" ORDER BY {order}" if order else ""))
+    conn.execute(f"INSERT INTO {table} {select}")
 
 
 def zstd_available(conn: duckdb.DuckDBPyConnection) -> bool:
