@@ -14,7 +14,7 @@ import pytest
 
 from llmt.console import Reporter
 from llmt.cost import price_table
-from llmt.pipeline.batches import Collected, ShardDriver, ShardRow
+from llmt.pipeline.batches import ShardDriver, ShardRow
 from llmt.pipeline.collect import classify
 from llmt.providers.base import BatchInfo, BatchLineError, BatchProvider, Shard
 from llmt.schema import AnswerValidator, to_strict
@@ -125,11 +125,11 @@ class Harness:
         return str(path)
 
     def collect(self, row: ShardRow, status: str = "completed", output: str | None = None,
-                error_file: str | None = None, **info: Any) -> Collected:
+                error_file: str | None = None, **info: Any) -> dict[str, int]:
         batch = BatchInfo(str(row.batch_id), status, output_file_id=output, error_file_id=error_file, **info)
         work = self.root / "work"
         work.mkdir(exist_ok=True)
-        return self.driver.collect(row, batch, work)
+        return self.driver.collect([(row, batch)], work)
 
     def attempts(self, shard_id: str) -> dict[str, tuple[Any, ...]]:
         with self.wh.connect() as conn:
@@ -158,7 +158,7 @@ def test_every_outcome_equals_classify_of_the_same_line(h: Harness) -> None:
     row = h.shard("s1", [*lines, "missing"])
     output = h.file("out.jsonl", [line for _, line in OUTPUT_LINES.values()])
     errors = h.file("err.jsonl", [line for _, line in ERROR_LINES.values()])
-    counts = h.collect(row, output=output, error_file=errors).counts
+    counts = h.collect(row, output=output, error_file=errors)
 
     validator = AnswerValidator(STRICT, "insights")
     got = h.attempts("s1")
@@ -211,7 +211,7 @@ def test_a_key_with_several_lines_takes_its_first_ok_one_else_its_first(h: Harne
         answered("d", '{"sentiment":"happy","score":1,"issues":[],"competitor":null}'),
     ])
     errors = h.file("err.jsonl", [failed("d", "batch_expired", "late"), answered("b", VALID)])
-    counts = h.collect(row, output=output, error_file=errors).counts
+    counts = h.collect(row, output=output, error_file=errors)
     got = h.attempts("s1")
     assert {k: v[0] for k, v in got.items()} == {"a": "ok", "b": "ok", "c": "ok", "d": "schema_violation"}
     assert counts == {"ok": 3, "schema_violation": 1}
@@ -225,7 +225,7 @@ def test_unreadable_lines_are_skipped_and_their_keys_reconciled(h: Harness) -> N
         '{"custom_id": "b", "response": {"status_code": 200, "bo', answered("c"),
         {"custom_id": "d", "response": {"status_code": 200, "body": {"choices": {"not": "a list"}}}},
     ])
-    counts = h.collect(row, output=output).counts
+    counts = h.collect(row, output=output)
     got = h.attempts("s1")
     assert {k: v[0] for k, v in got.items()} == {"a": "ok", "b": "missing", "c": "ok", "d": "invalid_json"}
     assert counts == {"ok": 2, "missing": 1, "invalid_json": 1}
@@ -234,7 +234,7 @@ def test_unreadable_lines_are_skipped_and_their_keys_reconciled(h: Harness) -> N
 def test_ids_nobody_asked_for_are_ignored(h: Harness) -> None:
     row = h.shard("s1", ["a"])
     output = h.file("out.jsonl", [answered("zz"), answered("a"), {"response": None}, answered("s1")])
-    assert h.collect(row, output=output).counts == {"ok": 1}
+    assert h.collect(row, output=output) == {"ok": 1}
     assert list(h.attempts("s1")) == ["a"]
     assert list(h.answers()) == ["a"]
 
@@ -254,3 +254,23 @@ def test_collecting_twice_stores_once_and_reask_replaces_answers(h: Harness) -> 
     assert h.answers()["a"][:2] == (OTHER, "s3")  # ...unless asked again (--reask)
     with h.wh.connect() as conn:
         assert conn.execute("SELECT count(*) FROM _llmt.attempts").fetchall() == [(4,)]
+
+
+def test_shards_collected_together_are_reconciled_each_with_its_own_files_and_batch(h: Harness) -> None:
+    s1, s2 = h.shard("s1", ["a", "b"]), h.shard("s2", ["c", "d"])
+    # each file also carries a line for the other shard's key: a shard takes only the lines of its own files
+    out1 = h.file("out1.jsonl", [answered("a", VALID), answered("c", OTHER)])
+    out2 = h.file("out2.jsonl", [answered("c", VALID), answered("a", OTHER), answered("b", OTHER)])
+    work = h.root / "work"
+    work.mkdir()
+    counts = h.driver.collect([
+        (s1, BatchInfo("batch-s1", "completed", output_file_id=out1)),
+        (s2, BatchInfo("batch-s2", "expired", output_file_id=out2)),
+    ], work)
+    assert counts == {"ok": 2, "missing": 1, "expired": 1}
+    assert {k: v[0] for k, v in h.attempts("s1").items()} == {"a": "ok", "b": "missing"}
+    assert {k: v[0] for k, v in h.attempts("s2").items()} == {"c": "ok", "d": "expired"}
+    assert {k: v[:2] for k, v in h.answers().items()} == {"a": (VALID, "s1"), "c": (VALID, "s2")}
+    with h.wh.connect() as conn:
+        assert conn.execute("SELECT shard_id, status, batch_status FROM _llmt.shards ORDER BY 1").fetchall() == [
+            ("s1", "collected", "completed"), ("s2", "collected", "expired")]

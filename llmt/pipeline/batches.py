@@ -20,7 +20,7 @@ from llmt.compile import quote
 from llmt.console import Reporter
 from llmt.cost import PriceTable
 from llmt.errors import ConfigError
-from llmt.pipeline.collect import Stored, collect_files
+from llmt.pipeline.collect import Finished, Source, collect_files
 from llmt.pipeline.crash import crash_point
 from llmt.pipeline.render import WrittenShard, count_exactly
 from llmt.providers.base import BatchInfo, BatchNotFound, BatchProvider, RealtimeProvider, Shard
@@ -50,12 +50,6 @@ class ShardRow:
     batch_id: str | None
     batch_status: str | None
     created_at: Any = None
-
-
-@dataclass
-class Collected:
-    counts: dict[str, int]
-    batch_status: str
 
 
 class ShardDriver:
@@ -238,32 +232,45 @@ class ShardDriver:
                 time.sleep(pause)
                 delay = min(delay * 1.5, 60.0)
 
-    def collect(self, row: ShardRow, info: BatchInfo, work_dir: Path) -> Collected:
-        """Download results, classify, store attempts and answers and mark the shard collected."""
-        validator = AnswerValidator(json.loads(row.response_schema), row.node)
+    def collect(self, ended: list[tuple[ShardRow, BatchInfo]], work_dir: Path) -> dict[str, int]:
+        """Download the results of ended batches, classify them, store attempts and answers and mark the
+        shards collected: the shards of one model in one transaction. Returns outcome counts."""
+        totals: dict[str, int] = {}
+        groups: dict[tuple[str, str, str], list[tuple[ShardRow, BatchInfo]]] = {}
+        for row, info in ended:
+            groups.setdefault((row.node, row.model, row.response_schema), []).append((row, info))
+        for (node, model, schema), group in groups.items():
+            finished = [Finished(row.shard_id, self._download(row, info, work_dir), info.status,
+                                 ",".join(sorted({e.code for e in info.errors})) or None) for row, info in group]
+            crash_point("after_download")
+            self.queue_full += sum(f.batch_status == "failed" and f.batch_error == QUEUE_FULL for f in finished)
+            with self.wh.transaction() as conn:
+                counts = collect_files(
+                    conn, self.wh.state_schema, finished=finished,
+                    validator=AnswerValidator(json.loads(schema), node),
+                    source=Source(self.run_id, node, model, batch=True), cost=self.prices.cost_sql(model, batch=True),
+                    replace=self.replace_answers,
+                )
+                conn.executemany(
+                    f"UPDATE {self.s}.shards SET status = 'collected', batch_status = ?, error = ?, updated_at = now() "
+                    f"WHERE shard_id = ?",
+                    [[f.batch_status, _describe_errors(info) or f.batch_error, f.shard_id]
+                     for f, (_, info) in zip(finished, group, strict=True)],
+                )
+            for row, _ in group:
+                row.status = "collected"
+            for outcome, n in counts.items():
+                totals[outcome] = totals.get(outcome, 0) + n
+        return totals
+
+    def _download(self, row: ShardRow, info: BatchInfo, work_dir: Path) -> list[Path]:
         paths = []
         for kind, file_id in (("output", info.output_file_id), ("errors", info.error_file_id)):
             if file_id:
                 dest = work_dir / f"{row.shard_id}.{kind}.jsonl"
                 if self.provider.download(file_id, dest):
                     paths.append(dest)
-        crash_point("after_download")
-        batch_error = ",".join(sorted({e.code for e in info.errors})) or None
-        if info.status == "failed" and batch_error == QUEUE_FULL:
-            self.queue_full += 1
-        with self.wh.transaction() as conn:
-            counts = collect_files(
-                conn, self.wh.state_schema, paths=paths, validator=validator,
-                shard=Stored(row.shard_id, self.run_id, row.node, row.model, batch=True), batch_status=info.status,
-                batch_error=batch_error, cost=self.prices.cost_sql(row.model, batch=True),
-                replace=self.replace_answers,
-            )
-            conn.execute(
-                f"UPDATE {self.s}.shards SET status = 'collected', batch_status = ?, error = ?, updated_at = now() "
-                f"WHERE shard_id = ?", [info.status, _describe_errors(info) or batch_error, row.shard_id],
-            )
-        row.status = "collected"
-        return Collected(counts, info.status)
+        return paths
 
     def drive(self, rows: list[ShardRow], *, wait: bool, timeout: float | None, poll: float,
               work_dir: Path) -> dict[str, int]:
@@ -271,15 +278,8 @@ class ShardDriver:
         for row in rows:
             self.submit(row)
         submitted = [r for r in rows if r.status == "submitted"]
-        totals: dict[str, int] = {}
         infos = self.wait(submitted, timeout if wait else 0.0, poll) if submitted else {}
-        for row in submitted:
-            info = infos.get(row.shard_id)
-            if info is None:
-                continue
-            for outcome, n in self.collect(row, info, work_dir).counts.items():
-                totals[outcome] = totals.get(outcome, 0) + n
-        return totals
+        return self.collect([(row, infos[row.shard_id]) for row in submitted if row.shard_id in infos], work_dir)
 
     def describe(self, rows: list[ShardRow]) -> list[dict[str, Any]]:
         """What `llmt status` shows of open shards; reads the provider, collects nothing."""
@@ -319,10 +319,10 @@ class ShardDriver:
         submitted = [r for r in rows if r.status == "submitted"]
         infos = self.wait(submitted, timeout, poll)
         totals: dict[str, int] = {}
-        for row in submitted:
-            if row.shard_id in infos:
-                for outcome, n in self.collect(row, infos[row.shard_id], work_dir(row.node)).counts.items():
-                    totals[outcome] = totals.get(outcome, 0) + n
+        for node in dict.fromkeys(r.node for r in submitted):
+            ended = [(r, infos[r.shard_id]) for r in submitted if r.node == node and r.shard_id in infos]
+            for outcome, n in self.collect(ended, work_dir(node)).items():
+                totals[outcome] = totals.get(outcome, 0) + n
         return totals
 
 

@@ -91,27 +91,42 @@ def classify(line: dict[str, Any], validator: AnswerValidator) -> Attempt:
     return att
 
 
+@dataclass(frozen=True)
+class Finished:
+    """A shard whose batch ended: its result files (downloaded), the batch's status and error code."""
+
+    shard_id: str
+    paths: list[Path]
+    batch_status: str
+    batch_error: str | None
+
+
 def collect_files(
     conn: duckdb.DuckDBPyConnection,
     state: str,
     *,
-    paths: list[Path],
+    finished: list[Finished],
     validator: AnswerValidator,
-    shard: Stored,
-    batch_status: str,
-    batch_error: str | None,
+    source: Source,
     cost: tuple[str, list[float]],
     replace: bool = False,
 ) -> dict[str, int]:
-    """Classify the lines of a batch's output and error files in DuckDB (what `classify` does to one
-    line), validate the distinct answer texts with ``validator``, reconcile every submitted key (exactly
-    one attempt each; ids nobody asked for are ignored; a key with several lines takes its first ok one,
-    else its first; a key without a readable line gets the batch's unanswered outcome), price them with
-    ``cost`` (`PriceTable.cost_sql`) and store them. Returns outcome counts. Caller holds the transaction."""
-    source = (f"read_json(?::VARCHAR[], format='newline_delimited', columns={LINE_COLUMNS}, ignore_errors=true)"
-              if paths else f"(SELECT ''::VARCHAR custom_id, NULL::JSON error, NULL::{RESPONSE} response WHERE false)")
-    conn.execute(f"CREATE OR REPLACE TEMP TABLE _llmt_lines AS {CLASSIFY_SQL.format(source=source)}",
-                 [[str(p) for p in paths]] if paths else [])
+    """Classify the lines of finished batches' output and error files in DuckDB (what `classify` does to
+    one line), validate the distinct answer texts with ``validator``, reconcile every submitted key of each
+    shard (exactly one attempt each; ids the shard did not ask for are ignored; a key with several lines
+    takes its first ok one, else its first; a key without a readable line gets its batch's unanswered
+    outcome), price them with ``cost`` (`PriceTable.cost_sql`) and store them. The shards are of one model
+    (``source``) and are collected in one statement each: a million answers in 18 shards stored shard by
+    shard cost twice as much. Returns outcome counts. Caller holds the transaction."""
+    files = [(str(p), f.shard_id) for f in finished for p in f.paths]
+    conn.execute("CREATE OR REPLACE TEMP TABLE _llmt_files AS SELECT unnest(?::VARCHAR[]) AS filename, "
+                 "unnest(?::VARCHAR[]) AS shard_id", [[f for f, _ in files], [s for _, s in files]])
+    source_sql = (f"(SELECT r.*, f.shard_id FROM read_json(?::VARCHAR[], format='newline_delimited', "
+                  f"columns={LINE_COLUMNS}, ignore_errors=true, filename=true) r JOIN _llmt_files f USING (filename))"
+                  if files else f"(SELECT ''::VARCHAR custom_id, NULL::JSON error, NULL::{RESPONSE} response, "
+                  "''::VARCHAR shard_id WHERE false)")
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE _llmt_lines AS {CLASSIFY_SQL.format(source=source_sql)}",
+                 [[f for f, _ in files]] if files else [])
     invalid: dict[str, list[str]] = {"answer": [], "outcome": [], "detail": []}
     for (content,) in conn.execute("SELECT DISTINCT answer FROM _llmt_lines WHERE outcome IS NULL").fetchall():
         outcome, reason = validator.check(content)
@@ -120,17 +135,20 @@ def collect_files(
                 invalid[name].append(value)
     conn.execute("CREATE OR REPLACE TEMP TABLE _llmt_invalid AS SELECT unnest(?::VARCHAR[]) AS answer, "
                  "unnest(?::VARCHAR[]) AS outcome, unnest(?::VARCHAR[]) AS detail", list(invalid.values()))
-    unanswered = UNANSWERED.get(batch_status, "missing")
+    ended: dict[str, list[str | None]] = {"shard_id": [], "unanswered": [], "error_code": [], "detail": []}
+    for f in finished:
+        unanswered = UNANSWERED.get(f.batch_status, "missing")
+        for name, value in zip(ended, (f.shard_id, unanswered, f.batch_error if unanswered == "batch_failed" else None,
+                                       f"no result line (batch {f.batch_status})"), strict=True):
+            ended[name].append(value)
+    conn.execute("CREATE OR REPLACE TEMP TABLE _llmt_ended AS SELECT " + ", ".join(
+        f"unnest(?::VARCHAR[]) AS {name}" for name in ended), list(ended.values()))
     cost_sql, cost_params = cost
-    conn.execute(
-        RECONCILE_SQL.format(s=quote(state), cost=cost_sql),
-        [unanswered, batch_error if unanswered == "batch_failed" else None, f"no result line (batch {batch_status})",
-         shard.shard_id, *cost_params],
-    )
-    conn.execute("DROP TABLE _llmt_lines")
-    conn.execute("DROP TABLE _llmt_invalid")
+    conn.execute(RECONCILE_SQL.format(s=quote(state), cost=cost_sql), cost_params)
+    for table in ("_llmt_files", "_llmt_lines", "_llmt_invalid", "_llmt_ended"):
+        conn.execute(f"DROP TABLE {table}")
     counts = dict(conn.execute("SELECT outcome, count(*) FROM _llmt_collected GROUP BY outcome").fetchall())
-    _insert_collected(conn, quote(state), shard, replace)
+    _insert_collected(conn, quote(state), source, replace)
     return counts
 
 
@@ -147,7 +165,7 @@ LINE_COLUMNS = {"custom_id": "VARCHAR", "error": "JSON", "response": RESPONSE}
 # JSON is minified); n orders the lines as read.
 CLASSIFY_SQL = """
 WITH l AS (
-    SELECT custom_id AS request_key, row_number() OVER () AS n,
+    SELECT shard_id, custom_id AS request_key, row_number() OVER () AS n,
            coalesce(json_type(error) = 'OBJECT' AND error <> '{{}}', false)
                AND (response IS NULL OR (response.status_code IS NULL AND response.body IS NULL)) AS failed,
            error->>'code' AS failed_code, error->>'message' AS failed_message,
@@ -169,7 +187,7 @@ c AS (
              ELSE 'invalid_json' END AS outcome
     FROM l
 )
-SELECT request_key, n, outcome,
+SELECT shard_id, request_key, n, outcome,
     CASE WHEN answered AND outcome IS NULL THEN message.content->>'$' END AS answer,
     CASE WHEN NOT failed THEN status END AS status_code,
     CASE WHEN failed THEN coalesce(failed_code, '')
@@ -187,33 +205,35 @@ SELECT request_key, n, outcome,
 FROM c
 """
 
-# one attempt per submitted key: its best line (validated), else the batch's unanswered outcome; priced
+# one attempt per submitted key of each ended shard: its best line (validated), else the batch's unanswered
+# outcome; priced
 RECONCILE_SQL = """
 CREATE OR REPLACE TEMP TABLE _llmt_collected AS
 WITH judged AS (
-    SELECT l.request_key, l.n, coalesce(l.outcome, i.outcome, 'ok') AS outcome,
+    SELECT l.shard_id, l.request_key, l.n, coalesce(l.outcome, i.outcome, 'ok') AS outcome,
            CASE WHEN i.outcome IS NULL THEN l.answer END AS answer, l.status_code, l.error_code,
            coalesce(l.detail, i.detail) AS detail, l.prompt_tokens, l.completion_tokens, l.cached_tokens
     FROM _llmt_lines l LEFT JOIN _llmt_invalid i ON l.outcome IS NULL AND i.answer = l.answer
 ),
-best AS (SELECT * FROM judged WHERE n IN (SELECT arg_min(n, (outcome <> 'ok', n)) FROM judged GROUP BY request_key)),
+best AS (SELECT * FROM judged
+         WHERE n IN (SELECT arg_min(n, (outcome <> 'ok', n)) FROM judged GROUP BY shard_id, request_key)),
 attempts AS (
-    SELECT r.request_key, coalesce(j.outcome, ?) AS outcome, j.answer, j.status_code,
-           CASE WHEN j.n IS NULL THEN ? ELSE j.error_code END AS error_code,
-           CASE WHEN j.n IS NULL THEN ? ELSE j.detail END AS detail,
+    SELECT r.shard_id, r.request_key, coalesce(j.outcome, e.unanswered) AS outcome, j.answer, j.status_code,
+           CASE WHEN j.n IS NULL THEN e.error_code ELSE j.error_code END AS error_code,
+           CASE WHEN j.n IS NULL THEN e.detail ELSE j.detail END AS detail,
            coalesce(j.prompt_tokens, 0) AS prompt_tokens, coalesce(j.completion_tokens, 0) AS completion_tokens,
            coalesce(j.cached_tokens, 0) AS cached_tokens
-    FROM {s}.shard_requests r LEFT JOIN best j USING (request_key) WHERE r.shard_id = ?
+    FROM {s}.shard_requests r JOIN _llmt_ended e USING (shard_id)
+    LEFT JOIN best j ON j.shard_id = r.shard_id AND j.request_key = r.request_key
 )
 SELECT *, {cost} AS cost_usd FROM attempts
 """
 
 
 @dataclass(frozen=True)
-class Stored:
-    """Where stored attempts come from."""
+class Source:
+    """Who made the attempts being stored."""
 
-    shard_id: str
     run_id: str
     node: str
     model: str
@@ -234,6 +254,7 @@ def store(
 ) -> None:
     """Insert attempts and new answers (idempotent on shard and key). Caller holds the transaction."""
     cols: dict[str, list[Any]] = {
+        "shard_id": [shard_id] * len(attempts),
         "request_key": [a.request_key for a in attempts],
         "outcome": [a.outcome for a in attempts],
         "answer": [a.answer for a in attempts],
@@ -249,29 +270,30 @@ def store(
         return
     unnest = ", ".join(f"unnest(?::{_type(name)}[]) AS {name}" for name in cols)
     conn.execute(f"CREATE OR REPLACE TEMP TABLE _llmt_collected AS SELECT {unnest}", list(cols.values()))
-    _insert_collected(conn, quote(state), Stored(shard_id, run_id, node, model, batch), replace)
+    _insert_collected(conn, quote(state), Source(run_id, node, model, batch), replace)
 
 
-def _insert_collected(conn: duckdb.DuckDBPyConnection, s: str, shard: Stored, replace: bool) -> None:
+def _insert_collected(conn: duckdb.DuckDBPyConnection, s: str, source: Source, replace: bool) -> None:
     """Insert the attempts of temp table _llmt_collected not stored yet, then its ok answers; drops it."""
     conn.execute(
         f"""INSERT INTO {s}.attempts
-        SELECT ?, c.request_key, ?, ?, ?, c.outcome, c.status_code, c.error_code, c.detail,
+        SELECT c.shard_id, c.request_key, ?, ?, ?, c.outcome, c.status_code, c.error_code, c.detail,
                c.prompt_tokens, c.completion_tokens, c.cached_tokens, now(), c.cost_usd, ?
         FROM _llmt_collected c
-        WHERE NOT EXISTS (SELECT 1 FROM {s}.attempts a WHERE a.shard_id = ? AND a.request_key = c.request_key)""",
-        [shard.shard_id, shard.run_id, shard.node, shard.model, shard.batch, shard.shard_id],
+        WHERE NOT EXISTS (SELECT 1 FROM {s}.attempts a
+                          WHERE a.shard_id = c.shard_id AND a.request_key = c.request_key)""",
+        [source.run_id, source.node, source.model, source.batch],
     )
     crash_point("mid_store")
     conn.execute(
         f"""INSERT INTO {s}.answers
-        SELECT c.request_key, c.answer, ?, ?, ?, now(), c.prompt_tokens, c.completion_tokens, c.cached_tokens
+        SELECT c.request_key, c.answer, ?, ?, c.shard_id, now(), c.prompt_tokens, c.completion_tokens, c.cached_tokens
         FROM _llmt_collected c WHERE c.outcome = 'ok'
         ON CONFLICT DO {"UPDATE SET answer = excluded.answer, model = excluded.model, node = excluded.node, "
                         "shard_id = excluded.shard_id, answered_at = excluded.answered_at, "
                         "prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens, "
                         "cached_tokens = excluded.cached_tokens" if replace else "NOTHING"}""",
-        [shard.model, shard.node, shard.shard_id],
+        [source.model, source.node],
     )
     conn.execute("DROP TABLE _llmt_collected")
 
