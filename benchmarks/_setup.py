@@ -69,8 +69,11 @@ def write_outputs(project: Project, remote: Path, failures: bool) -> int:
                     SELECT request_key, kind, h, to_json({{
                         'sentiment': ['positive', 'negative', 'mixed', 'neutral'][(h % 4 + 1)::BIGINT],
                         'score': CASE WHEN kind = 'schema_violation' THEN 11 ELSE (h % 10 + 1)::INTEGER END,
-                        'issues': list_slice(['battery drains fast', 'left earbud crackles', 'app needs login',
-                                              'box arrived crushed'], 1, (h % 4)::BIGINT),
+                        'issues': list_slice([
+                            'battery drains in ' || ((h >> 8) % 23 + 2) || ' hours',
+                            'left earbud crackles after ' || ((h >> 16) % 90 + 1) || ' days',
+                            'app asks to log in ' || ((h >> 24) % 12 + 2) || ' times a day',
+                            'box arrived crushed on ' || ((h >> 32) % 4 + 1) || ' sides'], 1, (h % 4 + 1)::BIGINT),
                         'category': ['sound', 'battery', 'connectivity', 'build_quality', 'shipping', 'price',
                                      'other'][(h % 7 + 1)::BIGINT],
                         'competitor_mentioned': CASE WHEN h % 5 = 0 THEN 'Sony WH-1000XM5' END
