@@ -274,3 +274,20 @@ def test_shards_collected_together_are_reconciled_each_with_its_own_files_and_ba
     with h.wh.connect() as conn:
         assert conn.execute("SELECT shard_id, status, batch_status FROM _llmt.shards ORDER BY 1").fetchall() == [
             ("s1", "collected", "completed"), ("s2", "collected", "expired")]
+
+
+def test_a_key_answered_in_two_shards_collected_together_is_stored_once(h: Harness) -> None:
+    # not expected (a key is in one open shard at a time), but the answers table has no key constraint:
+    # the first shard's answer is kept, as when the shards are collected one by one
+    s1, s2 = h.shard("s1", ["a"]), h.shard("s2", ["a", "b"])
+    work = h.root / "work"
+    work.mkdir()
+    counts = h.driver.collect([
+        (s2, BatchInfo("batch-s2", "completed", output_file_id=h.file("o2.jsonl", [answered("a", OTHER),
+                                                                                   answered("b", VALID)]))),
+        (s1, BatchInfo("batch-s1", "completed", output_file_id=h.file("o1.jsonl", [answered("a", VALID)]))),
+    ], work)
+    assert counts == {"ok": 3}
+    assert {k: v[:2] for k, v in h.answers().items()} == {"a": (VALID, "s1"), "b": (VALID, "s2")}
+    with h.wh.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM _llmt.answers").fetchone() == (2,)

@@ -274,25 +274,36 @@ def store(
 
 
 def _insert_collected(conn: duckdb.DuckDBPyConnection, s: str, source: Source, replace: bool) -> None:
-    """Insert the attempts of temp table _llmt_collected not stored yet, then its ok answers; drops it."""
+    """Insert the attempts of temp table _llmt_collected not stored yet, then its ok answers whose keys have
+    none stored (``replace``: replacing the stored ones); drops it. Stored keys are found by probing the
+    stored ones with the collected ones (a semi join): a small store does not hash every stored key."""
     conn.execute(
         f"""INSERT INTO {s}.attempts
         SELECT c.shard_id, c.request_key, ?, ?, ?, c.outcome, c.status_code, c.error_code, c.detail,
                c.prompt_tokens, c.completion_tokens, c.cached_tokens, now(), c.cost_usd, ?
-        FROM _llmt_collected c
-        WHERE NOT EXISTS (SELECT 1 FROM {s}.attempts a
-                          WHERE a.shard_id = c.shard_id AND a.request_key = c.request_key)""",
+        FROM _llmt_collected c ANTI JOIN (
+            SELECT a.shard_id, a.request_key FROM {s}.attempts a
+            SEMI JOIN _llmt_collected k ON k.shard_id = a.shard_id AND k.request_key = a.request_key) d
+          ON d.shard_id = c.shard_id AND d.request_key = c.request_key""",
         [source.run_id, source.node, source.model, source.batch],
     )
     crash_point("mid_store")
+    if replace:
+        conn.execute(f"DELETE FROM {s}.answers WHERE request_key IN "
+                     "(SELECT request_key FROM _llmt_collected WHERE outcome = 'ok')")
+    row = conn.execute("SELECT count(*) > count(DISTINCT request_key) FROM _llmt_collected WHERE outcome = 'ok'"
+                       ).fetchone()
+    # a key answered in two shards collected together (not expected: a key is in one open shard at a time)
+    # keeps the first shard's answer, as when they are collected one by one
+    first = ("QUALIFY row_number() OVER (PARTITION BY c.request_key ORDER BY c.shard_id) = 1"
+             if row is not None and row[0] else "")
     conn.execute(
         f"""INSERT INTO {s}.answers
         SELECT c.request_key, c.answer, ?, ?, c.shard_id, now(), c.prompt_tokens, c.completion_tokens, c.cached_tokens
-        FROM _llmt_collected c WHERE c.outcome = 'ok'
-        ON CONFLICT DO {"UPDATE SET answer = excluded.answer, model = excluded.model, node = excluded.node, "
-                        "shard_id = excluded.shard_id, answered_at = excluded.answered_at, "
-                        "prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens, "
-                        "cached_tokens = excluded.cached_tokens" if replace else "NOTHING"}""",
+        FROM _llmt_collected c ANTI JOIN (
+            SELECT a.request_key FROM {s}.answers a SEMI JOIN _llmt_collected k ON k.request_key = a.request_key) d
+          ON d.request_key = c.request_key
+        WHERE c.outcome = 'ok' {first}""",
         [source.model, source.node],
     )
     conn.execute("DROP TABLE _llmt_collected")

@@ -72,6 +72,16 @@ MIGRATIONS: list[tuple[int, str]] = [
         ALTER TABLE {s}.shards ADD COLUMN input_tokens_exact BOOLEAN DEFAULT true;
         """,
     ),
+    (
+        # answers without a primary key: its index cost a third of collecting a million answers; every
+        # insert skips keys already stored and refuses a statement with a key twice (pipeline/collect.py)
+        5,
+        """
+        CREATE TABLE {s}.answers_v5 AS SELECT * FROM {s}.answers;
+        DROP TABLE {s}.answers;
+        ALTER TABLE {s}.answers_v5 RENAME TO answers;
+        """,
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]
