@@ -70,9 +70,9 @@ def write_outputs(project: Project, remote: Path, failures: bool) -> int:
                         'sentiment': ['positive', 'negative', 'mixed', 'neutral'][(h % 4 + 1)::BIGINT],
                         'score': CASE WHEN kind = 'schema_violation' THEN 11 ELSE (h % 10 + 1)::INTEGER END,
                         'issues': list_slice([
-                            'battery drains in ' || ((h >> 8) % 23 + 2) || ' hours',
-                            'left earbud crackles after ' || ((h >> 16) % 90 + 1) || ' days',
-                            'app asks to log in ' || ((h >> 24) % 12 + 2) || ' times a day',
+                            'battery drains in ' || ((h >> 8) % 97 + 2) || ' hours',
+                            'left earbud crackles after ' || ((h >> 16) % 365 + 1) || ' days',
+                            'app asks to log in ' || ((h >> 24) % 48 + 2) || ' times a day',
                             'box arrived crushed on ' || ((h >> 32) % 4 + 1) || ' sides'], 1, (h % 4 + 1)::BIGINT),
                         'category': ['sound', 'battery', 'connectivity', 'build_quality', 'shipping', 'price',
                                      'other'][(h % 7 + 1)::BIGINT],
