@@ -162,10 +162,11 @@ RESPONSE = (
 LINE_COLUMNS = {"custom_id": "VARCHAR", "error": "JSON", "response": RESPONSE}
 
 # `classify` over every line; outcome NULL: an answer to validate. A JSON string reads as '"...' (DuckDB's
-# JSON is minified); n orders the lines as read.
+# JSON is minified). The rowid of the lines' table is their order as read (with DuckDB's default
+# preserve_insertion_order; a row_number() window instead cost a fifth of the read).
 CLASSIFY_SQL = """
 WITH l AS (
-    SELECT shard_id, custom_id AS request_key, row_number() OVER () AS n,
+    SELECT shard_id, custom_id AS request_key,
            coalesce(json_type(error) = 'OBJECT' AND error <> '{{}}', false)
                AND (response IS NULL OR (response.status_code IS NULL AND response.body IS NULL)) AS failed,
            error->>'code' AS failed_code, error->>'message' AS failed_message,
@@ -187,7 +188,7 @@ c AS (
              ELSE 'invalid_json' END AS outcome
     FROM l
 )
-SELECT shard_id, request_key, n, outcome,
+SELECT shard_id, request_key, outcome,
     CASE WHEN answered AND outcome IS NULL THEN message.content->>'$' END AS answer,
     CASE WHEN NOT failed THEN status END AS status_code,
     CASE WHEN failed THEN coalesce(failed_code, '')
@@ -210,7 +211,7 @@ FROM c
 RECONCILE_SQL = """
 CREATE OR REPLACE TEMP TABLE _llmt_collected AS
 WITH judged AS (
-    SELECT l.shard_id, l.request_key, l.n, coalesce(l.outcome, i.outcome, 'ok') AS outcome,
+    SELECT l.shard_id, l.request_key, l.rowid AS n, coalesce(l.outcome, i.outcome, 'ok') AS outcome,
            CASE WHEN i.outcome IS NULL THEN l.answer END AS answer, l.status_code, l.error_code,
            coalesce(l.detail, i.detail) AS detail, l.prompt_tokens, l.completion_tokens, l.cached_tokens
     FROM _llmt_lines l LEFT JOIN _llmt_invalid i ON l.outcome IS NULL AND i.answer = l.answer
