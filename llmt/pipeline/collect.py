@@ -144,7 +144,9 @@ def collect_files(
     conn.execute("CREATE OR REPLACE TEMP TABLE _llmt_ended AS SELECT " + ", ".join(
         f"unnest(?::VARCHAR[]) AS {name}" for name in ended), list(ended.values()))
     cost_sql, cost_params = cost
-    conn.execute(RECONCILE_SQL.format(s=quote(state), cost=cost_sql), cost_params)
+    row = conn.execute("SELECT count(*) > count(DISTINCT request_key) FROM _llmt_lines").fetchone()
+    best = BEST_OF_SEVERAL if row is not None and row[0] else "SELECT * FROM judged"  # one line a key: the rule
+    conn.execute(RECONCILE_SQL.format(s=quote(state), cost=cost_sql, best=best), cost_params)
     for table in ("_llmt_files", "_llmt_lines", "_llmt_invalid", "_llmt_ended"):
         conn.execute(f"DROP TABLE {table}")
     counts = dict(conn.execute("SELECT outcome, count(*) FROM _llmt_collected GROUP BY outcome").fetchall())
@@ -216,8 +218,7 @@ WITH judged AS (
            coalesce(l.detail, i.detail) AS detail, l.prompt_tokens, l.completion_tokens, l.cached_tokens
     FROM _llmt_lines l LEFT JOIN _llmt_invalid i ON l.outcome IS NULL AND i.answer = l.answer
 ),
-best AS (SELECT * FROM judged
-         WHERE n IN (SELECT arg_min(n, (outcome <> 'ok', n)) FROM judged GROUP BY shard_id, request_key)),
+best AS ({best}),
 attempts AS (
     SELECT r.shard_id, r.request_key, coalesce(j.outcome, e.unanswered) AS outcome, j.answer, j.status_code,
            CASE WHEN j.n IS NULL THEN e.error_code ELSE j.error_code END AS error_code,
@@ -229,6 +230,10 @@ attempts AS (
 )
 SELECT *, {cost} AS cost_usd FROM attempts
 """
+# a key with several lines: its first ok line, else its first line (costs more than the rest of the reconcile,
+# so it is left out when no key has two lines)
+BEST_OF_SEVERAL = ("SELECT * FROM judged WHERE n IN "
+                   "(SELECT arg_min(n, (outcome <> 'ok', n)) FROM judged GROUP BY shard_id, request_key)")
 
 
 @dataclass(frozen=True)
