@@ -119,14 +119,14 @@ def collect_files(
     (``source``) and are collected in one statement each: a million answers in 18 shards stored shard by
     shard cost twice as much. Returns outcome counts. Caller holds the transaction."""
     files = [(str(p), f.shard_id) for f in finished for p in f.paths]
-    conn.execute("CREATE OR REPLACE TEMP TABLE _llmt_files AS SELECT unnest(?::VARCHAR[]) AS filename, "
-                 "unnest(?::VARCHAR[]) AS shard_id", [[f for f, _ in files], [s for _, s in files]])
-    source_sql = (f"(SELECT r.*, f.shard_id FROM read_json(?::VARCHAR[], format='newline_delimited', "
-                  f"columns={LINE_COLUMNS}, ignore_errors=true, filename=true) r JOIN _llmt_files f USING (filename))"
+    # each line's shard by its file's name (a join would not keep the lines in the order read)
+    source_sql = ("(SELECT *, MAP(?::VARCHAR[], ?::VARCHAR[])[filename] AS shard_id FROM read_json(?::VARCHAR[], "
+                  f"format='newline_delimited', columns={LINE_COLUMNS}, ignore_errors=true, filename=true))"
                   if files else f"(SELECT ''::VARCHAR custom_id, NULL::JSON error, NULL::{RESPONSE} response, "
                   "''::VARCHAR shard_id WHERE false)")
+    names = [f for f, _ in files]
     conn.execute(f"CREATE OR REPLACE TEMP TABLE _llmt_lines AS {CLASSIFY_SQL.format(source=source_sql)}",
-                 [[f for f, _ in files]] if files else [])
+                 [names, [s for _, s in files], names] if files else [])
     invalid: dict[str, list[str]] = {"answer": [], "outcome": [], "detail": []}
     for (content,) in conn.execute("SELECT DISTINCT answer FROM _llmt_lines WHERE outcome IS NULL").fetchall():
         outcome, reason = validator.check(content)
@@ -147,7 +147,7 @@ def collect_files(
     row = conn.execute("SELECT count(*) > count(DISTINCT request_key) FROM _llmt_lines").fetchone()
     best = BEST_OF_SEVERAL if row is not None and row[0] else "SELECT * FROM judged"  # one line a key: the rule
     conn.execute(RECONCILE_SQL.format(s=quote(state), cost=cost_sql, best=best), cost_params)
-    for table in ("_llmt_files", "_llmt_lines", "_llmt_invalid", "_llmt_ended"):
+    for table in ("_llmt_lines", "_llmt_invalid", "_llmt_ended"):
         conn.execute(f"DROP TABLE {table}")
     counts = dict(conn.execute("SELECT outcome, count(*) FROM _llmt_collected GROUP BY outcome").fetchall())
     _insert_collected(conn, quote(state), source, replace)
