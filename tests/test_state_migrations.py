@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import duckdb
 
 from llmt.warehouse.state import LATEST, MIGRATIONS, migrate
 
 
-def test_version_5_keeps_the_stored_answers_and_drops_their_primary_key() -> None:
-    conn = duckdb.connect()
+def test_version_5_keeps_the_stored_answers_and_drops_their_primary_key(tmp_path: Path) -> None:
+    conn = duckdb.connect(str(tmp_path / "state.duckdb"))
     conn.execute('CREATE SCHEMA "_llmt"')
     conn.execute('CREATE TABLE "_llmt".schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)')
     for version, sql in MIGRATIONS[:4]:
@@ -25,4 +27,6 @@ def test_version_5_keeps_the_stored_answers_and_drops_their_primary_key() -> Non
     assert [r[0] for r in conn.execute("DESCRIBE _llmt.answers").fetchall()] == [
         "request_key", "answer", "model", "node", "shard_id", "answered_at", "prompt_tokens", "completion_tokens",
         "cached_tokens"]
+    ddl = conn.execute("SELECT sql FROM duckdb_tables() WHERE table_name = 'answers'").fetchone()
+    assert ddl is not None and "answer VARCHAR USING COMPRESSION ZSTD," in ddl[0]  # a new file's storage has it
     assert migrate(conn, "_llmt") == 5  # applied once

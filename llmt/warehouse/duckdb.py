@@ -4,7 +4,6 @@ other readers are never locked out while llmt waits on a provider."""
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,7 +13,7 @@ import duckdb
 
 from llmt.compile import quote, sql_string
 from llmt.errors import ConfigError, NodeError
-from llmt.warehouse.state import LATEST, MIGRATIONS, migrate
+from llmt.warehouse.state import LATEST, MIGRATIONS, migrate, zstd_available
 
 
 class Warehouse:
@@ -150,13 +149,6 @@ def create_table(conn: duckdb.DuckDBPyConnection, table: str, select: str, zstd:
     conn.execute(f"CREATE TABLE {table} (" + ", ".join(
         f"{quote(c)} {t}" + (" USING COMPRESSION zstd" if c in packed else "") for c, t in described) + ")")
     conn.execute(f"INSERT INTO {table} {select}")
-
-
-def zstd_available(conn: duckdb.DuckDBPyConnection) -> bool:
-    row = conn.execute("SELECT tags['storage_version'] FROM duckdb_databases() WHERE database_name = "
-                       "current_database()").fetchone()
-    version = re.match(r"v(\d+)\.(\d+)", str(row[0]) if row else "")
-    return version is not None and (int(version[1]), int(version[2])) >= (1, 2)
 
 
 def execute(conn: duckdb.DuckDBPyConnection, sql: str, where: str, params: list[Any] | None = None) -> Any:

