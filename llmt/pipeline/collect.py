@@ -7,6 +7,7 @@ http_error (status and code), expired, cancelled, batch_failed, missing.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,14 +128,6 @@ def collect_files(
     names = [f for f, _ in files]
     conn.execute(f"CREATE OR REPLACE TEMP TABLE _llmt_lines AS {CLASSIFY_SQL.format(source=source_sql)}",
                  [names, [s for _, s in files], names] if files else [])
-    invalid: dict[str, list[str]] = {"answer": [], "outcome": [], "detail": []}
-    for (content,) in conn.execute("SELECT DISTINCT answer FROM _llmt_lines WHERE outcome IS NULL").fetchall():
-        outcome, reason = validator.check(content)
-        if outcome != "ok":
-            for name, value in (("answer", content), ("outcome", outcome), ("detail", reason[:500])):
-                invalid[name].append(value)
-    conn.execute("CREATE OR REPLACE TEMP TABLE _llmt_invalid AS SELECT unnest(?::VARCHAR[]) AS answer, "
-                 "unnest(?::VARCHAR[]) AS outcome, unnest(?::VARCHAR[]) AS detail", list(invalid.values()))
     ended: dict[str, list[str | None]] = {"shard_id": [], "unanswered": [], "error_code": [], "detail": []}
     for f in finished:
         unanswered = UNANSWERED.get(f.batch_status, "missing")
@@ -143,10 +136,25 @@ def collect_files(
             ended[name].append(value)
     conn.execute("CREATE OR REPLACE TEMP TABLE _llmt_ended AS SELECT " + ", ".join(
         f"unnest(?::VARCHAR[]) AS {name}" for name in ended), list(ended.values()))
-    cost_sql, cost_params = cost
+    answers = [r[0] for r in conn.execute("SELECT DISTINCT answer FROM _llmt_lines WHERE outcome IS NULL").fetchall()]
     row = conn.execute("SELECT count(*) > count(DISTINCT request_key) FROM _llmt_lines").fetchone()
-    best = BEST_OF_SEVERAL if row is not None and row[0] else "SELECT * FROM judged"  # one line a key: the rule
-    conn.execute(RECONCILE_SQL.format(s=quote(state), cost=cost_sql, best=best), cost_params)
+    several = row is not None and bool(row[0])
+    cost_sql, cost_params = cost
+    reconcile = RECONCILE_SQL.format(s=quote(state), cost=cost_sql, best=BEST_OF_SEVERAL if several else "judged")
+    # Answers are validated in a thread (Python) while DuckDB (which lets go of the GIL) reconciles, taking
+    # every answer as valid; the invalid ones are then marked. A key with several lines needs to know which
+    # of its lines are valid first.
+    with ThreadPoolExecutor(1, thread_name_prefix="llmt-validate") as pool:
+        validated = pool.submit(_invalid_answers, validator, answers)
+        if not several:
+            conn.execute(reconcile, cost_params)
+        conn.execute("CREATE OR REPLACE TEMP TABLE _llmt_invalid AS SELECT unnest(?::VARCHAR[]) AS answer, "
+                     "unnest(?::VARCHAR[]) AS outcome, unnest(?::VARCHAR[]) AS detail", validated.result())
+    marked = "_llmt_lines" if several else "_llmt_collected"  # only an answer to validate or an ok one has a text
+    conn.execute(f"UPDATE {marked} SET outcome = i.outcome, detail = i.detail, answer = NULL FROM _llmt_invalid i "
+                 f"WHERE {marked}.answer = i.answer")
+    if several:
+        conn.execute(reconcile, cost_params)
     for table in ("_llmt_lines", "_llmt_invalid", "_llmt_ended"):
         conn.execute(f"DROP TABLE {table}")
     counts = dict(conn.execute("SELECT outcome, count(*) FROM _llmt_collected GROUP BY outcome").fetchall())
@@ -208,17 +216,16 @@ SELECT shard_id, request_key, outcome,
 FROM c
 """
 
-# one attempt per submitted key of each ended shard: its best line (validated), else the batch's unanswered
-# outcome; priced
+# one attempt per submitted key of each ended shard: its best line (an answer not yet marked invalid is ok),
+# else the batch's unanswered outcome; priced
 RECONCILE_SQL = """
 CREATE OR REPLACE TEMP TABLE _llmt_collected AS
 WITH judged AS (
-    SELECT l.shard_id, l.request_key, l.rowid AS n, coalesce(l.outcome, i.outcome, 'ok') AS outcome,
-           CASE WHEN i.outcome IS NULL THEN l.answer END AS answer, l.status_code, l.error_code,
-           coalesce(l.detail, i.detail) AS detail, l.prompt_tokens, l.completion_tokens, l.cached_tokens
-    FROM _llmt_lines l LEFT JOIN _llmt_invalid i ON l.outcome IS NULL AND i.answer = l.answer
+    SELECT shard_id, request_key, rowid AS n, coalesce(outcome, 'ok') AS outcome, answer, status_code, error_code,
+           detail, prompt_tokens, completion_tokens, cached_tokens
+    FROM _llmt_lines
 ),
-best AS ({best}),
+best AS (SELECT * FROM {best}),
 attempts AS (
     SELECT r.shard_id, r.request_key, coalesce(j.outcome, e.unanswered) AS outcome, j.answer, j.status_code,
            CASE WHEN j.n IS NULL THEN e.error_code ELSE j.error_code END AS error_code,
@@ -232,7 +239,7 @@ SELECT *, {cost} AS cost_usd FROM attempts
 """
 # a key with several lines: its first ok line, else its first line (costs more than the rest of the reconcile,
 # so it is left out when no key has two lines)
-BEST_OF_SEVERAL = ("SELECT * FROM judged WHERE n IN "
+BEST_OF_SEVERAL = ("judged WHERE n IN "
                    "(SELECT arg_min(n, (outcome <> 'ok', n)) FROM judged GROUP BY shard_id, request_key)")
 
 
@@ -277,6 +284,17 @@ def store(
     unnest = ", ".join(f"unnest(?::{_type(name)}[]) AS {name}" for name in cols)
     conn.execute(f"CREATE OR REPLACE TEMP TABLE _llmt_collected AS SELECT {unnest}", list(cols.values()))
     _insert_collected(conn, quote(state), Source(run_id, node, model, batch), replace)
+
+
+def _invalid_answers(validator: AnswerValidator, answers: list[str]) -> list[list[str]]:
+    """The answers that fail ``validator``, their outcomes and reasons (three lists)."""
+    invalid: list[list[str]] = [[], [], []]
+    for content in answers:
+        outcome, reason = validator.check(content)
+        if outcome != "ok":
+            for column, value in zip(invalid, (content, outcome, reason[:500]), strict=True):
+                column.append(value)
+    return invalid
 
 
 def _insert_collected(conn: duckdb.DuckDBPyConnection, s: str, source: Source, replace: bool) -> None:
