@@ -14,6 +14,7 @@ import pytest
 
 from llmt.console import Reporter
 from llmt.cost import price_table
+from llmt.pipeline import batches
 from llmt.pipeline.batches import ShardDriver, ShardRow
 from llmt.pipeline.collect import classify
 from llmt.providers.base import BatchInfo, BatchLineError, BatchProvider, Shard
@@ -291,3 +292,13 @@ def test_a_key_answered_in_two_shards_collected_together_is_stored_once(h: Harne
     assert {k: v[:2] for k, v in h.answers().items()} == {"a": (VALID, "s1"), "b": (VALID, "s2")}
     with h.wh.connect() as conn:
         assert conn.execute("SELECT count(*) FROM _llmt.answers").fetchone() == (2,)
+
+
+def test_ended_shards_are_grouped_by_model_and_up_to_a_number_of_requests(
+        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(batches, "COLLECT_REQUESTS", 5)
+    rows = [h.shard(f"s{i}", [f"k{i}-{j}" for j in range(n)]) for i, n in enumerate([2, 3, 1, 4, 6])]
+    rows[2].model = "gpt-4o"  # another model: its own group
+    ended = [(row, BatchInfo(str(row.batch_id), "completed")) for row in rows]
+    groups = [[row.shard_id for row, _ in group] for group in batches._groups(ended)]
+    assert groups == [["s0", "s1"], ["s3"], ["s4"], ["s2"]]  # a shard larger than the limit goes alone

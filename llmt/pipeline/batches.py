@@ -34,6 +34,10 @@ OPEN = ("written", "uploaded", "submitted")
 SHARD_COLUMNS = ("shard_id, run_id, node, model, path, n_requests, response_schema, status, file_id, batch_id, "
                  "batch_status, created_at")  # the fields of ShardRow
 QUEUE_FULL = "token_limit_exceeded"
+# Ended shards are collected together, up to this many requests at a time: one statement per step for all of
+# them costs half as much as shard by shard (and 500k at a time 15% more than 1M), while the distinct answers
+# held for validation (~180 bytes each) stay bounded
+COLLECT_REQUESTS = 1_000_000
 
 
 @dataclass
@@ -234,12 +238,11 @@ class ShardDriver:
 
     def collect(self, ended: list[tuple[ShardRow, BatchInfo]], work_dir: Path) -> dict[str, int]:
         """Download the results of ended batches, classify them, store attempts and answers and mark the
-        shards collected: the shards of one model in one transaction. Returns outcome counts."""
+        shards collected: shards of one model together, up to COLLECT_REQUESTS requests a transaction. Returns
+        outcome counts."""
         totals: dict[str, int] = {}
-        groups: dict[tuple[str, str, str], list[tuple[ShardRow, BatchInfo]]] = {}
-        for row, info in ended:
-            groups.setdefault((row.node, row.model, row.response_schema), []).append((row, info))
-        for (node, model, schema), group in groups.items():
+        for group in _groups(ended):
+            node, model, schema = group[0][0].node, group[0][0].model, group[0][0].response_schema
             finished = [Finished(row.shard_id, self._download(row, info, work_dir), info.status,
                                  ",".join(sorted({e.code for e in info.errors})) or None) for row, info in group]
             crash_point("after_download")
@@ -324,6 +327,17 @@ class ShardDriver:
             for outcome, n in self.collect(ended, work_dir(node)).items():
                 totals[outcome] = totals.get(outcome, 0) + n
         return totals
+
+
+def _groups(ended: list[tuple[ShardRow, BatchInfo]]) -> list[list[tuple[ShardRow, BatchInfo]]]:
+    """Ended shards of one model (and schema) grouped, each group up to COLLECT_REQUESTS requests (or one shard)."""
+    by_model: dict[tuple[str, str, str], list[list[tuple[ShardRow, BatchInfo]]]] = {}
+    for row, info in ended:
+        groups = by_model.setdefault((row.node, row.model, row.response_schema), [[]])
+        if groups[-1] and sum(r.n_requests for r, _ in groups[-1]) + row.n_requests > COLLECT_REQUESTS:
+            groups.append([])
+        groups[-1].append((row, info))
+    return [group for groups in by_model.values() for group in groups]
 
 
 def _default_limits() -> Limits:

@@ -117,8 +117,8 @@ def collect_files(
     shard (exactly one attempt each; ids the shard did not ask for are ignored; a key with several lines
     takes its first ok one, else its first; a key without a readable line gets its batch's unanswered
     outcome), price them with ``cost`` (`PriceTable.cost_sql`) and store them. The shards are of one model
-    (``source``) and are collected in one statement each: a million answers in 18 shards stored shard by
-    shard cost twice as much. Returns outcome counts. Caller holds the transaction."""
+    (``source``); each step is one statement for all of them. Returns outcome counts. Caller holds the
+    transaction."""
     files = [(str(p), f.shard_id) for f in finished for p in f.paths]
     # each line's shard by its file's name (a join would not keep the lines in the order read)
     source_sql = ("(SELECT *, MAP(?::VARCHAR[], ?::VARCHAR[])[filename] AS shard_id FROM read_json(?::VARCHAR[], "
