@@ -158,7 +158,7 @@ def collect_files(
     for table in ("_llmt_lines", "_llmt_invalid", "_llmt_ended"):
         conn.execute(f"DROP TABLE {table}")
     counts = dict(conn.execute("SELECT outcome, count(*) FROM _llmt_collected GROUP BY outcome").fetchall())
-    _insert_collected(conn, quote(state), source, replace)
+    _insert_collected(conn, quote(state), source, replace, distinct_keys=not several)
     return counts
 
 
@@ -297,10 +297,12 @@ def _invalid_answers(validator: AnswerValidator, answers: list[str]) -> list[lis
     return invalid
 
 
-def _insert_collected(conn: duckdb.DuckDBPyConnection, s: str, source: Source, replace: bool) -> None:
+def _insert_collected(conn: duckdb.DuckDBPyConnection, s: str, source: Source, replace: bool,
+                      distinct_keys: bool = False) -> None:
     """Insert the attempts of temp table _llmt_collected not stored yet, then its ok answers whose keys have
     none stored (``replace``: replacing the stored ones); drops it. Stored keys are found by probing the
-    stored ones with the collected ones (a semi join): a small store does not hash every stored key."""
+    stored ones with the collected ones (a semi join): a small store does not hash every stored key.
+    ``distinct_keys``: the caller knows that no key is ok twice (no key had two result lines)."""
     conn.execute(
         f"""INSERT INTO {s}.attempts
         SELECT c.shard_id, c.request_key, ?, ?, ?, c.outcome, c.status_code, c.error_code, c.detail,
@@ -315,8 +317,8 @@ def _insert_collected(conn: duckdb.DuckDBPyConnection, s: str, source: Source, r
     if replace:
         conn.execute(f"DELETE FROM {s}.answers WHERE request_key IN "
                      "(SELECT request_key FROM _llmt_collected WHERE outcome = 'ok')")
-    row = conn.execute("SELECT count(*) > count(DISTINCT request_key) FROM _llmt_collected WHERE outcome = 'ok'"
-                       ).fetchone()
+    row = None if distinct_keys else conn.execute(
+        "SELECT count(*) > count(DISTINCT request_key) FROM _llmt_collected WHERE outcome = 'ok'").fetchone()
     # a key answered in two shards collected together (not expected: a key is in one open shard at a time)
     # keeps the first shard's answer, as when they are collected one by one
     first = ("QUALIFY row_number() OVER (PARTITION BY c.request_key ORDER BY c.shard_id) = 1"
