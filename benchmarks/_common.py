@@ -179,6 +179,16 @@ def machine() -> str:
            f"Python {platform.python_version()}"
 
 
+def cpu_probe() -> float:
+    """Seconds of a fixed pure-Python loop (10M additions): how fast this machine's cores are right now.
+    On a shared virtual machine it varies by more than 1.5x within an hour, and every figure with it."""
+    start = time.perf_counter()
+    total = 0
+    for i in range(10_000_000):
+        total += i
+    return time.perf_counter() - start
+
+
 def timed_process(args: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
     """Run a command to its end: (wall seconds from its start to its exit, its peak RSS in MB, its stdout).
     Raises when it fails. It is started by a small launcher (_measure.py) so that its peak RSS is its own."""

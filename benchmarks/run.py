@@ -19,7 +19,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import ROOT, machine, timed_process
+from benchmarks._common import ROOT, cpu_probe, machine, timed_process
 
 HERE = Path(__file__).parent
 Results = dict[str, dict[str, str]]
@@ -127,7 +127,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["LLMT_DUCKDB_MEMORY_LIMIT"] = args.duckdb_memory_limit
     sizes = sorted(int(s) for s in args.sizes.split(","))
-    started, t0 = dt.datetime.now(dt.UTC), time.perf_counter()
+    started, t0, probes = dt.datetime.now(dt.UTC), time.perf_counter(), [cpu_probe()]
     results: Results = {}
     raw: list[str] = []
 
@@ -144,6 +144,7 @@ def main() -> None:
     keep(bench("startup.py", "--models", str(args.models)))
     if not args.skip_dbt:
         keep(bench("vs_dbt.py", "--rows", str(args.dbt_rows)))
+    probes.append(cpu_probe())
     minutes = (time.perf_counter() - t0) / 60
     import duckdb
 
@@ -154,6 +155,8 @@ def main() -> None:
         f"- machine: {machine()}",
         f"- DuckDB {duckdb.__version__}; llmt at {git_revision()}; LLMT_DUCKDB_MEMORY_LIMIT="
         f"{args.duckdb_memory_limit or '(unset: DuckDB default)'}",
+        f"- CPU probe (`cpu_probe` in _common.py: a fixed pure-Python loop; on a shared VM it varies by more than "
+        f"1.5x, and every figure with it): {probes[0]:.2f} s at the start, {probes[1]:.2f} s at the end",
         "- data: generated synthetic reviews (benchmarks/_data.py): 20-400 words (median 60), 8 languages, "
         "about 10% duplicate texts", "",
         "What each benchmark measures, and how to run one alone: [README.md](README.md).", "",
