@@ -97,3 +97,16 @@ def test_an_output_table_updated_in_place_equals_one_rebuilt_whole(tmp_path: Pat
             diff = conn.execute(f"SELECT count(*) FROM (SELECT * FROM {a}.review_insights "
                                 f"EXCEPT ALL SELECT * FROM {b}.review_insights)").fetchone()
             assert diff == (0,)
+
+
+def test_run_keeps_the_median_run_of_prepare_and_collect() -> None:
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.run import median
+
+    runs = [[{"bench": "collect", "answers_per_s": v, "seconds": s}] for v, s in (("90", "3"), ("120", "1"),
+                                                                                 ("100", "2"))]
+    assert median("collect", runs) == {"bench": "collect", "answers_per_s": "100", "seconds": "2",
+                                       "runs": "90,100,120"}
+    # with an even number of runs, the lower of the two middle ones
+    assert median("prepare", [[{"rows_per_s": "5"}], [{"rows_per_s": "7"}]])["rows_per_s"] == "5"
+    assert median("collect", [[], []]) == {"bench": "collect"}  # a run that printed nothing
