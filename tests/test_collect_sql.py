@@ -302,3 +302,18 @@ def test_ended_shards_are_grouped_by_model_and_up_to_a_number_of_requests(
     ended = [(row, BatchInfo(str(row.batch_id), "completed")) for row in rows]
     groups = [[row.shard_id for row, _ in group] for group in batches._groups(ended)]
     assert groups == [["s0", "s1"], ["s3"], ["s4"], ["s2"]]  # a shard larger than the limit goes alone
+
+
+def test_an_invalid_answer_is_not_stored_and_a_stored_answer_is_kept(h: Harness) -> None:
+    violation = '{"sentiment":"happy","score":11,"issues":[],"competitor":null}'
+    first = h.shard("s1", ["a"])
+    assert h.collect(first, output=h.file("o1.jsonl", [answered("a", VALID)])) == {"ok": 1}
+    second = h.shard("s2", ["a", "b", "c"])
+    output = h.file("o2.jsonl", [answered("a", violation), answered("b", violation), answered("c", OTHER)])
+    for _ in range(2):  # collecting again changes nothing
+        assert h.collect(second, output=output) == {"ok": 1, "schema_violation": 2}
+        got = h.attempts("s2")
+        assert {k: v[0] for k, v in got.items()} == {"a": "schema_violation", "b": "schema_violation", "c": "ok"}
+        assert got["b"][3].startswith("sentiment: ")
+        # a's answer from s1 is kept, b has none, c's is stored
+        assert {k: v[:2] for k, v in h.answers().items()} == {"a": (VALID, "s1"), "c": (OTHER, "s2")}
