@@ -175,6 +175,15 @@ class ShardDriver:
         for key, value in values.items():
             setattr(shard, key, value)
 
+    def _record_statuses(self, changed: list[tuple[ShardRow, str]]) -> None:
+        if not changed:
+            return
+        with self.wh.transaction() as conn:
+            conn.executemany(f"UPDATE {self.s}.shards SET batch_status = ?, updated_at = now() WHERE shard_id = ?",
+                             [[status, row.shard_id] for row, status in changed])
+        for row, status in changed:
+            row.batch_status = status
+
     def _spec(self, row: ShardRow) -> Shard:
         meta = {"tool": "llmt", "project": self.project, "node": row.node, "shard_id": row.shard_id,
                 "run_id": row.run_id}
@@ -210,6 +219,7 @@ class ShardDriver:
         self.wh.release()  # never hold the database while a provider works
         with self.reporter.bars(items) as bars:
             while True:
+                changed: list[tuple[ShardRow, str]] = []
                 for row, bar in zip(pending, bars, strict=True):
                     if row.shard_id in done:
                         continue
@@ -226,9 +236,10 @@ class ShardDriver:
                     crash_point("waiting")
                     bar.update(info.completed + info.failed)
                     if info.status != row.batch_status:
-                        self._update(row, batch_status=info.status)
+                        changed.append((row, info.status))
                     if info.terminal:
                         done[row.shard_id] = info
+                self._record_statuses(changed)  # one write a round, not one a batch
                 if len(done) == len(pending) or (deadline is not None and time.monotonic() >= deadline):
                     return done
                 self.wh.release()  # a status change was just recorded: do not hold the file while sleeping
