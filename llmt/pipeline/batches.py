@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +35,10 @@ OPEN = ("written", "uploaded", "submitted")
 SHARD_COLUMNS = ("shard_id, run_id, node, model, path, n_requests, response_schema, status, file_id, batch_id, "
                  "batch_status, created_at")  # the fields of ShardRow
 QUEUE_FULL = "token_limit_exceeded"
-# Ended shards are collected together, up to this many requests at a time: one statement per step for all of
-# them costs half as much as shard by shard (and 500k at a time 15% more than 1M), while the distinct answers
-# held for validation (~180 bytes each) stay bounded
+# Ended shards of a model are collected together, up to this many requests at a time: one statement per step
+# for all of them is quicker than one per shard (and a transaction this large writes its rows straight to the
+# database file; 500k at a time cost ~15% more than 1M), while the distinct answers held for validation (~180
+# bytes each) stay bounded
 COLLECT_REQUESTS = 1_000_000
 
 
@@ -251,7 +253,7 @@ class ShardDriver:
         """Download the results of ended batches, classify them, store attempts and answers and mark the
         shards collected: shards of one model together, up to COLLECT_REQUESTS requests a transaction. Returns
         outcome counts."""
-        totals: dict[str, int] = {}
+        totals: Counter[str] = Counter()
         for group in _groups(ended):
             node, model, schema = group[0][0].node, group[0][0].model, group[0][0].response_schema
             finished = [Finished(row.shard_id, self._download(row, info, work_dir), info.status,
@@ -273,9 +275,8 @@ class ShardDriver:
                 )
             for row, _ in group:
                 row.status = "collected"
-            for outcome, n in counts.items():
-                totals[outcome] = totals.get(outcome, 0) + n
-        return totals
+            totals.update(counts)
+        return dict(totals)
 
     def _download(self, row: ShardRow, info: BatchInfo, work_dir: Path) -> list[Path]:
         paths = []
@@ -332,12 +333,11 @@ class ShardDriver:
                     self._update(row, status="abandoned", error="batch not found at the provider")
         submitted = [r for r in rows if r.status == "submitted"]
         infos = self.wait(submitted, timeout, poll)
-        totals: dict[str, int] = {}
+        totals: Counter[str] = Counter()
         for node in dict.fromkeys(r.node for r in submitted):
             ended = [(r, infos[r.shard_id]) for r in submitted if r.node == node and r.shard_id in infos]
-            for outcome, n in self.collect(ended, work_dir(node)).items():
-                totals[outcome] = totals.get(outcome, 0) + n
-        return totals
+            totals.update(self.collect(ended, work_dir(node)))
+        return dict(totals)
 
 
 def _groups(ended: list[tuple[ShardRow, BatchInfo]]) -> list[list[tuple[ShardRow, BatchInfo]]]:
