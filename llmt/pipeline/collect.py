@@ -172,8 +172,9 @@ RESPONSE = (
 LINE_COLUMNS = {"custom_id": "VARCHAR", "error": "JSON", "response": RESPONSE}
 
 # `classify` over every line; outcome NULL: an answer to validate. A JSON string reads as '"...' (DuckDB's
-# JSON is minified). The rowid of the lines' table is their order as read (with DuckDB's default
-# preserve_insertion_order; a row_number() window instead cost a fifth of the read).
+# JSON is minified). The rowid of the lines' table is their order as read when DuckDB preserves insertion
+# order (its default; llmt turns it off under a memory limit, and then a key's "first" line among several is
+# any of them, as a row_number() window, which cost a fifth of the read, gave too).
 CLASSIFY_SQL = """
 WITH l AS (
     SELECT shard_id, custom_id AS request_key,
