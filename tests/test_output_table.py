@@ -1,6 +1,7 @@
-"""How the output and staged tables are stored: long texts with ZSTD (cheap to write), short ones left to
-DuckDB (the staged table packs every text but the unique key: its lengths are not known beforehand); a
-run with nothing new leaves the table as it is and reports the same statuses."""
+"""How the output and staged tables are stored: long texts and request keys (hex digests) with ZSTD
+(cheap to write), short texts left to DuckDB (the staged table packs every text but the unique key: its
+lengths are not known beforehand); a run with nothing new leaves the table as it is and reports the same
+statuses."""
 
 from __future__ import annotations
 
@@ -19,7 +20,10 @@ def test_long_texts_are_stored_with_zstd_and_read_back_unchanged(make_project: M
     first = project.llm_result(project.run_json())
     ddl = project.query("SELECT sql FROM duckdb_tables() WHERE table_name = 'insights'")[0][0]
     assert "review_text VARCHAR USING COMPRESSION ZSTD" in ddl  # 80 bytes on average
-    assert "product VARCHAR," in ddl and ddl.count("USING COMPRESSION") == 1  # short texts and the hex keys
+    assert "product VARCHAR," in ddl and "sentiment VARCHAR," in ddl  # short texts
+    for key in ("_llmt_request_key", "_llmt_answer_key"):
+        assert f"{key} VARCHAR USING COMPRESSION ZSTD" in ddl
+    assert ddl.count("USING COMPRESSION") == 3
     assert project.query("SELECT review_id, product, review_text FROM main.insights ORDER BY 1") == rows
     assert project.query("SELECT count(*) FROM main.insights WHERE _llmt_status = 'ok' AND score IS NOT NULL") == [(4,)]
     again = project.llm_result(project.run_json())  # nothing changed: the table is left alone
@@ -29,3 +33,4 @@ def test_long_texts_are_stored_with_zstd_and_read_back_unchanged(make_project: M
     staged = project.query("SELECT sql FROM duckdb_tables() WHERE table_name = 'input__insights'")[0][0]
     assert "review_text VARCHAR USING COMPRESSION ZSTD" in staged and "product VARCHAR USING COMPRESSION ZSTD" in staged
     assert "review_id BIGINT," in staged  # the unique key is joined on: left to DuckDB
+    assert "_llmt_request_key VARCHAR USING COMPRESSION ZSTD" in staged and "_llmt_input_hash" not in staged

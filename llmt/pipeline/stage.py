@@ -22,7 +22,7 @@ TERMINAL_SQL = (
 # a failure that says nothing about the request: the batch queue was full; it does not use up an attempt
 NOT_COUNTED_SQL = "(outcome = 'batch_failed' AND error_code = 'token_limit_exceeded')"
 OPEN_STATUSES = ("written", "uploaded", "submitted")
-STAGE_VERSION = 1  # bump when what is staged changes: every model is then staged afresh
+STAGE_VERSION = 2  # bump when what is staged changes: every model is then staged afresh (2: no input hash column)
 FINGERPRINT_PREFIX = "llmt-stage "
 
 
@@ -48,7 +48,7 @@ def stage_table(state: str, node: str) -> str:
 
 
 def stage_inputs(conn: duckdb.DuckDBPyConnection, state: str, node: Node, spec: LlmSpec, sql: str) -> list[str]:
-    """(Re)stage the select's rows with `_llmt_input_hash`, `_llmt_request_key` and `_llmt_row_hash`;
+    """(Re)stage the select's rows with `_llmt_request_key` and `_llmt_row_hash`;
     returns the select's columns. Raises NodeError (and the caller's transaction rolls back) on duplicate
     or NULL keys.
 
@@ -71,7 +71,8 @@ def stage_inputs(conn: duckdb.DuckDBPyConnection, state: str, node: Node, spec: 
         conn.execute(f"DROP TABLE IF EXISTS {table}")
         texts = [str(r[0]) for r in described if str(r[1]) == "VARCHAR" and str(r[0]) not in spec.unique_key]
         with named_errors(node.rel_path):  # texts sent to a model are usually long: ZSTD writes them 4-5x faster
-            create_table(conn, table, keyed_select(spec, select, row_hash), texts)
+            create_table(conn, table, keyed_select(spec, select, row_hash),
+                         [*texts, "_llmt_request_key"])
         _check_keys(conn, table, node, spec)
     else:
         keys = ", ".join(quote(k) for k in spec.unique_key)
@@ -151,11 +152,11 @@ def set_stage_fingerprint(conn: duckdb.DuckDBPyConnection, state: str, node: str
 
 
 def keyed_select(spec: LlmSpec, select: str, row_hash: str | None = None) -> str:
-    """The model's select with each row's input hash and request key (and, to stage it, a hash of the
-    whole row)."""
+    """The model's select with each row's request key (and, to stage it, a hash of the whole row). The
+    input hash is part of the key only: storing it too cost ~0.5 s a million rows."""
     extra = f", {row_hash} AS _llmt_row_hash" if row_hash else ""
     return (
-        f"SELECT *, {spec.input_hash_sql()} AS _llmt_input_hash, {spec.request_key_sql()} AS _llmt_request_key"
+        f"SELECT *, {spec.request_key_sql()} AS _llmt_request_key"
         f"{extra} FROM ({select}) AS _llmt_select"
     )
 
