@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -302,6 +303,24 @@ def test_ended_shards_are_grouped_by_model_and_up_to_a_number_of_requests(
     ended = [(row, BatchInfo(str(row.batch_id), "completed")) for row in rows]
     groups = [[row.shard_id for row, _ in group] for group in batches._groups(ended)]
     assert groups == [["s0", "s1"], ["s3"], ["s4"], ["s2"]]  # a shard larger than the limit goes alone
+
+
+def test_the_result_files_of_shards_collected_together_are_downloaded_at_once(h: Harness) -> None:
+    together = threading.Barrier(3, timeout=60)  # lets downloads through only three at a time
+
+    class Together(Serve):
+        def download(self, file_id: str, dest: Path) -> bool:
+            together.wait()
+            return super().download(file_id, dest)
+
+    h.driver.provider = Together()
+    rows = [h.shard(f"s{i}", [f"k{i}"]) for i in range(3)]
+    work = h.root / "work"
+    work.mkdir()
+    ended = [(row, BatchInfo(str(row.batch_id), "completed", output_file_id=h.file(f"o{i}.jsonl", [answered(f"k{i}")])))
+             for i, row in enumerate(rows)]
+    assert h.driver.collect(ended, work) == {"ok": 3}
+    assert sorted(p.name for p in work.iterdir()) == ["s0.output.jsonl", "s1.output.jsonl", "s2.output.jsonl"]
 
 
 def test_an_invalid_answer_is_not_stored_and_a_stored_answer_is_kept(h: Harness) -> None:

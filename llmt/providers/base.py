@@ -100,7 +100,8 @@ class BatchProvider(ABC):
 
     @abstractmethod
     def download(self, file_id: str, dest: Path) -> bool:
-        """Write a result file to ``dest``; False when the file no longer exists."""
+        """Write a result file to ``dest``; False when the file no longer exists. Called from several threads
+        at once (a group of ended batches is downloaded in parallel)."""
 
     @abstractmethod
     def cancel(self, batch_id: str) -> BatchInfo:
