@@ -26,11 +26,12 @@ from llmt.pipeline.render import (
     write_shards,
 )
 from llmt.pipeline.spec import LlmSpec, escalation_spec
-from llmt.pipeline.stage import input_counts, pending_sql, stage_inputs, stage_table
+from llmt.pipeline.stage import input_counts, pending_keys_sql, pending_rows_sql, stage_inputs, stage_table
 from llmt.project import Node, Project
 from llmt.warehouse.duckdb import Warehouse, relation_kind
 
 MAX_QUEUE_WAITS = 8
+PENDING = "_llmt_pending"  # temp table: the request keys of the next round
 
 
 @dataclass
@@ -173,20 +174,22 @@ class NodeRun:
         return mode
 
     def _pending_count(self, spec: LlmSpec, source: str) -> int:
+        """Find the request keys pending now (into temp table PENDING, which the next round reads) and count
+        them. Finding them again to read their rows cost as much as reading the rows (~1 s at 1M on one core)."""
+        keys = pending_keys_sql(self.state, source, spec.max_attempts, self.since, self.options.reask)
         with self.wh.connect() as conn:
-            row = conn.execute(f"SELECT count(*) FROM ({self._pending(spec, source)})").fetchone()
+            conn.execute(f"CREATE OR REPLACE TEMP TABLE {PENDING} AS {keys}")
+            row = conn.execute(f"SELECT count(*) FROM {PENDING}").fetchone()
         return int(row[0]) if row else 0
-
-    def _pending(self, spec: LlmSpec, source: str) -> str:
-        return pending_sql(self.state, source, spec.columns, spec.max_attempts, self.since, self.options.reask)
 
     def _round(self, spec: LlmSpec, source: str, mode: str, limit: int | None, own_budget: list[Budget],
                pending_count: int | None = None) -> int:
         """Render, check the budget, record and send one round; returns how many requests it sent.
-        ``pending_count``: what is pending, when just counted."""
-        pending = self._pending(spec, source)
+        ``pending_count``: what is pending, when `_pending_count` just counted it (its keys are in PENDING:
+        nothing in between releases the connection)."""
         if pending_count is None:
             pending_count = self._pending_count(spec, source)
+        pending = pending_rows_sql(self.state, source, spec.columns, PENDING)
         total = min(pending_count, limit if limit is not None else 1 << 62)
         if total == 0:
             return 0
@@ -200,6 +203,7 @@ class NodeRun:
                     _ids(f"{self.driver.run_id}r{self.rounds}", self.node.name), exact=False,
                     max_requests=self.options.max_requests_per_batch, advance=bar.advance,
                 )
+            conn.execute(f"DROP TABLE {PENDING}")
         batch = mode == "batch"
         max_out = int(spec.params["max_output_tokens"])
         crash_point("after_write")

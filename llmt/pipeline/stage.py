@@ -164,22 +164,20 @@ def keyed_select(spec: LlmSpec, select: str, row_hash: str | None = None) -> str
 def pending_sql(
     state: str, source: str, columns: list[str], max_attempts: int, since_run: str | None, reask: bool = False
 ) -> str:
-    """One row per request key that has no answer, is not in flight and has attempts left. With
-    ``reask``, an answer counts only when this run (``since_run``) gave it. Rows come in no set order.
+    """One row per request key that has no answer, is not in flight and has attempts left (see
+    `pending_keys_sql`). Rows come in no set order."""
+    keys = pending_keys_sql(state, source, max_attempts, since_run, reask)
+    return f"WITH keys AS MATERIALIZED ({keys}) {pending_rows_sql(state, source, columns, 'keys')}"
 
-    The keys without an answer are found first (an anti-join on the key alone); attempts are summed up
-    and the input's other columns read for those keys only, so that a run with nothing to send costs one
-    anti-join however long the history of attempts."""
+
+def pending_keys_sql(state: str, source: str, max_attempts: int, since_run: str | None, reask: bool = False) -> str:
+    """The request keys of ``source`` that have no answer, are not in flight and have attempts left. With
+    ``reask``, an answer counts only when this run (``since_run``) gave it.
+
+    The keys without an answer are found first (an anti-join on the key alone), then attempts are summed up
+    for those keys only, so that a run with nothing to send costs one anti-join however long the history of
+    attempts."""
     s = quote(state)
-    cols = ", ".join(f"i.{quote(c)}" for c in columns)
-    cols = f", {cols}" if cols else ""
-    if _staged_node(state, source) is not None:  # a table: one row per key by rowid (sorting the texts is slow)
-        pick = (f"SELECT i._llmt_request_key{cols} FROM {source} i SEMI JOIN (SELECT min(s.rowid) AS r FROM {source} s "
-                f"SEMI JOIN keys k ON k._llmt_request_key = s._llmt_request_key GROUP BY s._llmt_request_key) p "
-                f"ON p.r = i.rowid")
-    else:
-        pick = (f"SELECT DISTINCT ON (i._llmt_request_key) i._llmt_request_key{cols} FROM {source} i "
-                f"SEMI JOIN keys k ON k._llmt_request_key = i._llmt_request_key ORDER BY i._llmt_request_key")
     answered = f"SELECT 1 FROM {s}.answers a WHERE a.request_key = i._llmt_request_key"
     if reask:
         answered += f" AND a.shard_id IN (SELECT shard_id FROM {s}.shards WHERE run_id = '{since_run}')"
@@ -189,14 +187,25 @@ def pending_sql(
         att AS ({attempts_summary_sql(state, since_run, "todo")}),
         inflight AS (
             SELECT sr.request_key FROM {s}.shard_requests sr JOIN {s}.shards sh USING (shard_id)
-            WHERE sh.status IN {OPEN_STATUSES}),
-        keys AS MATERIALIZED (
-            SELECT t._llmt_request_key FROM todo t LEFT JOIN att ON att.request_key = t._llmt_request_key
-            WHERE t._llmt_request_key NOT IN (SELECT request_key FROM inflight)
-              AND coalesce(att.failures, 0) < {int(max_attempts)}
-              AND NOT coalesce(att.terminal, false))
-        {pick}
+            WHERE sh.status IN {OPEN_STATUSES})
+        SELECT t._llmt_request_key FROM todo t LEFT JOIN att ON att.request_key = t._llmt_request_key
+        WHERE t._llmt_request_key NOT IN (SELECT request_key FROM inflight)
+          AND coalesce(att.failures, 0) < {int(max_attempts)}
+          AND NOT coalesce(att.terminal, false)
     """
+
+
+def pending_rows_sql(state: str, source: str, columns: list[str], keys: str) -> str:
+    """One row of ``source`` (its request key and ``columns``) per key of relation ``keys`` (column
+    `_llmt_request_key`); the input's columns are read for those keys only."""
+    cols = ", ".join(f"i.{quote(c)}" for c in columns)
+    cols = f", {cols}" if cols else ""
+    if _staged_node(state, source) is not None:  # a table: one row per key by rowid (sorting the texts is slow)
+        return (f"SELECT i._llmt_request_key{cols} FROM {source} i SEMI JOIN (SELECT min(s.rowid) AS r FROM {source} s "
+                f"SEMI JOIN {keys} k ON k._llmt_request_key = s._llmt_request_key GROUP BY s._llmt_request_key) p "
+                f"ON p.r = i.rowid")
+    return (f"SELECT DISTINCT ON (i._llmt_request_key) i._llmt_request_key{cols} FROM {source} i "
+            f"SEMI JOIN {keys} k ON k._llmt_request_key = i._llmt_request_key ORDER BY i._llmt_request_key")
 
 
 def input_counts(conn: duckdb.DuckDBPyConnection, state: str, source: str) -> tuple[int, int, int]:
