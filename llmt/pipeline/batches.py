@@ -284,7 +284,7 @@ class ShardDriver:
 
     def _download_all(self, group: list[tuple[ShardRow, BatchInfo]], work_dir: Path) -> list[list[Path]]:
         """Each shard's downloaded result files. Several at a time: one HTTP stream is slower than the disk."""
-        pool = ThreadPoolExecutor(min(DOWNLOADS_AT_ONCE, len(group)) or 1, thread_name_prefix="llmt-download")
+        pool = ThreadPoolExecutor(min(DOWNLOADS_AT_ONCE, len(group)), thread_name_prefix="llmt-download")
         try:
             return list(pool.map(lambda ended: self._download(ended[0], ended[1], work_dir), group))
         finally:  # on an error or Ctrl-C, what has not started is not started

@@ -175,7 +175,8 @@ class NodeRun:
 
     def _pending_count(self, spec: LlmSpec, source: str) -> int:
         """Find the request keys pending now (into temp table PENDING, which the next round reads) and count
-        them. Finding them again to read their rows cost as much as reading the rows (~1 s at 1M on one core)."""
+        them. Counting over the whole pending query (which also picks each key's row) took 0.9 s at 1M on one
+        core, and the round then ran it again; the keys alone take 0.2 s."""
         keys = pending_keys_sql(self.state, source, spec.max_attempts, self.since, self.options.reask)
         with self.wh.connect() as conn:
             conn.execute(f"CREATE OR REPLACE TEMP TABLE {PENDING} AS {keys}")
