@@ -67,7 +67,8 @@ def f(results: Results, key: str, field: str, fmt: str = "{:,.0f}") -> str:
 def table(results: Results, sizes: list[int], e2e_rows: int, dbt_rows: int, repeat: int) -> list[str]:
     big, small = max(sizes), min(sizes)
     cols = [f"{n:,} rows" for n in sizes]
-    lines = [f"Prepare and collect: the median of {repeat} runs (every run's figure is in `runs=` below).", "",
+    lines = [f"Prepare and collect: the median of {repeat} runs, taken in turns (every run's figure is in `runs=` "
+             "below).", "",
              "| benchmark | target | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(sizes)]
 
     def row(name: str, target: str, cells: list[str]) -> None:
@@ -153,13 +154,19 @@ def main() -> None:
             raw.append("RESULT " + " ".join(f"{k}={v}" for k, v in item.items()))
 
     for n in sizes:
-        for name in ("prepare", "collect", "noop", "incremental"):
-            if name in THROUGHPUT:  # the median of several runs: one run on a shared VM is a lottery
-                keep([median(name, [bench(f"{name}.py", "--rows", str(n)) for _ in range(args.repeat)])], f"@{n}")
-            else:
-                keep(bench(f"{name}.py", "--rows", str(n)), f"@{n}")
-    keep([median("prepare", [bench("prepare.py", "--rows", str(max(sizes)), "--duckdb-threads", "1")
-                             for _ in range(args.repeat)])], "@one-core")
+        # the median of several runs (one run on a shared VM is a lottery), taken in turns, so that a slow
+        # stretch of the machine costs one run of each benchmark rather than every run of one
+        repeated = {f"prepare@{n}": ["prepare.py", "--rows", str(n)], f"collect@{n}": ["collect.py", "--rows", str(n)]}
+        if n == max(sizes):
+            repeated["prepare@one-core"] = ["prepare.py", "--rows", str(n), "--duckdb-threads", "1"]
+        runs: dict[str, list[list[dict[str, str]]]] = {key: [] for key in repeated}
+        for _ in range(args.repeat):
+            for key, (script, *script_args) in repeated.items():
+                runs[key].append(bench(script, *script_args))
+        for key, found in runs.items():
+            keep([median(key.split("@")[0], found)], "@" + key.split("@")[1])
+        for name in ("noop", "incremental"):
+            keep(bench(f"{name}.py", "--rows", str(n)), f"@{n}")
     keep(bench("e2e.py", "--rows", str(args.e2e_rows)))
     keep(bench("startup.py", "--models", str(args.models)))
     if not args.skip_dbt:
