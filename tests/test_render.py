@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from llmt.pipeline.render import count_exactly, render_lines, write_shards
+import pytest
+
+from llmt.pipeline.render import count_exactly, json_utf8, render_lines, write_shards
 from llmt.pipeline.spec import ENDPOINT, build_spec
 from llmt.project.loader import load_project
 from llmt.tokens import count_request
@@ -14,6 +16,12 @@ from tests.conftest import Project
 
 TEXTS = ["Great phone, battery lasts \"forever\".", "日本語のレビュー：音がとても良い",
          "Ünïcödé\nnew line\ttab \\ 👍🏽", "", "x" * 2000]
+
+
+@pytest.mark.parametrize("text", [*TEXTS, "".join(map(chr, range(128))), "tab\t only", 'q"uo\\te\r\n',
+                                  "\u2028\u2029\x7f\x85 é", "\x00", "\x1f end", "\x08\x0c", "a\\u0000b"])
+def test_json_strings_are_what_json_writes(text: str) -> None:
+    assert json_utf8(text) == json.dumps(text, ensure_ascii=False).encode()
 
 
 def _rows(n: int) -> list[tuple[str, str, str]]:

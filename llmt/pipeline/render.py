@@ -19,7 +19,7 @@ import duckdb
 from llmt.errors import NodeError
 from llmt.pipeline.spec import ENDPOINT, LlmSpec
 from llmt.prompts import PromptRenderer
-from llmt.tokens import RequestCounter, count_batch_file
+from llmt.tokens import RequestCounter, TokenMemo, count_batch_file
 
 MAX_REQUESTS_PER_BATCH = 50_000
 MAX_BYTES_PER_BATCH = 190 * 1024 * 1024  # OpenAI's limit is 200 MB per input file
@@ -28,6 +28,7 @@ PARALLEL_AFTER = 20_000  # rows rendered in-process before worker processes star
 CHUNK_ROWS = 2_000  # rows per task sent to a worker
 MAX_WORKERS = 8
 WRITE_BUFFER = 1 << 20
+_RARE_CONTROLS = bytes(c for c in range(32) if c not in b"\t\n\r")  # json_utf8 leaves these to json
 
 
 @dataclass
@@ -52,7 +53,7 @@ def iter_rows(cursor: duckdb.DuckDBPyConnection) -> Iterator[tuple[Any, ...]]:
 
 def render_lines(
     rows: Iterable[tuple[Any, ...]], columns: list[str], spec: LlmSpec, *, exact: bool = True,
-    workers: int | None = None,
+    workers: int | None = None, memo: TokenMemo | None = None,
 ) -> Iterator[tuple[str, bytes, int]]:
     """(request key, batch input line in UTF-8, input tokens) per row; the row's first field is its key.
 
@@ -60,8 +61,9 @@ def render_lines(
     past the first ``PARALLEL_AFTER`` rows the rest is rendered and counted in worker processes
     (``workers``, default: one per core, or the LLMT_RENDER_WORKERS environment variable; 1 renders
     in this process): counting is most of the work. Without ``exact`` the tokens are an upper bound
-    (the user message's UTF-8 bytes), about 50 times cheaper, and everything runs here."""
-    renderer = _LineRenderer(spec, columns)
+    (the user message's UTF-8 bytes), about 50 times cheaper, and everything runs here; with ``memo``
+    knowing the system message and schema, no encoding is loaded."""
+    renderer = _LineRenderer(spec, columns, memo)
     if not exact:
         yield from map(renderer.line_bound, rows)
         return
@@ -79,12 +81,12 @@ def render_lines(
 class _LineRenderer:
     """Renders rows into batch input lines: the constant parts of a line are encoded once."""
 
-    def __init__(self, spec: LlmSpec, columns: list[str]) -> None:
+    def __init__(self, spec: LlmSpec, columns: list[str], memo: TokenMemo | None = None) -> None:
         self.spec = spec
         self.render = PromptRenderer(spec.prompt).row_renderer(columns)
         body = spec.body_base()
         self.response_format = body["response_format"]
-        self.counter = RequestCounter(spec.model, self.response_format)
+        self.counter = RequestCounter(spec.model, self.response_format, memo)
         base = json.dumps(body, ensure_ascii=False, separators=(",", ":"))[:-1]  # the object, left open
         self.mid = f'","method":"POST","url":"{ENDPOINT}","body":' + base + ',"messages":['
         self._after_key: tuple[str | None, bytes] | None = None  # the last system content, and what follows a key
@@ -106,7 +108,7 @@ class _LineRenderer:
         if after is None or (system is not after[0] and system != after[0]):
             system_json = "" if system is None else '{"role":"system","content":' + _json_text(system) + "},"
             after = self._after_key = (system, (self.mid + system_json + '{"role":"user","content":').encode())
-        user_json = _json_text(user).encode()
+        user_json = json_utf8(user)
         return b"".join((b'{"custom_id":"', key.encode(), after[1], user_json, b"}]}}\n")), len(user_json)
 
     def line(self, row: tuple[Any, ...]) -> tuple[str, bytes, int]:
@@ -117,6 +119,17 @@ class _LineRenderer:
         system, user = self.contents(row)
         data, user_bytes = self.data(row[0], system, user)
         return row[0], data, self.counter.bound_chat(system, user_bytes)
+
+
+def json_utf8(text: str) -> bytes:
+    """``text`` as a JSON string in UTF-8, non-ASCII kept: ``json.dumps(text, ensure_ascii=False).encode()``
+    at two thirds of its cost (1.0-1.4 µs less for a 500-character review): the UTF-8 bytes with backslash,
+    quote, newline, return and tab escaped. A text with another control character takes json's way."""
+    data = text.encode()
+    if len(data.translate(None, _RARE_CONTROLS)) != len(data):
+        return _json_text(text).encode()
+    return b'"' + (data.replace(b"\\", b"\\\\").replace(b'"', b'\\"').replace(b"\n", b"\\n")
+                   .replace(b"\r", b"\\r").replace(b"\t", b"\\t")) + b'"'
 
 
 def _workers(workers: int | None) -> tuple[int, int]:
