@@ -9,6 +9,10 @@ rules: 3 tokens per message plus the tokens of its role and content (1 more for 
 that prime the reply. Structured Outputs add the schema: we count the compact JSON of
 `response_format.json_schema` (name, strict flag and schema). OpenAI does not publish how the
 schema is billed, so that part is our rule; the emulator bills with the same function.
+
+Loading an encoding takes ~0.4 s. A run that bounds input tokens by bytes counts exactly only what every
+request of a model shares (its system message and schema): those counts are remembered in
+target/token_counts.json (`TokenMemo`), so that a nightly run does not load an encoding at all.
 """
 
 from __future__ import annotations
@@ -17,9 +21,13 @@ import binascii
 import gzip
 import hashlib
 import json
+import os
+import tempfile
 import threading
+from collections.abc import Callable
 from functools import cache
 from importlib.resources import files
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -32,6 +40,9 @@ EXPECTED_SHA256 = {  # the hashes tiktoken_ext.openai_public expects for the dow
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
 REPLY_PRIMING = 3
+MEMO_FILE = "token_counts.json"  # in target/: see TokenMemo
+MEMO_VERSION = 1
+MEMO_SIZE = 256  # counts kept (the most recently added)
 _lock = threading.Lock()
 
 
@@ -78,18 +89,79 @@ def count_request(body: dict[str, Any]) -> int:
     return counter.count(body.get("messages") or [])
 
 
-class RequestCounter:
-    """Counts many requests that share a model and a response format (the schema part is counted once)."""
+class TokenMemo:
+    """Exact counts of texts, by encoding and sha256, kept in a JSON file between runs: a model's system
+    message and schema, counted once for all its requests, then once ever. A file that cannot be read is
+    ignored (and written afresh); writing it replaces it whole, so another process reading it never sees
+    half a file."""
 
-    def __init__(self, model: str, response_format: dict[str, Any] | None) -> None:
-        self._encode = encoding(encoding_name(model)).encode_ordinary
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self.counts: dict[str, int] = {}
+        self.added = False
+        if path is not None:
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                counts = data["counts"] if data.get("version") == MEMO_VERSION else {}
+                self.counts = {str(k): v for k, v in counts.items() if type(v) is int and v >= 0}
+            except (OSError, ValueError, AttributeError, KeyError):
+                pass
+
+    def count(self, encoding: str, text: str, encode: Callable[[str], list[int]]) -> int:
+        key = f"{encoding}:{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()}"
+        tokens = self.counts.get(key)
+        if tokens is None:
+            if len(self.counts) >= 2 * MEMO_SIZE:  # e.g. a system message that differs by row
+                self.counts = dict(list(self.counts.items())[-MEMO_SIZE:])
+            tokens = self.counts[key] = len(encode(text))
+            self.added = True
+        return tokens
+
+    def save(self) -> None:
+        """Write the file when counts were added (the last MEMO_SIZE). A failure to write is ignored: the
+        counts are only a shortcut."""
+        if self.path is None or not self.added:
+            return
+        data = {"version": MEMO_VERSION, "counts": dict(list(self.counts.items())[-MEMO_SIZE:])}
+        tmp: str | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".token_counts.", suffix=".tmp")
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(data, handle)
+            os.replace(tmp, self.path)
+        except OSError:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+            return
+        self.added = False
+
+
+class RequestCounter:
+    """Counts many requests that share a model and a response format (the schema part is counted once).
+    The encoding is loaded on first use: bounds need none when ``memo`` knows the system message and
+    schema."""
+
+    def __init__(self, model: str, response_format: dict[str, Any] | None, memo: TokenMemo | None = None) -> None:
+        self.encoding = encoding_name(model)
+        self._encoder: Callable[[str], list[int]] | None = None
+        self._memo = memo or TokenMemo()
         self.constant = REPLY_PRIMING
         if response_format and response_format.get("type") == "json_schema":
             schema = json.dumps(response_format.get("json_schema"), separators=(",", ":"), ensure_ascii=False)
-            self.constant += len(self._encode(schema))
-        self._user_role = len(self._encode("user"))
-        self._system_role = len(self._encode("system"))
+            self.constant += self._known(schema)
+        self._user_role = self._known("user")
+        self._system_role = self._known("system")
         self._system_cache: dict[str, int] = {}
+
+    def _encode(self, text: str) -> list[int]:
+        if self._encoder is None:
+            self._encoder = encoding(self.encoding).encode_ordinary
+        return self._encoder(text)
+
+    def _known(self, text: str) -> int:
+        """Tokens of a text shared by many requests (through the memo)."""
+        return self._memo.count(self.encoding, text, self._encode)
 
     def count_chat(self, system: str | None, user: str) -> int:
         """What :meth:`count` gives for ``[system?, user]`` messages; the system message (the same for
@@ -102,7 +174,7 @@ class RequestCounter:
         if cached is None:
             if len(self._system_cache) >= 64:
                 self._system_cache.clear()
-            cached = self._system_cache[system] = TOKENS_PER_MESSAGE + self._system_role + len(self._encode(system))
+            cached = self._system_cache[system] = TOKENS_PER_MESSAGE + self._system_role + self._known(system)
         return cached
 
     def bound_chat(self, system: str | None, user_bytes: int) -> int:

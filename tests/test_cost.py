@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from llmt import tokens
 from llmt.cost import price_table
 from llmt.errors import ConfigError
-from llmt.tokens import RequestCounter, count_request, count_text
+from llmt.tokens import RequestCounter, TokenMemo, count_request, count_text
 from tests.conftest import Project
 from tests.emulator import Emulator, fixtures
 
@@ -62,6 +63,53 @@ def test_the_byte_bound_is_never_below_the_exact_count(text: str) -> None:
         for system in (None, "You are terse.", text):
             assert counter.bound_chat(system, len(text.encode())) >= counter.count_chat(system, text)
         assert counter.bound_chat(None, len(text.encode())) == counter.count_chat(None, "") + len(text.encode())
+
+
+def test_the_memo_spares_loading_an_encoding_for_bounds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    schema = {"type": "json_schema", "json_schema": {"name": "a", "strict": True, "schema": {"type": "object"}}}
+    path = tmp_path / "target" / "token_counts.json"
+    memo = TokenMemo(path)
+    first = RequestCounter("gpt-4o-mini", schema, memo)
+    bound, exact = first.bound_chat("You are terse.", 40), first.count_chat("You are terse.", "x" * 40)
+    assert not path.exists()  # written only when asked
+    memo.save()
+
+    def no_encoding(name: str) -> None:
+        raise AssertionError(f"the {name} encoding was loaded")
+
+    monkeypatch.setattr(tokens, "encoding", no_encoding)
+    again = RequestCounter("gpt-4o-mini", schema, TokenMemo(path))
+    assert again.bound_chat("You are terse.", 40) == bound >= exact
+    with pytest.raises(AssertionError, match="o200k_base encoding was loaded"):
+        again.bound_chat("A system message the memo has not seen.", 40)
+    with pytest.raises(AssertionError, match="loaded"):  # another encoding: its own counts
+        RequestCounter("gpt-4", schema, TokenMemo(path))
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"version": 1, "counts": {"o200k_base:x": -1}}', "[1, 2]",
+                                     '{"version": 99, "counts": {}}'])
+def test_an_unreadable_memo_is_ignored_and_written_afresh(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "token_counts.json"
+    path.write_text(content)
+    memo = TokenMemo(path)
+    assert memo.counts == {}
+    counted = RequestCounter("gpt-4o-mini", None, memo).bound_chat("You are terse.", 0)
+    assert counted == RequestCounter("gpt-4o-mini", None).bound_chat("You are terse.", 0)
+    memo.save()
+    saved = json.loads(path.read_text())
+    assert saved["version"] == tokens.MEMO_VERSION and sorted(saved["counts"].values()) == [1, 1, 4]
+    assert [p.name for p in tmp_path.iterdir()] == ["token_counts.json"]  # no temporary file left
+
+
+def test_the_memo_keeps_the_latest_counts(tmp_path: Path) -> None:
+    memo = TokenMemo(tmp_path / "token_counts.json")
+    for i in range(2 * tokens.MEMO_SIZE + 10):
+        memo.count("o200k_base", f"text {i}", lambda text: [0] * len(text))
+    assert len(memo.counts) <= 2 * tokens.MEMO_SIZE
+    memo.save()
+    kept = TokenMemo(tmp_path / "token_counts.json").counts
+    assert len(kept) == tokens.MEMO_SIZE
+    assert memo.count("o200k_base", f"text {2 * tokens.MEMO_SIZE + 9}", lambda text: []) == len("text 521")
 
 
 def test_counting_works_with_the_network_unreachable(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ def test_example_end_to_end(example: Project) -> None:
     products = example.query("select count(*), min(review_count) from main.product_sentiment")
     assert products[0][0] >= 8 and products[0][1] > 0
     assert example.query("select count(distinct language) from main.review_insights")[0][0] >= 5
+    assert (example.root / "target" / "token_counts.json").is_file()  # the next run loads no encoding
 
     again = example.llm_result(example.run_json(), "review_insights")
     assert again["requests"] == 0 and again["cached"] == rows

@@ -28,6 +28,7 @@ from llmt.pipeline.render import (
 from llmt.pipeline.spec import LlmSpec, escalation_spec
 from llmt.pipeline.stage import input_counts, pending_keys_sql, pending_rows_sql, stage_inputs, stage_table
 from llmt.project import Node, Project
+from llmt.tokens import MEMO_FILE, TokenMemo
 from llmt.warehouse.duckdb import Warehouse, relation_kind
 
 MAX_QUEUE_WAITS = 8
@@ -196,15 +197,17 @@ class NodeRun:
             return 0
         if limit is not None:  # --sample, the canary: the first by request key (a re-run continues with the rest)
             pending = f"SELECT * FROM ({pending}) ORDER BY _llmt_request_key LIMIT {int(limit)}"
+        memo = TokenMemo(self.project.target_dir / MEMO_FILE)
         with self.wh.connect() as conn:
             cursor = conn.execute(pending)
             with self.reporter.progress(f"{self.node.name}: rendering", total) as bar:
                 shards = write_shards(
-                    render_lines(iter_rows(cursor), spec.columns, spec, exact=False), self.work_dir,
+                    render_lines(iter_rows(cursor), spec.columns, spec, exact=False, memo=memo), self.work_dir,
                     _ids(f"{self.driver.run_id}r{self.rounds}", self.node.name), exact=False,
                     max_requests=self.options.max_requests_per_batch, advance=bar.advance,
                 )
             conn.execute(f"DROP TABLE {PENDING}")
+        memo.save()
         batch = mode == "batch"
         max_out = int(spec.params["max_output_tokens"])
         crash_point("after_write")
