@@ -15,6 +15,11 @@ from llmt.compile import quote, sql_string
 from llmt.errors import ConfigError, NodeError
 from llmt.warehouse.state import LATEST, MIGRATIONS, migrate, zstd_available
 
+# Rows per row group of llmt's database: DuckDB's default is 122,880, and a table of 100k rows was then one
+# row group, which one thread writes (at commit) and one thread scans. ATTACH sets it per connection (the
+# file does not keep it; tables written with other sizes read as before).
+ROW_GROUP_ROWS = 32_768
+
 
 class Warehouse:
     """One DuckDB database. Steps share a connection while llmt works; `release()` closes it before
@@ -35,7 +40,7 @@ class Warehouse:
         if self._conn is not None:
             return self._conn
         try:
-            self._conn = duckdb.connect(self.path, config=duckdb_config(self.settings))
+            self._conn = open_database(self.path, duckdb_config(self.settings))
         except duckdb.IOException as exc:
             raise ConfigError(
                 f"cannot open the DuckDB database {self.path}: {exc}",
@@ -81,6 +86,27 @@ class Warehouse:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def open_database(path: str, config: dict[str, Any]) -> duckdb.DuckDBPyConnection:
+    """A connection to the database ``path``: a file is attached with ROW_GROUP_SIZE ``ROW_GROUP_ROWS``
+    under the name DuckDB gives it when it opens the file itself (the file's name up to its first dot), and
+    used. A file whose name clashes with the in-memory catalog's ("memory.duckdb") is opened directly."""
+    if path == ":memory:":
+        return duckdb.connect(path, config=config)
+    conn = duckdb.connect(":memory:", config=config)
+    try:
+        conn.execute(f"ATTACH {sql_string(path)} (ROW_GROUP_SIZE {ROW_GROUP_ROWS})")
+        row = conn.execute("SELECT database_name FROM duckdb_databases() WHERE path = ?", [path]).fetchone()
+        assert row is not None, path
+        conn.execute(f"USE {quote(str(row[0]))}")
+    except duckdb.BinderException:
+        conn.close()
+        return duckdb.connect(path, config=config)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def duckdb_config(settings: dict[str, str | int | float | bool] | None = None) -> dict[str, Any]:

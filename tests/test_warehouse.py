@@ -1,0 +1,54 @@
+"""How llmt opens a DuckDB file: under the name DuckDB gives it, with small row groups, clear errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from llmt.errors import ConfigError
+from llmt.warehouse.duckdb import ROW_GROUP_ROWS, Warehouse
+
+
+def _row_groups(conn: duckdb.DuckDBPyConnection, table: str) -> int:
+    row = conn.execute(f"SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('{table}')").fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_tables_are_written_in_small_row_groups_under_the_files_own_name(tmp_path: Path) -> None:
+    wh = Warehouse("shop.v1.duckdb", tmp_path)
+    with wh.transaction() as conn:
+        assert conn.execute("SELECT current_database()").fetchone() == ("shop",)  # as `duckdb shop.v1.duckdb`
+        conn.execute(f"CREATE TABLE main.t AS SELECT range AS i FROM range({ROW_GROUP_ROWS + 1})")
+    wh.close()
+    with duckdb.connect(str(tmp_path / "shop.v1.duckdb")) as plain:
+        assert plain.execute("SELECT count(*) FROM shop.main.t").fetchone() == (ROW_GROUP_ROWS + 1,)
+        assert _row_groups(plain, "t") == 2  # DuckDB's default size would make it one
+
+
+def test_a_file_named_like_the_in_memory_catalog_opens_directly(tmp_path: Path) -> None:
+    wh = Warehouse("memory.duckdb", tmp_path)
+    with wh.transaction() as conn:
+        conn.execute("CREATE TABLE main.t AS SELECT 1 AS x")
+    wh.close()
+    with duckdb.connect(str(tmp_path / "memory.duckdb")) as plain:
+        assert plain.execute("SELECT x FROM main.t").fetchall() == [(1,)]
+
+
+def test_a_database_another_process_holds_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "held.duckdb"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import duckdb, sys; c = duckdb.connect({str(path)!r}); print('held', flush=True); "
+                               "sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with (pytest.raises(ConfigError, match=r"cannot open the DuckDB database .*held\.duckdb") as caught,
+              Warehouse("held.duckdb", tmp_path).connect()):
+            pass
+        assert "Close other programs" in str(caught.value.hint)
+    finally:
+        holder.communicate("")
