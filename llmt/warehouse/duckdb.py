@@ -95,11 +95,12 @@ def open_database(path: str, config: dict[str, Any]) -> duckdb.DuckDBPyConnectio
     if path == ":memory:":
         return duckdb.connect(path, config=config)
     conn = duckdb.connect(":memory:", config=config)
+    names = "SELECT database_name FROM duckdb_databases()"
     try:
+        before = {r[0] for r in conn.execute(names).fetchall()}
         conn.execute(f"ATTACH {sql_string(path)} (ROW_GROUP_SIZE {ROW_GROUP_ROWS})")
-        row = conn.execute("SELECT database_name FROM duckdb_databases() WHERE path = ?", [path]).fetchone()
-        assert row is not None, path
-        conn.execute(f"USE {quote(str(row[0]))}")
+        (name,) = {r[0] for r in conn.execute(names).fetchall()} - before
+        conn.execute(f"USE {quote(str(name))}")
     except duckdb.BinderException:
         conn.close()
         return duckdb.connect(path, config=config)
