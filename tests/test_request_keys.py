@@ -37,6 +37,13 @@ def test_second_run_sends_nothing(project: Project) -> None:
     assert llm["cached"] == 4
 
 
+def test_reask_asks_again_when_every_row_has_its_answer(project: Project) -> None:
+    project.run_json()
+    again = project.llm_result(project.run_json("--reask"))
+    assert (again["cached"], again["requests"], again["answered"]) == (4, 4, 4)
+    assert sent(project) == 0
+
+
 def test_editing_one_input_sends_exactly_one_request(project: Project) -> None:
     project.run_json()
     before = dict(project.query("select review_id, _llmt_request_key from main.insights"))
