@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import duckdb
+
+from llmt.pipeline.stage import input_counts, set_stage_fingerprint, stage_fingerprint, stage_table
 from tests.conftest import Project
 
 MakeProject = Callable[[dict[str, str]], Project]
@@ -34,3 +37,19 @@ def test_long_texts_are_stored_with_zstd_and_read_back_unchanged(make_project: M
     assert "review_text VARCHAR USING COMPRESSION ZSTD" in staged and "product VARCHAR USING COMPRESSION ZSTD" in staged
     assert "review_id BIGINT," in staged  # the unique key is joined on: left to DuckDB
     assert "_llmt_request_key VARCHAR USING COMPRESSION ZSTD" in staged and "_llmt_input_hash" not in staged
+
+
+def test_the_output_build_leaves_the_next_runs_input_counts(project: Project) -> None:
+    project.write("prompts/analyse.md", "Review: {{ review_text }}\n")  # rows 1 and 3 share their request
+    for args in (["--sample", "1"], []):  # one request answered (the rest pending), then all
+        project.run_json(*args)
+        with duckdb.connect(str(project.root / project.db)) as conn:
+            staged = stage_fingerprint(conn, "_llmt", "insights")
+            assert staged is not None
+            remembered = staged["counts"]
+            set_stage_fingerprint(conn, "_llmt", "insights", {**staged, "counts": None})
+            fresh = input_counts(conn, "_llmt", stage_table("_llmt", "insights"))  # counted by joining the answers
+            recounted = stage_fingerprint(conn, "_llmt", "insights")
+            assert recounted is not None and recounted["counts"] == remembered == {"key": remembered["key"],
+                                                                                   "value": list(fresh)}
+            assert fresh[0] == 4 and (fresh[1] < 4) == bool(args)

@@ -12,7 +12,13 @@ import duckdb
 
 from llmt.compile import quote, sql_string
 from llmt.pipeline.spec import LlmSpec
-from llmt.pipeline.stage import attempts_summary_sql, set_stage_fingerprint, stage_fingerprint, stage_table
+from llmt.pipeline.stage import (
+    attempts_summary_sql,
+    set_stage_fingerprint,
+    stage_fingerprint,
+    stage_table,
+    with_input_counts,
+)
 from llmt.schema import json_structure
 from llmt.warehouse.duckdb import create_table, relation_kind
 
@@ -70,8 +76,10 @@ def build_output(
     conn.execute(f"DROP TABLE {EXTRA}")  # (on an error the caller's rollback drops it)
     counts = _status_counts(conn, out)
     if staged is not None:
-        set_stage_fingerprint(conn, state, name, {**staged, "output": built, "shape": shape, "attempts": attempts,
-                                                  "counts_out": counts})
+        value = {**staged, "output": built, "shape": shape, "attempts": attempts, "counts_out": counts}
+        if escalated is None:  # a row is ok exactly when its request has an answer: the next run's input counts
+            value = with_input_counts(conn, state, value, _input_counts(conn, out))
+        set_stage_fingerprint(conn, state, name, value)
     return counts
 
 
@@ -236,6 +244,16 @@ def _shape(schema: str, spec: LlmSpec, columns: list[str], since_run: str | None
 def _status_counts(conn: duckdb.DuckDBPyConnection, out: str) -> dict[str, int]:
     counts = dict(conn.execute(f"SELECT _llmt_status, count(*) FROM {out} GROUP BY 1").fetchall())
     return {k: int(counts.get(k, 0)) for k in ("ok", "stale", "pending", "failed")}
+
+
+def _input_counts(conn: duckdb.DuckDBPyConnection, out: str) -> tuple[int, int, int]:
+    """What `input_counts` gives, from the output table of a model without a cascade (a scan of its status,
+    not a join of every staged key with the answers: 0.3 s at 1M rows, for the run after a collect)."""
+    row = conn.execute(f"SELECT count(*), count(*) FILTER (WHERE _llmt_status = 'ok'), "
+                       f"count(*) FILTER (WHERE _llmt_status <> 'ok') "
+                       f"- count(DISTINCT _llmt_request_key) FILTER (WHERE _llmt_status <> 'ok') FROM {out}").fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2])
 
 
 def _output_fingerprint(

@@ -212,15 +212,12 @@ def input_counts(conn: duckdb.DuckDBPyConnection, state: str, source: str) -> tu
     """(rows, rows already answered, rows without an answer that share their request with another).
 
     For a staged model the counts are remembered with the stage and reused while neither the staged
-    rows nor the stored answers changed."""
+    rows nor the stored answers changed (the output build remembers them too: see `with_input_counts`)."""
     node = _staged_node(state, source)
     staged = stage_fingerprint(conn, state, node) if node else None
-    key = None
-    if staged is not None and node is not None:
-        stats = conn.execute(f"SELECT count(*), max(answered_at) FROM {quote(state)}.answers").fetchone()
-        key = json.dumps([staged.get("layout"), staged.get("rows"), list(stats or ())], default=str)
+    if staged is not None:
         cached = staged.get("counts")
-        if isinstance(cached, dict) and cached.get("key") == key:
+        if isinstance(cached, dict) and cached.get("key") == _counts_key(conn, state, staged):
             rows, answered, dedup = cached["value"]
             return int(rows), int(answered), int(dedup)
     row = conn.execute(
@@ -233,8 +230,21 @@ def input_counts(conn: duckdb.DuckDBPyConnection, state: str, source: str) -> tu
     assert row is not None
     counts = int(row[0]), int(row[1]), int(row[2])
     if staged is not None and node is not None:
-        set_stage_fingerprint(conn, state, node, {**staged, "counts": {"key": key, "value": list(counts)}})
+        set_stage_fingerprint(conn, state, node, with_input_counts(conn, state, staged, counts))
     return counts
+
+
+def with_input_counts(conn: duckdb.DuckDBPyConnection, state: str, staged: dict[str, Any],
+                      counts: tuple[int, int, int]) -> dict[str, Any]:
+    """The stage's fingerprint ``staged`` with ``counts`` (what `input_counts` gives for its rows and the
+    answers stored now) remembered."""
+    return {**staged, "counts": {"key": _counts_key(conn, state, staged), "value": list(counts)}}
+
+
+def _counts_key(conn: duckdb.DuckDBPyConnection, state: str, staged: dict[str, Any]) -> str:
+    """What input counts are valid for: the staged rows, and the stored answers (count, latest)."""
+    stats = conn.execute(f"SELECT count(*), max(answered_at) FROM {quote(state)}.answers").fetchone()
+    return json.dumps([staged.get("layout"), staged.get("rows"), list(stats or ())], default=str)
 
 
 def _staged_node(state: str, source: str) -> str | None:
