@@ -8,7 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import duckdb
+import pytest
 
+from llmt.pipeline import output
 from llmt.pipeline.stage import input_counts, set_stage_fingerprint, stage_fingerprint, stage_table
 from tests.conftest import Project
 
@@ -53,3 +55,22 @@ def test_the_output_build_leaves_the_next_runs_input_counts(project: Project) ->
             assert recounted is not None and recounted["counts"] == remembered == {"key": remembered["key"],
                                                                                    "value": list(fresh)}
             assert fresh[0] == 4 and (fresh[1] < 4) == bool(args)
+
+
+def test_updating_in_place_sees_a_change_in_a_column_the_prompt_does_not_use(
+    project: Project, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    project.write("prompts/analyse.md", "Review: {{ review_text }}\n")  # product is in the output, not the prompt
+    project.run_json()
+    monkeypatch.setattr(output, "IN_PLACE_MIN_ROWS", 0)  # (4 rows: normally rebuilt whole)
+    monkeypatch.setattr(output, "IN_PLACE_MAX_SHARE", 1.0)
+
+    def no_rebuild(*args: object) -> None:
+        raise AssertionError("rebuilt whole")
+
+    monkeypatch.setattr(output, "_rebuild", no_rebuild)
+    csv = project.root / "data" / "reviews.csv"
+    csv.write_text(csv.read_text().replace("2,Phone,Battery died", "2,Tablet,Battery died"))
+    again = project.llm_result(project.run_json())
+    assert again["requests"] == 0  # the request did not change; the row did
+    assert project.query("SELECT product, _llmt_status FROM main.insights WHERE review_id = 2") == [("Tablet", "ok")]

@@ -69,7 +69,7 @@ def build_output(
     seen = staged.get("attempts") if staged is not None else None
     new_attempts = attempts - seen if isinstance(seen, int) else None
     updated = has_prev and staged is not None and staged.get("shape") == shape and _update_in_place(
-        conn, out, spec.unique_key, columns, rows, new_attempts)
+        conn, out, spec.unique_key, rows, new_attempts)
     if not updated:
         _rebuild(conn, schema, name, prev_kind, rows)
     _build_errors(conn, schema, spec, out, escalated is not None)
@@ -91,6 +91,8 @@ class _Rows:
                  extra: bool) -> None:
         s = quote(state)
         self.uk, self.columns, self.fields = spec.unique_key, columns, [f for f, _ in spec.output_columns]
+        # the input columns that neither the unique key nor the request key (a hash of the prompt's columns) covers
+        self.free = [c for c in columns if c not in spec.columns and c not in spec.unique_key]
         esc = (f"LEFT JOIN {s}.answers e ON e.request_key = {escalated.request_key_sql('i')}"
                if escalated is not None else "")
         x = (f"LEFT JOIN {EXTRA} x ON " + " AND ".join(f"x.{quote(k)} = i.{quote(k)}" for k in self.uk)
@@ -120,9 +122,14 @@ class _Rows:
                 f"{self.joins} {where}) j")
 
     def now(self) -> str:
-        """Each row's unique key, input hash, request, status and answer (without reading answer texts)."""
+        """Each row's unique key, hash of its free columns, request, status and answer (without reading answer
+        texts)."""
         keys = ", ".join(f"i.{quote(k)}" for k in self.uk)
-        return f"SELECT {keys}, i._llmt_row_hash, i._llmt_request_key, {self.meta} {self.joins}"
+        return f"SELECT {keys}, {self.free_hash('i.')} AS _llmt_row_hash, i._llmt_request_key, {self.meta} {self.joins}"
+
+    def free_hash(self, prefix: str = "") -> str:
+        """A hash of a row's free columns (0 when there are none)."""
+        return f"hash({', '.join(prefix + quote(c) for c in self.free)})" if self.free else "0::UBIGINT"
 
 
 def _extra_sql(state: str, prev: str | None, spec: LlmSpec, since_run: str | None) -> str:
@@ -189,19 +196,19 @@ def _build_errors(conn: duckdb.DuckDBPyConnection, schema: str, spec: LlmSpec, o
 
 
 def _update_in_place(
-    conn: duckdb.DuckDBPyConnection, out: str, uk: list[str], columns: list[str], rows: _Rows,
-    new_attempts: int | None,
+    conn: duckdb.DuckDBPyConnection, out: str, uk: list[str], rows: _Rows, new_attempts: int | None,
 ) -> bool:
     """Replace only the output rows whose input, request, answer or status changed; False (nothing done)
     when that is a large share of the table, which is then rebuilt whole (as cheap).
 
     Each row's state as it should be (without reading answer texts) is compared with the table's rows by
-    unique key (input columns by their hash, as staged). When more attempts were made since the table was
-    built (``new_attempts``) than that share of rows, it is rebuilt without comparing."""
+    unique key: its request key (which covers the prompt's columns: their long texts are not read again), its
+    other input columns by their hash, its answer and status. When more attempts were made since the table
+    was built (``new_attempts``) than that share of rows, it is rebuilt without comparing."""
     keys = ", ".join(quote(k) for k in uk)
     on = " AND ".join(f"n.{quote(k)} = o.{quote(k)}" for k in uk)
     meta = ("_llmt_request_key", "_llmt_status", "_llmt_answer_key", "_llmt_model", "_llmt_answered_at")
-    row_hash = f"hash({', '.join(quote(c) for c in columns)})"
+    row_hash = rows.free_hash()
     size = conn.execute(f"SELECT count(*) FROM {out}").fetchone()
     total = int(size[0]) if size else 0
     if total < IN_PLACE_MIN_ROWS or (new_attempts is not None and new_attempts > total * IN_PLACE_MAX_SHARE):
