@@ -189,6 +189,18 @@ def cpu_probe() -> float:
     return time.perf_counter() - start
 
 
+def duckdb_probe() -> float:
+    """Seconds of a fixed DuckDB query on every core (hashing 4M short strings, joining 2M with 2M): the CPU
+    probe, a Python loop, tracks DuckDB's speed on a shared VM poorly."""
+    import duckdb
+
+    with duckdb.connect() as conn:
+        start = time.perf_counter()
+        conn.execute("SELECT count(*) FROM (SELECT md5(i::VARCHAR) AS k FROM range(2000000) t(i)) a "
+                     "JOIN (SELECT md5(i::VARCHAR) AS k FROM range(1000000, 3000000) t(i)) b USING (k)").fetchall()
+        return time.perf_counter() - start
+
+
 def timed_process(args: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
     """Run a command to its end: (wall seconds from its start to its exit, its peak RSS in MB, its stdout).
     Raises when it fails. It is started by a small launcher (_measure.py) so that its peak RSS is its own."""

@@ -19,7 +19,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import ROOT, cpu_probe, machine, timed_process
+from benchmarks._common import ROOT, cpu_probe, duckdb_probe, machine, timed_process
 
 HERE = Path(__file__).parent
 Results = dict[str, dict[str, str]]
@@ -144,7 +144,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["LLMT_DUCKDB_MEMORY_LIMIT"] = args.duckdb_memory_limit
     sizes = sorted(int(s) for s in args.sizes.split(","))
-    started, t0, probes = dt.datetime.now(dt.UTC), time.perf_counter(), [cpu_probe()]
+    started, t0, probes = dt.datetime.now(dt.UTC), time.perf_counter(), [(cpu_probe(), duckdb_probe())]
     results: Results = {}
     raw: list[str] = []
 
@@ -171,7 +171,7 @@ def main() -> None:
     keep(bench("startup.py", "--models", str(args.models)))
     if not args.skip_dbt:
         keep(bench("vs_dbt.py", "--rows", str(args.dbt_rows)))
-    probes.append(cpu_probe())
+    probes.append((cpu_probe(), duckdb_probe()))
     minutes = (time.perf_counter() - t0) / 60
     import duckdb
 
@@ -183,7 +183,9 @@ def main() -> None:
         f"- DuckDB {duckdb.__version__}; llmt at {git_revision()}; LLMT_DUCKDB_MEMORY_LIMIT="
         f"{args.duckdb_memory_limit or '(unset: DuckDB default)'}",
         f"- CPU probe (`cpu_probe` in _common.py: a fixed pure-Python loop; on a shared VM it varies by more than "
-        f"1.5x, and every figure with it): {probes[0]:.2f} s at the start, {probes[1]:.2f} s at the end",
+        f"1.5x, and every figure with it): {probes[0][0]:.2f} s at the start, {probes[1][0]:.2f} s at the end; "
+        f"DuckDB probe (`duckdb_probe`: a fixed hash and join on both cores): {probes[0][1]:.2f} s at the start, "
+        f"{probes[1][1]:.2f} s at the end",
         "- data: generated synthetic reviews (benchmarks/_data.py): 20-400 words (median 60), 8 languages, "
         "about 10% duplicate texts", "",
         "What each benchmark measures, and how to run one alone: [README.md](README.md).", "",
