@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from llmt import tokens
@@ -331,3 +332,12 @@ def test_plan_equals_what_the_emulator_bills(
     billed = [json.loads(line)["response"]["body"]["usage"]["prompt_tokens"]
               for file_id in outputs for line in emulator.file_content(file_id).decode().splitlines()]
     assert len(billed) == 4 and planned == sum(billed)
+
+
+def test_plan_reads_a_warehouse_llmt_has_not_written_to_yet(project: Project) -> None:
+    with duckdb.connect(str(project.root / project.db)) as conn:  # e.g. made by another tool
+        conn.execute("CREATE TABLE main.stg_reviews AS SELECT 1 AS review_id, 'x' AS product, 'y' AS review_text")
+    plan = insights_plan(plan_json(project))
+    assert (plan["rows"], plan["new_rows"], plan["requests"]) == (1, 1, 1)
+    with duckdb.connect(str(project.root / project.db)) as conn:  # plan wrote nothing, not even llmt's state
+        assert conn.execute("SELECT count(*) FROM duckdb_schemas() WHERE schema_name = '_llmt'").fetchone() == (0,)

@@ -21,6 +21,7 @@ from llmt.pipeline.stage import (
 )
 from llmt.schema import json_structure
 from llmt.warehouse.duckdb import create_table, relation_kind
+from llmt.warehouse.state import KEYS
 
 OUTPUT_VERSION = 1  # bump when what build_output writes changes: every output table is then rebuilt
 IN_PLACE_MIN_ROWS = 10_000  # smaller output tables are always rebuilt whole
@@ -29,7 +30,7 @@ META_COLUMNS = ("_llmt_status", "_llmt_request_key", "_llmt_answer_key", "_llmt_
 # VARCHAR columns whose values average at least this many bytes are stored with ZSTD (see create_table)
 LONG_TEXT_BYTES = 64
 LONG_TEXT_SAMPLE = 2048  # the first staged rows: their output's text lengths decide
-KEY_COLUMNS = ("_llmt_request_key", "_llmt_answer_key")  # hex digests: ZSTD too (see create_table)
+KEY_COLUMNS = ("_llmt_request_key", "_llmt_answer_key")  # hex digests: stored as KEYS (see create_table)
 EXTRA = "_llmt_extra"  # temp table: the rows without an answer to their current request that are not plainly pending
 
 
@@ -166,7 +167,8 @@ def _rebuild(conn: duckdb.DuckDBPyConnection, schema: str, name: str, prev_kind:
     described = [(str(r[0]), str(r[1])) for r in conn.execute(f"DESCRIBE {rows.sql()}").fetchall()]
     conn.execute(f"DROP TABLE IF EXISTS {new}")
     texts = [c for c, t in described if t == "VARCHAR" and c not in KEY_COLUMNS]
-    create_table(conn, new, rows.sql(), _long_texts(conn, rows, texts) | set(KEY_COLUMNS))
+    create_table(conn, new, rows.sql(), {**dict.fromkeys(_long_texts(conn, rows, texts), "zstd"),
+                                         **dict.fromkeys(KEY_COLUMNS, KEYS)})
     if prev_kind == "view":
         conn.execute(f"DROP VIEW {out}")
     elif prev_kind == "table":

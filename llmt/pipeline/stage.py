@@ -13,6 +13,7 @@ from llmt.errors import NodeError
 from llmt.pipeline.spec import LlmSpec, check_columns
 from llmt.project import Node
 from llmt.warehouse.duckdb import create_table, execute, named_errors
+from llmt.warehouse.state import KEYS
 
 # outcomes that asking again will not change (the request itself must change)
 TERMINAL_SQL = (
@@ -72,7 +73,7 @@ def stage_inputs(conn: duckdb.DuckDBPyConnection, state: str, node: Node, spec: 
         texts = [str(r[0]) for r in described if str(r[1]) == "VARCHAR" and str(r[0]) not in spec.unique_key]
         with named_errors(node.rel_path):  # texts sent to a model are usually long: ZSTD writes them 4-5x faster
             create_table(conn, table, keyed_select(spec, select, row_hash),
-                         [*texts, "_llmt_request_key"])
+                         {**dict.fromkeys(texts, "zstd"), "_llmt_request_key": KEYS})
         _check_keys(conn, table, node, spec)
     else:
         keys = ", ".join(quote(k) for k in spec.unique_key)

@@ -4,7 +4,7 @@ other readers are never locked out while llmt waits on a provider."""
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,7 @@ import duckdb
 
 from llmt.compile import quote, sql_string
 from llmt.errors import ConfigError, NodeError
-from llmt.warehouse.state import LATEST, MIGRATIONS, migrate, zstd_available
+from llmt.warehouse.state import LATEST, MIGRATIONS, migrate, migration_sql, zstd_available
 
 # Rows per row group of llmt's database: DuckDB's default is 122,880, and a table of 100k rows was then one
 # row group, which one thread writes (at commit) and one thread scans. ATTACH sets it per connection (the
@@ -143,7 +143,7 @@ def read_only(path: str, state_schema: str) -> Iterator[duckdb.DuckDBPyConnectio
         if not has_state:  # `"<state>".answers` then resolves to this in-memory catalog's main schema
             conn.execute(f"ATTACH ':memory:' AS {quote(state_schema)}")
             for _, sql in MIGRATIONS:
-                conn.execute(sql.format(s=f"{quote(state_schema)}.main"))
+                conn.execute(migration_sql(conn, sql, f"{quote(state_schema)}.main"))
         else:
             row = conn.execute(f"SELECT max(version) FROM {quote(state_schema)}.schema_version").fetchone()
             if row is None or (row[0] or 0) < LATEST:
@@ -167,16 +167,20 @@ def relation_kind(conn: duckdb.DuckDBPyConnection, schema: str, name: str) -> st
     return "view" if row[0] == "VIEW" else "table"
 
 
-def create_table(conn: duckdb.DuckDBPyConnection, table: str, select: str, zstd: Collection[str] = ()) -> None:
-    """CREATE TABLE ``table`` AS ``select``, storing the columns ``zstd`` with ZSTD when the
-    database's storage version has it (1.2 and later). DuckDB's own choice for long texts (DICT_FSST, after
-    trying every method) costs ~15 ns a byte to write, 7 s for 1M reviews of 470 bytes; ZSTD a fifth of
-    that, and it is smaller and as quick to read. Hex digests (request keys) too: DICT_FSST takes twice as
-    long as ZSTD for the same size, and joins on them are as quick."""
+def create_table(conn: duckdb.DuckDBPyConnection, table: str, select: str,
+                 compression: Mapping[str, str] | None = None) -> None:
+    """CREATE TABLE ``table`` AS ``select``, storing each column of ``compression`` with its method
+    (``zstd`` only when the database's storage version has it: 1.2 and later). DuckDB's own choice for long
+    texts (DICT_FSST, after trying every method) costs ~15 ns a byte to write, 7 s for 1M reviews of 470
+    bytes; ZSTD a fifth of that, and it is smaller and as quick to read. Hex digests (request keys) are
+    stored uncompressed (state.KEYS): copying 1M keys costs 0.54 CPU-s with DuckDB's choice, 0.40 with ZSTD and
+    0.14 uncompressed, for ~36 bytes a key instead of ~20, and joins on them are as quick or quicker."""
     described = [(str(r[0]), str(r[1])) for r in conn.execute(f"DESCRIBE {select}").fetchall()]
-    packed = set(zstd) if zstd and zstd_available(conn) else set()
+    methods = dict(compression or {})
+    if "zstd" in methods.values() and not zstd_available(conn):
+        methods = {c: m for c, m in methods.items() if m != "zstd"}
     conn.execute(f"CREATE TABLE {table} (" + ", ".join(
-        f"{quote(c)} {t}" + (" USING COMPRESSION zstd" if c in packed else "") for c, t in described) + ")")
+        f"{quote(c)} {t}" + (f" USING COMPRESSION {methods[c]}" if c in methods else "") for c, t in described) + ")")
     conn.execute(f"INSERT INTO {table} {select}")
 
 
