@@ -1,24 +1,20 @@
-"""Output schemas: JSON Schema -> OpenAI strict schema, DuckDB column types, answer validator.
+"""Output schemas: JSON Schema -> OpenAI strict schema, DuckDB column types.
 
 `load_schema` reads a file, `to_strict` normalizes it to OpenAI Structured Outputs strict mode
-(or raises SchemaError naming the JSON path), `column_types` / `json_structure` give the typed
-output columns, and `AnswerValidator` checks answers with a pydantic model built once.
+(or raises SchemaError naming the JSON path), and `column_types` / `json_structure` give the typed
+output columns. Answers are checked against a strict schema by `llmt.validate.AnswerValidator`.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
-import ipaddress
 import json
 import math
 import re
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, ForwardRef, Literal, NoReturn, Union
+from typing import Any, NoReturn
 
-import pydantic
 import yaml
 
 from llmt.errors import SchemaError, did_you_mean
@@ -183,7 +179,7 @@ class _Normalizer:
                 self.fail(path, f"`{composite}` cannot be combined with `{key}`", hint)
 
     def types(self, node: dict[str, Any], path: str) -> frozenset[str]:
-        names = _type_list(node)
+        names = type_list(node)
         for name in names:
             if name not in TYPES:
                 hint = f"Use one of {', '.join(TYPES)}." + did_you_mean(str(name), TYPES)
@@ -235,13 +231,13 @@ class _Normalizer:
                 return [*value, None]
         elif key == "const":
             self.check_value(value, at, types)
-        elif key == "$ref" and (not isinstance(value, str) or _resolve(self.root, value) is None):
+        elif key == "$ref" and (not isinstance(value, str) or resolve_ref(self.root, value) is None):
             hint = 'Use a local reference: "#", "#/$defs/<name>" or "#/definitions/<name>".'
             self.fail(at, f"cannot resolve $ref {json.dumps(value)}", hint)
         return list(value) if isinstance(value, list) else value
 
     def check_value(self, value: Any, path: str, types: frozenset[str]) -> None:
-        kind = _value_type(value)
+        kind = value_type(value)
         if kind is None:
             self.fail(path, f"{value!r} is not a JSON value", "Quote dates and other text in YAML.")
         numeric = kind in ("integer", "number") and types & {"integer", "number"}
@@ -253,8 +249,8 @@ class _Normalizer:
         """The schema of an optional property: the same schema, also accepting null."""
         if "type" in node and "const" not in node:
             out = dict(node)
-            if "null" not in _type_list(node):
-                out["type"] = [*_type_list(node), "null"]
+            if "null" not in type_list(node):
+                out["type"] = [*type_list(node), "null"]
             if "enum" in out and None not in out["enum"]:
                 out["enum"] = [*out["enum"], None]
             return out
@@ -268,8 +264,8 @@ def _accepts_null(node: Any, root: dict[str, Any], seen: frozenset[str]) -> bool
         return None in node.get("enum", [node.get("const", 0)])
     if "$ref" in node:
         ref = node["$ref"]
-        return ref not in seen and _accepts_null(_resolve(root, ref), root, seen | {ref})
-    return "null" in _type_list(node) or any(_accepts_null(b, root, seen) for b in node.get("anyOf", []))
+        return ref not in seen and _accepts_null(resolve_ref(root, ref), root, seen | {ref})
+    return "null" in type_list(node) or any(_accepts_null(b, root, seen) for b in node.get("anyOf", []))
 
 
 def _children(node: dict[str, Any], path: str, defs: bool = True) -> Iterator[tuple[dict[str, Any], str]]:
@@ -309,8 +305,8 @@ def _check_limits(strict: dict[str, Any], where: str) -> None:
         ref = node.get("$ref")
         if ref is not None and ref not in stack and (ref, level) not in visited:
             visited.add((ref, level))
-            depth(_resolve(strict, ref) or {}, _ref_path(ref), level, stack | {ref})
-        level += "object" in _type_list(node)
+            depth(resolve_ref(strict, ref) or {}, _ref_path(ref), level, stack | {ref})
+        level += "object" in type_list(node)
         if level > MAX_DEPTH:
             what = f"objects are nested {level} levels deep; OpenAI allows at most {MAX_DEPTH}"
             _fail(where, path, what, "Flatten the schema, e.g. move inner fields up with prefixed names.")
@@ -335,14 +331,14 @@ def json_structure(strict: dict[str, Any]) -> dict[str, Any]:
 
 def _structure(node: dict[str, Any], root: dict[str, Any], seen: frozenset[str]) -> Any:
     if "$ref" in node:
-        ref, target = node["$ref"], _resolve(root, node["$ref"])
+        ref, target = node["$ref"], resolve_ref(root, node["$ref"])
         return "JSON" if ref in seen or target is None else _structure(target, root, seen | {ref})
     if "anyOf" in node:
-        options = [_structure(b, root, seen) for b in node["anyOf"] if _type_list(b) != ["null"]]
+        options = [_structure(b, root, seen) for b in node["anyOf"] if type_list(b) != ["null"]]
         return options[0] if options and all(o == options[0] for o in options) else "JSON"
-    kinds = [t for t in _type_list(node) if t != "null"]
+    kinds = [t for t in type_list(node) if t != "null"]
     if not kinds:  # enum / const without a type
-        found = {_value_type(v) for v in node.get("enum", [node.get("const")]) if v is not None}
+        found = {value_type(v) for v in node.get("enum", [node.get("const")]) if v is not None}
         kinds = ["number"] if found == {"integer", "number"} else [k for k in found if k]
     if len(kinds) != 1:
         return "JSON"
@@ -367,189 +363,6 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-# --- answer validation ---------------------------------------------------------------------------
-
-
-class AnswerValidator:
-    """Checks answer JSON against a strict schema with a pydantic model built once."""
-
-    def __init__(self, strict: dict[str, Any], name: str) -> None:
-        try:
-            self.model = _ModelBuilder(strict, name, "rust-regex").build()
-        except Exception:  # e.g. a pattern with look-around, which the Rust engine cannot compile
-            try:
-                self.model = _ModelBuilder(strict, name, "python-re").build()
-            except Exception as exc:
-                what = f"cannot build a validator for the schema: {str(exc).splitlines()[0]}"
-                raise SchemaError(
-                    what, where=name, hint="Check that each `pattern` is a valid regex."
-                ) from exc
-        # the model's own validator: model_validate_json's keyword handling took ~20% of the time of
-        # validating a short answer (collect validates every distinct answer)
-        self.validate_json = self.model.__pydantic_validator__.validate_json
-
-    def check(self, content: str) -> tuple[str, str]:
-        """("ok", "") | ("invalid_json", reason) | ("schema_violation", "<field path>: <reason>")."""
-        try:
-            self.validate_json(content)
-        except pydantic.ValidationError as exc:
-            errors = exc.errors(include_url=False, include_context=False, include_input=False)
-            if errors[0]["type"] == "json_invalid":
-                return "invalid_json", _shorten(errors[0]["msg"].removeprefix("Invalid JSON: "))
-            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-            return "schema_violation", _shorten(f"{_loc(errors[0]['loc'])}: {errors[0]['msg']}") + more
-        return "ok", ""
-
-
-def _loc(loc: tuple[int | str, ...]) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else part
-    return text or "$"
-
-
-def _shorten(text: str, limit: int = 300) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-_FORMATS: dict[str, Callable[[str], object]] = {  # truthy when valid; falsy or ValueError when not
-    "date-time": lambda v: v[10:11] in ("T", "t", " ") and dt.datetime.fromisoformat(v),
-    "date": dt.date.fromisoformat,
-    "time": dt.time.fromisoformat,
-    "duration": re.compile(r"P(?!$)(\d+[YMWD])*(T(?=\d)(\d+H)?(\d+M)?(\d+(\.\d+)?S)?)?").fullmatch,
-    "email": re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+").fullmatch,
-    "hostname": re.compile(
-        r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9-]+)*"
-    ).fullmatch,
-    "ipv4": ipaddress.IPv4Address,
-    "ipv6": ipaddress.IPv6Address,
-    "uuid": uuid.UUID,
-}
-
-
-def _format_validator(name: str) -> pydantic.AfterValidator:
-    def check(value: str) -> str:
-        try:
-            valid = bool(_FORMATS[name](value))
-        except ValueError:
-            valid = False
-        if not valid:
-            raise ValueError(f"not a valid {name}")
-        return value
-
-    return pydantic.AfterValidator(check)
-
-
-def _not_bool(value: Any) -> Any:
-    if isinstance(value, bool):
-        raise ValueError("Input should be a number, not a boolean")
-    return value
-
-
-class _ModelBuilder:
-    """Pydantic types for a strict schema: objects become models (extra='forbid'), enums Literals."""
-
-    def __init__(self, strict: dict[str, Any], name: str, engine: Literal["rust-regex", "python-re"]) -> None:
-        self.root, self.name = strict, "Answer_" + re.sub(r"[^0-9A-Za-z]", "_", name)
-        self.config = pydantic.ConfigDict(extra="forbid", strict=True, regex_engine=engine)
-        self.done: dict[str, Any] = {}  # $ref -> its type
-        self.pending: dict[str, Any] = {}  # $ref -> forward reference while its model is built
-        self.namespace: dict[str, Any] = {}  # model identifier -> model, to resolve forward references
-        self.count = 0
-
-    def build(self) -> type[pydantic.BaseModel]:
-        self.pending["#"] = ForwardRef(self.ident(""))
-        model = self.model(self.root, self.ident(""))
-        for each in self.namespace.values():
-            if not each.__pydantic_complete__:
-                each.model_rebuild(_types_namespace=self.namespace)
-        return model
-
-    def ident(self, label: str) -> str:
-        self.count += 1
-        return self.name + (f"_{re.sub(r'[^0-9A-Za-z]', '_', label)}_{self.count}" if label else "")
-
-    def model(self, node: dict[str, Any], ident: str) -> type[pydantic.BaseModel]:
-        fields: dict[str, Any] = {
-            f"f{i}": (self.annotation(sub, prop), pydantic.Field(alias=prop))
-            for i, (prop, sub) in enumerate(node["properties"].items())
-        }
-        model: type[pydantic.BaseModel] = pydantic.create_model(ident, __config__=self.config, **fields)
-        self.namespace[ident] = model
-        return model
-
-    def annotation(self, node: dict[str, Any], label: str) -> Any:
-        if "$ref" in node:
-            return self.ref(node["$ref"])
-        if "anyOf" in node:
-            return _union(*(self.annotation(branch, label) for branch in node["anyOf"]))
-        if "const" in node or "enum" in node:
-            return self.literal(node.get("enum", [node.get("const")]))
-        kinds = _type_list(node)
-        kind = next((k for k in kinds if k != "null"), None)
-        base = None if kind is None else self.base(kind, node, label)
-        return _union(base, None) if "null" in kinds and base is not None else base
-
-    def ref(self, ref: str) -> Any:
-        if ref in self.done or ref in self.pending:
-            return self.done[ref] if ref in self.done else self.pending[ref]
-        target = _resolve(self.root, ref) or {}
-        null = [None] if "null" in _type_list(target) else []
-        if "object" in _type_list(target):  # maybe recursive: refer to the model by name while it is built
-            ident = self.ident(ref.rsplit("/", 1)[-1])
-            self.pending[ref] = _union(ForwardRef(ident), *null)
-            result = _union(self.model(target, ident), *null)
-        else:
-            self.pending[ref] = Any  # recursion through a non-object definition is not checked
-            result = self.annotation(target, ref)
-        del self.pending[ref]
-        self.done[ref] = result
-        return result
-
-    def literal(self, values: list[Any]) -> Any:
-        if any(isinstance(v, float) for v in values):  # Literal cannot hold floats
-            message = "Input should be " + " or ".join(json.dumps(v) for v in values)
-
-            def one_of(value: Any) -> Any:
-                if isinstance(value, bool) or value not in values:
-                    raise ValueError(message)
-                return value
-
-            return Annotated[Any, pydantic.AfterValidator(one_of)]
-        literal: Any = Literal.__getitem__(tuple(values))
-        if any(_value_type(v) == "integer" for v in values) and not any(isinstance(v, bool) for v in values):
-            return Annotated[literal, pydantic.BeforeValidator(_not_bool)]  # Literal[1] accepts true
-        return literal
-
-    def base(self, kind: str, node: dict[str, Any], label: str) -> Any:
-        get = node.get
-        if kind == "string":
-            meta: list[Any] = []
-            if {"pattern", "minLength", "maxLength"} & node.keys():
-                length = {"min_length": get("minLength"), "max_length": get("maxLength")}
-                meta.append(pydantic.StringConstraints(pattern=get("pattern"), **length))
-            if "format" in node:
-                meta.append(_format_validator(node["format"]))
-            return Annotated[(str, *meta)] if meta else str
-        if kind in ("integer", "number"):
-            number: Any = int if kind == "integer" else float
-            bounds: dict[str, Any] = {
-                "ge": get("minimum"),
-                "le": get("maximum"),
-                "multiple_of": get("multipleOf"),
-            }
-            limits = pydantic.Field(gt=get("exclusiveMinimum"), lt=get("exclusiveMaximum"), **bounds)
-            return Annotated[number, limits]
-        if kind == "array":
-            items = list.__class_getitem__(self.annotation(node["items"], f"{label}_item"))
-            return Annotated[items, pydantic.Field(min_length=get("minItems"), max_length=get("maxItems"))]
-        return bool if kind == "boolean" else self.model(node, self.ident(label))
-
-
-def _union(*members: Any) -> Any:
-    return members[0] if len(members) == 1 else Union.__getitem__(members)
-
-
 # --- helpers -------------------------------------------------------------------------------------
 
 
@@ -559,7 +372,7 @@ def schema_fingerprint(strict: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def _resolve(root: dict[str, Any], ref: str) -> dict[str, Any] | None:
+def resolve_ref(root: dict[str, Any], ref: str) -> dict[str, Any] | None:
     """The schema a local $ref ("#", "#/$defs/<name>", "#/definitions/<name>") points to, or None."""
     if ref == "#":
         return root
@@ -578,7 +391,7 @@ def _segment(name: str) -> str:
     return f".{name}" if re.fullmatch(r"[A-Za-z_$][\w$-]*", name, re.ASCII) else f"[{json.dumps(name)}]"
 
 
-def _type_list(node: Any) -> list[Any]:
+def type_list(node: Any) -> list[Any]:
     kinds = node.get("type", []) if isinstance(node, dict) else []
     return list(kinds) if isinstance(kinds, list) else [kinds]
 
@@ -587,7 +400,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _value_type(value: Any) -> str | None:
+def value_type(value: Any) -> str | None:
     """The JSON Schema type of a plain JSON value; None for anything else (e.g. a YAML date, NaN)."""
     if value is None or isinstance(value, bool | str):
         return "null" if value is None else "boolean" if isinstance(value, bool) else "string"

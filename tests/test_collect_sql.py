@@ -19,7 +19,8 @@ from llmt.pipeline import batches
 from llmt.pipeline.batches import ShardDriver, ShardRow
 from llmt.pipeline.collect import classify
 from llmt.providers.base import BatchInfo, BatchLineError, BatchProvider, Shard
-from llmt.schema import AnswerValidator, to_strict
+from llmt.schema import to_strict
+from llmt.validate import AnswerValidator
 from llmt.warehouse.duckdb import Warehouse
 from tests.conftest import SCHEMA
 

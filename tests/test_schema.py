@@ -14,13 +14,13 @@ import pytest
 from llmt.errors import SchemaError
 from llmt.schema import (
     MAX_DEPTH,
-    AnswerValidator,
     column_types,
     json_structure,
     load_schema,
     schema_fingerprint,
     to_strict,
 )
+from llmt.validate import AnswerValidator
 
 DATA = Path(__file__).parent / "data" / "schemas"
 WHERE = "schemas/review.json"

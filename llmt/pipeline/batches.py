@@ -26,7 +26,7 @@ from llmt.pipeline.collect import Finished, Source, collect_files
 from llmt.pipeline.crash import crash_point
 from llmt.pipeline.render import WrittenShard, count_exactly
 from llmt.providers.base import BatchInfo, BatchNotFound, BatchProvider, RealtimeProvider, Shard
-from llmt.schema import AnswerValidator
+from llmt.validate import AnswerValidator
 from llmt.warehouse.duckdb import Warehouse
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ import duckdb
 
 from llmt.compile import quote
 from llmt.pipeline.crash import crash_point
-from llmt.schema import AnswerValidator
+from llmt.validate import AnswerValidator
 
 # a batch that ended this way leaves its unanswered ids with this outcome
 UNANSWERED = {"completed": "missing", "expired": "expired", "cancelled": "cancelled", "failed": "batch_failed"}

@@ -26,8 +26,8 @@ from llmt.pipeline.batches import ShardRow
 from llmt.pipeline.collect import Attempt, classify, store
 from llmt.pipeline.crash import crash_point
 from llmt.providers.base import RealtimeProvider
-from llmt.schema import AnswerValidator
 from llmt.tokens import RequestCounter
+from llmt.validate import AnswerValidator
 from llmt.warehouse.duckdb import Warehouse
 
 REALTIME = "realtime"  # the provider column of realtime shards

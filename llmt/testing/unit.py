@@ -46,11 +46,11 @@ from llmt.project.yamlfile import line_of, validate
 from llmt.prompts import PromptRenderer
 from llmt.providers.fake import FakeProvider, FaultPlan, Pin
 from llmt.runner import new_run_id, prices
-from llmt.schema import AnswerValidator
 from llmt.testing.collect import rel_path
 from llmt.testing.derived import unwrap_field
 from llmt.testing.result import TestResult
 from llmt.testing.rows import RowsSpec, create_table, diff_rows, normalize, read_rows
+from llmt.validate import AnswerValidator
 from llmt.warehouse.duckdb import Warehouse
 
 GIVEN_SCHEMA = "_llmt_given"  # where given source() and `this` rows live during a unit test
