@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pydantic
 import pytest
 
 from llmt.errors import SchemaError
@@ -539,28 +540,28 @@ def test_invalid_json(validator: AnswerValidator, content: str) -> None:
     assert reason and "line 1" in reason
 
 
-@pytest.mark.parametrize(
-    ("change", "reason"),
-    [
-        ({"sentiment": "mixed"}, "sentiment: Input should be 'positive', 'negative' or 'neutral'"),
-        ({"sentiment": None}, "sentiment: Input should be 'positive', 'negative' or 'neutral'"),
-        ({"score": 6}, "score: Input should be less than or equal to 5"),
-        ({"score": 0}, "score: Input should be greater than or equal to 1"),
-        ({"score": "3"}, "score: Input should be a valid integer"),
-        ({"score": 2.5}, "score: Input should be a valid integer"),
-        ({"score": True}, "score: Input should be a valid integer"),
-        ({"issues": "battery"}, "issues: Input should be a valid array"),
-        ({"issues": [{"topic": "x"}]}, "issues[0].severity: Field required"),
-        (
-            {"issues": [{"topic": "x", "severity": "low", "extra": 1}]},
-            "issues[0].extra: Extra inputs are not",
-        ),
-        ({"issues": [{"topic": None, "severity": "low"}]}, "issues[0].topic: Input should be a valid string"),
-        ({"reviewed_on": "2024-02-30"}, "reviewed_on: Value error, not a valid date"),
-        ({"reviewed_on": "yesterday"}, "reviewed_on: Value error, not a valid date"),
-        ({"confidence": 0.9}, "confidence: Extra inputs are not permitted"),
-    ],
-)
+VIOLATIONS: list[tuple[dict[str, Any], str]] = [
+    ({"sentiment": "mixed"}, "sentiment: Input should be 'positive', 'negative' or 'neutral'"),
+    ({"sentiment": None}, "sentiment: Input should be 'positive', 'negative' or 'neutral'"),
+    ({"score": 6}, "score: Input should be less than or equal to 5"),
+    ({"score": 0}, "score: Input should be greater than or equal to 1"),
+    ({"score": "3"}, "score: Input should be a valid integer"),
+    ({"score": 2.5}, "score: Input should be a valid integer"),
+    ({"score": True}, "score: Input should be a valid integer"),
+    ({"issues": "battery"}, "issues: Input should be a valid array"),
+    ({"issues": [{"topic": "x"}]}, "issues[0].severity: Field required"),
+    (
+        {"issues": [{"topic": "x", "severity": "low", "extra": 1}]},
+        "issues[0].extra: Extra inputs are not",
+    ),
+    ({"issues": [{"topic": None, "severity": "low"}]}, "issues[0].topic: Input should be a valid string"),
+    ({"reviewed_on": "2024-02-30"}, "reviewed_on: Value error, not a valid date"),
+    ({"reviewed_on": "yesterday"}, "reviewed_on: Value error, not a valid date"),
+    ({"confidence": 0.9}, "confidence: Extra inputs are not permitted"),
+]
+
+
+@pytest.mark.parametrize(("change", "reason"), VIOLATIONS)
 def test_schema_violations_name_the_field(
     validator: AnswerValidator, change: dict[str, Any], reason: str
 ) -> None:
@@ -584,71 +585,75 @@ def test_several_errors_are_counted(validator: AnswerValidator) -> None:
     assert reason.endswith("(and 1 more)")
 
 
+CONSTRAINED = obj(
+    {
+        "code": {"type": "string", "pattern": "^[A-Z]{3}$"},
+        "word": {"type": "string", "pattern": "^(?!no)[a-z]+$", "minLength": 2, "maxLength": 5},
+        "tags": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 2},
+        "p": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "multipleOf": 0.25},
+        "at": {"type": "string", "format": "date-time"},
+        "id": {"type": "string", "format": "uuid"},
+        "class": {"type": "integer", "enum": [1, 2]},
+        "half": {"enum": [0.5, 1.5]},
+        "model_config": {"type": "boolean"},
+    },
+    required=["code", "word", "tags", "p", "at", "id", "class", "half", "model_config"],
+)
+CONSTRAINED_GOOD: dict[str, Any] = {
+    "code": "ABC",
+    "word": "yes",
+    "tags": ["a"],
+    "p": 0.75,
+    "at": "2024-01-01T10:00:00+02:00",
+    "id": "12345678-1234-5678-1234-567812345678",
+    "class": 2,
+    "half": 1.5,
+    "model_config": False,
+}
+CONSTRAINED_BAD: list[tuple[dict[str, Any], str]] = [
+    ({"code": "ABCD"}, "code: String should match pattern"),
+    ({"word": "nope"}, "word: String should match pattern"),
+    ({"word": "abcdef"}, "word: String should have at most 5 characters"),
+    ({"tags": []}, "tags: List should have at least 1 item"),
+    ({"tags": ["a", "b", "c"]}, "tags: List should have at most 2 items"),
+    ({"p": 1}, "p: Input should be less than 1"),
+    ({"p": 0.3}, "p: Input should be a multiple of 0.25"),
+    ({"at": "2024-01-01"}, "at: Value error, not a valid date-time"),
+    ({"id": "not-a-uuid"}, "id: Value error, not a valid uuid"),
+    ({"class": 3}, "class: Input should be 1 or 2"),
+    ({"class": True}, "class: Value error, Input should be a number, not a boolean"),
+    ({"half": 2.5}, "half: Value error, Input should be 0.5 or 1.5"),
+    ({"model_config": None}, "model_config: Input should be a valid boolean"),
+]
+
+
 def test_constraints_formats_and_odd_names() -> None:
-    schema = obj(
-        {
-            "code": {"type": "string", "pattern": "^[A-Z]{3}$"},
-            "word": {"type": "string", "pattern": "^(?!no)[a-z]+$", "minLength": 2, "maxLength": 5},
-            "tags": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 2},
-            "p": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "multipleOf": 0.25},
-            "at": {"type": "string", "format": "date-time"},
-            "id": {"type": "string", "format": "uuid"},
-            "class": {"type": "integer", "enum": [1, 2]},
-            "half": {"enum": [0.5, 1.5]},
-            "model_config": {"type": "boolean"},
-        },
-        required=["code", "word", "tags", "p", "at", "id", "class", "half", "model_config"],
-    )
-    validator = AnswerValidator(to_strict(schema, where=WHERE), "odd name / 1")
-    good = {
-        "code": "ABC",
-        "word": "yes",
-        "tags": ["a"],
-        "p": 0.75,
-        "at": "2024-01-01T10:00:00+02:00",
-        "id": "12345678-1234-5678-1234-567812345678",
-        "class": 2,
-        "half": 1.5,
-        "model_config": False,
-    }
-    assert validator.check(json.dumps(good)) == ("ok", "")
-    bad = [
-        ({"code": "ABCD"}, "code: String should match pattern"),
-        ({"word": "nope"}, "word: String should match pattern"),
-        ({"word": "abcdef"}, "word: String should have at most 5 characters"),
-        ({"tags": []}, "tags: List should have at least 1 item"),
-        ({"tags": ["a", "b", "c"]}, "tags: List should have at most 2 items"),
-        ({"p": 1}, "p: Input should be less than 1"),
-        ({"p": 0.3}, "p: Input should be a multiple of 0.25"),
-        ({"at": "2024-01-01"}, "at: Value error, not a valid date-time"),
-        ({"id": "not-a-uuid"}, "id: Value error, not a valid uuid"),
-        ({"class": 3}, "class: Input should be 1 or 2"),
-        ({"class": True}, "class: Value error, Input should be a number, not a boolean"),
-        ({"half": 2.5}, "half: Value error, Input should be 0.5 or 1.5"),
-        ({"model_config": None}, "model_config: Input should be a valid boolean"),
-    ]
-    for change, reason in bad:
-        outcome, got = validator.check(json.dumps({**good, **change}))
+    validator = AnswerValidator(to_strict(CONSTRAINED, where=WHERE), "odd name / 1")
+    assert validator.check(json.dumps(CONSTRAINED_GOOD)) == ("ok", "")
+    for change, reason in CONSTRAINED_BAD:
+        outcome, got = validator.check(json.dumps({**CONSTRAINED_GOOD, **change}))
         assert (outcome, got[: len(reason)]) == ("schema_violation", reason), (change, got)
 
 
+TREE = obj(
+    {"tree": {"$ref": "#/$defs/Node"}},
+    ["tree"],
+    **{
+        "$defs": {
+            "Node": obj(
+                {
+                    "name": {"type": "string"},
+                    "kids": {"type": "array", "items": {"$ref": "#/$defs/Node"}},
+                },
+                ["name", "kids"],
+            )
+        }
+    },
+)
+
+
 def test_recursive_definitions_are_validated_at_every_level() -> None:
-    schema = obj(
-        {"tree": {"$ref": "#/$defs/Node"}},
-        ["tree"],
-        **{
-            "$defs": {
-                "Node": obj(
-                    {
-                        "name": {"type": "string"},
-                        "kids": {"type": "array", "items": {"$ref": "#/$defs/Node"}},
-                    },
-                    ["name", "kids"],
-                )
-            }
-        },
-    )
-    validator = AnswerValidator(to_strict(schema, where=WHERE), "tree")
+    validator = AnswerValidator(to_strict(TREE, where=WHERE), "tree")
     deep = {"tree": {"name": "a", "kids": [{"name": "b", "kids": [{"name": "c", "kids": []}]}]}}
     assert validator.check(json.dumps(deep)) == ("ok", "")
     deep["tree"]["kids"][0]["kids"][0]["name"] = 3
@@ -658,13 +663,45 @@ def test_recursive_definitions_are_validated_at_every_level() -> None:
     )
 
 
+UNITS = obj({"v": {"anyOf": [{"type": "integer"}, obj({"unit": {"type": "string"}}, ["unit"])]}}, ["v"])
+
+
 def test_anyof_accepts_each_branch_and_nothing_else() -> None:
-    schema = obj({"v": {"anyOf": [{"type": "integer"}, obj({"unit": {"type": "string"}}, ["unit"])]}}, ["v"])
-    validator = AnswerValidator(to_strict(schema, where=WHERE), "u")
+    validator = AnswerValidator(to_strict(UNITS, where=WHERE), "u")
     assert validator.check('{"v": 3}')[0] == "ok"
     assert validator.check('{"v": {"unit": "kg"}}')[0] == "ok"
     assert validator.check('{"v": "3"}')[0] == "schema_violation"
     assert validator.check('{"v": null}')[0] == "schema_violation"
+
+
+def test_the_validator_without_model_instances_agrees_with_the_model() -> None:
+    """`check` takes an answer the instance-free validator accepts as ok without asking the model: it must
+    accept exactly what the model accepts."""
+    deep = {"tree": {"name": "a", "kids": [{"name": "b", "kids": [{"name": "c", "kids": []}]}]}}
+    cases: list[tuple[dict[str, Any], str, list[str]]] = [
+        (load_schema(DATA / "review_analysis.yml"), "review",
+         [json.dumps({**GOOD, **change}) for change, _ in [({}, ""), *VIOLATIONS]]),
+        (CONSTRAINED, "odd name / 1",
+         [json.dumps({**CONSTRAINED_GOOD, **change}) for change, _ in [({}, ""), *CONSTRAINED_BAD]]),
+        (TREE, "tree", [json.dumps(deep), json.dumps({"tree": {"name": "a", "kids": [{"name": 3, "kids": []}]}}),
+                        '{"tree": {"name": "a", "kids": [], "x": 1}}', '{"tree": null}']),
+        (UNITS, "u", ['{"v": 3}', '{"v": {"unit": "kg"}}', '{"v": "3"}', '{"v": null}', '{"v": {"unit": 1}}',
+                      '{"v": 3, "v": "x"}', '{"v": 3} x', "[]", "", '{"v": 3.0}', '{"v": true}']),
+    ]
+    for schema, name, contents in cases:
+        validator = AnswerValidator(to_strict(schema, where=WHERE), name)
+        assert validator.accepts is not None, name
+        for content in contents:
+            verdicts = []
+            for validate in (validator.accepts, validator.validate_json):
+                try:
+                    validate(content)
+                    verdicts.append(True)
+                except pydantic.ValidationError:
+                    verdicts.append(False)
+            assert verdicts[0] == verdicts[1], (name, content)
+        assert any(validator.check(c) == ("ok", "") for c in contents)
+        assert any(validator.check(c)[0] != "ok" for c in contents)
 
 
 # --- files and fingerprints ----------------------------------------------------------------------
