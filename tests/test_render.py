@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import duckdb
 import pytest
 
-from llmt.pipeline.render import count_exactly, json_utf8, render_lines, write_shards
+from llmt.pipeline.render import count_exactly, json_utf8, render_lines, render_pending, write_shards
 from llmt.pipeline.spec import ENDPOINT, build_spec
 from llmt.project.loader import load_project
+from llmt.prompts import PromptRenderer
 from llmt.tokens import count_request
 from tests.conftest import Project
 
@@ -55,3 +57,30 @@ def test_lines_are_the_requests_json_and_bounds_are_at_least_the_counts(project:
     per_shard = [sum(c for _, _, c in exact[i:i + 25]) for i in (0, 25, 50)]
     assert count_exactly([s.path for s in shards]) == per_shard
     assert count_exactly([s.path for s in shards], workers=2) == per_shard
+
+
+@pytest.mark.parametrize(("prompt", "utf8"), [
+    ("---\nsystem: You analyse reviews.\n---\nProduct: {{ product }}\nReview: {{ review_text }}\n", True),
+    ("Product: {{ product }} «{{ review_text }}»", True),  # no system message
+    ("---\nsystem: Reviews of {{ product }}.\n---\n{{ review_text }}\n", False),  # a system message per row
+    ("Review: {{ review_text | upper }} ({{ product }})", False),  # Jinja renders it
+])
+@pytest.mark.parametrize("product_type", ["VARCHAR", "INTEGER"])
+def test_rows_read_from_duckdb_give_the_lines_rendered_from_text(
+    project: Project, prompt: str, utf8: bool, product_type: str,
+) -> None:
+    """`llmt run` reads the prompt's text columns as UTF-8 bytes when it can render from them: the lines and
+    their token bounds are those rendered from the rows' text."""
+    project.write("prompts/analyse.md", prompt)
+    loaded = load_project(project.root)
+    spec = build_spec(loaded, loaded.nodes["insights"])
+    texts = [*TEXTS, "".join(map(chr, range(1, 128))), "NUL \x00 and \x1f", "\u2028 é 👍🏽 \"q\" \\"]
+    rows = [(f"k{i:03d}", None if i % 7 == 3 else (str(i) if product_type == "INTEGER" else f"P{i} ü"),
+             None if i % 11 == 5 else texts[i % len(texts)]) for i in range(40)]
+    conn = duckdb.connect()
+    conn.execute(f"CREATE TABLE r (_llmt_request_key VARCHAR, product {product_type}, review_text VARCHAR)")
+    conn.executemany("INSERT INTO r VALUES (?, ?, ?)", rows)
+    read = conn.execute("SELECT * FROM r ORDER BY _llmt_request_key").fetchall()
+    expected = list(render_lines(read, spec.columns, spec, exact=False))
+    assert (PromptRenderer(spec.prompt).utf8_renderer(spec.columns, {"review_text"}) is not None) == utf8
+    assert list(render_pending(conn, "SELECT * FROM r ORDER BY _llmt_request_key", spec.columns, spec)) == expected

@@ -21,8 +21,7 @@ from llmt.pipeline.render import (
     MAX_REQUESTS_PER_BATCH,
     WrittenShard,
     count_exactly,
-    iter_rows,
-    render_lines,
+    render_pending,
     write_shards,
 )
 from llmt.pipeline.spec import LlmSpec, escalation_spec
@@ -202,10 +201,9 @@ class NodeRun:
             pending = f"SELECT * FROM ({pending}) ORDER BY _llmt_request_key LIMIT {int(limit)}"
         memo = TokenMemo(self.project.target_dir / MEMO_FILE)
         with self.wh.connect() as conn:
-            cursor = conn.execute(pending)
             with self.reporter.progress(f"{self.node.name}: rendering", total) as bar:
                 shards = write_shards(
-                    render_lines(iter_rows(cursor), spec.columns, spec, exact=False, memo=memo), self.work_dir,
+                    render_pending(conn, pending, spec.columns, spec, memo), self.work_dir,
                     _ids(f"{self.driver.run_id}r{self.rounds}", self.node.name), exact=False,
                     max_requests=self.options.max_requests_per_batch, advance=bar.advance,
                 )

@@ -16,6 +16,7 @@ from typing import IO, Any
 
 import duckdb
 
+from llmt.compile import quote
 from llmt.errors import NodeError
 from llmt.pipeline.spec import ENDPOINT, LlmSpec
 from llmt.prompts import PromptRenderer
@@ -78,12 +79,38 @@ def render_lines(
     yield from _parallel(it, renderer, n_workers)
 
 
+def render_pending(
+    conn: duckdb.DuckDBPyConnection, select: str, columns: list[str], spec: LlmSpec, memo: TokenMemo | None = None,
+) -> Iterator[tuple[str, bytes, int]]:
+    """What `render_lines` gives without ``exact`` for the rows of ``select`` (a request key, then
+    ``columns``), read from DuckDB. When the prompt is text and `{{ column }}` only (and its system message
+    has no variables), its text columns are read as their UTF-8 bytes and joined as bytes: DuckDB hands over
+    bytes at half the cost of text, and the line wants bytes (1M reviews of 470 bytes: 2.2 -> 1.1 s)."""
+    renderer = _LineRenderer(spec, columns, memo)
+    described = [(str(r[0]), str(r[1])) for r in conn.execute(f"DESCRIBE {select}").fetchall()]
+    texts = {name for name, kind in described[1:] if kind == "VARCHAR"}
+    utf8 = renderer.prompts.utf8_renderer(columns, texts) if texts else None
+    if utf8 is None:
+        yield from map(renderer.line_bound, iter_rows(conn.execute(select)))
+        return
+    system, body = utf8
+    read = ", ".join(f"encode({quote(name)})" if i and name in texts else quote(name)
+                     for i, (name, _) in enumerate(described))
+
+    def line(row: tuple[Any, ...]) -> tuple[str, bytes, int]:
+        user_json = utf8_json(body(row[1:]))
+        return row[0], renderer.data(row[0], system, user_json), renderer.counter.bound_chat(system, len(user_json))
+
+    yield from map(line, iter_rows(conn.execute(f"SELECT {read} FROM ({select}) AS _llmt_pending")))
+
+
 class _LineRenderer:
     """Renders rows into batch input lines: the constant parts of a line are encoded once."""
 
     def __init__(self, spec: LlmSpec, columns: list[str], memo: TokenMemo | None = None) -> None:
         self.spec = spec
-        self.render = PromptRenderer(spec.prompt).row_renderer(columns)
+        self.prompts = PromptRenderer(spec.prompt)
+        self.render = self.prompts.row_renderer(columns)
         body = spec.body_base()
         self.response_format = body["response_format"]
         self.counter = RequestCounter(spec.model, self.response_format, memo)
@@ -101,33 +128,39 @@ class _LineRenderer:
                 hint="Check the template against NULL or unusual values (use `default` filters).",
             ) from None
 
-    def data(self, key: str, system: str | None, user: str) -> tuple[bytes, int]:
+    def data(self, key: str, system: str | None, user_json: bytes) -> bytes:
         """The batch input line, UTF-8 (the same JSON as ``json.dumps`` of the request, compact,
-        non-ASCII kept), and the length of the user message's part of it (at least its UTF-8 bytes)."""
+        non-ASCII kept), from the user message as a JSON string (`json_utf8`)."""
         after = self._after_key
         if after is None or (system is not after[0] and system != after[0]):
             system_json = "" if system is None else '{"role":"system","content":' + _json_text(system) + "},"
             after = self._after_key = (system, (self.mid + system_json + '{"role":"user","content":').encode())
-        user_json = json_utf8(user)
-        return b"".join((b'{"custom_id":"', key.encode(), after[1], user_json, b"}]}}\n")), len(user_json)
+        return b"".join((b'{"custom_id":"', key.encode(), after[1], user_json, b"}]}}\n"))
 
     def line(self, row: tuple[Any, ...]) -> tuple[str, bytes, int]:
         system, user = self.contents(row)
-        return row[0], self.data(row[0], system, user)[0], self.counter.count_chat(system, user)
+        return row[0], self.data(row[0], system, json_utf8(user)), self.counter.count_chat(system, user)
 
     def line_bound(self, row: tuple[Any, ...]) -> tuple[str, bytes, int]:
+        """The line, and an upper bound of its tokens from the length of the user message's JSON (at least its
+        UTF-8 bytes)."""
         system, user = self.contents(row)
-        data, user_bytes = self.data(row[0], system, user)
-        return row[0], data, self.counter.bound_chat(system, user_bytes)
+        user_json = json_utf8(user)
+        return row[0], self.data(row[0], system, user_json), self.counter.bound_chat(system, len(user_json))
 
 
 def json_utf8(text: str) -> bytes:
     """``text`` as a JSON string in UTF-8, non-ASCII kept: ``json.dumps(text, ensure_ascii=False).encode()``
-    at two thirds of its cost (1.0-1.4 µs less for a 500-character review): the UTF-8 bytes with backslash,
-    quote, newline, return and tab escaped. A text with another control character takes json's way."""
-    data = text.encode()
+    at two thirds of its cost (1.0-1.4 µs less for a 500-character review)."""
+    return utf8_json(text.encode())
+
+
+def utf8_json(data: bytes) -> bytes:
+    """A text given as its UTF-8 bytes, as a JSON string in UTF-8 (what `json_utf8` gives for the text): the
+    bytes with backslash, quote, newline, return and tab escaped. A text with another control character
+    takes json's way."""
     if len(data.translate(None, _RARE_CONTROLS)) != len(data):
-        return _json_text(text).encode()
+        return _json_text(data.decode()).encode()
     return b'"' + (data.replace(b"\\", b"\\\\").replace(b'"', b'\\"').replace(b"\n", b"\\n")
                    .replace(b"\r", b"\\r").replace(b"\t", b"\\t")) + b'"'
 
@@ -176,7 +209,7 @@ def _parallel(rows: Iterator[tuple[Any, ...]], renderer: _LineRenderer, n: int) 
             for row in chunk:
                 system, user = renderer.contents(row)
                 keys.append(row[0])
-                lines.append(renderer.data(row[0], system, user)[0])
+                lines.append(renderer.data(row[0], system, json_utf8(user)))
                 contents.append((system, user))
             in_flight.append((keys, lines, pool.apply_async(_count_chunk, (contents,))))
             yield from drain(2 * n)
