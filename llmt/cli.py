@@ -29,9 +29,9 @@ def project_options(func: F) -> F:
 
 
 def select_options(func: F) -> F:
-    func = click.option("--exclude", multiple=True, help="Selectors to leave out.")(func)
+    func = click.option("--exclude", multiple=True, help="Selectors to leave out (several: --exclude a b).")(func)
     func = click.option("--select", "-s", multiple=True,
-                        help="Models to run: name, name+, +name, tag:x, path:models/x (repeatable).")(func)
+                        help="Models to run: name, name+, +name, tag:x, path:models/x; several: -s a b.")(func)
     return func
 
 
@@ -249,7 +249,7 @@ def status(project_dir: Path, target: str | None, vars_: str | None, output: str
 
 @cli.command()
 @project_options
-@click.option("--select", "-s", multiple=True, help="Only the batches of these LLM models.")
+@click.option("--select", "-s", multiple=True, help="Only the batches of these LLM models (several: -s a b).")
 @click.option("--timeout", type=float, default=900.0, show_default=True, metavar="SECONDS",
               help="How long to wait for the cancellations to finish before collecting.")
 def cancel(project_dir: Path, target: str | None, vars_: str | None, select: tuple[str, ...], timeout: float) -> None:
@@ -350,12 +350,29 @@ def eval_(project_dir: Path, target: str | None, vars_: str | None, select: tupl
     sys.exit(1 if any(r.failed for r in results) else 0)
 
 
+SELECTION_OPTIONS = ("-s", "--select", "--exclude")
+
+
+def dbt_selection(args: list[str]) -> list[str]:
+    """``args`` with `-s a b` read as dbt reads it: every word up to the next option is a selector of that
+    option (`-s a -s b`). The commands that select take no other arguments."""
+    out: list[str] = []
+    option: str | None = None
+    for arg in args:
+        if arg.startswith("-"):
+            option = arg if arg in SELECTION_OPTIONS else None
+        elif option is not None and out[-1] != option:
+            out.append(option)
+        out.append(arg)
+    return out
+
+
 def main() -> None:
     """Entry point: one error boundary; user mistakes get a message, never a traceback."""
     from llmt.errors import LlmtError
 
     try:
-        cli.main(prog_name="llmt", standalone_mode=False)
+        cli.main(args=dbt_selection(sys.argv[1:]), prog_name="llmt", standalone_mode=False)
     except LlmtError as exc:
         from llmt.console import Console
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from llmt.cli import dbt_selection
 from tests.conftest import Project
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,6 +71,21 @@ def test_selection_on_run(project: Project) -> None:
     assert [r["name"] for r in data["results"]] == ["stg_reviews", "insights", "agg"]
     result = project.llmt("run", "-s", "insight")
     assert result.code == 2 and "Did you mean `insights`?" in result.err
+    data = project.run_json("-s", "stg_reviews", "agg")  # dbt's `-s a b`
+    assert [r["name"] for r in data["results"]] == ["stg_reviews", "agg"]
+    listed = json.loads(project.llmt("ls", "--exclude", "stg_reviews", "agg", "--output", "json").out)
+    assert [n["name"] for n in listed] == ["insights"]
+
+
+@pytest.mark.parametrize(("args", "read"), [
+    (["run", "-s", "a", "b+", "--exclude", "c", "tag:x", "--full-refresh"],
+     ["run", "-s", "a", "-s", "b+", "--exclude", "c", "--exclude", "tag:x", "--full-refresh"]),
+    (["ls", "--select", "+a", "-s", "b", "c,d"], ["ls", "--select", "+a", "-s", "b", "-s", "c,d"]),
+    (["show", "insights", "-n", "5"], ["show", "insights", "-n", "5"]),
+    (["run", "-s", "a", "--project-dir", "x"], ["run", "-s", "a", "--project-dir", "x"]),
+])
+def test_several_selectors_after_one_option_are_read_as_dbt_reads_them(args: list[str], read: list[str]) -> None:
+    assert dbt_selection(args) == read
 
 
 def test_show(project: Project) -> None:
