@@ -360,7 +360,8 @@ def dbt_selection(args: list[str]) -> list[str]:
     option: str | None = None
     for arg in args:
         if arg.startswith("-"):
-            option = arg if arg in SELECTION_OPTIONS else None
+            name = arg.split("=", 1)[0] if arg.startswith("--") else arg  # `--select=a b` too
+            option = name if name in SELECTION_OPTIONS else None
         elif option is not None and out[-1] != option:
             out.append(option)
         out.append(arg)

@@ -81,6 +81,7 @@ def test_selection_on_run(project: Project) -> None:
     (["run", "-s", "a", "b+", "--exclude", "c", "tag:x", "--full-refresh"],
      ["run", "-s", "a", "-s", "b+", "--exclude", "c", "--exclude", "tag:x", "--full-refresh"]),
     (["ls", "--select", "+a", "-s", "b", "c,d"], ["ls", "--select", "+a", "-s", "b", "-s", "c,d"]),
+    (["test", "--select=a", "b", "--exclude=c"], ["test", "--select=a", "--select", "b", "--exclude=c"]),
     (["show", "insights", "-n", "5"], ["show", "insights", "-n", "5"]),
     (["run", "-s", "a", "--project-dir", "x"], ["run", "-s", "a", "--project-dir", "x"]),
 ])
