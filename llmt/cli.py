@@ -221,7 +221,9 @@ def plan(project_dir: Path, target: str | None, vars_: str | None, select: tuple
     """Show what `llmt run` would send and what it would cost, per LLM model. Sends and writes nothing.
 
     Exact input tokens; output tokens as an upper bound (max_output_tokens) and an expected value;
-    cost at batch and at live prices; open batches and their value.
+    cost at batch and at live prices; open batches and their value; the escalation's upper bound;
+    requests too long for the model's context window. On a project nobody has run yet, the LLM
+    models' inputs are built in memory (nothing is written).
 
     \b
     Example:

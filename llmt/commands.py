@@ -194,8 +194,12 @@ def plan_project(
     project: Project, select: list[str], exclude: list[str], console: Console, sample: int | None,
     mode: str | None = None,
 ) -> list[ModelPlan]:
-    """Per LLM model: rows, new rows, requests, exact input tokens, output bounds, cost; totals."""
-    from llmt.pipeline.plan import plan_node
+    """Per LLM model: rows, new rows, requests, exact input tokens, output bounds, cost, escalation bound; totals.
+    Read from the warehouse, read-only; on a project nobody has run yet, from its LLM models' inputs built in
+    memory (nothing is written)."""
+    import duckdb
+
+    from llmt.pipeline.plan import build_inputs, plan_node
     from llmt.runner import llm_specs, prices
     from llmt.warehouse.duckdb import read_only
 
@@ -203,19 +207,23 @@ def plan_project(
     specs = llm_specs(project, names)
     wh = project.target.warehouse
     path = project.dir / wh.path
-    if wh.path == ":memory:" or not path.is_file():
-        raise ConfigError(
-            "the warehouse has nothing to plan from yet",
-            hint="Build the inputs of the LLM models first, e.g. `llmt run --exclude "
-            + " ".join(specs) + "`, then `llmt plan`." if specs else "Run `llmt run` first.",
-        )
     table = prices(project)
     plans = []
-    with read_only(str(path), wh.state_schema) as conn:
+    blocked: list[str] = []
+    fresh = wh.path == ":memory:" or not path.is_file()
+    with duckdb.connect(":memory:") if fresh else read_only(str(path), wh.state_schema) as conn:
+        if fresh:
+            blocked = build_inputs(conn, project, list(specs), wh.state_schema)
+            console.info(f"Nothing has been built on target `{project.target_name}` yet: planning from the LLM "
+                         "models' inputs built in memory (nothing is written).")
+            for name in blocked:
+                console.warn(f"{name}: not planned: it reads an LLM model's answers, which do not exist yet "
+                             f"(`llmt run -s +{name} --exclude {name}` first)")
         for name, spec in specs.items():
-            node = project.nodes[name]
+            if fresh and name in blocked:
+                continue
             try:
-                plans.append(plan_node(conn, project, node, spec, table, wh.state_schema, sample, mode))
+                plans.append(plan_node(conn, project, project.nodes[name], spec, table, wh.state_schema, sample, mode))
             except NodeError as exc:
                 raise NodeError(exc.message, where=exc.where,
                                 hint=f"Build its inputs first: `llmt run -s +{name} --exclude {name}`.") from None
@@ -223,27 +231,51 @@ def plan_project(
     if console.json_output:
         console.json({"prices_taken": table.taken, "models": [p.as_dict() for p in plans], "totals": totals})
         return plans
-    console.table(
-        f"Plan (prices of {table.taken}; batch = {1 - table.batch_discount:.0%} of live)",
-        ["model", "llm", "mode", "rows", "answered", "new rows", "requests", "input tokens",
-         "output tokens (exp / max)", "batch $ (exp / max)", "live $ (exp / max)", "open batches ($ max)"],
-        [[p.model, p.llm_model, p.mode, p.rows, p.answered_rows, p.new_rows, p.requests, p.input_tokens,
-          f"{p.output_tokens_expected} / {p.output_tokens_max}", f"{p.batch_usd_expected:.4f} / {p.batch_usd_max:.4f}",
-          f"{p.live_usd_expected:.4f} / {p.live_usd_max:.4f}", f"{p.open_batches} ({p.open_usd_max:.4f})"]
-         for p in plans]
-        + [["total", "", "", totals["rows"], totals["answered_rows"], totals["new_rows"], totals["requests"],
-            totals["input_tokens"], f"{totals['output_tokens_expected']} / {totals['output_tokens_max']}",
-            f"{totals['batch_usd_expected']:.4f} / {totals['batch_usd_max']:.4f}",
-            f"{totals['live_usd_expected']:.4f} / {totals['live_usd_max']:.4f}",
-            f"{totals['open_batches']} ({totals['open_usd_max']:.4f})"]],
-    )
+    _plan_table(console, table.taken, table.batch_discount, plans, totals)
     for p in plans:
         console.info(f"{p.model}: expected output from {p.expected_from}")
+        if p.too_long:
+            console.warn(f"{p.model}: {p.too_long} request(s) longer than {p.llm_model}'s context window allows: "
+                         f"`llmt run` sends none of them and lists them in {p.model}__errors (too_long)")
+    if totals["escalation_usd_max"]:
+        console.info(f"At most ${totals['usd_max']:.4f} in all, escalations included (each escalation: at most its "
+                     "max_share of the rows, each as long as the largest request that may escalate, with "
+                     "max_output_tokens).")
     return plans
 
 
+def _plan_table(console: Console, taken: str, discount: float, plans: list[ModelPlan],
+                totals: dict[str, float]) -> None:
+    def money(expected: float | None, most: float) -> str:
+        return f"{'-' if expected is None else f'{expected:.4f}'} / {most:.4f}"
+
+    rows: list[list[object]] = []
+    for p in plans:
+        rows.append([p.model, p.llm_model, p.mode, p.rows, p.answered_rows, p.new_rows, p.requests, p.too_long,
+                     p.input_tokens, f"{p.output_tokens_expected} / {p.output_tokens_max}",
+                     money(p.batch_usd_expected, p.batch_usd_max), money(p.live_usd_expected, p.live_usd_max),
+                     f"{p.open_batches} ({p.open_usd_max:.4f})"])
+        if p.escalation_model:
+            batch = p.escalation_mode == "batch"
+            rows.append([f"{p.model} (escalate)", p.escalation_model, p.escalation_mode, "", "", "",
+                         f"<= {p.escalation_requests_max}", "", f"<= {p.escalation_input_tokens_max}",
+                         f"- / {p.escalation_output_tokens_max}", money(None, p.escalation_usd_max) if batch else "",
+                         "" if batch else money(None, p.escalation_usd_max), ""])
+    rows.append(["total", "", "", totals["rows"], totals["answered_rows"], totals["new_rows"], totals["requests"],
+                 totals["too_long"], totals["input_tokens"],
+                 f"{totals['output_tokens_expected']} / {totals['output_tokens_max']}",
+                 money(totals["batch_usd_expected"], totals["batch_usd_max"]),
+                 money(totals["live_usd_expected"], totals["live_usd_max"]),
+                 f"{totals['open_batches']} ({totals['open_usd_max']:.4f})"])
+    console.table(
+        f"Plan (prices of {taken}; batch = {1 - discount:.0%} of live)",
+        ["model", "llm", "mode", "rows", "answered", "new rows", "requests", "too long", "input tokens",
+         "output tokens (exp / max)", "batch $ (exp / max)", "live $ (exp / max)", "open batches ($ max)"], rows)
+
+
 PLAN_TOTALS = (
-    "rows", "answered_rows", "new_rows", "requests", "input_tokens", "output_tokens_max", "output_tokens_expected",
-    "batch_usd_expected", "batch_usd_max", "live_usd_expected", "live_usd_max", "open_batches", "open_usd_max",
-    "usd_expected", "usd_max",
+    "rows", "answered_rows", "new_rows", "requests", "too_long", "input_tokens", "output_tokens_max",
+    "output_tokens_expected", "batch_usd_expected", "batch_usd_max", "live_usd_expected", "live_usd_max",
+    "open_batches", "open_usd_max", "escalation_requests_max", "escalation_input_tokens_max",
+    "escalation_output_tokens_max", "escalation_usd_max", "usd_expected", "usd_max",
 )

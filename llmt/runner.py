@@ -19,7 +19,7 @@ from llmt.pipeline.batches import ShardDriver
 from llmt.pipeline.llm import Budgets, LlmOptions, LlmResult, run_llm_node
 from llmt.pipeline.realtime import Limits
 from llmt.pipeline.render import MAX_REQUESTS_PER_BATCH
-from llmt.pipeline.spec import LlmSpec, build_spec
+from llmt.pipeline.spec import LlmSpec, build_spec, escalation_spec
 from llmt.project import Project
 from llmt.providers import make_provider, make_realtime_provider
 from llmt.providers.base import RealtimeProvider
@@ -129,11 +129,14 @@ def open_warehouse(project: Project) -> Warehouse:
 
 
 def llm_specs(project: Project, names: list[str]) -> dict[str, LlmSpec]:
-    """Compile-time checks of every selected LLM model (prompt, schema, columns, a known price)."""
+    """Compile-time checks of every selected LLM model (prompt, schema, columns, a known price for its model
+    and its escalation's, output within the model's limit)."""
     specs = {n: build_spec(project, project.nodes[n]) for n in names if project.nodes[n].is_llm}
     table = prices(project)
-    for spec in specs.values():
-        table.price(spec.model)
+    for name, spec in specs.items():
+        for asked in (spec, escalation_spec(spec)):
+            if asked is not None:
+                table.check(asked.model, int(asked.params["max_output_tokens"]), project.nodes[name].rel_path)
     return specs
 
 

@@ -196,9 +196,10 @@ class RequestCounter:
         return total
 
 
-def count_batch_file(path: str) -> int:
-    """Exact input tokens of every request in a batch input file (JSONL of Batch API requests)."""
-    total = 0
+def count_batch_file(path: str) -> tuple[int, int]:
+    """Exact input tokens of every request in a batch input file (JSONL of Batch API requests), and of the
+    largest one."""
+    total = largest = 0
     counters: dict[tuple[str, str], RequestCounter] = {}
     with open(path, encoding="utf-8") as handle:
         for raw in handle:
@@ -210,5 +211,7 @@ def count_batch_file(path: str) -> int:
             counter = counters.get(key)
             if counter is None:
                 counter = counters[key] = RequestCounter(key[0], response_format)
-            total += counter.count(body.get("messages") or [])
-    return total
+            tokens = counter.count(body.get("messages") or [])
+            total += tokens
+            largest = max(largest, tokens)
+    return total, largest

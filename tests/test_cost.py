@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -13,8 +14,9 @@ import duckdb
 import pytest
 
 from llmt import tokens
-from llmt.cost import price_table
+from llmt.cost import Rates, RequestLimits, price_table
 from llmt.errors import ConfigError
+from llmt.project.config import ModelPrice
 from llmt.tokens import RequestCounter, TokenMemo, count_request, count_text
 from tests.conftest import Project
 from tests.emulator import Emulator, fixtures
@@ -130,16 +132,79 @@ def test_counting_works_with_the_network_unreachable(tmp_path: Path) -> None:
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
 
 
-def test_prices_match_the_longest_prefix_and_unknown_models_say_how_to_add_them() -> None:
+def test_prices_match_a_name_exactly_or_with_a_date_suffix_and_nothing_else() -> None:
     table = price_table()
     assert table.price("gpt-4o-mini-2024-07-18") == table.price("gpt-4o-mini") != table.price("gpt-4o")
+    assert table.price("gpt-5-2025-08-07") == table.price("gpt-5")
+    assert table.price("gpt-5-pro").rates == Rates(15.0, 15.0, 120.0) != table.price("gpt-5").rates
+    assert table.price("o3-pro").rates == Rates(20.0, 20.0, 80.0) != table.price("o3").rates
+    assert table.price("gpt-5-pro-2025-10-06") == table.price("gpt-5-pro")
     assert table.cost("gpt-4o-mini", prompt=1_000_000, completion=1_000_000, batch=True) == pytest.approx(0.375)
     assert table.cost("gpt-4o-mini", prompt=1_000_000, completion=0, cached=1_000_000, batch=False) == \
         pytest.approx(0.075)
-    with pytest.raises(ConfigError, match="llm: prices:"):
-        table.price("my-local-llama")
-    custom = price_table({"my-local-llama": {"input": 1.0, "cached_input": 0.5, "output": 2.0}})
+    for name in ("gpt-4o-mini-tts", "gpt-5-codex", "gpt-5.1-chat-latest", "gpt-4o-mini-2024", "my-local-llama"):
+        with pytest.raises(ConfigError, match=f"no price for model `{name}`") as caught:
+            table.price(name)
+        hint = caught.value.hint or ""
+        assert f"{name}: {{input: <USD>, cached_input: <USD>, output: <USD>" in hint and "llm:" in hint
+        assert not re.search(r"\d\.\d", hint.replace(name, "")), hint  # no other model's figures
+    with pytest.raises(ConfigError, match="ft:gpt-4o-mini:acme::abc123") as caught:
+        table.price("ft:gpt-4o-mini:acme::abc123")
+    assert "fine-tuned model has prices of its own" in (caught.value.hint or "")
+
+
+def test_a_project_declares_or_overrides_prices_key_by_key() -> None:
+    custom = price_table({"my-local-llama": ModelPrice(input=1.0, cached_input=0.5, output=2.0),
+                          "gpt-4o-mini": ModelPrice(context_window=64_000),
+                          "ft:gpt-4o-mini:acme::abc123": ModelPrice(input=0.3, cached_input=0.15, output=1.2,
+                                                                     batch_discount=0.0)})
     assert custom.cost("my-local-llama", prompt=1_000_000, completion=0, batch=False) == 1.0
+    assert custom.price("my-local-llama").context_window is None
+    kept = custom.price("gpt-4o-mini")
+    assert (kept.rates, kept.context_window, kept.max_output) == (Rates(0.15, 0.075, 0.6), 64_000, 16_384)
+    assert custom.cost("ft:gpt-4o-mini:acme::abc123", prompt=1_000_000, completion=0, batch=True) == 0.3
+    with pytest.raises(ConfigError, match="the price of `half` needs cached_input, output"):
+        price_table({"half": ModelPrice(input=1.0)})
+
+
+def test_the_shipped_table_knows_limits_and_long_context_prices() -> None:
+    table = price_table()
+    assert table.taken.startswith("2026-12-06")
+    for name in ("gpt-5", "gpt-5.1", "gpt-5.2", "gpt-5.4", "gpt-5.4-mini", "gpt-5.5", "gpt-5.6-sol", "gpt-6.2-sol",
+                 "gpt-4.1", "gpt-4o", "o1", "o1-pro", "o3", "o3-pro", "o3-mini", "o4-mini",
+                 "text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002"):
+        assert table.price(name).context_window, name
+    assert table.price("gpt-4o-mini").limits(1000) == RequestLimits(127_000, None)
+    assert table.price("gpt-5.4").limits(200_000) == RequestLimits(850_000, 272_000)
+    assert table.price("gpt-6.2-sol").limits(1000) == RequestLimits(922_000, 272_000)
+
+
+def test_long_context_prices_apply_per_request_and_sql_gives_the_same_doubles() -> None:
+    table = price_table()
+    short = table.cost("gpt-5.4", prompt=272_000, completion=1000, batch=False)
+    long = table.cost("gpt-5.4", prompt=272_001, completion=1000, batch=False)
+    assert short == pytest.approx((272_000 * 2.5 + 1000 * 15) / 1e6)
+    assert long == pytest.approx((272_001 * 5.0 + 1000 * 22.5) / 1e6)
+    # two requests of 200k tokens each are not one long request
+    assert table.estimate("gpt-5.4", requests=2, prompt=400_000, completion=0, batch=True) == \
+        pytest.approx(2 * table.cost("gpt-5.4", prompt=200_000, completion=0, batch=True))
+    assert table.estimate("gpt-5.4", requests=2, prompt=600_000, completion=0, batch=True) == \
+        pytest.approx(2 * table.cost("gpt-5.4", prompt=300_000, completion=0, batch=True))
+    usage = [(272_000, 500, 0), (272_001, 500, 100_000), (1_000, 7, 3), (900_000, 128_000, 899_999), (0, 0, 0)]
+    with duckdb.connect() as conn:
+        conn.execute("CREATE TABLE u (prompt_tokens BIGINT, completion_tokens BIGINT, cached_tokens BIGINT)")
+        conn.executemany("INSERT INTO u VALUES (?, ?, ?)", usage)
+        for model, batch in (("gpt-5.4", True), ("gpt-5.4", False), ("gpt-4o-mini", True)):
+            sql, params = table.cost_sql(model, batch=batch)
+            got = [r[0] for r in conn.execute(f"SELECT {sql} FROM u", params).fetchall()]
+            assert got == [table.cost(model, prompt=p, completion=c, cached=k, batch=batch) for p, c, k in usage]
+
+
+def test_a_model_asked_for_more_output_than_it_gives_is_a_config_error(project: Project) -> None:
+    yml = (project.root / "project.yml").read_text()
+    project.write("project.yml", yml.replace("max_attempts: 2", "max_attempts: 2\n  max_output_tokens: 20000"))
+    result = project.llmt("plan")
+    assert result.code == 2 and "max_output_tokens 20000 is more than `gpt-4o-mini` can give (16384" in result.err
 
 
 def plan_json(project: Project, *args: str) -> dict[str, object]:
@@ -195,11 +260,6 @@ def test_a_budget_the_bound_exceeds_but_the_exact_count_meets_is_met(project: Pr
     result = project.llmt("run", "--no-wait", "--max-cost", f"{exact_max * 1.0001:.10f}")
     assert result.code == 0, result.err
     assert shard_tokens(project) == [(plan["input_tokens"], True)]
-
-
-def test_plan_needs_built_inputs(project: Project) -> None:
-    result = project.llmt("plan")
-    assert result.code == 2 and "llmt run --exclude insights" in result.err
 
 
 def test_budget_gate_refuses_and_submits_nothing(project: Project) -> None:

@@ -54,7 +54,8 @@ def test_lines_are_the_requests_json_and_bounds_are_at_least_the_counts(project:
     assert b"".join(s.path.read_bytes() for s in shards) == b"".join(line for _, line, _ in exact)
     assert [s.keys_path.read_text().split() for s in shards] == [[r[0] for r in rows[i:i + 25]] for i in (0, 25, 50)]
     assert sum(s.input_tokens for s in shards) == sum(b for _, _, b in bounded)
-    per_shard = [sum(c for _, _, c in exact[i:i + 25]) for i in (0, 25, 50)]
+    assert [s.largest for s in shards] == [max(b for _, _, b in bounded[i:i + 25]) for i in (0, 25, 50)]
+    per_shard = [(sum(c for _, _, c in exact[i:i + 25]), max(c for _, _, c in exact[i:i + 25])) for i in (0, 25, 50)]
     assert count_exactly([s.path for s in shards]) == per_shard
     assert count_exactly([s.path for s in shards], workers=2) == per_shard
 

@@ -155,19 +155,21 @@ class ShardDriver:
             return False
         counts = count_exactly([path for _, path in rows])
         with self.wh.transaction() as conn:
-            for (shard_id, _), tokens in zip(rows, counts, strict=True):
+            for (shard_id, _), (tokens, _largest) in zip(rows, counts, strict=True):
                 conn.execute(f"UPDATE {self.s}.shards SET input_tokens = ?, input_tokens_exact = true "
                              f"WHERE shard_id = ?", [tokens, shard_id])
         return True
 
     def committed_usd(self, node: str | None = None) -> float:
-        """Spend committed and not yet known: the upper bound of open batches (all models, or one)."""
+        """Spend committed and not yet known: the upper bound of open batches (all models, or one), shard by
+        shard (a shard's requests are all over a long-context threshold or all under it)."""
         with self.wh.connect() as conn:
             rows = conn.execute(
-                f"SELECT model, sum(input_tokens), sum(n_requests * max_output_tokens) FROM {self.s}.shards "
-                f"WHERE status IN {OPEN} AND (? IS NULL OR node = ?) GROUP BY model", [node, node],
+                f"SELECT model, n_requests, input_tokens, n_requests * max_output_tokens FROM {self.s}.shards "
+                f"WHERE status IN {OPEN} AND (? IS NULL OR node = ?)", [node, node],
             ).fetchall()
-        return sum(self.prices.cost(m, prompt=int(i or 0), completion=int(o or 0), batch=True) for m, i, o in rows)
+        return sum(self.prices.estimate(m, requests=int(n or 0), prompt=int(i or 0), completion=int(o or 0),
+                                        batch=True) for m, n, i, o in rows)
 
     def _update(self, shard: ShardRow, **values: Any) -> None:
         sets = ", ".join(f"{k} = ?" for k in values)

@@ -5,11 +5,16 @@ is part of it); the output table prefers an escalated answer and records which m
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import duckdb
 
 from llmt.compile import quote, sql_string
+from llmt.cost import PriceTable
 from llmt.errors import ConfigError
-from llmt.pipeline.spec import LlmSpec
-from llmt.pipeline.stage import attempts_summary_sql
+from llmt.pipeline.spec import LlmSpec, escalation_spec, send_mode
+from llmt.pipeline.stage import attempts_summary_sql, pending_keys_sql
 
 CONDITION = re.compile(r"^\s*(<=|>=|!=|<|>|=)\s*(.+?)\s*$")
 
@@ -48,3 +53,61 @@ def eligible_sql(state: str, stage: str, spec: LlmSpec, escalated: LlmSpec, wher
         LEFT JOIN {quote(state)}.answers a ON a.request_key = i._llmt_request_key
         LEFT JOIN ({attempts_summary_sql(state, None)}) att ON att.request_key = i._llmt_request_key
         WHERE {" OR ".join(conditions)})"""
+
+
+@dataclass(frozen=True)
+class EscalationBound:
+    """The most a model's escalation may send and cost in one run."""
+
+    model: str
+    mode: str
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    usd: float
+
+
+def escalation_bound(prices: PriceTable, spec: LlmSpec, escalated: LlmSpec, rows: int, candidates: int,
+                     largest: int, override: str | None = None) -> EscalationBound:
+    """The rule: at most `max_share` of the model's ``rows`` are escalated (the cap `llmt run` applies, retries
+    included), and no more than the ``candidates`` (the rows that may escalate: those without an answer, which
+    may fail, and those that qualify already); each with as many input tokens as the largest of them
+    (``largest``) and `max_output_tokens`; at the escalation model's price in its mode (``override``: --mode)."""
+    esc = spec.execution.escalate
+    assert esc is not None
+    n = max(min(int(esc.max_share * rows), candidates), 0)
+    mode = send_mode(escalated, n, override)
+    out = n * int(escalated.params["max_output_tokens"])
+    return EscalationBound(escalated.model, mode, n, n * largest, out,
+                           prices.estimate(escalated.model, requests=n, prompt=n * largest, completion=out,
+                                           batch=mode == "batch"))
+
+
+def escalation_reserve(
+    conn: duckdb.DuckDBPyConnection, state: str, source: str, prices: PriceTable, spec: LlmSpec, rows: int,
+    pending: int, too_long: list[tuple[str, int]], override: str | None, where: str,
+) -> Callable[[int], EscalationBound] | None:
+    """`escalation_bound` of a model with an escalation (else None) over the rows of ``source`` (staged, or
+    keyed like staged rows), as a function of its largest pending request: its ``pending`` requests may fail,
+    rows may qualify already, and requests too long for it (``too_long``) may go on, with `when: [too_long]`,
+    when the escalation model takes them. ``where``: the model's file (for errors in `when_field`)."""
+    escalated = escalation_spec(spec)
+    esc = spec.execution.escalate
+    if escalated is None or esc is None:
+        return None
+    qualified, billed = _qualified_now(conn, state, source, spec, escalated, where)
+    limit = prices.price(escalated.model).limits(int(escalated.params["max_output_tokens"])).limit
+    movable = [n for _, n in too_long if "too_long" in esc.when and (limit is None or n <= limit)]
+    return lambda largest: escalation_bound(prices, spec, escalated, rows, pending + len(movable) + qualified,
+                                            max(largest, billed, *movable), override)
+
+
+def _qualified_now(conn: duckdb.DuckDBPyConnection, state: str, source: str, spec: LlmSpec, escalated: LlmSpec,
+                   where: str) -> tuple[int, int]:
+    """(requests that qualify for escalation now and are not escalated yet, the most input tokens the model
+    was billed for a request of this node: what each of them may carry)."""
+    keys = pending_keys_sql(state, eligible_sql(state, source, spec, escalated, where), escalated.max_attempts, None)
+    row = conn.execute(f"SELECT count(*) FROM ({keys})").fetchone()
+    largest = conn.execute(f"SELECT coalesce(max(prompt_tokens), 0) FROM {quote(state)}.attempts "
+                           f"WHERE node = ? AND model = ?", [spec.node, spec.model]).fetchone()
+    return int(row[0]) if row else 0, int(largest[0]) if largest else 0

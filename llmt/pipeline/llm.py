@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,8 +13,9 @@ from llmt.console import Reporter
 from llmt.cost import Budget, BudgetExceeded, check_budget
 from llmt.errors import NodeError
 from llmt.pipeline.batches import ShardDriver, ShardRow
+from llmt.pipeline.collect import Attempt, store
 from llmt.pipeline.crash import crash_point
-from llmt.pipeline.escalate import eligible_sql
+from llmt.pipeline.escalate import EscalationBound, eligible_sql, escalation_reserve
 from llmt.pipeline.output import build_output
 from llmt.pipeline.realtime import REALTIME, close_dead_shards, send_shard
 from llmt.pipeline.render import (
@@ -24,7 +25,7 @@ from llmt.pipeline.render import (
     render_pending,
     write_shards,
 )
-from llmt.pipeline.spec import LlmSpec, escalation_spec
+from llmt.pipeline.spec import LlmSpec, escalation_spec, send_mode
 from llmt.pipeline.stage import input_counts, pending_keys_sql, pending_rows_sql, stage_inputs, stage_table
 from llmt.project import Node, Project
 from llmt.tokens import MEMO_FILE, TokenMemo
@@ -105,6 +106,7 @@ class NodeRun:
         self.deadline = None if options.timeout is None else time.monotonic() + options.timeout
         self.rounds = 0  # rounds sent (shard ids are numbered by it)
         self.retrying = False  # after the first round of a send, requests sent again count as retries
+        self.spent_before = 0.0  # spend of this run that the budget of what is being sent now does not count
 
     def run(self) -> LlmResult:
         result = self.result
@@ -171,10 +173,7 @@ class NodeRun:
                 queue_waits += 1
 
     def _mode(self, spec: LlmSpec, total: int) -> str:
-        mode = self.options.mode or spec.execution.mode
-        if mode == "auto":
-            mode = "realtime" if total < spec.execution.realtime_below else "batch"
-        return mode
+        return send_mode(spec, total, self.options.mode)
 
     def _pending_count(self, spec: LlmSpec, source: str) -> int:
         """Find the request keys pending now (into temp table PENDING, which the next round reads) and count
@@ -200,25 +199,33 @@ class NodeRun:
         if limit is not None:  # --sample, the canary: the first by request key (a re-run continues with the rest)
             pending = f"SELECT * FROM ({pending}) ORDER BY _llmt_request_key LIMIT {int(limit)}"
         memo = TokenMemo(self.project.target_dir / MEMO_FILE)
+        max_out = int(spec.params["max_output_tokens"])
+        limits = self.driver.prices.price(spec.model).limits(max_out)
+        too_long: list[tuple[str, int]] = []
         with self.wh.connect() as conn:
             with self.reporter.progress(f"{self.node.name}: rendering", total) as bar:
                 shards = write_shards(
                     render_pending(conn, pending, spec.columns, spec, memo), self.work_dir,
                     _ids(f"{self.driver.run_id}r{self.rounds}", self.node.name), exact=False,
-                    max_requests=self.options.max_requests_per_batch, advance=bar.advance,
+                    max_requests=self.options.max_requests_per_batch, limits=limits, too_long=too_long,
+                    advance=bar.advance,
                 )
             conn.execute(f"DROP TABLE {PENDING}")
         memo.save()
         batch = mode == "batch"
-        max_out = int(spec.params["max_output_tokens"])
         crash_point("after_write")
+        budgeted = bool(self.budgets.run or own_budget)
+        reserve = (self._escalation_reserve(pending_count - len(too_long), too_long) if spec is self.spec and budgeted
+                   else None)
         try:
-            estimate = self._check_budgets(spec, shards, batch, own_budget)
+            estimate = self._check_budgets(spec, shards, batch, own_budget, reserve)
         except BudgetExceeded:
             for sh in shards:
                 sh.path.unlink()
                 sh.keys_path.unlink()
             raise
+        if too_long:
+            self._record_too_long(spec, too_long, mode)
         sent = sum(sh.n_requests for sh in shards)
         if self.retrying:
             self.result.retried += sent
@@ -238,19 +245,27 @@ class NodeRun:
             _add_spend(self.result, self.wh, self.driver, self.node.name)
         return sent
 
-    def _check_budgets(self, spec: LlmSpec, shards: list[WrittenShard], batch: bool, own_budget: list[Budget]) -> float:
+    def _check_budgets(self, spec: LlmSpec, shards: list[WrittenShard], batch: bool, own_budget: list[Budget],
+                       reserve: Callable[[int], EscalationBound] | None = None) -> float:
         """The upper bound of what the shards may cost, checked against the budgets (with what is already
-        committed and spent). Input tokens are first bounded by bytes; only when that bound breaks a
-        budget are they counted exactly (and those of other open batches), and checked again."""
+        committed and spent, and what ``reserve`` holds back for the escalation that follows, given the largest
+        request). Input tokens are first bounded by bytes; only when that bound breaks a budget are they
+        counted exactly (and those of other open batches), and checked again."""
         max_out = int(spec.params["max_output_tokens"])
 
         def check() -> float:
-            estimate = sum(self.driver.prices.cost(spec.model, prompt=sh.input_tokens,
-                                                   completion=sh.n_requests * max_out, batch=batch) for sh in shards)
-            check_budget(self.node.name, estimate,
-                         self.driver.committed_usd() + run_spend(self.wh, self.driver.run_id), self.budgets.run)
-            check_budget(self.node.name, estimate, self.driver.committed_usd(self.node.name) + self.result.cost_usd,
-                         own_budget)
+            estimate = sum(self.driver.prices.estimate(spec.model, requests=sh.n_requests, prompt=sh.input_tokens,
+                                                       completion=sh.n_requests * max_out, batch=batch)
+                           for sh in shards)
+            held = reserve(max((sh.largest for sh in shards), default=0)) if reserve else None
+            bound = estimate + (held.usd if held else 0.0)
+            note = (f" (with up to ${held.usd:.4f} held back for escalating up to {held.requests} row(s) to "
+                    f"{held.model})" if held and held.requests else "")
+            check_budget(self.node.name, bound, self.driver.committed_usd() + run_spend(self.wh, self.driver.run_id),
+                         self.budgets.run, note)
+            check_budget(self.node.name, bound,
+                         self.driver.committed_usd(self.node.name) + self.result.cost_usd - self.spent_before,
+                         own_budget, note)
             return estimate
 
         try:
@@ -260,9 +275,39 @@ class NodeRun:
             recounted = self.driver.count_open_exactly()
             if not inexact and not recounted:
                 raise
-        for sh, tokens in zip(inexact, count_exactly([sh.path for sh in inexact]), strict=True):
-            sh.input_tokens, sh.exact = tokens, True
+        for sh, (tokens, largest) in zip(inexact, count_exactly([sh.path for sh in inexact]), strict=True):
+            sh.input_tokens, sh.largest, sh.exact = tokens, largest, True
         return check()
+
+    def _escalation_reserve(self, pending: int, too_long: list[tuple[str, int]]
+                            ) -> Callable[[int], EscalationBound] | None:
+        """What the primary model's rounds hold back for the escalation that follows them (when it does: the
+        run waits for the primary model's answers)."""
+        if not self.options.wait:
+            return None
+        with self.wh.connect() as conn:
+            return escalation_reserve(conn, self.state, self.stage, self.driver.prices, self.spec, self.result.rows,
+                                      pending, too_long, self.options.mode, self.node.rel_path)
+
+    def _record_too_long(self, spec: LlmSpec, rows: list[tuple[str, int]], mode: str) -> None:
+        """Requests the model cannot take (over its context window): a final `too_long` attempt each, nothing
+        sent, nothing billed."""
+        price, max_out = self.driver.prices.price(spec.model), int(spec.params["max_output_tokens"])
+
+        def why(tokens: int) -> str:
+            if price.context_window is not None and tokens + max_out > price.context_window:
+                return (f"{tokens} input tokens + max_output_tokens {max_out} > context window "
+                        f"{price.context_window} of {spec.model}")
+            return f"{tokens} input tokens > the {price.max_input} input tokens {spec.model} accepts"
+
+        attempts = [Attempt(key, "too_long", detail=why(tokens)) for key, tokens in rows]
+        with self.wh.transaction() as conn:
+            store(conn, self.state, attempts=attempts, shard_id=f"{self.driver.run_id}r{self.rounds}-{self.node.name}"
+                  "-too-long", run_id=self.driver.run_id, node=self.node.name, model=spec.model,
+                  batch=mode == "batch")
+        _add(self.result.outcomes, {"too_long": len(rows)})
+        self.reporter.warn(f"{self.node.name}: {len(rows)} request(s) too long for {spec.model}'s context window: "
+                           f"not sent, listed in {self.node.name}__errors (too_long)")
 
     def _drive(self, rows: list[ShardRow]) -> None:
         remaining = None if self.deadline is None else max(self.deadline - time.monotonic(), 0.0)
@@ -306,6 +351,7 @@ class NodeRun:
             self.reporter.warn(f"{self.node.name}: {eligible} row(s) qualify for escalation to {esc.model}; "
                                f"max_share {esc.max_share:g} allows {cap}")
         own = [Budget(esc.budget_usd, f"escalate.budget_usd of model `{self.node.name}`")] if esc.budget_usd else []
+        self.spent_before = self.result.cost_usd  # the escalation's own budget counts its spend only
         self.reporter.info(f"  {self.node.name}: escalating {min(eligible, cap)} row(s) to {esc.model}")
         before = self.result.requests + self.result.retried
         self._send_all(escalated, source, before + cap, own)

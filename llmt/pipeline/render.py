@@ -17,10 +17,11 @@ from typing import IO, Any
 import duckdb
 
 from llmt.compile import quote
+from llmt.cost import RequestLimits
 from llmt.errors import NodeError
 from llmt.pipeline.spec import ENDPOINT, LlmSpec
 from llmt.prompts import PromptRenderer
-from llmt.tokens import RequestCounter, TokenMemo, count_batch_file
+from llmt.tokens import RequestCounter, TokenMemo, count_batch_file, count_request
 
 MAX_REQUESTS_PER_BATCH = 50_000
 MAX_BYTES_PER_BATCH = 190 * 1024 * 1024  # OpenAI's limit is 200 MB per input file
@@ -29,6 +30,8 @@ PARALLEL_AFTER = 20_000  # rows rendered in-process before worker processes star
 CHUNK_ROWS = 2_000  # rows per task sent to a worker
 MAX_WORKERS = 8
 WRITE_BUFFER = 1 << 20
+NO_LIMITS = RequestLimits()
+INFINITE = float("inf")
 _RARE_CONTROLS = bytes(c for c in range(32) if c not in b"\t\n\r")  # json_utf8 leaves these to json
 
 
@@ -40,6 +43,7 @@ class WrittenShard:
     bytes: int = 0
     input_tokens: int = 0
     exact: bool = True  # False: input_tokens is an upper bound (UTF-8 bytes), not a count
+    largest: int = 0  # the input tokens of its largest request (a bound, or exact, like input_tokens)
 
     @property
     def keys_path(self) -> Path:
@@ -223,20 +227,36 @@ def write_shards(
     exact: bool = True,
     max_requests: int = MAX_REQUESTS_PER_BATCH,
     max_bytes: int = MAX_BYTES_PER_BATCH,
+    limits: RequestLimits = NO_LIMITS,
+    too_long: list[tuple[str, int]] | None = None,
     advance: Callable[[int], None] | None = None,
 ) -> list[WrittenShard]:
     """Write request lines into shards of at most ``max_requests`` lines and ``max_bytes`` bytes, and
     each shard's request keys next to it (nothing per request is kept in memory). ``exact`` says
-    whether the lines' token figures are counts or upper bounds. The files are complete when this
-    returns."""
+    whether the lines' token figures are counts or upper bounds. The model's ``limits`` screen the lines as
+    `screen` does (a line too long for it goes to ``too_long``, to be given with a limit, not to a shard), and
+    lines over its
+    long-context threshold go to shards of their own, so that a shard's tokens and requests say what it
+    costs. The files are complete when this returns."""
     directory.mkdir(parents=True, exist_ok=True)
     shards: list[WrittenShard] = []
-    current: WrittenShard | None = None
+    check, long_above = _check_above(limits), limits.long_above or INFINITE
+    set_aside = too_long if too_long is not None else []
+    current: WrittenShard | None = None  # the shard being written, of tier `tier` (0 short, 1 long-context)
     handle: IO[bytes] | None = None
     keys: IO[str] | None = None
+    tier, other = 0, (None, None, None)  # the other tier's shard, file and keys file, while it waits
     written = 0
     try:
         for key, data, tokens in lines:
+            long = 0
+            if tokens > check:  # rare: a long request
+                counted = _screened(key, data, tokens, limits, set_aside, exact)
+                if counted is None:
+                    continue
+                tokens, long = counted, int(counted > long_above)
+            if long != tier:
+                (current, handle, keys), other, tier = other, (current, handle, keys), long
             size = len(data)
             if current is None or current.n_requests >= max_requests or current.bytes + size > max_bytes:
                 if handle is not None and keys is not None:
@@ -253,20 +273,55 @@ def write_shards(
             current.n_requests += 1
             current.bytes += size
             current.input_tokens += tokens
+            if tokens > current.largest:
+                current.largest = tokens
             written += 1
             if advance is not None and written % 1000 == 0:
                 advance(1000)
     finally:
-        if handle is not None and keys is not None:
-            handle.close()
-            keys.close()
+        for file in (handle, keys, *other[1:]):
+            if file is not None:
+                file.close()
     if advance is not None:
         advance(written % 1000)
     return shards
 
 
-def count_exactly(paths: list[Path], workers: int | None = None) -> list[int]:
-    """Exact input tokens of each batch input file, in worker processes when there are several."""
+def screen(lines: Iterable[tuple[str, bytes, int]], limits: RequestLimits, too_long: list[tuple[str, int]], *,
+           exact: bool = False) -> Iterator[tuple[str, bytes, int]]:
+    """The lines a model accepts. A line whose token figure (an upper bound unless ``exact``) passes a limit is
+    counted exactly (few are: the bound of a usual row is far below); one really over ``limits.limit`` is
+    appended to ``too_long`` (request key, input tokens) instead of passed on. So every line passed on over
+    ``limits.long_above`` carries its exact count."""
+    check = _check_above(limits)
+    for key, data, tokens in lines:
+        if tokens > check:
+            counted = _screened(key, data, tokens, limits, too_long, exact)
+            if counted is None:
+                continue
+            tokens = counted
+        yield key, data, tokens
+
+
+def _check_above(limits: RequestLimits) -> float:
+    """The token figure above which a line is looked at again."""
+    return min((n for n in (limits.limit, limits.long_above) if n is not None), default=INFINITE)
+
+
+def _screened(key: str, data: bytes, tokens: int, limits: RequestLimits, too_long: list[tuple[str, int]],
+              exact: bool) -> int | None:
+    """A line's exact tokens, or None when they are over the limit (the line is then noted in ``too_long``)."""
+    if not exact:
+        tokens = count_request(json.loads(data)["body"])
+    if limits.limit is not None and tokens > limits.limit:
+        too_long.append((key, tokens))
+        return None
+    return tokens
+
+
+def count_exactly(paths: list[Path], workers: int | None = None) -> list[tuple[int, int]]:
+    """Exact input tokens of each batch input file, and of its largest request, in worker processes when there
+    are several."""
     n = min(_workers(workers)[0], len(paths))
     if n <= 1:
         return [count_batch_file(str(p)) for p in paths]

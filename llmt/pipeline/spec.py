@@ -148,6 +148,15 @@ def _template_hash(params: dict[str, Any], strict: dict[str, Any], schema_name: 
     return hashlib.sha256(json.dumps(template, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def send_mode(spec: LlmSpec, requests: int, override: str | None = None) -> str:
+    """How ``requests`` pending requests are sent: the model's mode (or ``override``, --mode), `auto` resolved
+    by `realtime_below`."""
+    mode = override or spec.execution.mode
+    if mode == "auto":
+        mode = "realtime" if requests < spec.execution.realtime_below else "batch"
+    return mode
+
+
 def escalation_spec(spec: LlmSpec) -> LlmSpec | None:
     """The same requests for the escalation model (its own template hash, so its own keys)."""
     esc = spec.execution.escalate

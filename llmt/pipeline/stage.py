@@ -17,7 +17,7 @@ from llmt.warehouse.state import KEYS
 
 # outcomes that asking again will not change (the request itself must change)
 TERMINAL_SQL = (
-    "(outcome IN ('refused', 'truncated', 'content_filter') "
+    "(outcome IN ('refused', 'truncated', 'content_filter', 'too_long') "
     "OR (outcome = 'http_error' AND status_code < 500 AND status_code <> 429))"
 )
 # a failure that says nothing about the request: the batch queue was full; it does not use up an attempt

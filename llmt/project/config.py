@@ -37,7 +37,30 @@ class TargetConfig(Strict):
 
 
 OUTCOME_NAMES = ("refused", "truncated", "content_filter", "invalid_json", "schema_violation", "http_error",
-                 "expired", "cancelled", "batch_failed", "missing")
+                 "expired", "cancelled", "batch_failed", "missing", "too_long")
+
+
+class LongContext(Strict):
+    """A model's prices for a request with more than `above` input tokens (the whole request is priced so)."""
+
+    above: int = Field(gt=0)
+    input: float = Field(ge=0)
+    cached_input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+
+class ModelPrice(Strict):
+    """One model's prices (USD per 1M tokens, live) and token limits, in llmt/data/prices.yml or under
+    `llm: prices:`; a key a project leaves out keeps the shipped value."""
+
+    input: float | None = Field(None, ge=0)
+    cached_input: float | None = Field(None, ge=0)
+    output: float | None = Field(None, ge=0)
+    batch_discount: float | None = Field(None, ge=0, le=1)  # default: the file's
+    context_window: int | None = Field(None, gt=0)
+    max_input: int | None = Field(None, gt=0)
+    max_output: int | None = Field(None, gt=0)
+    long_context: LongContext | None = None
 
 
 class Escalate(Strict):
@@ -73,7 +96,7 @@ class LlmDefaults(Execution):
     max_output_tokens: int = Field(1000, gt=0)
     max_attempts: int = Field(3, ge=1)
     budget_usd: float | None = Field(None, ge=0)  # the most one run may commit, all models together
-    prices: dict[str, dict[str, float]] = Field(default_factory=dict)  # USD per 1M tokens, overrides
+    prices: dict[str, ModelPrice] = Field(default_factory=dict)  # USD per 1M tokens and limits, overrides
 
 
 class ProjectConfig(Strict):
