@@ -4,6 +4,7 @@ would have cost is never reported as real spend."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
@@ -93,6 +94,20 @@ def test_the_provider_kind_is_part_of_the_key_of_every_spec(
     escalated = escalation_spec(real_spec)
     assert escalated is not None and escalated.provider == "openai"
     assert escalated.template_hash != escalation_spec(fake_spec).template_hash  # type: ignore[union-attr]
+
+
+def test_status_keeps_simulated_spend_apart_from_real_spend(make_project: MakeProject, emulator: Emulator) -> None:
+    project = shared(make_project, emulator)
+    project.run_json()
+    project.run_json("--target", "openai")
+    fake_cost, real_cost = (project.query(f"select sum(cost_usd) from _llmt.attempts where provider = '{kind}'")[0][0]
+                            for kind in ("fake", "openai"))
+    assert fake_cost > 0 and real_cost > 0
+    status = json.loads(project.llmt("status", "--output", "json").out)
+    assert [(e["provider"], e["total_usd"]) for e in status["spend"]] == [("openai", pytest.approx(real_cost))]
+    assert [(e["provider"], e["total_usd"]) for e in status["simulated_spend"]] == [("fake", pytest.approx(fake_cost))]
+    text = project.llmt("status").out
+    assert "Simulated spend" in text and "nothing was paid" in text
 
 
 def test_answer_times_are_instants(project: Project) -> None:
