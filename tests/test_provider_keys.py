@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+import yaml
 
 from llmt.pipeline.spec import build_spec, escalation_spec
 from llmt.project import load_project
@@ -17,6 +19,7 @@ from tests.emulator import Emulator, fixtures
 emulator = fixtures.emulator
 
 MakeProject = Callable[[dict[str, str]], Project]
+REPO = Path(__file__).resolve().parent.parent
 
 
 def shared(make_project: MakeProject, emu: Emulator, llm: str = "") -> Project:
@@ -115,3 +118,10 @@ def test_answer_times_are_instants(project: Project) -> None:
     types = dict(project.query("select column_name, data_type from information_schema.columns where table_name = "
                                "'insights' and column_name like '_llmt_%'"))
     assert types["_llmt_answered_at"] == "TIMESTAMP WITH TIME ZONE"
+
+
+@pytest.mark.parametrize("path", ["examples/reviews/project.yml", "llmt/scaffold/project.yml"])
+def test_the_example_and_the_scaffold_give_each_kind_of_provider_its_own_database(path: str) -> None:
+    targets = yaml.safe_load((REPO / path).read_text(encoding="utf-8"))["targets"]
+    files = {t["provider"]["type"]: t["warehouse"]["path"] for t in targets.values()}
+    assert set(files) == {"fake", "openai"} and len(set(files.values())) == 2
