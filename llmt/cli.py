@@ -238,7 +238,8 @@ def plan(project_dir: Path, target: str | None, vars_: str | None, select: tuple
 @project_options
 @output_option
 def status(project_dir: Path, target: str | None, vars_: str | None, output: str) -> None:
-    """Show every open batch (status, request counts, age, expiry) without collecting anything.
+    """Show every open batch (status, request counts, age, expiry) without collecting anything, and spend per
+    model and provider: the fake provider's apart, as simulated.
 
     \b
     Example:

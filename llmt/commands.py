@@ -126,31 +126,38 @@ def batch_status(project: Project, console: Console) -> dict[str, Any]:
         rows = driver.describe(driver.open_shards())
         with wh.connect() as conn:
             spend = conn.execute(
-                f"SELECT node, model, sum(cost_usd) FILTER (WHERE created_at >= current_date), "
+                f"SELECT node, model, coalesce(provider, 'unknown'), "
+                f"sum(cost_usd) FILTER (WHERE created_at >= current_date), "
                 f"sum(cost_usd) FILTER (WHERE created_at >= date_trunc('month', current_date)), sum(cost_usd), "
                 f"sum(prompt_tokens), sum(completion_tokens) FROM {quote(wh.state_schema)}.attempts "
-                f"GROUP BY ALL ORDER BY node, model"
+                f"GROUP BY ALL ORDER BY node, model, 3"
             ).fetchall()
     finally:
         driver.close()
         wh.close()
-    ledger = [{"model": r[0], "llm_model": r[1], "today_usd": r[2] or 0.0, "month_usd": r[3] or 0.0,
-               "total_usd": r[4] or 0.0, "prompt_tokens": r[5], "completion_tokens": r[6]} for r in spend]
+    entries = [{"model": r[0], "llm_model": r[1], "provider": r[2], "today_usd": r[3] or 0.0, "month_usd": r[4] or 0.0,
+                "total_usd": r[5] or 0.0, "prompt_tokens": r[6], "completion_tokens": r[7]} for r in spend]
+    # what the fake provider's answers would have cost is simulated: never part of the real spend
+    ledger = [e for e in entries if e["provider"] != "fake"]
+    simulated = [e for e in entries if e["provider"] == "fake"]
+    out = {"open_batches": rows, "spend": ledger, "simulated_spend": simulated}
     if console.json_output:
-        console.json({"open_batches": rows, "spend": ledger})
-        return {"open_batches": rows, "spend": ledger}
+        console.json(out)
+        return out
     if not rows:
         console.info("No open batches.")
     else:
         console.table("Open batches", ["model", "batch", "status", "done", "failed", "requests", "age", "expires in"],
                       [[r["node"], r["batch_id"] or f"({r['shard_id']})", r["status"], r["completed"], r["failed"],
                         r["requests"], _duration(r["age_s"]), _duration(r["expires_in_s"])] for r in rows])
-    if ledger:
-        console.table("Spend (USD, from the usage of every answer, failed ones included)",
-                      ["model", "llm", "today", "this month", "all time"],
-                      [[e["model"], e["llm_model"], f"{e['today_usd']:.4f}", f"{e['month_usd']:.4f}",
-                        f"{e['total_usd']:.4f}"] for e in ledger])
-    return {"open_batches": rows, "spend": ledger}
+    for title, group in (("Spend (USD, from the usage of every answer, failed ones included)", ledger),
+                         ("Simulated spend (USD: what the fake provider's answers would have cost; nothing was paid)",
+                          simulated)):
+        if group:
+            console.table(title, ["model", "llm", "provider", "today", "this month", "all time"],
+                          [[e["model"], e["llm_model"], e["provider"], f"{e['today_usd']:.4f}", f"{e['month_usd']:.4f}",
+                            f"{e['total_usd']:.4f}"] for e in group])
+    return out
 
 
 def cancel_batches(

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import duckdb
 
+from llmt.warehouse.duckdb import read_only
 from llmt.warehouse.state import LATEST, MIGRATIONS, migrate, migration_sql
 
 
@@ -25,7 +26,7 @@ def test_version_5_keeps_the_stored_answers_and_drops_their_primary_key(tmp_path
     conn.execute("INSERT INTO _llmt.answers (request_key, answer, model) VALUES ('k1', '{}', 'gpt-4o-mini')")
     assert conn.execute("SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'answers'").fetchone() == (2,)
 
-    assert migrate(conn, "_llmt") == LATEST == 6
+    assert migrate(conn, "_llmt", upto=6) == 6
     assert conn.execute("SELECT request_key, answer, model FROM _llmt.answers").fetchall() == [
         ("k1", "{}", "gpt-4o-mini")]
     # the primary key (and the NOT NULL it implied) is gone; the columns are the same
@@ -35,7 +36,7 @@ def test_version_5_keeps_the_stored_answers_and_drops_their_primary_key(tmp_path
         "cached_tokens"]
     ddl = conn.execute("SELECT sql FROM duckdb_tables() WHERE table_name = 'answers'").fetchone()
     assert ddl is not None and "answer VARCHAR USING COMPRESSION ZSTD," in ddl[0]  # a new file's storage has it
-    assert migrate(conn, "_llmt") == 6  # applied once
+    assert migrate(conn, "_llmt", upto=6) == 6  # applied once
 
 
 def test_version_6_keeps_every_row_and_stores_request_keys_uncompressed(tmp_path: Path) -> None:
@@ -49,9 +50,52 @@ def test_version_6_keeps_every_row_and_stores_request_keys_uncompressed(tmp_path
     before = {t: (conn.execute(f"DESCRIBE _llmt.{t}").fetchall(), conn.execute(f"SELECT * FROM _llmt.{t}").fetchall())
               for t in tables}
 
-    assert migrate(conn, "_llmt") == 6
+    assert migrate(conn, "_llmt", upto=6) == 6
     for table in tables:
         assert (conn.execute(f"DESCRIBE _llmt.{table}").fetchall(),
                 conn.execute(f"SELECT * FROM _llmt.{table}").fetchall()) == before[table]
         ddl = conn.execute("SELECT sql FROM duckdb_tables() WHERE table_name = ?", [table]).fetchone()
         assert ddl is not None and "request_key VARCHAR USING COMPRESSION Uncompressed" in ddl[0]
+
+
+def test_version_7_records_the_provider_kind_and_makes_every_timestamp_an_instant(tmp_path: Path) -> None:
+    conn = state_at(tmp_path / "state.duckdb", 6)
+    conn.execute("SET TimeZone = 'America/New_York'")  # the naive times were written in this zone
+    at = "'2026-01-02 03:04:05'"
+    conn.execute(f"INSERT INTO _llmt.shards (shard_id, provider, created_at, updated_at) VALUES ('sf', 'fake', {at}, "
+                 f"{at}), ('so', 'openai', {at}, {at}), ('sr', 'realtime', {at}, {at})")
+    for shard in ("sf", "so", "sr"):
+        conn.execute(f"INSERT INTO _llmt.answers VALUES ('k{shard}', '{{}}', 'gpt-4o-mini', 'insights', '{shard}', "
+                     f"{at}, 10, 2, 0)")
+        conn.execute(f"INSERT INTO _llmt.attempts VALUES ('{shard}', 'k{shard}', 'r1', 'insights', 'gpt-4o-mini', "
+                     f"'ok', 200, NULL, NULL, 10, 2, 0, {at}, 0.0001, true)")
+    conn.execute(f"INSERT INTO _llmt.runs VALUES ('r1', 'demo', 'run', {at}, {at}, 'success')")
+    conn.execute(f"INSERT INTO _llmt.eval_runs VALUES ('r1', 'insights', 'h', 'f', 'h', 1, 1, {at})")
+
+    assert migrate(conn, "_llmt") == LATEST == 7
+    # fake and openai shards say who answered; realtime shards did not record it (the re-key decides)
+    for table in ("answers", "attempts"):
+        assert dict(conn.execute(f"SELECT shard_id, provider FROM _llmt.{table}").fetchall()) == {
+            "sf": "fake", "so": "openai", "sr": None}
+    stamps = conn.execute("SELECT table_name, column_name, data_type FROM information_schema.columns "
+                          "WHERE table_schema = '_llmt' AND data_type LIKE 'TIMESTAMP%' ORDER BY ALL").fetchall()
+    assert {(t, c) for t, c, _ in stamps} == {
+        ("answers", "answered_at"), ("attempts", "created_at"), ("eval_runs", "created_at"), ("runs", "finished_at"),
+        ("runs", "started_at"), ("schema_version", "applied_at"), ("shards", "created_at"), ("shards", "updated_at")}
+    assert {d for *_, d in stamps} == {"TIMESTAMP WITH TIME ZONE"}
+    utc = "strftime({} AT TIME ZONE 'UTC', '%H:%M:%S')"
+    for table, column in (("answers", "answered_at"), ("attempts", "created_at"), ("shards", "updated_at"),
+                          ("runs", "started_at"), ("eval_runs", "created_at")):
+        assert conn.execute(f"SELECT DISTINCT {utc.format(column)} FROM _llmt.{table}").fetchall() == [("08:04:05",)]
+    for table, ddl_part in (("answers", "answer VARCHAR USING COMPRESSION ZSTD"),
+                            ("answers", "request_key VARCHAR USING COMPRESSION Uncompressed"),
+                            ("attempts", "request_key VARCHAR USING COMPRESSION Uncompressed")):
+        ddl = conn.execute("SELECT sql FROM duckdb_tables() WHERE table_name = ?", [table]).fetchone()
+        assert ddl is not None and ddl_part in ddl[0]  # the storage chosen by versions 5 and 6 is kept
+
+
+def test_plan_replays_every_migration_for_a_warehouse_without_state(tmp_path: Path) -> None:
+    duckdb.connect(str(tmp_path / "w.duckdb")).close()
+    with read_only(str(tmp_path / "w.duckdb"), "_llmt") as conn:
+        assert conn.execute('SELECT provider, answered_at FROM "_llmt".answers').fetchall() == []
+        assert conn.execute('SELECT max(version) FROM "_llmt".schema_version').fetchall() == [(None,)]

@@ -270,7 +270,8 @@ class ShardDriver:
                 counts = collect_files(
                     conn, self.wh.state_schema, finished=finished,
                     validator=AnswerValidator(json.loads(schema), node),
-                    source=Source(self.run_id, node, model, batch=True), cost=self.prices.cost_sql(model, batch=True),
+                    source=Source(self.run_id, node, model, batch=True, provider=self.provider.name),
+                    cost=self.prices.cost_sql(model, batch=True),
                     replace=self.replace_answers,
                 )
                 conn.executemany(

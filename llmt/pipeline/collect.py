@@ -252,6 +252,7 @@ class Source:
     node: str
     model: str
     batch: bool
+    provider: str  # the kind of provider that answered (fake or openai)
 
 
 def store(
@@ -264,9 +265,11 @@ def store(
     node: str,
     model: str,
     batch: bool,
+    provider: str,
     replace: bool = False,
 ) -> None:
-    """Insert attempts and new answers (idempotent on shard and key). Caller holds the transaction."""
+    """Insert attempts and new answers (idempotent on shard and key); ``provider``: the kind of provider that
+    answered. Caller holds the transaction."""
     cols: dict[str, list[Any]] = {
         "shard_id": [shard_id] * len(attempts),
         "request_key": [a.request_key for a in attempts],
@@ -284,7 +287,7 @@ def store(
         return
     unnest = ", ".join(f"unnest(?::{_type(name)}[]) AS {name}" for name in cols)
     conn.execute(f"CREATE OR REPLACE TEMP TABLE _llmt_collected AS SELECT {unnest}", list(cols.values()))
-    _insert_collected(conn, quote(state), Source(run_id, node, model, batch), replace)
+    _insert_collected(conn, quote(state), Source(run_id, node, model, batch, provider), replace)
 
 
 def _invalid_answers(validator: AnswerValidator, answers: list[str]) -> list[list[str]]:
@@ -307,12 +310,12 @@ def _insert_collected(conn: duckdb.DuckDBPyConnection, s: str, source: Source, r
     conn.execute(
         f"""INSERT INTO {s}.attempts
         SELECT c.shard_id, c.request_key, ?, ?, ?, c.outcome, c.status_code, c.error_code, c.detail,
-               c.prompt_tokens, c.completion_tokens, c.cached_tokens, now(), c.cost_usd, ?
+               c.prompt_tokens, c.completion_tokens, c.cached_tokens, now(), c.cost_usd, ?, ?
         FROM _llmt_collected c ANTI JOIN (
             SELECT a.shard_id, a.request_key FROM {s}.attempts a
             SEMI JOIN _llmt_collected k ON k.shard_id = a.shard_id AND k.request_key = a.request_key) d
           ON d.shard_id = c.shard_id AND d.request_key = c.request_key""",
-        [source.run_id, source.node, source.model, source.batch],
+        [source.run_id, source.node, source.model, source.batch, source.provider],
     )
     crash_point("mid_store")
     if replace:
@@ -326,12 +329,13 @@ def _insert_collected(conn: duckdb.DuckDBPyConnection, s: str, source: Source, r
              if row is not None and row[0] else "")
     conn.execute(
         f"""INSERT INTO {s}.answers
-        SELECT c.request_key, c.answer, ?, ?, c.shard_id, now(), c.prompt_tokens, c.completion_tokens, c.cached_tokens
+        SELECT c.request_key, c.answer, ?, ?, c.shard_id, now(), c.prompt_tokens, c.completion_tokens, c.cached_tokens,
+               ?
         FROM _llmt_collected c ANTI JOIN (
             SELECT a.request_key FROM {s}.answers a SEMI JOIN _llmt_collected k ON k.request_key = a.request_key) d
           ON d.request_key = c.request_key
         WHERE c.outcome = 'ok' {first}""",
-        [source.model, source.node],
+        [source.model, source.node, source.provider],
     )
     conn.execute("DROP TABLE _llmt_collected")
 

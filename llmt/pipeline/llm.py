@@ -18,6 +18,7 @@ from llmt.pipeline.crash import crash_point
 from llmt.pipeline.escalate import EscalationBound, eligible_sql, escalation_reserve
 from llmt.pipeline.output import build_output
 from llmt.pipeline.realtime import REALTIME, close_dead_shards, send_shard
+from llmt.pipeline.rekey import fake_answers, upgrade_keys
 from llmt.pipeline.render import (
     MAX_REQUESTS_PER_BATCH,
     WrittenShard,
@@ -117,17 +118,22 @@ class NodeRun:
         if leftover:
             self.reporter.info(f"  {self.node.name}: resuming {len(leftover)} open batch(es)")
             self._drive(leftover)
-        # 2. stage inputs with request keys (duplicate keys roll everything back)
+        # 2. stage inputs with request keys (duplicate keys roll everything back); after an upgrade of the
+        # request key, the answers stored under the older keys are first copied under the current ones
+        escalated = escalation_spec(self.spec)
         with self.wh.transaction() as conn:
+            rekeyed = upgrade_keys(conn, self.state, self.node, [self.spec, escalated],
+                                   lambda: fake_answers(self.project))
             columns = stage_inputs(conn, self.state, self.node, self.spec, self.project.render(self.node, False))
             result.rows, result.cached, result.deduplicated = input_counts(conn, self.state, self.stage)
+        if rekeyed:
+            self.reporter.info(f"  {self.node.name}: {rekeyed} stored answer(s) re-keyed for this llmt's request keys")
         # 3. send what has no answer, in the model's mode, after a canary for a large batch (when every row's
         # request has its answer, the usual nightly run, nothing is pending: the pending query took 0.12-0.18 s
         # at 1M rows; with --reask an answer of an earlier run does not count)
         if result.cached < result.rows or self.options.reask:
             self._send_all(self.spec, self.stage, self.options.sample, self.budgets.model)
         # 4. the cascade: what the primary model failed or was unsure about goes to a stronger model
-        escalated = escalation_spec(self.spec)
         if escalated is not None and self.options.wait and not self._out_of_time():
             self._escalate(escalated)
         result.answered = result.outcomes.get("ok", 0)
@@ -241,7 +247,8 @@ class NodeRun:
         else:
             for row in self.driver.shard_rows([sh.shard_id for sh in shards]):
                 _add(self.result.outcomes, send_shard(self.wh, self.driver.realtime, self.driver.prices, row,
-                                                      self.driver.limits, self.reporter, self.options.reask))
+                                                      self.driver.limits, self.reporter, spec.provider,
+                                                      self.options.reask))
             _add_spend(self.result, self.wh, self.driver, self.node.name)
         return sent
 

@@ -23,7 +23,8 @@ from llmt.schema import json_structure
 from llmt.warehouse.duckdb import create_table, relation_kind
 from llmt.warehouse.state import KEYS
 
-OUTPUT_VERSION = 1  # bump when what build_output writes changes: every output table is then rebuilt
+# bump when what build_output writes changes: every output table is then rebuilt (2: _llmt_answered_at TIMESTAMPTZ)
+OUTPUT_VERSION = 2
 IN_PLACE_MIN_ROWS = 10_000  # smaller output tables are always rebuilt whole
 IN_PLACE_MAX_SHARE = 0.1  # when more than this share of the rows changed, the table is rebuilt whole
 META_COLUMNS = ("_llmt_status", "_llmt_request_key", "_llmt_answer_key", "_llmt_model", "_llmt_answered_at")
@@ -136,16 +137,19 @@ class _Rows:
 
 def _extra_sql(state: str, prev: str | None, spec: LlmSpec, since_run: str | None) -> str:
     """The rows without an answer to their current request that have attempts or a previous answer (most
-    rows are answered, or plainly pending): their status, previous answer and last failure."""
+    rows are answered, or plainly pending): their status, previous answer and last failure. A previous answer
+    is shown (stale) only when the spec's kind of provider gave it: a table built by another target, on the
+    same database, never lends a synthetic answer to a real provider's rows (or the other way round)."""
     s, uk = quote(state), spec.unique_key
     keys = ", ".join(f"m.{quote(k)}" for k in uk)
     gave_up = f"(att.terminal OR att.failures >= {int(spec.max_attempts)})"
     prev_cte = (f", prev AS (SELECT {keys}, a2.request_key, a2.answer, a2.model, a2.answered_at FROM missing m "
                 f"JOIN {prev} p ON " + " AND ".join(f"p.{quote(k)} = m.{quote(k)}" for k in uk)
-                + f" JOIN {s}.answers a2 ON a2.request_key = p._llmt_answer_key)" if prev else "")
+                + f" JOIN {s}.answers a2 ON a2.request_key = p._llmt_answer_key AND a2.provider = "
+                f"{sql_string(spec.provider)})" if prev else "")
     prev_join = ("LEFT JOIN prev p ON " + " AND ".join(f"p.{quote(k)} = m.{quote(k)}" for k in uk) if prev else
                  "LEFT JOIN (SELECT NULL::VARCHAR AS request_key, NULL::VARCHAR AS answer, NULL::VARCHAR AS model, "
-                 "NULL::TIMESTAMP AS answered_at) p ON false")
+                 "NULL::TIMESTAMPTZ AS answered_at) p ON false")
     return f"""
         WITH missing AS MATERIALIZED (SELECT {', '.join(f'i.{quote(k)}' for k in uk)}, i._llmt_request_key
             FROM {stage_table(state, spec.node)} i

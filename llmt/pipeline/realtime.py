@@ -1,7 +1,8 @@
 """Realtime mode: send a shard's requests to the chat completions endpoint with bounded
 concurrency and request/token rate limits, storing every answer as soon as it arrives.
 
-A realtime shard is recorded like a batch shard (provider `realtime`) before anything is sent, and
+A realtime shard is recorded like a batch shard (provider `realtime`; its attempts and answers carry the
+kind of the target's provider) before anything is sent, and
 attempts are stored in small transactions as requests complete, so Ctrl-C or a kill keeps every
 answer already stored; the shard is then closed (`interrupted`) and a re-run sends only the rest.
 """
@@ -82,10 +83,11 @@ def _requests(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 
 def send_shard(
     warehouse: Warehouse, provider: RealtimeProvider, prices: PriceTable, row: ShardRow, limits: Limits,
-    reporter: Reporter, replace: bool = False,
+    reporter: Reporter, kind: str, replace: bool = False,
 ) -> dict[str, int]:
-    """Send every request of a recorded realtime shard; returns outcome counts. ``replace``: new
-    answers replace stored ones (--reask)."""
+    """Send every request of a recorded realtime shard; returns outcome counts. ``kind``: the kind of the
+    target's provider (fake or openai), recorded with every attempt and answer; ``replace``: new answers
+    replace stored ones (--reask)."""
     validator = AnswerValidator(json.loads(row.response_schema), row.node)
     limiter = RateLimiter(limits)
     counts: dict[str, int] = {}
@@ -108,7 +110,7 @@ def send_shard(
         attempts = [f.result() for f in done]
         with warehouse.transaction() as conn:
             store(conn, warehouse.state_schema, attempts=attempts, shard_id=row.shard_id, run_id=row.run_id,
-                  node=row.node, model=row.model, batch=False, replace=replace)
+                  node=row.node, model=row.model, batch=False, provider=kind, replace=replace)
         crash_point("realtime_store")
         for a in attempts:
             counts[a.outcome] = counts.get(a.outcome, 0) + 1

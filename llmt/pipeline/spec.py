@@ -2,8 +2,11 @@
 
 The request key of a row is ``sha256(template_hash || input_hash)`` where ``template_hash``
 covers everything that shapes the request except the row (endpoint, model, parameters, the
-strict schema, the prompt templates and their includes) and ``input_hash`` is computed in
-SQL over the canonical JSON of the columns the templates reference.
+strict schema, the prompt templates and their includes, and the kind of provider that answers it)
+and ``input_hash`` is computed in SQL over the canonical JSON of the columns the templates reference.
+
+Every version of the key is kept in ``KEY_VERSIONS`` (oldest first), so that an upgrade can find the
+answers stored under an older one (pipeline/rekey.py).
 """
 
 from __future__ import annotations
@@ -22,9 +25,12 @@ from llmt.project.config import EXECUTION_KEYS, GENERATION_KEYS, Execution
 from llmt.prompts import Prompt, load_prompt
 from llmt.schema import column_types, load_schema, to_strict
 
-KEY_VERSION = "llmt-request-v1"
 ENDPOINT = "/v1/chat/completions"
 META_PREFIX = "_llmt_"
+# the kinds of provider an answer can come from: `fake` (synthetic answers) and `openai` (OpenAI, Azure
+# OpenAI, or any OpenAI-compatible server); the kind is part of the request key, so that an answer is only
+# ever served to requests of the kind of provider that gave it
+PROVIDER_KINDS = ("fake", "openai")
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,7 @@ class LlmSpec:
     max_attempts: int
     unique_key: list[str]
     columns: list[str]  # referenced input columns, sorted
+    provider: str  # the kind of provider that answers (one of PROVIDER_KINDS): part of the key
     template_hash: str
     output_columns: list[tuple[str, str]]  # (answer field, DuckDB type)
     execution: Execution = field(default_factory=Execution)
@@ -65,7 +72,33 @@ class LlmSpec:
         return f"sha256(to_json(struct_pack({fields})))" if self.columns else "sha256('')"
 
     def request_key_sql(self, alias: str = "") -> str:
-        return f"substr(sha256('{self.template_hash}' || {self.input_hash_sql(alias)}), 1, 32)"
+        return key_sql(f"'{self.template_hash}'", self.input_hash_sql(alias))
+
+
+def key_sql(template_hash_sql: str, input_hash_sql: str) -> str:
+    """SQL of a request key from the SQL of its two halves."""
+    return f"substr(sha256({template_hash_sql} || {input_hash_sql}), 1, 32)"
+
+
+@dataclass(frozen=True)
+class KeyVersion:
+    """One version of the request key: how its two halves are computed for a spec and a provider kind. A
+    version that changes the input hash keeps the previous version's SQL in its own `input_hash_sql`."""
+
+    name: str
+    by_provider: bool  # whether the provider kind is part of the template hash
+
+    def template_hash(self, spec: LlmSpec, provider: str) -> str:
+        return _template_hash(spec.params, spec.strict_schema, spec.schema_name, spec.prompt,
+                              provider if self.by_provider else None, self.name)
+
+    def input_hash_sql(self, spec: LlmSpec, alias: str = "") -> str:
+        return spec.input_hash_sql(alias)
+
+
+# oldest first; the last one is what requests are keyed by now (v2: the provider kind is part of the key)
+KEY_VERSIONS = (KeyVersion("llmt-request-v1", by_provider=False), KeyVersion("llmt-request-v2", by_provider=True))
+KEY_VERSION = KEY_VERSIONS[-1].name
 
 
 def _schema_name(name: str) -> str:
@@ -74,7 +107,8 @@ def _schema_name(name: str) -> str:
     return cleaned[:64] or "answer"
 
 
-def build_spec(project: Project, node: Node) -> LlmSpec:
+def build_spec(project: Project, node: Node, provider: str | None = None) -> LlmSpec:
+    """The model's spec for the target's provider kind (or ``provider``: unit tests answer with `fake`)."""
     where = node.rel_path
     cfg = {**project.config.llm.model_dump(), **node.config}
     if not node.unique_key:
@@ -112,7 +146,8 @@ def build_spec(project: Project, node: Node) -> LlmSpec:
     available = select_columns(node.compiled_sql)
     if available is not None:
         check_columns(node, prompt, variables, available, out_cols)
-    template_hash = _template_hash(params, strict, schema_name, prompt)
+    kind = provider or project.target.provider.type
+    template_hash = _template_hash(params, strict, schema_name, prompt, kind)
     try:
         execution = Execution.model_validate({k: cfg[k] for k in EXECUTION_KEYS if k in cfg})
     except ValidationError as exc:
@@ -131,20 +166,24 @@ def build_spec(project: Project, node: Node) -> LlmSpec:
         max_attempts=int(cfg.get("max_attempts") or 1),
         unique_key=node.unique_key,
         columns=sorted(variables),
+        provider=kind,
         template_hash=template_hash,
         output_columns=out_cols,
     )
 
 
-def _template_hash(params: dict[str, Any], strict: dict[str, Any], schema_name: str, prompt: Prompt) -> str:
+def _template_hash(params: dict[str, Any], strict: dict[str, Any], schema_name: str, prompt: Prompt,
+                   provider: str | None, version: str | None = None) -> str:
     template = {
-        "version": KEY_VERSION,
+        "version": version or KEY_VERSION,
         "endpoint": ENDPOINT,
         "params": {k: v for k, v in sorted(params.items()) if v is not None},
         "schema": strict,
         "schema_name": _schema_name(schema_name),
         "prompt": prompt.fingerprint(),
     }
+    if provider is not None:
+        template["provider"] = provider
     return hashlib.sha256(json.dumps(template, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -158,15 +197,16 @@ def send_mode(spec: LlmSpec, requests: int, override: str | None = None) -> str:
 
 
 def escalation_spec(spec: LlmSpec) -> LlmSpec | None:
-    """The same requests for the escalation model (its own template hash, so its own keys)."""
+    """The same requests for the escalation model (its own template hash, so its own keys), of the same
+    provider kind."""
     esc = spec.execution.escalate
     if esc is None:
         return None
     params = {**spec.params, "model": esc.model}
     execution = spec.execution.model_copy(update={"mode": esc.mode or spec.execution.mode, "escalate": None,
                                                   "canary_above": None})
-    return replace(spec, params=params, template_hash=_template_hash(params, spec.strict_schema, spec.schema_name,
-                                                                   spec.prompt), execution=execution)
+    return replace(spec, params=params, execution=execution, template_hash=_template_hash(
+        params, spec.strict_schema, spec.schema_name, spec.prompt, spec.provider))
 
 
 def check_columns(

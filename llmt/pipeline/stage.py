@@ -10,7 +10,7 @@ import duckdb
 
 from llmt.compile import quote, sql_string
 from llmt.errors import NodeError
-from llmt.pipeline.spec import LlmSpec, check_columns
+from llmt.pipeline.spec import KEY_VERSION, KEY_VERSIONS, LlmSpec, check_columns
 from llmt.project import Node
 from llmt.warehouse.duckdb import create_table, execute, named_errors
 from llmt.warehouse.state import KEYS
@@ -95,7 +95,8 @@ def stage_inputs(conn: duckdb.DuckDBPyConnection, state: str, node: Node, spec: 
             conn.execute("DROP TABLE IF EXISTS _llmt_rows")
     kept = {"shape": staged["shape"]} if staged and "shape" in staged and staged.get("layout") == layout else {}
     # (the output's shape stays valid while the layout does: the output is then updated in place)
-    set_stage_fingerprint(conn, state, node.name, {**kept, "layout": layout, "rows": _fingerprint(conn, table)})
+    set_stage_fingerprint(conn, state, node.name, {**kept, "layout": layout, "rows": _fingerprint(conn, table),
+                                                   "keys": KEY_VERSION})
     return columns
 
 
@@ -132,8 +133,8 @@ def _fingerprint(conn: duckdb.DuckDBPyConnection, table: str) -> str:
 
 
 def stage_fingerprint(conn: duckdb.DuckDBPyConnection, state: str, node: str) -> dict[str, Any] | None:
-    """What the staged table's comment records: its layout, its rows' fingerprint and the output built
-    from it (see output.py); None when it is not staged (or by an older llmt)."""
+    """What the staged table's comment records: its layout, its rows' fingerprint, the version of its request
+    keys and the output built from it (see output.py); None when it is not staged (or by an older llmt)."""
     row = conn.execute(
         "SELECT comment FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = ? "
         "AND table_name = ?", [state, "input__" + node],
@@ -145,6 +146,12 @@ def stage_fingerprint(conn: duckdb.DuckDBPyConnection, state: str, node: str) ->
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def staged_key_version(staged: dict[str, Any]) -> str:
+    """The version of the request keys a staged table holds (what `stage_fingerprint` gives; before the
+    version was recorded, the first)."""
+    return str(staged.get("keys", KEY_VERSIONS[0].name))
 
 
 def set_stage_fingerprint(conn: duckdb.DuckDBPyConnection, state: str, node: str, value: dict[str, Any]) -> None:

@@ -241,7 +241,7 @@ def _run_sql(project: Project, test: UnitTest, scratch: Path) -> tuple[list[str]
 
 
 def _run_llm(project: Project, test: UnitTest, scratch: Path) -> tuple[list[str], list[tuple[Any, ...]]]:
-    spec = build_spec(project, test.node)
+    spec = build_spec(project, test.node, provider="fake")  # unit tests are answered by the fake provider
     wh = Warehouse(":memory:", scratch, project.schema, project.target.warehouse.state_schema)
     try:
         with wh.connect() as conn:

@@ -13,7 +13,7 @@ import duckdb
 
 from llmt.compile import quote, sql_string
 from llmt.errors import ConfigError, NodeError
-from llmt.warehouse.state import LATEST, MIGRATIONS, migrate, migration_sql, zstd_available
+from llmt.warehouse.state import LATEST, MIGRATIONS, SCHEMA_VERSION_DDL, migrate, migration_sql, zstd_available
 
 # Rows per row group of llmt's database: DuckDB's default is 122,880, and a table of 100k rows was then one
 # row group, which one thread writes (at commit) and one thread scans. ATTACH sets it per connection (the
@@ -142,8 +142,10 @@ def read_only(path: str, state_schema: str) -> Iterator[duckdb.DuckDBPyConnectio
         ).fetchone() == (1,)
         if not has_state:  # `"<state>".answers` then resolves to this in-memory catalog's main schema
             conn.execute(f"ATTACH ':memory:' AS {quote(state_schema)}")
+            memory = f"{quote(state_schema)}.main"
+            conn.execute(SCHEMA_VERSION_DDL.format(s=memory))
             for _, sql in MIGRATIONS:
-                conn.execute(migration_sql(conn, sql, f"{quote(state_schema)}.main"))
+                conn.execute(migration_sql(conn, sql, memory))
         else:
             row = conn.execute(f"SELECT max(version) FROM {quote(state_schema)}.schema_version").fetchone()
             if row is None or (row[0] or 0) < LATEST:

@@ -1,13 +1,16 @@
 """llmt's state tables, in their own schema, versioned by numbered migrations.
 
-- ``answers``: one stored answer per request key (the cache; shared by every model).
-- ``attempts``: every attempt at a request with its outcome and usage; one per (shard, key).
+- ``answers``: one stored answer per request key (the cache; shared by every model), with the kind of
+  provider that gave it (`provider`: fake or openai; NULL: not known, from before version 7).
+- ``attempts``: every attempt at a request with its outcome, usage and provider kind; one per (shard, key).
 - ``shards``: batch input files and their remote lifecycle (intent is written before every
   remote side effect: written -> uploaded -> submitted -> collected).
 - ``shard_requests``: which request keys a shard carries (to reconcile missing lines).
 - ``runs``: one row per command that changed state.
 - ``eval_runs``, ``eval_metrics``, ``eval_answers``: `llmt eval` per model and prompt version
   (template hash): the labelled file, metric values, and each example's answer and labels.
+
+Timestamps are TIMESTAMPTZ (instants; shown in the session's time zone).
 
 Costs (the ledger): every attempt carries its usage and what it cost (`cost_usd`, at batch or live
 price); shards carry the input tokens (exact, or an upper bound until a budget needs them exact:
@@ -117,22 +120,47 @@ MIGRATIONS: list[tuple[int, str]] = [
         ALTER TABLE {s}.shard_requests_v6 RENAME TO shard_requests;
         """,
     ),
+    (
+        # which kind of provider gave each answer and made each attempt (fake or openai), as far as the shard
+        # says: shards sent in realtime were recorded as provider `realtime`, whatever the target, and their
+        # rows stay NULL (unknown) until the first run re-keys their model's answers (pipeline/rekey.py); and
+        # every timestamp an instant (TIMESTAMPTZ): a TIMESTAMP held the writer's local time, and is read in the
+        # time zone of the session that migrates. Columns are altered in place: the other columns and their
+        # storage are kept as they are, at a fraction of the cost of copying the tables
+        7,
+        """
+        ALTER TABLE {s}.answers ADD COLUMN provider VARCHAR;
+        ALTER TABLE {s}.attempts ADD COLUMN provider VARCHAR;
+        UPDATE {s}.answers SET provider = sh.provider FROM {s}.shards sh
+            WHERE sh.shard_id = answers.shard_id AND sh.provider IN ('fake', 'openai');
+        UPDATE {s}.attempts SET provider = sh.provider FROM {s}.shards sh
+            WHERE sh.shard_id = attempts.shard_id AND sh.provider IN ('fake', 'openai');
+        ALTER TABLE {s}.answers ALTER answered_at TYPE TIMESTAMPTZ;
+        ALTER TABLE {s}.attempts ALTER created_at TYPE TIMESTAMPTZ;
+        ALTER TABLE {s}.shards ALTER created_at TYPE TIMESTAMPTZ;
+        ALTER TABLE {s}.shards ALTER updated_at TYPE TIMESTAMPTZ;
+        ALTER TABLE {s}.runs ALTER started_at TYPE TIMESTAMPTZ;
+        ALTER TABLE {s}.runs ALTER finished_at TYPE TIMESTAMPTZ;
+        ALTER TABLE {s}.eval_runs ALTER created_at TYPE TIMESTAMPTZ;
+        ALTER TABLE {s}.schema_version ALTER applied_at TYPE TIMESTAMPTZ;
+        """,
+    ),
 ]
+SCHEMA_VERSION_DDL = ("CREATE TABLE IF NOT EXISTS {s}.schema_version "
+                      "(version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ)")
 
 LATEST = MIGRATIONS[-1][0]
 
 
-def migrate(conn: duckdb.DuckDBPyConnection, schema: str) -> int:
-    """Bring the state schema to the latest version; returns the version."""
+def migrate(conn: duckdb.DuckDBPyConnection, schema: str, upto: int = LATEST) -> int:
+    """Bring the state schema to the latest version (or to ``upto``); returns the version."""
     s = '"' + schema.replace('"', '""') + '"'
     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
-    conn.execute(
-        f"CREATE TABLE IF NOT EXISTS {s}.schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)"
-    )
+    conn.execute(SCHEMA_VERSION_DDL.format(s=s))
     row = conn.execute(f"SELECT coalesce(max(version), 0) FROM {s}.schema_version").fetchone()
     current = int(row[0]) if row else 0
     for version, sql in MIGRATIONS:
-        if version <= current:
+        if version <= current or version > upto:
             continue
         conn.execute("BEGIN TRANSACTION")
         try:
