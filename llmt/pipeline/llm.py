@@ -311,7 +311,7 @@ class NodeRun:
         with self.wh.transaction() as conn:
             store(conn, self.state, attempts=attempts, shard_id=f"{self.driver.run_id}r{self.rounds}-{self.node.name}"
                   "-too-long", run_id=self.driver.run_id, node=self.node.name, model=spec.model,
-                  batch=mode == "batch")
+                  batch=mode == "batch", provider=spec.provider)
         _add(self.result.outcomes, {"too_long": len(rows)})
         self.reporter.warn(f"{self.node.name}: {len(rows)} request(s) too long for {spec.model}'s context window: "
                            f"not sent, listed in {self.node.name}__errors (too_long)")
