@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 import yaml
 
 from llmt.errors import SchemaError, did_you_mean
+from llmt.textfile import read_text, yaml_error
 
 # OpenAI's documented limits ("Supported schemas" in the Structured Outputs guide).
 MAX_DEPTH = 10  # nested object levels; the root object is level 1
@@ -65,18 +66,17 @@ def load_schema(path: Path) -> dict[str, Any]:
     if suffix not in (".json", ".yml", ".yaml"):
         raise SchemaError(f"unknown schema file type `{suffix}`", where=where, hint="Use .json or .yml.")
     try:
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if suffix == ".json" else yaml.load(text, Loader=_YamlLoader)
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_text(path)
+    except OSError as exc:
         raise SchemaError(f"cannot read schema file: {exc}", where=where, hint="Check the path.") from exc
+    try:
+        data = json.loads(text) if suffix == ".json" else yaml.load(text, Loader=_YamlLoader)
     except json.JSONDecodeError as exc:
         hint = "Fix the JSON syntax (no comments or trailing commas; use .yml for comments)."
         raise SchemaError(f"invalid JSON: {exc.msg}", where=f"{path}:{exc.lineno}", hint=hint) from exc
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else where
-        what, hint = f"invalid YAML: {getattr(exc, 'problem', None) or exc}", "Check indentation and quoting."
-        raise SchemaError(what, where=where, hint=hint) from exc
+        found = yaml_error(exc, path, "invalid YAML")
+        raise SchemaError(found.message, where=found.where, hint=found.hint) from exc
     if not isinstance(data, dict):
         hint = 'Start with {"type": "object", "properties": {...}}.'
         raise SchemaError(f"expected one JSON Schema object, found {_kind(data)}", where=where, hint=hint)

@@ -13,6 +13,7 @@ from llmt.graph import Graph, GraphNode
 from llmt.project.config import ProjectConfig, TargetConfig, check_node_config, folder_config
 from llmt.project.properties import ColumnProps, ModelProps, PropertiesFile
 from llmt.project.yamlfile import line_of, read_yaml, validate
+from llmt.textfile import read_text
 
 PARSE_CACHE = "parse_cache.bin"  # in target/: see ParseCache
 
@@ -118,7 +119,7 @@ def load_project(
     files = _discover_models(project_dir, config)
     nodes: dict[str, Node] = {}
     for name, (file, rel) in files.items():
-        nodes[name] = Node(name, file, rel, file.read_text(encoding="utf-8"), {}, relation(schema, name))
+        nodes[name] = Node(name, file, rel, read_text(file), {}, relation(schema, name))
     project = Project(
         project_dir, config, target_name, config.targets[target_name],
         {**config.vars, **(cli_vars or {})}, nodes, sources, Graph([]), prop_files,

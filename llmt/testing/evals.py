@@ -41,6 +41,7 @@ from llmt.runner import budgets, make_driver, new_run_id, open_warehouse, pipeli
 from llmt.testing.collect import rel_path
 from llmt.testing.metrics import METRICS, THRESHOLDS, field_kind, mismatch, parse_label, scores
 from llmt.testing.rows import create_table
+from llmt.textfile import read_text
 from llmt.warehouse.duckdb import Warehouse
 
 EVAL_DIR = Path("tests") / "evals"
@@ -216,7 +217,7 @@ def _read_examples(
     """(input values, labels) per example; labels hold only the fields labelled for that row."""
     where = rel_path(project, path)
     records: list[tuple[int, dict[str, Any]]] = []
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     if path.suffix == ".csv":
         reader = csv.DictReader(text.splitlines(keepends=True))
         for raw in reader:
