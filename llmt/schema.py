@@ -27,6 +27,7 @@ MAX_ENUM_VALUES = 1000  # enum values in the whole schema
 MAX_NAME_CHARS = 120_000  # property names + definition names + enum and const values
 LARGE_ENUM, MAX_LARGE_ENUM_CHARS = 250, 15_000  # a string enum of > 250 values: <= 15,000 chars
 
+META_PREFIX = "_llmt_"  # llmt's metadata columns of an output table: no answer field may start with it
 TYPES = ("string", "number", "integer", "boolean", "object", "array", "null")
 STRING_FORMATS = ("date-time", "time", "date", "duration", "email", "hostname", "ipv4", "ipv6", "uuid")
 
@@ -206,6 +207,9 @@ class _Normalizer:
             self.fail(f"{path}.additionalProperties", what, "Remove it (llmt sets it to false). " + _MAP)
         new = {}
         for name, sub in props.items():
+            if path == "$" and name.lower().startswith(META_PREFIX):  # DuckDB's column names ignore case
+                what = f"the property `{name}` uses the prefix `{META_PREFIX}` of llmt's metadata columns"
+                self.fail(f"$.properties{_segment(name)}", what, "Rename it (each property becomes a column).")
             child = self.node(sub, f"{path}.properties{_segment(name)}")
             new[name] = child if name in required else self.nullable(child)
         return {"properties": new, "required": list(new), "additionalProperties": False}

@@ -20,11 +20,10 @@ from llmt.errors import CompileError, ConfigError
 from llmt.project import Node, Project
 from llmt.project.config import EXECUTION_KEYS, GENERATION_KEYS, Execution
 from llmt.prompts import Prompt, load_prompt
-from llmt.schema import column_types, load_schema, to_strict
+from llmt.schema import META_PREFIX, column_types, load_schema, to_strict
 
 KEY_VERSION = "llmt-request-v1"
 ENDPOINT = "/v1/chat/completions"
-META_PREFIX = "_llmt_"
 
 
 @dataclass(frozen=True)
