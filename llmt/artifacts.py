@@ -41,7 +41,7 @@ def write_manifest(project: Project, specs: dict[str, LlmSpec]) -> None:
         spec = specs.get(node.name)
         if spec is not None:
             entry["llm"] = {
-                "template_hash": spec.template_hash, "prompt": spec.prompt.name, "schema": spec.schema_name,
+                "template_hash": spec.template_hash, "prompt": spec.prompt.name, "output_schema": spec.schema_name,
                 "params": spec.params, "input_columns": spec.columns, "unique_key": spec.unique_key,
                 "output_columns": dict(spec.output_columns),
             }

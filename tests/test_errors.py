@@ -132,7 +132,7 @@ def test_prompt_variable_missing_from_star_select_is_caught_before_writing(make_
     project = make_project(
         {
             "prompts/analyse.md": "{{ review_body }}\n",
-            "models/insights.sql": "{{ config(materialized='llm', prompt='analyse', schema='analysis', "
+            "models/insights.sql": "{{ config(materialized='llm', prompt='analyse', output_schema='analysis', "
             "unique_key='review_id') }}\nselect * from {{ ref('stg_reviews') }}\n",
         }
     )
@@ -146,7 +146,7 @@ def test_prompt_variable_missing_from_star_select_is_caught_before_writing(make_
 def test_llm_model_without_unique_key(make_project: MakeProject) -> None:
     project = make_project(
         {
-            "models/insights.sql": "{{ config(materialized='llm', prompt='analyse', schema='analysis') }}\n"
+            "models/insights.sql": "{{ config(materialized='llm', prompt='analyse', output_schema='analysis') }}\n"
             "select review_id, product, review_text from {{ ref('stg_reviews') }}\n",
         }
     )

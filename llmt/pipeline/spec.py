@@ -82,14 +82,14 @@ def build_spec(project: Project, node: Node) -> LlmSpec:
             where=where,
             hint="Add unique_key='your_id_column' to its config().",
         )
-    for key in ("prompt", "schema"):
+    for key, files in (("prompt", "prompts/name.md"), ("output_schema", "schemas/name.json")):
         if not cfg.get(key):
             raise ConfigError(
                 f"an LLM model needs `{key}=` in its config", where=where,
-                hint=f"Add {key}='name' (the file {key}s/name.{'md' if key == 'prompt' else 'json'}).",
+                hint=f"Add {key}='name' (the file {files}).",
             )
     prompt = load_prompt(project.dir / "prompts", str(cfg["prompt"]), where)
-    schema_name = str(cfg["schema"])
+    schema_name = str(cfg["output_schema"])
     schema_file = next(
         (project.dir / "schemas" / f"{schema_name}{ext}" for ext in (".json", ".yml", ".yaml")
          if (project.dir / "schemas" / f"{schema_name}{ext}").is_file()),
@@ -98,7 +98,7 @@ def build_spec(project: Project, node: Node) -> LlmSpec:
     if schema_file is None:
         raise ConfigError(
             f"schema `{schema_name}` not found (expected schemas/{schema_name}.json or .yml)", where=where,
-            hint="Create the file or fix `schema=` in the model's config.",
+            hint="Create the file or fix `output_schema=` in the model's config.",
         )
     strict = to_strict(load_schema(schema_file), where=str(schema_file))
     # precedence for generation parameters: model config > prompt front matter > project llm defaults

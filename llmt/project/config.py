@@ -89,13 +89,22 @@ class ProjectConfig(Strict):
 MATERIALIZATIONS = ("view", "table", "incremental", "llm")
 GENERATION_KEYS = ("model", "temperature", "top_p", "seed", "max_output_tokens")
 EXECUTION_KEYS = tuple(Execution.model_fields)
-LLM_KEYS = ("prompt", "schema", *GENERATION_KEYS, "max_attempts", "budget_usd", *EXECUTION_KEYS)
+LLM_KEYS = ("prompt", "output_schema", *GENERATION_KEYS, "max_attempts", "budget_usd", *EXECUTION_KEYS)
 NODE_CONFIG_KEYS = ("materialized", "tags", "unique_key", "enabled", "description", "schema_tests", *LLM_KEYS)
 
 
 def check_node_config(config: dict[str, Any], where: str) -> dict[str, Any]:
     """Reject unknown keys and wrong types in a node's config (from any source)."""
     for key, value in config.items():
+        if key == "schema":  # dbt's database schema; llmt's JSON schema of an answer had this name before
+            raise ConfigError(
+                "`schema` is not a model config key: an LLM model's answer schema is `output_schema`, and database "
+                "schemas per model are not supported yet",
+                where=where,
+                hint="For the JSON schema of the answer write output_schema='name' in config() (`output_schema:` "
+                "in models/*.yml, `+output_schema:` in project.yml). Models are built in the schema of the "
+                "target's `warehouse:`.",
+            )
         if key not in NODE_CONFIG_KEYS:
             raise ConfigError(
                 f"unknown config key `{key}`.{did_you_mean(key, NODE_CONFIG_KEYS)}",
