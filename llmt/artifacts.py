@@ -21,12 +21,13 @@ def _write_json(path: Path, data: Any) -> None:
     tmp.replace(path)
 
 
-def write_compiled(project: Project, names: list[str]) -> None:
+def write_compiled(project: Project, names: list[str], sql: dict[str, str] | None = None) -> None:
+    """Each model's compiled SQL (or its text in ``sql``) under target/compiled/."""
     for name in names:
         node = project.nodes[name]
         path = project.target_dir / "compiled" / node.rel_path
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(node.compiled_sql, encoding="utf-8")
+        path.write_text((sql or {}).get(name, node.compiled_sql), encoding="utf-8")
 
 
 def write_manifest(project: Project, specs: dict[str, LlmSpec]) -> None:

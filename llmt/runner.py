@@ -123,9 +123,10 @@ def budgets(project: Project, node: str, options: LlmOptions) -> Budgets:
     return Budgets(run, [Budget(float(own), f"budget_usd of model `{node}`")] if own is not None else [])
 
 
-def open_warehouse(project: Project) -> Warehouse:
+def open_warehouse(project: Project, reporter: Reporter | None = None) -> Warehouse:
+    """The target's warehouse; ``reporter`` hears when opening it waits for another program's lock."""
     wh = project.target.warehouse
-    return Warehouse(wh.path, project.dir, wh.schema_, wh.state_schema, wh.settings)
+    return Warehouse(wh.path, project.dir, wh.schema_, wh.state_schema, wh.settings, wh.lock_timeout, reporter)
 
 
 def llm_specs(project: Project, names: list[str]) -> dict[str, LlmSpec]:
@@ -152,7 +153,7 @@ def run(
     write_compiled(project, names)
     write_manifest(project, specs)
     report = RunReport(new_run_id())
-    wh = warehouse or open_warehouse(project)
+    wh = warehouse or open_warehouse(project, reporter)
     if wh.memory:
         reporter.warn("the warehouse is `:memory:`: tables and stored answers are lost when this command ends")
     # the provider is configured before anything runs, so that its configuration errors come first

@@ -13,12 +13,16 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+LOCK_TIMEOUT = 300.0  # seconds llmt waits for another program to release the DuckDB file, by default
+
+
 class WarehouseConfig(Strict):
     type: Literal["duckdb"] = "duckdb"
     path: str = ":memory:"
     schema_: str = Field("main", alias="schema")
     state_schema: str = "_llmt"
     settings: dict[str, str | int | float | bool] = Field(default_factory=dict)  # DuckDB's, e.g. memory_limit
+    lock_timeout: float = Field(LOCK_TIMEOUT, ge=0)
 
 
 class ProviderConfig(BaseModel):

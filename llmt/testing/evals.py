@@ -105,7 +105,7 @@ def run_evals(project: Project, select: list[str], exclude: list[str], console: 
             "expected.<field> columns (see the README's Testing section).",
         )
     options = pipeline_options(project, options)
-    wh = open_warehouse(project)
+    wh = open_warehouse(project, console)
     run_id = new_run_id()
     driver = make_driver(project, wh, console, run_id)
     s = quote(wh.state_schema)

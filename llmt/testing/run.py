@@ -90,7 +90,7 @@ def test_project(
     for unit in chosen.unit:
         _add(report, run_unit_test(project, unit), console)
     if chosen.data:
-        wh = open_warehouse(project)
+        wh = open_warehouse(project, console)
         try:
             with wh.connect() as conn:
                 for test in chosen.data:
@@ -120,7 +120,7 @@ def build_project(
     report = TestReport(new_run_id())
     console.info(f"Building {len(chosen.names)} model(s) with {len(chosen.unit)} unit test(s) and "
                  f"{len(chosen.data)} data test(s) on target `{project.target_name}`")
-    wh = open_warehouse(project)
+    wh = open_warehouse(project, console)
     done: set[str] = set()
 
     def data_tests(tests: list[DataTest]) -> list[TestResult]:
