@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from llmt.compile import quote, select_columns
 from llmt.errors import CompileError, ConfigError
+from llmt.persist_docs import Docs, node_docs
 from llmt.project import Node, Project
 from llmt.project.config import EXECUTION_KEYS, GENERATION_KEYS, Execution
 from llmt.prompts import Prompt, load_prompt
@@ -39,6 +40,7 @@ class LlmSpec:
     template_hash: str
     output_columns: list[tuple[str, str]]  # (answer field, DuckDB type)
     execution: Execution = field(default_factory=Execution)
+    docs: Docs = field(default_factory=Docs)  # comments of the output table (persist_docs)
 
     @property
     def model(self) -> str:
@@ -132,6 +134,8 @@ def build_spec(project: Project, node: Node) -> LlmSpec:
         columns=sorted(variables),
         template_hash=template_hash,
         output_columns=out_cols,
+        docs=node_docs(node, {name: prop["description"] for name, prop in strict["properties"].items()
+                              if isinstance(prop.get("description"), str)}),
     )
 
 

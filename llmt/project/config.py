@@ -94,7 +94,9 @@ MATERIALIZATIONS = ("view", "table", "incremental", "llm")
 GENERATION_KEYS = ("model", "temperature", "top_p", "seed", "max_output_tokens")
 EXECUTION_KEYS = tuple(Execution.model_fields)
 LLM_KEYS = ("prompt", "output_schema", *GENERATION_KEYS, "max_attempts", "budget_usd", *EXECUTION_KEYS)
-NODE_CONFIG_KEYS = ("materialized", "tags", "unique_key", "enabled", "description", "schema_tests", *LLM_KEYS)
+NODE_CONFIG_KEYS = ("materialized", "tags", "unique_key", "enabled", "description", "schema_tests", "persist_docs",
+                    *LLM_KEYS)
+PERSIST_DOCS_KEYS = ("relation", "columns")
 
 
 def check_node_config(config: dict[str, Any], where: str) -> dict[str, Any]:
@@ -131,6 +133,10 @@ def check_node_config(config: dict[str, Any], where: str) -> dict[str, Any]:
             raise ConfigError(f"`{key}` must be true or false, got {value!r}", where=where)
         if key in ("temperature", "top_p", "budget_usd") and not isinstance(value, int | float):
             raise ConfigError(f"`{key}` must be a number, got {value!r}", where=where)
+        if key == "persist_docs" and not (isinstance(value, dict) and set(value) <= set(PERSIST_DOCS_KEYS)
+                                          and all(isinstance(v, bool) for v in value.values())):
+            raise ConfigError(f"`persist_docs` must map `relation` and `columns` to true or false, got {value!r}",
+                              where=where, hint="Example: persist_docs: {relation: true, columns: false}.")
     return config
 
 
