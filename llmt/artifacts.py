@@ -51,7 +51,8 @@ def write_manifest(project: Project, specs: dict[str, LlmSpec]) -> None:
         "metadata": {"llmt_version": __version__, "project": project.name, "target": project.target_name,
                      "generated_at": datetime.now(UTC).isoformat()},
         "nodes": nodes,
-        "sources": {f"source.{s}.{t}": {"where": src.where, "file": str(src.file) if src.file else None}
+        "sources": {f"source.{s}.{t}": {"where": src.where, "file": src.file, "files": [str(f) for f in src.files],
+                                        "options": src.options}
                     for (s, t), src in project.sources.items()},
     })
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import duckdb
 
 from llmt.compile import quote
+from llmt.errors import NodeError
+from llmt.file_sources import columns_hint
 from llmt.persist_docs import node_docs, persist_docs
 from llmt.project import Node, Project
 from llmt.warehouse.duckdb import execute, relation_kind
@@ -14,7 +16,13 @@ from llmt.warehouse.duckdb import execute, relation_kind
 def materialize_sql(conn: duckdb.DuckDBPyConnection, project: Project, node: Node, full_refresh: bool) -> int | None:
     """Build one SQL model and write its descriptions as comments (caller holds the transaction). Returns rows
     written for tables."""
-    rows = _build(conn, project, node, full_refresh)
+    read = columns_hint(conn, project, node.sources)  # asked before: an error ends the transaction
+    try:
+        rows = _build(conn, project, node, full_refresh)
+    except NodeError as exc:
+        if not read:
+            raise
+        raise NodeError(exc.message, where=exc.where, hint=f"{exc.hint} {read}" if exc.hint else read) from None
     persist_docs(conn, project.schema, node.name, node_docs(node))
     return rows
 

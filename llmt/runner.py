@@ -14,6 +14,7 @@ from llmt.compile import quote
 from llmt.console import Reporter
 from llmt.cost import Budget, PriceTable, price_table
 from llmt.errors import ConfigError, LlmtError
+from llmt.file_sources import load_file_sources
 from llmt.materialize import materialize_sql
 from llmt.pipeline.batches import ShardDriver
 from llmt.pipeline.llm import Budgets, LlmOptions, LlmResult, run_llm_node
@@ -183,6 +184,7 @@ def run(
             t0 = time.monotonic()
             result = NodeResult(name, node.materialized, "success")
             try:
+                load_file_sources(wh, project, node.sources)  # when their files changed
                 if node.is_llm:
                     assert driver is not None
                     result.llm = run_llm_node(project, node, specs[name], wh, driver, reporter, options,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from llmt.artifacts import write_run_results
 from llmt.console import Console
+from llmt.file_sources import load_file_sources
 from llmt.pipeline.llm import LlmOptions
 from llmt.project import Project
 from llmt.runner import NodeHooks, NodeResult, RunReport, new_run_id, open_warehouse, run
@@ -92,6 +93,7 @@ def test_project(
     if chosen.data:
         wh = open_warehouse(project, console)
         try:
+            load_file_sources(wh, project, project.sources)  # tests read them as a run would
             with wh.connect() as conn:
                 for test in chosen.data:
                     _add(report, run_data_test(conn, project, test, store_failures), console)
@@ -121,6 +123,7 @@ def build_project(
     console.info(f"Building {len(chosen.names)} model(s) with {len(chosen.unit)} unit test(s) and "
                  f"{len(chosen.data)} data test(s) on target `{project.target_name}`")
     wh = open_warehouse(project, console)
+    load_file_sources(wh, project, project.sources)  # the tests of sources come first
     done: set[str] = set()
 
     def data_tests(tests: list[DataTest]) -> list[TestResult]:
