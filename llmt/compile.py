@@ -4,6 +4,7 @@ cache of both in target/ (ParseCache)."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import functools
 import hashlib
 import marshal
@@ -93,13 +94,16 @@ def reader_parameters(reader: str) -> tuple[str, ...]:
 
 
 def sql_literal(value: Any) -> str:
-    """A YAML value as a DuckDB literal: strings, numbers, booleans, null, lists, and mappings as structs."""
+    """A YAML value as a DuckDB literal: strings (dates as ISO text), numbers, booleans, null, lists, and mappings
+    as structs."""
     if value is None:
         return "NULL"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, dt.date | dt.datetime):
+        return sql_string(value.isoformat())
     if isinstance(value, list | tuple):
         return "[" + ", ".join(sql_literal(v) for v in value) + "]"
     if isinstance(value, dict):

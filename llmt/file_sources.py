@@ -22,7 +22,7 @@ import duckdb
 from llmt.compile import Source, file_reader, quote, relation, sql_string
 from llmt.errors import NodeError
 from llmt.project import Project
-from llmt.warehouse.duckdb import Warehouse, create_table
+from llmt.warehouse.duckdb import Warehouse, comment_record, create_table
 
 STAMP_PREFIX = "llmt-source "
 STAMP_VERSION = 1  # bump when what is loaded changes: every file source is then loaded again
@@ -43,7 +43,7 @@ def load_file_sources(wh: Warehouse, project: Project, keys: Iterable[tuple[str,
 def _load(conn: duckdb.DuckDBPyConnection, project_dir: Path, source: Source) -> None:
     schema, name = source.loaded_table
     stamp = _stamp(project_dir, source)
-    stored = _stored_stamp(conn, schema, name)
+    stored = comment_record(conn, schema, name, STAMP_PREFIX)
     newest = max((f[2] for f in stamp["files"]), default=0)
     if stored is not None and {k: v for k, v in stored.items() if k != "loaded_ns"} == stamp \
             and int(stored.get("loaded_ns", 0)) > newest + RACY_NS:
@@ -77,18 +77,6 @@ def _stamp(project_dir: Path, source: Source) -> dict[str, Any]:
         files.append([shown, stat.st_size, stat.st_mtime_ns])
     return {"version": STAMP_VERSION, "reader": file_reader(source.file or ""), "options": source.options,
             "files": files}
-
-
-def _stored_stamp(conn: duckdb.DuckDBPyConnection, schema: str, name: str) -> dict[str, Any] | None:
-    row = conn.execute("SELECT comment FROM duckdb_tables() WHERE database_name = current_database() "
-                       "AND schema_name = ? AND table_name = ?", [schema, name]).fetchone()
-    if not row or not str(row[0] or "").startswith(STAMP_PREFIX):
-        return None
-    try:
-        value = json.loads(str(row[0])[len(STAMP_PREFIX):])
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _reader_error(message: str) -> str:

@@ -4,6 +4,7 @@ file, opening it waits for the lock (`lock_timeout`) instead of failing."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -258,6 +259,20 @@ def relation_kind(conn: duckdb.DuckDBPyConnection, schema: str, name: str) -> st
     if row is None:
         return None
     return "view" if row[0] == "VIEW" else "table"
+
+
+def comment_record(conn: duckdb.DuckDBPyConnection, schema: str, table: str, prefix: str) -> dict[str, Any] | None:
+    """The JSON object llmt keeps in a table's comment after ``prefix``; None when there is none (or another
+    comment)."""
+    row = conn.execute("SELECT comment FROM duckdb_tables() WHERE database_name = current_database() "
+                       "AND schema_name = ? AND table_name = ?", [schema, table]).fetchone()
+    if not row or not str(row[0] or "").startswith(prefix):
+        return None
+    try:
+        value = json.loads(str(row[0])[len(prefix):])
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def create_table(conn: duckdb.DuckDBPyConnection, table: str, select: str,
