@@ -28,8 +28,9 @@ def node_docs(node: Node, columns: Mapping[str, str] | None = None) -> Docs:
     """A model's Docs: its description and its columns' from models/*.yml (which win over ``columns``, e.g. the
     descriptions of an output schema's properties), as its `persist_docs` config allows."""
     persist = node.config.get("persist_docs") or {}
-    described = {**(columns or {}), **{c.name: c.description for c in node.columns if c.description}}
-    return Docs(node.description if persist.get("relation", True) else None,
+    described = {name: text.strip() for name, text in
+                 {**(columns or {}), **{c.name: c.description for c in node.columns if c.description}}.items()}
+    return Docs(node.description.strip() if persist.get("relation", True) else None,  # (YAML's `>` ends with \n)
                 described if persist.get("columns", True) else None)
 
 
