@@ -213,3 +213,26 @@ def test_a_reader_holding_the_file_when_a_batch_completes_does_not_fail_the_run(
     assert run.returncode == 0, err
     with duckdb.connect(str(root / "demo.duckdb"), read_only=True) as conn:
         assert conn.execute("SELECT _llmt_status, count(*) FROM main.insights GROUP BY 1").fetchall() == [("ok", 4)]
+
+
+class Notices(Reporter):
+    def __init__(self) -> None:
+        self.notices: list[str] = []
+
+    def warn(self, message: str) -> None:
+        self.notices.append(message)
+
+
+@pytest.mark.usefixtures("tell_at_once")
+def test_after_giving_up_on_the_lock_a_later_open_tries_once(tmp_path: Path, hold: list[Holder]) -> None:
+    """A run that gave up still opens the file to record its end: that must not wait `lock_timeout` again."""
+    _database(tmp_path / "shop.duckdb")
+    hold.append(Holder(tmp_path / "shop.duckdb", "read"))
+    reporter = Notices()
+    wh = Warehouse("shop.duckdb", tmp_path, lock_timeout=0.2, reporter=reporter)
+    with pytest.raises(LockTimeout) as first, wh.connect():
+        pass
+    with pytest.raises(LockTimeout) as second, wh.connect():
+        pass
+    assert second.value.render() == first.value.render()  # "waited 0.2 s", as it did
+    assert len(reporter.notices) == 1  # the second open did not wait (it would have said so again)

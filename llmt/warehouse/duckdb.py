@@ -43,6 +43,8 @@ class Warehouse:
         self.settings = settings or {}
         self.lock_timeout = lock_timeout
         self.reporter = reporter or Reporter()
+        # after a LockTimeout, later opens (the run recording its end) try once, and fail with the same error
+        self._gave_up: LockTimeout | None = None
         self.path = path if self.memory else str((project_dir / path).resolve())
         self.schema = schema
         self.state_schema = state_schema
@@ -54,8 +56,11 @@ class Warehouse:
             return self._conn
         config = duckdb_config(self.settings)
         try:
-            self._conn = wait_for_lock(lambda: open_database(self.path, config), self.path, self.lock_timeout,
-                                       self.reporter)
+            self._conn = wait_for_lock(lambda: open_database(self.path, config), self.path,
+                                       0.0 if self._gave_up else self.lock_timeout, self.reporter)
+        except LockTimeout as exc:
+            self._gave_up = self._gave_up or exc
+            raise self._gave_up from None
         except duckdb.IOException as exc:
             raise ConfigError(
                 f"cannot open the DuckDB database {self.path}: {exc}",
