@@ -24,7 +24,7 @@ if str(ROOT) not in sys.path:  # llmt and tests.emulator from this checkout
 from benchmarks._data import write_reviews  # noqa: E402
 from llmt.providers.base import BatchInfo, BatchProvider, Shard  # noqa: E402
 
-LLM_MODEL = """{{ config(materialized='llm', prompt='review_analysis', schema='review_analysis',
+LLM_MODEL = """{{ config(materialized='llm', prompt='review_analysis', output_schema='review_analysis',
           unique_key='review_id') }}
 select review_id, product, language, review_text
 from {{ ref('stg_reviews') }}

@@ -17,7 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import EXAMPLE, WORK, parse_args, result, timed_process
 
-LLM = """{{{{ config(materialized='llm', prompt='review_analysis', schema='review_analysis', unique_key='id') }}}}
+LLM = """{{{{ config(materialized='llm', prompt='review_analysis', output_schema='review_analysis',
+                unique_key='id') }}}}
 select id, product, language, review_text from {{{{ ref('{up}') }}}} where review_text is not null
 """
 

@@ -21,12 +21,13 @@ def _write_json(path: Path, data: Any) -> None:
     tmp.replace(path)
 
 
-def write_compiled(project: Project, names: list[str]) -> None:
+def write_compiled(project: Project, names: list[str], sql: dict[str, str] | None = None) -> None:
+    """Each model's compiled SQL (or its text in ``sql``) under target/compiled/."""
     for name in names:
         node = project.nodes[name]
         path = project.target_dir / "compiled" / node.rel_path
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(node.compiled_sql, encoding="utf-8")
+        path.write_text((sql or {}).get(name, node.compiled_sql), encoding="utf-8")
 
 
 def write_manifest(project: Project, specs: dict[str, LlmSpec]) -> None:
@@ -41,7 +42,7 @@ def write_manifest(project: Project, specs: dict[str, LlmSpec]) -> None:
         spec = specs.get(node.name)
         if spec is not None:
             entry["llm"] = {
-                "template_hash": spec.template_hash, "prompt": spec.prompt.name, "schema": spec.schema_name,
+                "template_hash": spec.template_hash, "prompt": spec.prompt.name, "output_schema": spec.schema_name,
                 "params": spec.params, "input_columns": spec.columns, "unique_key": spec.unique_key,
                 "output_columns": dict(spec.output_columns),
             }
@@ -50,7 +51,8 @@ def write_manifest(project: Project, specs: dict[str, LlmSpec]) -> None:
         "metadata": {"llmt_version": __version__, "project": project.name, "target": project.target_name,
                      "generated_at": datetime.now(UTC).isoformat()},
         "nodes": nodes,
-        "sources": {f"source.{s}.{t}": {"where": src.where, "file": str(src.file) if src.file else None}
+        "sources": {f"source.{s}.{t}": {"where": src.where, "file": src.file, "files": [str(f) for f in src.files],
+                                        "options": src.options}
                     for (s, t), src in project.sources.items()},
     })
 

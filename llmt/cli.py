@@ -125,18 +125,22 @@ def init(name: str) -> None:
 @cli.command("compile")
 @project_options
 @select_options
+@click.option("--full-refresh", is_flag=True,
+              help="Show the full build of incremental models (what `llmt run --full-refresh` runs).")
 def compile_(project_dir: Path, target: str | None, vars_: str | None, select: tuple[str, ...],
-             exclude: tuple[str, ...]) -> None:
-    """Compile models: write target/compiled/, show the SQL and one sample request per LLM model.
+             exclude: tuple[str, ...], full_refresh: bool) -> None:
+    """Compile models: write target/compiled/, show the SQL the next `llmt run` runs (an incremental model's
+    incremental branch when its table exists) and one sample request per LLM model.
 
     \b
-    Example:
+    Examples:
       llmt compile -s review_insights
+      llmt compile -s my_incremental_model --full-refresh
     """
     from llmt.commands import compile_project
 
     console = _console()
-    compile_project(_load(project_dir, target, vars_), list(select), list(exclude), console)
+    compile_project(_load(project_dir, target, vars_), list(select), list(exclude), console, full_refresh)
 
 
 @cli.command("ls")

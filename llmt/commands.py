@@ -15,24 +15,30 @@ if TYPE_CHECKING:  # the run pipeline and DuckDB are imported by the commands th
     from llmt.runner import RunReport
 
 
-def compile_project(project: Project, select: list[str], exclude: list[str], console: Console) -> None:
+def compile_project(project: Project, select: list[str], exclude: list[str], console: Console,
+                    full_refresh: bool = False) -> None:
+    """Each model's SQL as the next run builds it (an incremental model's incremental branch when its table
+    exists, unless ``full_refresh``), written to target/compiled/, and one sample request per LLM model."""
     from llmt.artifacts import write_compiled, write_manifest
-    from llmt.pipeline.preview import sample_request
+    from llmt.pipeline.preview import next_build, sample_request, warehouse_reader
     from llmt.runner import llm_specs
 
     names = project.graph.select(select, exclude)
     specs = llm_specs(project, names)
-    write_compiled(project, names)
     write_manifest(project, specs)
-    for name in names:
-        node = project.nodes[name]
-        console.text(f"-- {name} ({node.materialized}) {node.rel_path}")
-        console.text(node.compiled_sql.strip() + "\n")
-        if name in specs:
-            line, why = sample_request(project, node, specs[name])
-            console.text(f"-- request template hash {specs[name].template_hash[:16]}")
-            console.text(json.dumps(line, indent=2, ensure_ascii=False) if line else f"-- {why}")
-            console.text("")
+    with warehouse_reader(project, console) as conn:
+        builds = {name: next_build(conn, project, project.nodes[name], full_refresh) for name in names}
+        write_compiled(project, names, {name: sql for name, (sql, _) in builds.items()})
+        for name in names:
+            node = project.nodes[name]
+            sql, which = builds[name]
+            console.text(f"-- {name} ({node.materialized}) {node.rel_path}" + (f": {which}" if which else ""))
+            console.text(sql.strip() + "\n")
+            if name in specs:
+                line, why = sample_request(conn, project, node, specs[name])
+                console.text(f"-- request template hash {specs[name].template_hash[:16]}")
+                console.text(json.dumps(line, indent=2, ensure_ascii=False) if line else f"-- {why}")
+                console.text("")
     console.info(f"Compiled {len(names)} model(s) into {project.target_dir / 'compiled'}")
 
 
@@ -101,7 +107,7 @@ def show_model(project: Project, model: str, limit: int, console: Console) -> No
         names = [*project.nodes, *(f"{n}__errors" for n, node in project.nodes.items() if node.is_llm)]
         raise ConfigError(f"no model named `{model}`.{did_you_mean(model, names)}",
                           hint="`llmt ls` lists the models.")
-    wh = open_warehouse(project)
+    wh = open_warehouse(project, console)
     with wh.connect() as conn:
         if relation_kind(conn, project.schema, model) is None:
             raise ConfigError(f"`{model}` has not been built yet", hint=f"Run `llmt run -s {base}` first.")
@@ -120,7 +126,7 @@ def batch_status(project: Project, console: Console) -> dict[str, Any]:
     from llmt.compile import quote
     from llmt.runner import make_driver, new_run_id, open_warehouse
 
-    wh = open_warehouse(project)
+    wh = open_warehouse(project, console)
     driver = make_driver(project, wh, console, new_run_id())
     try:
         rows = driver.describe(driver.open_shards())
@@ -169,7 +175,7 @@ def cancel_batches(
     from llmt.runner import make_driver, new_run_id, open_warehouse, pipeline_options
 
     names = set(project.graph.select(select, [])) if select else set(project.nodes)
-    wh = open_warehouse(project)
+    wh = open_warehouse(project, console)
     driver = make_driver(project, wh, console, new_run_id())
     options = pipeline_options(project, LlmOptions())
     try:
@@ -218,7 +224,8 @@ def plan_project(
     plans = []
     blocked: list[str] = []
     fresh = wh.path == ":memory:" or not path.is_file()
-    with duckdb.connect(":memory:") if fresh else read_only(str(path), wh.state_schema) as conn:
+    reader = duckdb.connect(":memory:") if fresh else read_only(str(path), wh.state_schema, wh.lock_timeout, console)
+    with reader as conn:
         if fresh:
             blocked = build_inputs(conn, project, list(specs), wh.state_schema)
             console.info(f"Nothing has been built on target `{project.target_name}` yet: planning from the LLM "

@@ -4,6 +4,7 @@ cache of both in target/ (ParseCache)."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import functools
 import hashlib
 import marshal
@@ -37,24 +38,77 @@ def sql_string(value: str) -> str:
 
 @dataclass(frozen=True)
 class Source:
+    """A declared source: a table of the warehouse, or files (`file:`, a path or a glob) that llmt loads into a
+    table of its state schema (llmt.materialize.load_file_sources), so that no path is kept in the database."""
+
     source_name: str
     table_name: str
     where: str  # file:line of its declaration
     schema: str | None = None
     identifier: str | None = None
-    file: Path | None = None
+    file: str | None = None  # as written: a path or a glob, relative to the project directory
+    files: tuple[Path, ...] = ()  # what it matched when the project loaded
+    options: dict[str, Any] = field(default_factory=dict)  # handed to the DuckDB reader
+    state_schema: str = "_llmt"  # where the files are loaded
+
+    @property
+    def loaded_table(self) -> tuple[str, str]:
+        """(schema, table) the files are loaded into."""
+        return self.state_schema, f"source__{self.source_name}__{self.table_name}"
 
     def sql(self) -> str:
         if self.file is not None:
-            path = sql_string(self.file.as_posix())
-            suffix = self.file.suffix.lower()
-            if suffix in (".parquet", ".pq"):
-                return f"read_parquet({path})"
-            if suffix in (".json", ".jsonl", ".ndjson"):
-                return f"read_json_auto({path})"
-            return f"read_csv({path}, header=true)"
+            return relation(*self.loaded_table)
         name = quote(self.identifier or self.table_name)
         return f"{quote(self.schema)}.{name}" if self.schema else name
+
+    def reader_sql(self) -> str:
+        """The DuckDB reader of the files with their options: `read_csv([...], header = true, delim = ';')`."""
+        reader = file_reader(self.file or "")
+        options = {**({"header": True} if reader == "read_csv" else {}), **self.options}
+        paths = "[" + ", ".join(sql_string(f.as_posix()) for f in self.files) + "]"
+        return f"{reader}({paths}" + "".join(f", {k} = {sql_literal(v)}" for k, v in options.items()) + ")"
+
+
+FILE_READERS = {".parquet": "read_parquet", ".pq": "read_parquet", ".json": "read_json_auto",
+                ".jsonl": "read_json_auto", ".ndjson": "read_json_auto"}  # anything else: read_csv
+
+
+def file_reader(path: str) -> str:
+    """The DuckDB reader of a file by its suffix (before a compression suffix: data.csv.gz is a CSV file)."""
+    suffixes = [s.lower() for s in Path(path).suffixes]
+    while suffixes and suffixes[-1] in (".gz", ".zst", ".zstd"):
+        suffixes.pop()
+    return FILE_READERS.get(suffixes[-1] if suffixes else "", "read_csv")
+
+
+@functools.cache
+def reader_parameters(reader: str) -> tuple[str, ...]:
+    """The named parameters DuckDB's ``reader`` takes (asked of the installed DuckDB, so they always match)."""
+    import duckdb
+
+    with duckdb.connect() as conn:
+        rows = conn.execute("SELECT DISTINCT unnest(parameters) FROM duckdb_functions() WHERE function_name = ? "
+                            "AND function_type = 'table'", [reader]).fetchall()
+    return tuple(sorted(str(r[0]) for r in rows if r[0] not in ("path", "paths")))
+
+
+def sql_literal(value: Any) -> str:
+    """A YAML value as a DuckDB literal: strings (dates as ISO text), numbers, booleans, null, lists, and mappings
+    as structs."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, dt.date | dt.datetime):
+        return sql_string(value.isoformat())
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(sql_literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{sql_string(str(k))}: {sql_literal(v)}" for k, v in value.items()) + "}"
+    return sql_string(str(value))
 
 
 @dataclass

@@ -46,6 +46,10 @@ class NodeError(LlmtError):
     exit_code = 1
 
 
+class LockTimeout(LlmtError):
+    """Another program kept the warehouse file locked for longer than `lock_timeout`: the command stops (exit 2)."""
+
+
 class ProviderError(LlmtError):
     """The LLM provider could not be reached or refused a request."""
 

@@ -1,16 +1,33 @@
-"""SQL materializations: view, table, incremental (delete+insert on unique_key, or append)."""
+"""SQL materializations: view, table, incremental (delete+insert on unique_key, or append); then the model's
+descriptions as comments (persist_docs)."""
 
 from __future__ import annotations
 
 import duckdb
 
 from llmt.compile import quote
+from llmt.errors import NodeError
+from llmt.file_sources import columns_hint
+from llmt.persist_docs import node_docs, persist_docs
 from llmt.project import Node, Project
 from llmt.warehouse.duckdb import execute, relation_kind
 
 
 def materialize_sql(conn: duckdb.DuckDBPyConnection, project: Project, node: Node, full_refresh: bool) -> int | None:
-    """Build one SQL model (caller holds the transaction). Returns rows written for tables."""
+    """Build one SQL model and write its descriptions as comments (caller holds the transaction). Returns rows
+    written for tables."""
+    read = columns_hint(conn, project, node.sources)  # asked before: an error ends the transaction
+    try:
+        rows = _build(conn, project, node, full_refresh)
+    except NodeError as exc:
+        if not read:
+            raise
+        raise NodeError(exc.message, where=exc.where, hint=f"{exc.hint} {read}" if exc.hint else read) from None
+    persist_docs(conn, project.schema, node.name, node_docs(node))
+    return rows
+
+
+def _build(conn: duckdb.DuckDBPyConnection, project: Project, node: Node, full_refresh: bool) -> int | None:
     schema, where = project.schema, node.rel_path
     kind = relation_kind(conn, schema, node.name)
     mat = node.materialized

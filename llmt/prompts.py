@@ -14,6 +14,7 @@ import jinja2.nodes
 
 from llmt.errors import CompileError, ConfigError, did_you_mean
 from llmt.project.config import GENERATION_KEYS
+from llmt.textfile import read_text
 
 FRONT_MATTER_KEYS = ("system", *GENERATION_KEYS)
 
@@ -65,7 +66,7 @@ def load_prompt(prompts_dir: Path, name: str, where: str) -> Prompt:
             where=where,
             hint=f"Create {path} or fix `prompt=` in the model's config. Prompts: {', '.join(known) or 'none'}.",
         )
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     meta: dict[str, Any] = {}
     body, body_line = text, 1
     if text.startswith("---"):
@@ -114,7 +115,7 @@ def load_prompt(prompts_dir: Path, name: str, where: str) -> Prompt:
             inc = prompts_dir / ref
             if not inc.is_file():
                 raise ConfigError(f"included template `{ref}` not found in {prompts_dir}", where=str(path))
-            includes[ref] = inc.read_text(encoding="utf-8")
+            includes[ref] = read_text(inc)
             pending.append(includes[ref])
     return Prompt(name, path, system, body, meta, body_line, includes)
 

@@ -14,6 +14,7 @@ from llmt.compile import quote
 from llmt.console import Reporter
 from llmt.cost import Budget, PriceTable, price_table
 from llmt.errors import ConfigError, LlmtError
+from llmt.file_sources import load_file_sources
 from llmt.materialize import materialize_sql
 from llmt.pipeline.batches import ShardDriver
 from llmt.pipeline.llm import Budgets, LlmOptions, LlmResult, run_llm_node
@@ -123,9 +124,10 @@ def budgets(project: Project, node: str, options: LlmOptions) -> Budgets:
     return Budgets(run, [Budget(float(own), f"budget_usd of model `{node}`")] if own is not None else [])
 
 
-def open_warehouse(project: Project) -> Warehouse:
+def open_warehouse(project: Project, reporter: Reporter | None = None) -> Warehouse:
+    """The target's warehouse; ``reporter`` hears when opening it waits for another program's lock."""
     wh = project.target.warehouse
-    return Warehouse(wh.path, project.dir, wh.schema_, wh.state_schema, wh.settings)
+    return Warehouse(wh.path, project.dir, wh.schema_, wh.state_schema, wh.settings, wh.lock_timeout, reporter)
 
 
 def llm_specs(project: Project, names: list[str]) -> dict[str, LlmSpec]:
@@ -155,7 +157,7 @@ def run(
     write_compiled(project, names)
     write_manifest(project, specs)
     report = RunReport(new_run_id())
-    wh = warehouse or open_warehouse(project)
+    wh = warehouse or open_warehouse(project, reporter)
     if wh.memory:
         reporter.warn("the warehouse is `:memory:`: tables and stored answers are lost when this command ends")
     # the provider is configured before anything runs, so that its configuration errors come first
@@ -185,6 +187,7 @@ def run(
             t0 = time.monotonic()
             result = NodeResult(name, node.materialized, "success")
             try:
+                load_file_sources(wh, project, node.sources)  # when their files changed
                 if node.is_llm:
                     assert driver is not None
                     result.llm = run_llm_node(project, node, specs[name], wh, driver, reporter, options,

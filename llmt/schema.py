@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 import yaml
 
 from llmt.errors import SchemaError, did_you_mean
+from llmt.textfile import read_text, yaml_error
 
 # OpenAI's documented limits ("Supported schemas" in the Structured Outputs guide).
 MAX_DEPTH = 10  # nested object levels; the root object is level 1
@@ -26,6 +27,7 @@ MAX_ENUM_VALUES = 1000  # enum values in the whole schema
 MAX_NAME_CHARS = 120_000  # property names + definition names + enum and const values
 LARGE_ENUM, MAX_LARGE_ENUM_CHARS = 250, 15_000  # a string enum of > 250 values: <= 15,000 chars
 
+META_PREFIX = "_llmt_"  # llmt's metadata columns of an output table: no answer field may start with it
 TYPES = ("string", "number", "integer", "boolean", "object", "array", "null")
 STRING_FORMATS = ("date-time", "time", "date", "duration", "email", "hostname", "ipv4", "ipv6", "uuid")
 
@@ -65,18 +67,17 @@ def load_schema(path: Path) -> dict[str, Any]:
     if suffix not in (".json", ".yml", ".yaml"):
         raise SchemaError(f"unknown schema file type `{suffix}`", where=where, hint="Use .json or .yml.")
     try:
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if suffix == ".json" else yaml.load(text, Loader=_YamlLoader)
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_text(path)
+    except OSError as exc:
         raise SchemaError(f"cannot read schema file: {exc}", where=where, hint="Check the path.") from exc
+    try:
+        data = json.loads(text) if suffix == ".json" else yaml.load(text, Loader=_YamlLoader)
     except json.JSONDecodeError as exc:
         hint = "Fix the JSON syntax (no comments or trailing commas; use .yml for comments)."
         raise SchemaError(f"invalid JSON: {exc.msg}", where=f"{path}:{exc.lineno}", hint=hint) from exc
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else where
-        what, hint = f"invalid YAML: {getattr(exc, 'problem', None) or exc}", "Check indentation and quoting."
-        raise SchemaError(what, where=where, hint=hint) from exc
+        found = yaml_error(exc, path, "invalid YAML")
+        raise SchemaError(found.message, where=found.where, hint=found.hint) from exc
     if not isinstance(data, dict):
         hint = 'Start with {"type": "object", "properties": {...}}.'
         raise SchemaError(f"expected one JSON Schema object, found {_kind(data)}", where=where, hint=hint)
@@ -206,6 +207,9 @@ class _Normalizer:
             self.fail(f"{path}.additionalProperties", what, "Remove it (llmt sets it to false). " + _MAP)
         new = {}
         for name, sub in props.items():
+            if path == "$" and name.lower().startswith(META_PREFIX):  # DuckDB's column names ignore case
+                what = f"the property `{name}` uses the prefix `{META_PREFIX}` of llmt's metadata columns"
+                self.fail(f"$.properties{_segment(name)}", what, "Rename it (each property becomes a column).")
             child = self.node(sub, f"{path}.properties{_segment(name)}")
             new[name] = child if name in required else self.nullable(child)
         return {"properties": new, "required": list(new), "additionalProperties": False}

@@ -51,7 +51,7 @@ BASE_FILES: dict[str, str] = {
         """,
     "models/stg_reviews.sql": "select review_id, product, review_text from {{ source('raw', 'reviews') }}\n",
     "models/insights.sql": """
-        {{ config(materialized='llm', prompt='analyse', schema='analysis', unique_key='review_id') }}
+        {{ config(materialized='llm', prompt='analyse', output_schema='analysis', unique_key='review_id') }}
         select review_id, product, review_text from {{ ref('stg_reviews') }}
         """,
     "prompts/analyse.md": """

@@ -99,6 +99,30 @@ def test_show(project: Project) -> None:
     assert missing.code == 2 and "Did you mean `insights`?" in missing.err
 
 
+def test_compile_shows_what_the_next_run_builds_of_an_incremental_model(project: Project) -> None:
+    project.write(
+        "models/inc.sql",
+        """
+        {{ config(materialized='incremental', unique_key='review_id') }}
+        select review_id, review_text from {{ ref('stg_reviews') }}
+        {% if is_incremental() %} where review_id > (select max(review_id) from {{ this }}) {% endif %}
+        """,
+    )
+    compiled = project.root / "target" / "compiled" / "models" / "inc.sql"
+    result = project.llmt("compile", "-s", "inc")
+    assert result.code == 0, result.err
+    assert "-- inc (incremental) models/inc.sql: the full build: the table does not exist yet" in result.out
+    assert "max(review_id)" not in result.out and "max(review_id)" not in compiled.read_text()
+    assert project.llmt("run", "-s", "+inc").code == 0
+    result = project.llmt("compile", "-s", "inc")
+    assert "models/inc.sql: the incremental branch: the table exists (--full-refresh shows the full build)" \
+        in result.out
+    assert 'where review_id > (select max(review_id) from "main"."inc")' in result.out
+    assert 'from "main"."inc")' in compiled.read_text()  # target/compiled/ holds what was shown
+    result = project.llmt("compile", "-s", "inc", "--full-refresh")
+    assert "models/inc.sql: the full build (--full-refresh)" in result.out and "max(review_id)" not in result.out
+
+
 def test_incremental_model_merges_on_unique_key(project: Project) -> None:
     project.write(
         "models/inc.sql",

@@ -276,7 +276,7 @@ def test_budget_gate_refuses_and_submits_nothing(project: Project) -> None:
 
 def test_model_and_project_budgets(project: Project) -> None:
     project.write("models/insights.sql", """
-        {{ config(materialized='llm', prompt='analyse', schema='analysis', unique_key='review_id',
+        {{ config(materialized='llm', prompt='analyse', output_schema='analysis', unique_key='review_id',
                   budget_usd=0.000001) }}
         select review_id, product, review_text from {{ ref('stg_reviews') }}
         """)
@@ -284,7 +284,7 @@ def test_model_and_project_budgets(project: Project) -> None:
     assert result.code == 1 and "budget_usd of model `insights`" in result.err
     yml = (project.root / "project.yml").read_text()
     project.write("models/insights.sql", """
-        {{ config(materialized='llm', prompt='analyse', schema='analysis', unique_key='review_id') }}
+        {{ config(materialized='llm', prompt='analyse', output_schema='analysis', unique_key='review_id') }}
         select review_id, product, review_text from {{ ref('stg_reviews') }}
         """)
     project.write("project.yml", yml.replace("max_attempts: 2", "max_attempts: 2\n  budget_usd: 0.000001"))
@@ -313,7 +313,7 @@ def test_open_batches_count_against_the_budget_of_later_models(
     yml = (project.root / "project.yml").read_text()
     project.write("project.yml", yml.replace("provider: {type: fake}", "provider: {type: openai, poll_interval: 0.01}"))
     project.write("models/insights_b.sql", """
-        {{ config(materialized='llm', prompt='analyse', schema='analysis', unique_key='review_id',
+        {{ config(materialized='llm', prompt='analyse', output_schema='analysis', unique_key='review_id',
                   temperature=0.9) }}
         select review_id, product, review_text from {{ ref('stg_reviews') }}
         """)

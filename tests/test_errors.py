@@ -81,6 +81,21 @@ def test_schema_strict_mode_cannot_express(make_project: MakeProject) -> None:
     nothing_written(project)
 
 
+@pytest.mark.parametrize("name", ["_llmt_status", "_LLMT_note"])
+def test_an_answer_field_with_llmt_s_metadata_prefix_is_refused_before_anything_is_sent(
+    make_project: MakeProject, name: str,
+) -> None:
+    nested = {"type": "object", "properties": {"_llmt_x": {"type": "string"}}}
+    schema = {"type": "object", "properties": {"summary": {"type": "string"}, name: {"type": "string"},
+                                               "detail": nested}, "required": ["summary"]}
+    project = make_project({"schemas/analysis.json": json.dumps(schema)})
+    fails(project, "schemas/analysis.json", f"$.properties.{name}", "`_llmt_`", "Rename it")
+    nothing_written(project)
+    del schema["properties"][name]  # the prefix is reserved for columns only: a nested field may use it
+    project.write("schemas/analysis.json", json.dumps(schema))
+    assert project.llmt("run").code == 0
+
+
 def test_sql_syntax_error_names_file_and_line(make_project: MakeProject) -> None:
     project = make_project(
         {"models/stg_reviews.sql": "select review_id,\n  product\n  review_text text\nfrom x\n"}
@@ -117,7 +132,7 @@ def test_prompt_variable_missing_from_star_select_is_caught_before_writing(make_
     project = make_project(
         {
             "prompts/analyse.md": "{{ review_body }}\n",
-            "models/insights.sql": "{{ config(materialized='llm', prompt='analyse', schema='analysis', "
+            "models/insights.sql": "{{ config(materialized='llm', prompt='analyse', output_schema='analysis', "
             "unique_key='review_id') }}\nselect * from {{ ref('stg_reviews') }}\n",
         }
     )
@@ -131,7 +146,7 @@ def test_prompt_variable_missing_from_star_select_is_caught_before_writing(make_
 def test_llm_model_without_unique_key(make_project: MakeProject) -> None:
     project = make_project(
         {
-            "models/insights.sql": "{{ config(materialized='llm', prompt='analyse', schema='analysis') }}\n"
+            "models/insights.sql": "{{ config(materialized='llm', prompt='analyse', output_schema='analysis') }}\n"
             "select review_id, product, review_text from {{ ref('stg_reviews') }}\n",
         }
     )

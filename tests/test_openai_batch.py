@@ -127,7 +127,7 @@ def test_answers_land_and_a_second_run_sends_nothing(oa: Project, emulator: Emul
 
 def test_shards_hold_one_model_and_carry_metadata(make_project: MakeProject, emulator: Emulator) -> None:
     big = """
-        {{ config(materialized='llm', prompt='analyse', schema='analysis', unique_key='review_id',
+        {{ config(materialized='llm', prompt='analyse', output_schema='analysis', unique_key='review_id',
                   model='gpt-4o') }}
         select review_id, product, review_text from {{ ref('stg_reviews') }}
         """

@@ -162,7 +162,7 @@ def test_plan_works_on_a_project_nobody_has_run(example: Project) -> None:
 
 def test_a_model_reading_another_llm_models_answers_is_not_planned_before_it_ran(project: Project) -> None:
     project.write("models/followup.sql", """
-        {{ config(materialized='llm', prompt='analyse', schema='analysis', unique_key='review_id') }}
+        {{ config(materialized='llm', prompt='analyse', output_schema='analysis', unique_key='review_id') }}
         select review_id, product, sentiment as review_text from {{ ref('insights') }}
         """)
     result = project.llmt("plan")

@@ -11,7 +11,7 @@ import pytest
 
 from llmt.pipeline.spec import build_spec
 from llmt.project import load_project
-from tests.conftest import Project
+from tests.conftest import BASE_FILES, Project
 
 MakeProject = Callable[[dict[str, str]], Project]
 
@@ -62,7 +62,7 @@ def test_generation_parameter_precedence(project: Project) -> None:
     assert spec.params["max_output_tokens"] == 50
     project.write(
         "models/insights.sql",
-        "{{ config(materialized='llm', prompt='analyse', schema='analysis', "
+        "{{ config(materialized='llm', prompt='analyse', output_schema='analysis', "
         "unique_key='review_id', temperature=0.2) }}\nselect review_id, review_text from "
         "{{ ref('stg_reviews') }}\n",
     )
@@ -248,3 +248,43 @@ def test_warehouse_settings_reach_duckdb_and_bad_ones_are_named(
     project.write("project.yml", yml.replace("path: demo.duckdb}", "path: demo.duckdb, settings: {memry: 1}}"))
     result = project.llmt("run")
     assert result.code == 2 and "DuckDB refused the warehouse settings" in result.err and "memry" in result.err
+
+
+def test_output_schema_is_set_in_file_in_properties_or_per_folder(make_project: MakeProject) -> None:
+    llm = "{{ config(materialized='llm', prompt='analyse', unique_key='review_id'%s) }}\n" \
+          "select review_id, product, review_text from {{ ref('stg_reviews') }}\n"
+    schema = json.dumps({"type": "object", "properties": {"other": {"type": "string"}}})
+    project = make_project({
+        "models/insights.sql": llm % ", output_schema='analysis'",
+        "models/llm/from_props.sql": llm % "",
+        "models/llm/from_folder.sql": llm % "",
+        "models/llm/props.yml": "models:\n  - name: from_props\n    config: {output_schema: other}\n",
+        "schemas/other.json": schema,
+        "project.yml": BASE_FILES["project.yml"].rstrip() + "\n        models: {llm: {+output_schema: other}}\n",
+    })
+    loaded = load_project(project.root)
+    fields = {n: [c for c, _ in build_spec(loaded, loaded.nodes[n]).output_columns]
+              for n in ("insights", "from_props", "from_folder")}
+    assert fields == {"insights": ["sentiment", "score", "issues", "competitor"], "from_props": ["other"],
+                      "from_folder": ["other"]}
+
+
+@pytest.mark.parametrize(
+    ("files", "where"),
+    [
+        ({"models/insights.sql": BASE_FILES["models/insights.sql"].replace("output_schema=", "schema=")},
+         "models/insights.sql"),
+        ({"models/props.yml": "models:\n  - name: stg_reviews\n    config: {schema: analytics}\n"},
+         "models/props.yml:3"),
+        ({"project.yml": BASE_FILES["project.yml"].rstrip() + "\n        models:\n          +schema: analysis\n"},
+         "project.yml (models:)"),
+    ],
+    ids=["config()", "properties", "folder"],
+)
+def test_schema_in_a_model_config_says_which_key_to_use(make_project: MakeProject, files: dict[str, str],
+                                                         where: str) -> None:
+    project = make_project(files)
+    result = project.llmt("ls")
+    assert result.code == 2 and "Traceback" not in result.err
+    assert where in result.err and "`schema` is not a model config key" in result.err, result.err
+    assert "output_schema='name'" in result.err and "database schemas per model are not supported yet" in result.err

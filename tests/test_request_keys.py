@@ -59,7 +59,7 @@ def test_unreferenced_column_change_sends_nothing(project: Project) -> None:
     project.write(
         "models/insights.sql",
         """
-        {{ config(materialized='llm', prompt='analyse', schema='analysis', unique_key='review_id') }}
+        {{ config(materialized='llm', prompt='analyse', output_schema='analysis', unique_key='review_id') }}
         select review_id, product, review_text, 'x' as extra from {{ ref('stg_reviews') }}
         """,
     )
@@ -67,7 +67,7 @@ def test_unreferenced_column_change_sends_nothing(project: Project) -> None:
     project.write(
         "models/insights.sql",
         """
-        {{ config(materialized='llm', prompt='analyse', schema='analysis', unique_key='review_id') }}
+        {{ config(materialized='llm', prompt='analyse', output_schema='analysis', unique_key='review_id') }}
         select review_id, product, review_text, 'y' as extra from {{ ref('stg_reviews') }}
         """,
     )
@@ -106,7 +106,7 @@ def test_identical_requests_in_two_models_are_sent_once(project: Project) -> Non
     project.write(
         "models/insights_copy.sql",
         """
-        {{ config(materialized='llm', prompt='analyse', schema='analysis', unique_key='review_id') }}
+        {{ config(materialized='llm', prompt='analyse', output_schema='analysis', unique_key='review_id') }}
         select review_id, product, review_text from {{ ref('stg_reviews') }}
         """,
     )
@@ -163,7 +163,7 @@ def test_removed_input_row_leaves_the_output(project: Project) -> None:
 def test_changing_the_unique_key_rebuilds_the_table(project: Project) -> None:
     project.run_json()
     project.write("models/insights.sql", """
-        {{ config(materialized='llm', prompt='analyse', schema='analysis', unique_key=['product', 'rid']) }}
+        {{ config(materialized='llm', prompt='analyse', output_schema='analysis', unique_key=['product', 'rid']) }}
         select review_id as rid, product, review_text from {{ ref('stg_reviews') }}
         """)
     assert sent(project) == 0

@@ -162,7 +162,7 @@ def test_prompt_assertions(make_project: MakeProject) -> None:
     # a new variable the assertion does not give is named
     project.write("prompts/analyse.md", "---\nsystem: You analyse reviews.\n---\n{{ product }} {{ rating }} "
                                         "{{ review_text }} {{ '{{' }}\n")
-    project.write("models/insights.sql", "{{ config(materialized='llm', prompt='analyse', schema='analysis', "
+    project.write("models/insights.sql", "{{ config(materialized='llm', prompt='analyse', output_schema='analysis', "
                                          "unique_key='review_id') }}\nselect review_id, product, review_text, "
                                          "1 as rating from {{ ref('stg_reviews') }}\n")
     _, tests = unit_results(project, "-s", "prompt_carries_the_review")

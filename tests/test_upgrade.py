@@ -9,7 +9,6 @@ the synthetic ones the fake provider makes (as a real model's do)."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
@@ -64,10 +63,9 @@ def real_answer(review: int) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def previous_llmt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The previous llmt's source tree (from git), to run with PYTHONPATH pointing at it."""
+    """The previous llmt's source tree (tests/legacy/), to run with PYTHONPATH pointing at it."""
     root = tmp_path_factory.mktemp("llmt-previous")
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", PREVIOUS, "llmt"], capture_output=True, check=True)
-    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+    with tarfile.open(REPO / "tests" / "legacy" / f"llmt-{PREVIOUS}.tar.gz") as tar:
         tar.extractall(root, filter="data")
     return root
 
@@ -96,6 +94,10 @@ class Upgrade:
             f"{i},Phone,{text}\n" for i, text in enumerate(REVIEWS[:n], start=1)), encoding="utf-8")
 
     def run(self, *args: str, previous: bool = False, code: int = 0) -> subprocess.CompletedProcess[str]:
+        model = self.root / "models" / "insights.sql"  # the previous llmt named the answer's schema `schema`
+        new, old = "output_schema=", "schema="
+        text = model.read_text(encoding="utf-8").replace(new, old)
+        model.write_text(text if previous else text.replace(old, new), encoding="utf-8")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LLMT_"))}
         env.update(OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=self.emu.base_url,
                    PYTHONPATH=str(self.previous if previous else REPO))

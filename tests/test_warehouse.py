@@ -1,15 +1,11 @@
-"""How llmt opens a DuckDB file: under the name DuckDB gives it, with small row groups, clear errors."""
+"""How llmt opens a DuckDB file: under the name DuckDB gives it, with small row groups."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
-import pytest
 
-from llmt.errors import ConfigError
 from llmt.warehouse.duckdb import ROW_GROUP_ROWS, Warehouse
 
 
@@ -36,19 +32,3 @@ def test_a_file_named_like_the_in_memory_catalog_opens_directly(tmp_path: Path) 
     wh.close()
     with duckdb.connect(str(tmp_path / "memory.duckdb")) as plain:
         assert plain.execute("SELECT x FROM main.t").fetchall() == [(1,)]
-
-
-def test_a_database_another_process_holds_is_a_clear_error(tmp_path: Path) -> None:
-    path = tmp_path / "held.duckdb"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", f"import duckdb, sys; c = duckdb.connect({str(path)!r}); print('held', flush=True); "
-                               "sys.stdin.read()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        with (pytest.raises(ConfigError, match=r"cannot open the DuckDB database .*held\.duckdb") as caught,
-              Warehouse("held.duckdb", tmp_path).connect()):
-            pass
-        assert "Close other programs" in str(caught.value.hint)
-    finally:
-        holder.communicate("")

@@ -11,6 +11,7 @@ from typing import Any
 import duckdb
 
 from llmt.compile import quote, sql_string
+from llmt.persist_docs import persist_docs
 from llmt.pipeline.spec import LlmSpec
 from llmt.pipeline.stage import (
     attempts_summary_sql,
@@ -28,6 +29,14 @@ OUTPUT_VERSION = 2
 IN_PLACE_MIN_ROWS = 10_000  # smaller output tables are always rebuilt whole
 IN_PLACE_MAX_SHARE = 0.1  # when more than this share of the rows changed, the table is rebuilt whole
 META_COLUMNS = ("_llmt_status", "_llmt_request_key", "_llmt_answer_key", "_llmt_model", "_llmt_answered_at")
+META_DOCS = {  # their comments in the database (persist_docs)
+    "_llmt_status": "llmt: ok; stale (the request changed: the previous answer until the new one arrives); pending "
+                    "(no answer yet); failed (see <model>__errors)",
+    "_llmt_request_key": "llmt: the key of the row's current request",
+    "_llmt_answer_key": "llmt: the request key of the answer shown (differs from _llmt_request_key when stale)",
+    "_llmt_model": "llmt: the LLM that answered",
+    "_llmt_answered_at": "llmt: when the answer was stored",
+}
 # VARCHAR columns whose values average at least this many bytes are stored with ZSTD (see create_table)
 LONG_TEXT_BYTES = 64
 LONG_TEXT_SAMPLE = 2048  # the first staged rows: their output's text lengths decide
@@ -54,6 +63,7 @@ def build_output(
     if (prev_kind == "table" and staged is not None and staged.get("output") == built
             and isinstance(staged.get("counts_out"), dict)
             and relation_kind(conn, schema, name + "__errors") == "table"):
+        persist_docs(conn, schema, name, spec.docs, META_DOCS)  # descriptions may have changed
         return {k: int(v) for k, v in staged["counts_out"].items()}  # built from the same inputs: nothing to do
     needed = ["_llmt_answer_key", *spec.unique_key]  # the previous table can show stale answers only with these
     has_prev = prev_kind == "table" and conn.execute(
@@ -75,6 +85,7 @@ def build_output(
     if not updated:
         _rebuild(conn, schema, name, prev_kind, rows)
     _build_errors(conn, schema, spec, out, escalated is not None)
+    persist_docs(conn, schema, name, spec.docs, META_DOCS)
     conn.execute(f"DROP TABLE {EXTRA}")  # (on an error the caller's rollback drops it)
     counts = _status_counts(conn, out)
     if staged is not None:

@@ -11,6 +11,7 @@ import duckdb
 
 from llmt.compile import quote
 from llmt.cost import PriceTable
+from llmt.file_sources import load_file_source
 from llmt.materialize import materialize_sql
 from llmt.pipeline.escalate import escalation_reserve
 from llmt.pipeline.render import count_exactly, iter_rows, render_lines, screen
@@ -140,6 +141,9 @@ def build_inputs(conn: duckdb.DuckDBPyConnection, project: Project, names: list[
         return any(project.nodes[a].is_llm for a in project.graph.ancestors(name))
 
     needed = {a for name in names for a in project.graph.ancestors(name)}
+    for key in sorted({k for name in {*needed, *names} for k in project.nodes[name].sources}):
+        if project.sources[key].files:
+            load_file_source(conn, project.dir, project.sources[key])
     for name in project.graph.order():
         if name in needed and not project.nodes[name].is_llm and not after_llm(name):
             materialize_sql(conn, project, project.nodes[name], True)

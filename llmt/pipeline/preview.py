@@ -1,37 +1,62 @@
-"""One rendered sample request per LLM model, for `llmt compile` (reads, never writes)."""
+"""What `llmt compile` shows of the next run: each model's SQL as the run will build it (the incremental
+branch or the full build) and one rendered sample request per LLM model. Reads, never writes."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import duckdb
 
+from llmt.console import Reporter
 from llmt.pipeline.spec import ENDPOINT, LlmSpec
 from llmt.project import Node, Project
 from llmt.prompts import PromptRenderer
+from llmt.warehouse.duckdb import attach_read_only, relation_kind, wait_for_lock
 
 
-def sample_request(project: Project, node: Node, spec: LlmSpec) -> tuple[dict[str, Any] | None, str]:
+@contextmanager
+def warehouse_reader(project: Project, reporter: Reporter) -> Iterator[duckdb.DuckDBPyConnection | None]:
+    """A read-only connection to the target's warehouse (waiting for a writer's lock), or None when it has no
+    file yet (or is in memory)."""
+    wh = project.target.warehouse
+    path = project.dir / wh.path
+    if wh.path == ":memory:" or not path.is_file():
+        yield None
+        return
+    conn = wait_for_lock(lambda: attach_read_only(str(path)), str(path), wh.lock_timeout, reporter, read_only=True)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def next_build(conn: duckdb.DuckDBPyConnection | None, project: Project, node: Node,
+               full_refresh: bool) -> tuple[str, str]:
+    """(SQL, which build it is) of what the next `llmt run` builds for ``node``: an incremental model's
+    incremental branch when its table exists and ``full_refresh`` is not asked for, else the full build."""
+    if node.materialized != "incremental":
+        return node.compiled_sql, ""
+    if full_refresh:
+        return node.compiled_sql, "the full build (--full-refresh)"
+    if conn is None or relation_kind(conn, project.schema, node.name) != "table":
+        return node.compiled_sql, "the full build: the table does not exist yet"
+    return project.render(node, True), "the incremental branch: the table exists (--full-refresh shows the full build)"
+
+
+def sample_request(conn: duckdb.DuckDBPyConnection | None, project: Project, node: Node,
+                   spec: LlmSpec) -> tuple[dict[str, Any] | None, str]:
     """(request line, "") for the first input row when the warehouse has the upstream tables;
     otherwise (None, why not)."""
-    wh = project.target.warehouse
-    path = Path(wh.path) if wh.path == ":memory:" else project.dir / wh.path
-    if wh.path == ":memory:" or not path.is_file():
+    if conn is None:
         return None, "no sample: the warehouse has no data yet (run `llmt run` first)"
-    try:
-        conn = duckdb.connect(str(path), read_only=True)
-    except duckdb.Error as exc:
-        return None, f"no sample: cannot open the warehouse read-only ({str(exc).splitlines()[0]})"
     try:
         select = project.render(node, False).strip().rstrip(";")
         cols = ", ".join(f'"{c}"' for c in spec.columns) or "1"
-        cursor = conn.execute(f"SELECT {cols} FROM ({select}) LIMIT 1")
-        row = cursor.fetchone()
+        row = conn.execute(f"SELECT {cols} FROM ({select}) LIMIT 1").fetchone()
     except duckdb.Error as exc:
         return None, f"no sample: {str(exc).splitlines()[0]}"
-    finally:
-        conn.close()
     if row is None:
         return None, "no sample: the select returns no rows"
     values = dict(zip(spec.columns, row, strict=False)) if spec.columns else {}

@@ -20,13 +20,13 @@ from pydantic import ValidationError
 
 from llmt.compile import quote, select_columns
 from llmt.errors import CompileError, ConfigError
+from llmt.persist_docs import Docs, node_docs
 from llmt.project import Node, Project
 from llmt.project.config import EXECUTION_KEYS, GENERATION_KEYS, Execution
 from llmt.prompts import Prompt, load_prompt
-from llmt.schema import column_types, load_schema, to_strict
+from llmt.schema import META_PREFIX, column_types, load_schema, to_strict
 
 ENDPOINT = "/v1/chat/completions"
-META_PREFIX = "_llmt_"
 # the kinds of provider an answer can come from: `fake` (synthetic answers) and `openai` (OpenAI, Azure
 # OpenAI, or any OpenAI-compatible server); the kind is part of the request key, so that an answer is only
 # ever served to requests of the kind of provider that gave it
@@ -47,6 +47,7 @@ class LlmSpec:
     template_hash: str
     output_columns: list[tuple[str, str]]  # (answer field, DuckDB type)
     execution: Execution = field(default_factory=Execution)
+    docs: Docs = field(default_factory=Docs)  # comments of the output table (persist_docs)
 
     @property
     def model(self) -> str:
@@ -117,14 +118,14 @@ def build_spec(project: Project, node: Node, provider: str | None = None) -> Llm
             where=where,
             hint="Add unique_key='your_id_column' to its config().",
         )
-    for key in ("prompt", "schema"):
+    for key, files in (("prompt", "prompts/name.md"), ("output_schema", "schemas/name.json")):
         if not cfg.get(key):
             raise ConfigError(
                 f"an LLM model needs `{key}=` in its config", where=where,
-                hint=f"Add {key}='name' (the file {key}s/name.{'md' if key == 'prompt' else 'json'}).",
+                hint=f"Add {key}='name' (the file {files}).",
             )
     prompt = load_prompt(project.dir / "prompts", str(cfg["prompt"]), where)
-    schema_name = str(cfg["schema"])
+    schema_name = str(cfg["output_schema"])
     schema_file = next(
         (project.dir / "schemas" / f"{schema_name}{ext}" for ext in (".json", ".yml", ".yaml")
          if (project.dir / "schemas" / f"{schema_name}{ext}").is_file()),
@@ -133,7 +134,7 @@ def build_spec(project: Project, node: Node, provider: str | None = None) -> Llm
     if schema_file is None:
         raise ConfigError(
             f"schema `{schema_name}` not found (expected schemas/{schema_name}.json or .yml)", where=where,
-            hint="Create the file or fix `schema=` in the model's config.",
+            hint="Create the file or fix `output_schema=` in the model's config.",
         )
     strict = to_strict(load_schema(schema_file), where=str(schema_file))
     # precedence for generation parameters: model config > prompt front matter > project llm defaults
@@ -169,6 +170,8 @@ def build_spec(project: Project, node: Node, provider: str | None = None) -> Llm
         provider=kind,
         template_hash=template_hash,
         output_columns=out_cols,
+        docs=node_docs(node, {name: prop["description"] for name, prop in strict["properties"].items()
+                              if isinstance(prop.get("description"), str)}),
     )
 
 

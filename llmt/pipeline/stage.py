@@ -12,7 +12,7 @@ from llmt.compile import quote, sql_string
 from llmt.errors import NodeError
 from llmt.pipeline.spec import KEY_VERSION, KEY_VERSIONS, LlmSpec, check_columns
 from llmt.project import Node
-from llmt.warehouse.duckdb import create_table, execute, named_errors
+from llmt.warehouse.duckdb import comment_record, create_table, execute, named_errors
 from llmt.warehouse.state import KEYS
 
 # outcomes that asking again will not change (the request itself must change)
@@ -135,17 +135,7 @@ def _fingerprint(conn: duckdb.DuckDBPyConnection, table: str) -> str:
 def stage_fingerprint(conn: duckdb.DuckDBPyConnection, state: str, node: str) -> dict[str, Any] | None:
     """What the staged table's comment records: its layout, its rows' fingerprint, the version of its request
     keys and the output built from it (see output.py); None when it is not staged (or by an older llmt)."""
-    row = conn.execute(
-        "SELECT comment FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = ? "
-        "AND table_name = ?", [state, "input__" + node],
-    ).fetchone()
-    if not row or not row[0] or not str(row[0]).startswith(FINGERPRINT_PREFIX):
-        return None
-    try:
-        value = json.loads(str(row[0])[len(FINGERPRINT_PREFIX):])
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
+    return comment_record(conn, state, "input__" + node, FINGERPRINT_PREFIX)
 
 
 def staged_key_version(staged: dict[str, Any]) -> str:

@@ -13,12 +13,16 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+LOCK_TIMEOUT = 300.0  # seconds llmt waits for another program to release the DuckDB file, by default
+
+
 class WarehouseConfig(Strict):
     type: Literal["duckdb"] = "duckdb"
     path: str = ":memory:"
     schema_: str = Field("main", alias="schema")
     state_schema: str = "_llmt"
     settings: dict[str, str | int | float | bool] = Field(default_factory=dict)  # DuckDB's, e.g. memory_limit
+    lock_timeout: float = Field(LOCK_TIMEOUT, ge=0)
 
 
 class ProviderConfig(BaseModel):
@@ -112,13 +116,24 @@ class ProjectConfig(Strict):
 MATERIALIZATIONS = ("view", "table", "incremental", "llm")
 GENERATION_KEYS = ("model", "temperature", "top_p", "seed", "max_output_tokens")
 EXECUTION_KEYS = tuple(Execution.model_fields)
-LLM_KEYS = ("prompt", "schema", *GENERATION_KEYS, "max_attempts", "budget_usd", *EXECUTION_KEYS)
-NODE_CONFIG_KEYS = ("materialized", "tags", "unique_key", "enabled", "description", "schema_tests", *LLM_KEYS)
+LLM_KEYS = ("prompt", "output_schema", *GENERATION_KEYS, "max_attempts", "budget_usd", *EXECUTION_KEYS)
+NODE_CONFIG_KEYS = ("materialized", "tags", "unique_key", "enabled", "description", "schema_tests", "persist_docs",
+                    *LLM_KEYS)
+PERSIST_DOCS_KEYS = ("relation", "columns")
 
 
 def check_node_config(config: dict[str, Any], where: str) -> dict[str, Any]:
     """Reject unknown keys and wrong types in a node's config (from any source)."""
     for key, value in config.items():
+        if key == "schema":  # dbt's database schema; llmt's JSON schema of an answer had this name before
+            raise ConfigError(
+                "`schema` is not a model config key: an LLM model's answer schema is `output_schema`, and database "
+                "schemas per model are not supported yet",
+                where=where,
+                hint="For the JSON schema of the answer write output_schema='name' in config() (`output_schema:` "
+                "in models/*.yml, `+output_schema:` in project.yml). Models are built in the schema of the "
+                "target's `warehouse:`.",
+            )
         if key not in NODE_CONFIG_KEYS:
             raise ConfigError(
                 f"unknown config key `{key}`.{did_you_mean(key, NODE_CONFIG_KEYS)}",
@@ -141,6 +156,10 @@ def check_node_config(config: dict[str, Any], where: str) -> dict[str, Any]:
             raise ConfigError(f"`{key}` must be true or false, got {value!r}", where=where)
         if key in ("temperature", "top_p", "budget_usd") and not isinstance(value, int | float):
             raise ConfigError(f"`{key}` must be a number, got {value!r}", where=where)
+        if key == "persist_docs" and not (isinstance(value, dict) and set(value) <= set(PERSIST_DOCS_KEYS)
+                                          and all(isinstance(v, bool) for v in value.values())):
+            raise ConfigError(f"`persist_docs` must map `relation` and `columns` to true or false, got {value!r}",
+                              where=where, hint="Example: persist_docs: {relation: true, columns: false}.")
     return config
 
 

@@ -3,16 +3,28 @@ properties files (models/*.yml), folder `+key` config in project.yml, project de
 
 from __future__ import annotations
 
+import glob
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from llmt.compile import Captured, ParseCache, Source, SqlContext, check_sql, relation, render_model_sql
+from llmt.compile import (
+    Captured,
+    ParseCache,
+    Source,
+    SqlContext,
+    check_sql,
+    file_reader,
+    reader_parameters,
+    relation,
+    render_model_sql,
+)
 from llmt.errors import CompileError, ConfigError, did_you_mean
 from llmt.graph import Graph, GraphNode
 from llmt.project.config import ProjectConfig, TargetConfig, check_node_config, folder_config
 from llmt.project.properties import ColumnProps, ModelProps, PropertiesFile
 from llmt.project.yamlfile import line_of, read_yaml, validate
+from llmt.textfile import read_text
 
 PARSE_CACHE = "parse_cache.bin"  # in target/: see ParseCache
 
@@ -113,12 +125,13 @@ def load_project(
             where=f"{path}",
             hint=f"Targets: {', '.join(config.targets) or 'none'}.",
         )
-    schema = config.targets[target_name].warehouse.schema_
-    props, sources, prop_files = _load_properties(project_dir, config)
+    warehouse = config.targets[target_name].warehouse
+    schema = warehouse.schema_
+    props, sources, prop_files = _load_properties(project_dir, config, warehouse.state_schema)
     files = _discover_models(project_dir, config)
     nodes: dict[str, Node] = {}
     for name, (file, rel) in files.items():
-        nodes[name] = Node(name, file, rel, file.read_text(encoding="utf-8"), {}, relation(schema, name))
+        nodes[name] = Node(name, file, rel, read_text(file), {}, relation(schema, name))
     project = Project(
         project_dir, config, target_name, config.targets[target_name],
         {**config.vars, **(cli_vars or {})}, nodes, sources, Graph([]), prop_files,
@@ -181,8 +194,42 @@ def _where(path: Path, loc: list[str | int]) -> str:
     return f"{path}:{line}" if line else str(path)
 
 
+def _source_files(project_dir: Path, name: str, pattern: str | None, where: str) -> tuple[Path, ...]:
+    """The files a source's `file:` (a path or a glob, relative to the project directory) names: at least one."""
+    if pattern is None:
+        return ()
+    full = project_dir / pattern
+    if not glob.has_magic(pattern):
+        if not full.is_file():
+            raise ConfigError(f"source `{name}` points at a missing file {pattern}", where=where,
+                              hint="Fix `file:` (paths are relative to the project directory).")
+        return (full.resolve(),)
+    found = tuple(sorted(Path(p).resolve() for p in glob.glob(str(full), recursive=True) if Path(p).is_file()))
+    if not found:
+        raise ConfigError(f"source `{name}`: `file: {pattern}` matches no file", where=where,
+                          hint="Fix the pattern (relative to the project directory; `*` within a folder, `**` "
+                          "across folders) or add the files.")
+    return found
+
+
+def _check_options(pattern: str | None, options: dict[str, Any], path: Path, loc: list[str | int]) -> None:
+    """Reader options are handed to DuckDB's reader of the file's format: a key it does not take is an error here,
+    not when the source is read."""
+    if pattern is None:
+        raise ConfigError("`options:` are for file sources (they are handed to DuckDB's file reader)",
+                          where=_where(path, loc), hint="Remove them, or read a file with `file:`.")
+    reader = file_reader(pattern)
+    known = reader_parameters(reader)
+    for key in options:
+        if key not in known:
+            raise ConfigError(
+                f"`{key}` is not an option of DuckDB's {reader}.{did_you_mean(key, known)}",
+                where=_where(path, [*loc, key]), hint=f"Options of {reader}: {', '.join(known)}.",
+            )
+
+
 def _load_properties(
-    project_dir: Path, config: ProjectConfig
+    project_dir: Path, config: ProjectConfig, state_schema: str,
 ) -> tuple[list[tuple[Path, int, ModelProps]], dict[tuple[str, str], Source], list[tuple[Path, PropertiesFile]]]:
     models: list[tuple[Path, int, ModelProps]] = []
     sources: dict[tuple[str, str], Source] = {}
@@ -201,17 +248,12 @@ def _load_properties(
             for i, src in enumerate(parsed.sources):
                 for j, table in enumerate(src.tables):
                     where = _where(path, ["sources", i, "tables", j])
-                    file = None
-                    if table.file:
-                        file = (project_dir / table.file).resolve()
-                        if not file.is_file():
-                            raise ConfigError(
-                                f"source `{src.name}.{table.name}` points at a missing file {table.file}",
-                                where=where,
-                                hint="Fix `file:` (paths are relative to the project directory).",
-                            )
                     key = (src.name, table.name)
                     if key in sources:
                         raise CompileError(f"source `{src.name}.{table.name}` is declared twice", where=where)
-                    sources[key] = Source(src.name, table.name, where, src.schema_, table.identifier, file)
+                    matched = _source_files(project_dir, f"{src.name}.{table.name}", table.file, where)
+                    if table.options:
+                        _check_options(table.file, table.options, path, ["sources", i, "tables", j, "options"])
+                    sources[key] = Source(src.name, table.name, where, src.schema_, table.identifier, table.file,
+                                          matched, table.options, state_schema)
     return models, sources, parsed_files

@@ -39,7 +39,8 @@ class ModelProps(TableProps):
 
 class SourceTableProps(TableProps):
     identifier: str | None = None
-    file: str | None = None
+    file: str | None = None  # a path or a glob, relative to the project directory
+    options: dict[str, Any] = Field(default_factory=dict)  # handed to DuckDB's reader of the file
 
 
 class SourceProps(Props):

@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from llmt.errors import ConfigError, did_you_mean
+from llmt.textfile import read_text, yaml_error
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -19,17 +20,11 @@ M = TypeVar("M", bound=BaseModel)
 def read_yaml(path: Path, text: str | None = None) -> Any:
     """Parse a YAML file; a syntax error names the file and line."""
     if text is None:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        # the construct that is left open (context) is more telling than where parsing gave up
-        mark = getattr(exc, "context_mark", None) or getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(
-            f"this is not valid YAML ({problem})", where=where, hint="Fix the syntax at that line."
-        ) from None
+        raise yaml_error(exc, path) from None
 
 
 @functools.lru_cache(maxsize=32)
@@ -40,8 +35,8 @@ def _compose(text: str) -> yaml.Node | None:
 def line_of(path: Path, loc: Sequence[str | int], text: str | None = None) -> int | None:
     """The 1-based line of the YAML node at ``loc`` (keys and list indexes), if it can be found."""
     try:
-        node = _compose(text if text is not None else path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+        node = _compose(text if text is not None else read_text(path))
+    except (OSError, yaml.YAMLError, ConfigError):
         return None
     line = None
     for part in loc:

@@ -29,6 +29,7 @@ from typing import Any
 from llmt.errors import ConfigError, ProviderError, did_you_mean
 from llmt.providers.base import BatchInfo, BatchLineError, BatchNotFound, BatchProvider, RealtimeProvider, Shard
 from llmt.providers.synth import FAULT_KINDS, FaultPlan, Pin, answer_line
+from llmt.textfile import read_text, yaml_error
 
 __all__ = ["FAULT_KINDS", "FakeProvider", "FaultPlan", "Pin", "batch_info", "new_batch", "validate_input"]
 
@@ -411,13 +412,13 @@ def load_pins(path: Path) -> list[Pin]:
     import yaml
 
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_text(path))
     except FileNotFoundError:
         raise ConfigError(
             "fixtures file not found", where=str(path), hint="Fix the `fixtures:` path of the provider."
         ) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"invalid YAML: {exc}", where=str(path)) from None
+        raise yaml_error(exc, path) from None
     if data is None:
         return []
     if not isinstance(data, list):

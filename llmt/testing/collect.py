@@ -17,6 +17,7 @@ from llmt.project import Node, Project
 from llmt.project.properties import TableProps
 from llmt.project.yamlfile import line_of
 from llmt.testing.generic import GENERICS, Generic
+from llmt.textfile import read_text
 
 CONFIG_KEYS = ("severity", "warn_if", "error_if", "where", "store_failures", "enabled")
 _CONDITION = re.compile(r"\A\s*(!=|<>|>=|<=|==|=|>|<)\s*(\d+)\s*\Z")
@@ -242,7 +243,7 @@ def singular_tests(project: Project) -> list[DataTest]:
     tests = []
     for path in sorted(root.rglob("*.sql")) if root.is_dir() else []:
         where = rel_path(project, path)
-        raw = path.read_text(encoding="utf-8")
+        raw = read_text(path)
         captured = Captured()
         sql = render_model_sql(raw, where, sql_context(project), captured).strip().rstrip(";")
         config = _config({}, captured.config, where)

@@ -41,6 +41,7 @@ from llmt.runner import budgets, make_driver, new_run_id, open_warehouse, pipeli
 from llmt.testing.collect import rel_path
 from llmt.testing.metrics import METRICS, THRESHOLDS, field_kind, mismatch, parse_label, scores
 from llmt.testing.rows import create_table
+from llmt.textfile import read_text
 from llmt.warehouse.duckdb import Warehouse
 
 EVAL_DIR = Path("tests") / "evals"
@@ -104,7 +105,7 @@ def run_evals(project: Project, select: list[str], exclude: list[str], console: 
             "expected.<field> columns (see the README's Testing section).",
         )
     options = pipeline_options(project, options)
-    wh = open_warehouse(project)
+    wh = open_warehouse(project, console)
     run_id = new_run_id()
     driver = make_driver(project, wh, console, run_id)
     s = quote(wh.state_schema)
@@ -216,7 +217,7 @@ def _read_examples(
     """(input values, labels) per example; labels hold only the fields labelled for that row."""
     where = rel_path(project, path)
     records: list[tuple[int, dict[str, Any]]] = []
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     if path.suffix == ".csv":
         reader = csv.DictReader(text.splitlines(keepends=True))
         for raw in reader:

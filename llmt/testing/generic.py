@@ -4,14 +4,13 @@ checks (row_count, max_error_rate, max_cost_usd) select one row describing the v
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
 
-from llmt.compile import quote, sql_string
+from llmt.compile import quote, sql_literal
 
 ArgCheck = Callable[[Any], str | None]  # what is wrong with a value, or None when it is fine
 
@@ -82,17 +81,7 @@ def _flag(value: Any) -> str | None:
 
 def literal(value: Any, quoted: bool = True) -> str:
     """A Python value (from YAML) as a SQL literal."""
-    if not quoted:
-        return str(value)
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, dt.date | dt.datetime):
-        return sql_string(value.isoformat())
-    return sql_string(str(value))
+    return sql_literal(value) if quoted else str(value)
 
 
 def _col(t: Target) -> str:

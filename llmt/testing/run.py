@@ -13,6 +13,7 @@ from pathlib import Path
 
 from llmt.artifacts import write_run_results
 from llmt.console import Console
+from llmt.file_sources import load_file_sources
 from llmt.pipeline.llm import LlmOptions
 from llmt.project import Project
 from llmt.runner import NodeHooks, NodeResult, RunReport, new_run_id, open_warehouse, run
@@ -90,8 +91,9 @@ def test_project(
     for unit in chosen.unit:
         _add(report, run_unit_test(project, unit), console)
     if chosen.data:
-        wh = open_warehouse(project)
+        wh = open_warehouse(project, console)
         try:
+            load_file_sources(wh, project, project.sources)  # tests read them as a run would
             with wh.connect() as conn:
                 for test in chosen.data:
                     _add(report, run_data_test(conn, project, test, store_failures), console)
@@ -120,7 +122,8 @@ def build_project(
     report = TestReport(new_run_id())
     console.info(f"Building {len(chosen.names)} model(s) with {len(chosen.unit)} unit test(s) and "
                  f"{len(chosen.data)} data test(s) on target `{project.target_name}`")
-    wh = open_warehouse(project)
+    wh = open_warehouse(project, console)
+    load_file_sources(wh, project, project.sources)  # the tests of sources come first
     done: set[str] = set()
 
     def data_tests(tests: list[DataTest]) -> list[TestResult]:

@@ -1,4 +1,4 @@
-{{ config(materialized='llm', prompt='review_analysis', schema='review_analysis', unique_key='review_id') }}
+{{ config(materialized='llm', prompt='review_analysis', output_schema='review_analysis', unique_key='review_id') }}
 
 -- One LLM request per review with text. Identical texts are asked once and fanned out.
 select
