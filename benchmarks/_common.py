@@ -17,7 +17,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = Path(os.environ.get("LLMT_BENCH_WORK", ROOT / "benchmarks" / ".work"))
-EXAMPLE = ROOT / "examples" / "reviews"
+EXAMPLE = ROOT  # the repository is the example project
 if str(ROOT) not in sys.path:  # llmt and tests.emulator from this checkout
     sys.path.insert(0, str(ROOT))
 

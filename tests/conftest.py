@@ -127,15 +127,28 @@ def project(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Project:
     return p
 
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "reviews"
+EXAMPLE = Path(__file__).resolve().parent.parent  # the repository is the example project
+# the example project's files (the rest of the repository is the package, its tests and benchmarks)
+EXAMPLE_FILES = ("project.yml", "models", "prompts", "schemas", "data/reviews.csv",
+                 "tests/every_answered_review_is_summarised.sql", "tests/evals")
+
+
+def copy_example(root: Path) -> Path:
+    """Copy the example project's files into ``root``."""
+    for rel in EXAMPLE_FILES:
+        source, dest = EXAMPLE / rel, root / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, dest)
+        else:
+            shutil.copyfile(source, dest)
+    return root
 
 
 @pytest.fixture
 def example(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Project:
-    """A copy of examples/reviews (without its target/ and database)."""
-    root = tmp_path / "reviews"
-    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("target", "*.duckdb*"))
-    return Project(root, capsys, db="reviews.duckdb")
+    """A copy of the example project (the repository's project.yml, models, prompts, ...)."""
+    return Project(copy_example(tmp_path / "reviews"), capsys, db="reviews.duckdb")
 
 
 @pytest.fixture

@@ -120,7 +120,7 @@ def test_answer_times_are_instants(project: Project) -> None:
     assert types["_llmt_answered_at"] == "TIMESTAMP WITH TIME ZONE"
 
 
-@pytest.mark.parametrize("path", ["examples/reviews/project.yml", "llmt/scaffold/project.yml"])
+@pytest.mark.parametrize("path", ["project.yml", "llmt/scaffold/project.yml"])
 def test_the_example_and_the_scaffold_give_each_kind_of_provider_its_own_database(path: str) -> None:
     targets = yaml.safe_load((REPO / path).read_text(encoding="utf-8"))["targets"]
     files = {t["provider"]["type"]: t["warehouse"]["path"] for t in targets.values()}

@@ -1,4 +1,4 @@
-"""examples/reviews: `llmt test` passes offline after `llmt run`; a deliberately broken copy fails
+"""The example project (the repository): `llmt test` passes offline after `llmt run`; a deliberately broken copy fails
 with messages that say which rows broke which expectation."""
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
     python examples/costs/plan_10k.py
 
-Copies examples/reviews to a temporary directory, replaces its seed with 10,000 reviews built from
-the example's own texts (each about 200 tokens with o200k_base, all different), builds the inputs with
-`llmt run --exclude review_insights+`, then prints `llmt plan` (which sends and writes nothing).
+Copies the example project (the repository's project.yml, models, prompts, schemas) to a temporary
+directory, replaces its seed with 10,000 reviews built from the example's own texts (each about 200 tokens
+with o200k_base, all different), builds the inputs with `llmt run --exclude review_insights+`, then prints
+`llmt plan` (which sends and writes nothing).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from llmt.tokens import encoding, encoding_name
 
 ROWS = 10_000
 TOKENS = 200
-EXAMPLE = Path(__file__).resolve().parents[1] / "reviews"
+EXAMPLE = Path(__file__).resolve().parents[2]  # the repository is the example project
+PROJECT_FILES = ("project.yml", "models", "prompts", "schemas")
 
 
 def reviews() -> list[dict[str, str]]:
@@ -44,7 +46,10 @@ def reviews() -> list[dict[str, str]]:
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "reviews"
-        shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("target", "*.duckdb*"))
+        root.mkdir()
+        for rel in PROJECT_FILES:
+            (shutil.copytree if (EXAMPLE / rel).is_dir() else shutil.copyfile)(EXAMPLE / rel, root / rel)
+        (root / "data").mkdir()
         rows = reviews()
         with (root / "data" / "reviews.csv").open("w", encoding="utf-8", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")

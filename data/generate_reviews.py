@@ -3,7 +3,7 @@
 Deterministic (seeded) and standard library only, so the committed CSV can be regenerated
 byte for byte::
 
-    python examples/reviews/data/generate_reviews.py
+    python data/generate_reviews.py
 
 The data is meant to exercise an LLM pipeline: positive, negative, mixed and neutral reviews,
 sarcasm, ratings that contradict the text, eight languages, competitor mentions, empty and
