@@ -236,11 +236,13 @@ def plan(project_dir: Path, target: str | None, vars_: str | None, select: tuple
 @project_options
 @output_option
 def status(project_dir: Path, target: str | None, vars_: str | None, output: str) -> None:
-    """Show every open batch (status, request counts, age, expiry) without collecting anything.
+    """Show every open batch of the target (status, request counts, age, expiry) and spend, and which other
+    targets have batches open, without collecting anything.
 
     \b
-    Example:
+    Examples:
       llmt status --output json
+      llmt status --target openai
     """
     from llmt.commands import batch_status
 

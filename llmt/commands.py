@@ -13,6 +13,7 @@ if TYPE_CHECKING:  # the run pipeline and DuckDB are imported by the commands th
     from llmt.pipeline.plan import ModelPlan
     from llmt.project import Project
     from llmt.runner import RunReport
+    from llmt.warehouse.duckdb import Warehouse
 
 
 def compile_project(project: Project, select: list[str], exclude: list[str], console: Console) -> None:
@@ -116,7 +117,8 @@ def show_model(project: Project, model: str, limit: int, console: Console) -> No
 
 
 def batch_status(project: Project, console: Console) -> dict[str, Any]:
-    """Every open batch with its status, counts, age and expiry, and spend per model; collects nothing."""
+    """Every open batch of the target with its status, counts, age and expiry, spend per model, and how many
+    batches other targets have open; collects nothing."""
     from llmt.compile import quote
     from llmt.runner import make_driver, new_run_id, open_warehouse
 
@@ -131,26 +133,71 @@ def batch_status(project: Project, console: Console) -> dict[str, Any]:
                 f"sum(prompt_tokens), sum(completion_tokens) FROM {quote(wh.state_schema)}.attempts "
                 f"GROUP BY ALL ORDER BY node, model"
             ).fetchall()
+        elsewhere = _open_elsewhere(project, wh)
     finally:
         driver.close()
         wh.close()
     ledger = [{"model": r[0], "llm_model": r[1], "today_usd": r[2] or 0.0, "month_usd": r[3] or 0.0,
                "total_usd": r[4] or 0.0, "prompt_tokens": r[5], "completion_tokens": r[6]} for r in spend]
+    out = {"target": project.target_name, "open_batches": rows, "spend": ledger, "other_targets": elsewhere}
     if console.json_output:
-        console.json({"open_batches": rows, "spend": ledger})
-        return {"open_batches": rows, "spend": ledger}
+        console.json(out)
+        return out
     if not rows:
-        console.info("No open batches.")
+        console.info(f"No open batches on target `{project.target_name}`.")
     else:
-        console.table("Open batches", ["model", "batch", "status", "done", "failed", "requests", "age", "expires in"],
+        console.table(f"Open batches (target `{project.target_name}`)",
+                      ["model", "batch", "status", "done", "failed", "requests", "age", "expires in"],
                       [[r["node"], r["batch_id"] or f"({r['shard_id']})", r["status"], r["completed"], r["failed"],
                         r["requests"], _duration(r["age_s"]), _duration(r["expires_in_s"])] for r in rows])
+    for other in elsewhere:
+        if other["error"]:
+            console.info(f"Target `{other['target']}` ({other['warehouse']}): could not read its open batches "
+                         f"({other['error']}).")
+        elif other["open_batches"]:
+            models = ", ".join(f"{node}: {n}" for node, n in other["models"].items())
+            console.info(f"Target `{other['target']}` has {other['open_batches']} open batch(es) ({models}): "
+                         f"`llmt status --target {other['target']}` shows them.")
     if ledger:
         console.table("Spend (USD, from the usage of every answer, failed ones included)",
                       ["model", "llm", "today", "this month", "all time"],
                       [[e["model"], e["llm_model"], f"{e['today_usd']:.4f}", f"{e['month_usd']:.4f}",
                         f"{e['total_usd']:.4f}"] for e in ledger])
-    return {"open_batches": rows, "spend": ledger}
+    return out
+
+
+def _open_elsewhere(project: Project, wh: Warehouse) -> list[dict[str, Any]]:
+    """Per other target whose warehouse file exists: its open batches per model, read from its state (its
+    provider is not asked: its credentials may not be at hand). A target sharing this target's file and
+    provider has its batches listed with this target's."""
+    import duckdb
+
+    from llmt.compile import quote
+    from llmt.pipeline.batches import OPEN
+
+    out = []
+    for name, target in project.config.targets.items():
+        path = target.warehouse.path
+        file = None if path == ":memory:" else (project.dir / path).resolve()
+        same = file is not None and str(file) == wh.path
+        if name == project.target_name or file is None or not file.is_file() or (
+                same and target.provider.type == project.target.provider.type):
+            continue
+        sql = (f"SELECT node, count(*) FROM {quote(target.warehouse.state_schema)}.shards WHERE status IN "
+               f"(SELECT unnest(?::VARCHAR[])) AND provider = ? GROUP BY node ORDER BY node")
+        entry: dict[str, Any] = {"target": name, "warehouse": path, "open_batches": 0, "models": {}, "error": None}
+        try:  # (this process holds this target's file: another connection to it could not be read-only)
+            with wh.connect() if same else duckdb.connect(str(file), read_only=True) as conn:
+                counts = conn.execute(sql, [list(OPEN), target.provider.type]).fetchall()
+        except duckdb.CatalogException:  # no llmt state in that file: nothing was ever sent from it
+            counts = []
+        except duckdb.Error as exc:  # e.g. a running llmt holds it
+            entry["error"] = str(exc).strip().splitlines()[0]
+            counts = []
+        entry["models"] = {str(node): int(n) for node, n in counts}
+        entry["open_batches"] = sum(entry["models"].values())
+        out.append(entry)
+    return out
 
 
 def cancel_batches(
