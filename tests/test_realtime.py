@@ -172,6 +172,18 @@ def test_cascade_escalates_only_the_failed_rows_and_records_the_model(rt: Projec
     assert rt.llm_result(rt.run_json())["requests"] == 0  # nothing asked again, either model
 
 
+def test_a_row_the_escalation_answered_is_not_an_error(rt: Project, emulator: Emulator) -> None:
+    set_yaml(rt, provider="{type: openai, poll_interval: 0.01, concurrency: 1}",
+             llm="\n  mode: realtime\n  escalate: {model: gpt-4o, when: [refused], max_share: 0.5}")
+    rt.write("models/insights.yml", "models:\n  - name: insights\n    tests: [{max_error_rate: {max: 0}}]\n")
+    emulator.faults.realtime_next("refused")  # the primary model refuses one row; gpt-4o answers it
+    assert rt.llmt("run").code == 0
+    assert models(rt) == {"gpt-4o-mini": 7, "gpt-4o": 1}
+    result = rt.llmt("test", "--output", "json")
+    assert result.code == 0, result.out
+    assert {t["name"]: t["status"] for t in json.loads(result.out)["tests"]}["max_error_rate_insights"] == "pass"
+
+
 def test_cascade_on_an_unsure_field_within_max_share(rt: Project) -> None:
     schema = {"type": "object", "properties": {"label": {"type": "string"},
                                                "confidence": {"type": "number", "minimum": 0, "maximum": 1}},
