@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from llmt.errors import ConfigError, NodeError, did_you_mean
+from llmt.errors import ConfigError, NodeError, UsageError, did_you_mean
 
 if TYPE_CHECKING:  # the run pipeline and DuckDB are imported by the commands that use them
     from llmt.console import Console
@@ -52,6 +53,17 @@ def list_nodes(project: Project, select: list[str], exclude: list[str], console:
                    for n in rows])
 
 
+def confirm_reask(reask: bool, yes: bool, console: Console) -> Callable[[str], bool] | None:
+    """Who says yes before --reask pays again: nobody needs to with --yes; the user on a terminal; without
+    one, --reask is refused before anything runs."""
+    if not reask or yes:
+        return None
+    if not console.interactive:
+        raise UsageError("--reask pays again for answers already stored, and there is no terminal to ask "
+                         "whether to", hint="Confirm it in a script with --yes: `llmt run --reask --yes`.")
+    return console.confirm
+
+
 def run_project(
     project: Project, select: list[str], exclude: list[str], console: Console, options: LlmOptions
 ) -> RunReport:
@@ -60,35 +72,48 @@ def run_project(
     names = project.graph.select(select, exclude)
     console.info(f"Running {len(names)} model(s) on target `{project.target_name}`")
     report = run(project, names, console, options)
+    llm = [r.llm for r in report.results if r.llm is not None]
+    # the fake provider's costs are what its answers would have cost: nobody paid them
+    simulated = project.target.provider.type == "fake"
+    spent = sum(r.cost_usd for r in llm)
     if console.json_output:
         console.json({"run_id": report.run_id, "elapsed": round(report.seconds, 3),
+                      "statuses": _statuses(report), "cost_usd": round(spent, 6), "cost_simulated": simulated,
                       "results": [r.as_dict() for r in report.results]})
         return report
-    llm = [r for r in report.results if r.llm is not None]
     if llm:
+        reasked = any(r.reasked for r in llm)
         console.table(
-            "LLM models", ["model", "rows", "new requests", "answered", "retried", "failed", "pending", "cached",
-                           "deduplicated", "cost $"],
-            [[r.name, r.llm.rows, r.llm.requests, r.llm.answered, r.llm.retried, r.llm.status.get("failed", 0),
-              r.llm.status.get("pending", 0), r.llm.cached, r.llm.deduplicated, f"{r.llm.cost_usd:.4f}"]
-             for r in llm if r.llm is not None],
+            "LLM models", ["model", "rows", "new requests", *(["re-asked"] if reasked else []), "answered", "retried",
+                           "failed", "pending", "cached", "deduplicated",
+                           "simulated cost $" if simulated else "cost $"],
+            [[r.name, r.llm.rows, r.llm.requests - r.llm.reasked, *([r.llm.reasked] if reasked else []),
+              r.llm.answered, r.llm.retried, r.llm.status.get("failed", 0), r.llm.status.get("pending", 0),
+              r.llm.cached, r.llm.deduplicated, f"{r.llm.cost_usd:.4f}"]
+             for r in report.results if r.llm is not None],
         )
-        spent = sum(r.llm.cost_usd for r in llm if r.llm is not None)
-        dedup = sum(r.llm.saved_dedup_usd for r in llm if r.llm is not None)
-        cache = sum(r.llm.saved_cache_usd for r in llm if r.llm is not None)
-        console.info(f"Spent ${spent:.4f}; saved about ${dedup:.4f} by asking identical requests once and "
+        dedup = sum(r.saved_dedup_usd for r in llm)
+        cache = sum(r.saved_cache_usd for r in llm)
+        console.info((f"Simulated spend (fake provider, nothing was paid): ${spent:.4f}" if simulated else
+                      f"Spent ${spent:.4f}") + f"; saved about ${dedup:.4f} by asking identical requests once and "
                      f"${cache:.4f} through prompt caching.")
-        still_open = {r.name: r.llm.open_batches for r in llm if r.llm is not None and r.llm.open_batches}
+        still_open = {r.name: r.llm.open_batches for r in report.results if r.llm is not None and r.llm.open_batches}
         if still_open:
             console.info(f"{sum(still_open.values())} batch(es) still open ({', '.join(still_open)}): "
                          "`llmt status` shows them; the next `llmt run` collects them.")
-    errors = sum(r.status == "error" for r in report.results)
-    skipped = sum(r.status == "skipped" for r in report.results)
-    console.info(
-        f"Done in {report.seconds:.1f}s: {len(report.results) - errors - skipped} ok, {errors} error(s), "
-        f"{skipped} skipped."
-    )
+    counts = _statuses(report)
+    console.info(f"Done in {report.seconds:.1f}s: {counts['success']} ok, {counts['warn']} warn, "
+                 f"{counts['error']} error(s), {counts['skipped']} skipped.")
+    for r in report.results:
+        if r.status in ("warn", "error") and r.message:
+            console.info(f"{'ERROR' if r.status == 'error' else 'WARN'} {r.name}: "
+                         + r.message.replace("\n", "\n  "))
     return report
+
+
+def _statuses(report: RunReport) -> dict[str, int]:
+    """How many models ended in each of dbt's statuses."""
+    return {s: sum(r.status == s for r in report.results) for s in ("success", "warn", "error", "skipped")}
 
 
 def show_model(project: Project, model: str, limit: int, console: Console) -> None:

@@ -25,7 +25,7 @@ def test_version_5_keeps_the_stored_answers_and_drops_their_primary_key(tmp_path
     conn.execute("INSERT INTO _llmt.answers (request_key, answer, model) VALUES ('k1', '{}', 'gpt-4o-mini')")
     assert conn.execute("SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'answers'").fetchone() == (2,)
 
-    assert migrate(conn, "_llmt") == LATEST == 6
+    assert migrate(conn, "_llmt") == LATEST
     assert conn.execute("SELECT request_key, answer, model FROM _llmt.answers").fetchall() == [
         ("k1", "{}", "gpt-4o-mini")]
     # the primary key (and the NOT NULL it implied) is gone; the columns are the same
@@ -35,7 +35,7 @@ def test_version_5_keeps_the_stored_answers_and_drops_their_primary_key(tmp_path
         "cached_tokens"]
     ddl = conn.execute("SELECT sql FROM duckdb_tables() WHERE table_name = 'answers'").fetchone()
     assert ddl is not None and "answer VARCHAR USING COMPRESSION ZSTD," in ddl[0]  # a new file's storage has it
-    assert migrate(conn, "_llmt") == 6  # applied once
+    assert migrate(conn, "_llmt") == LATEST  # applied once
 
 
 def test_version_6_keeps_every_row_and_stores_request_keys_uncompressed(tmp_path: Path) -> None:
@@ -49,7 +49,7 @@ def test_version_6_keeps_every_row_and_stores_request_keys_uncompressed(tmp_path
     before = {t: (conn.execute(f"DESCRIBE _llmt.{t}").fetchall(), conn.execute(f"SELECT * FROM _llmt.{t}").fetchall())
               for t in tables}
 
-    assert migrate(conn, "_llmt") == 6
+    assert migrate(conn, "_llmt") == LATEST
     for table in tables:
         assert (conn.execute(f"DESCRIBE _llmt.{table}").fetchall(),
                 conn.execute(f"SELECT * FROM _llmt.{table}").fetchall()) == before[table]

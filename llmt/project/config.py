@@ -72,6 +72,8 @@ class LlmDefaults(Execution):
     seed: int | None = None
     max_output_tokens: int = Field(1000, gt=0)
     max_attempts: int = Field(3, ge=1)
+    # a model whose failed rows are more than this share of its rows fails the run (0: any failed row does)
+    max_failed_share: float = Field(0.05, ge=0, le=1)
     budget_usd: float | None = Field(None, ge=0)  # the most one run may commit, all models together
     prices: dict[str, dict[str, float]] = Field(default_factory=dict)  # USD per 1M tokens, overrides
 
@@ -89,7 +91,7 @@ class ProjectConfig(Strict):
 MATERIALIZATIONS = ("view", "table", "incremental", "llm")
 GENERATION_KEYS = ("model", "temperature", "top_p", "seed", "max_output_tokens")
 EXECUTION_KEYS = tuple(Execution.model_fields)
-LLM_KEYS = ("prompt", "schema", *GENERATION_KEYS, "max_attempts", "budget_usd", *EXECUTION_KEYS)
+LLM_KEYS = ("prompt", "schema", *GENERATION_KEYS, "max_attempts", "max_failed_share", "budget_usd", *EXECUTION_KEYS)
 NODE_CONFIG_KEYS = ("materialized", "tags", "unique_key", "enabled", "description", "schema_tests", *LLM_KEYS)
 
 
@@ -118,6 +120,10 @@ def check_node_config(config: dict[str, Any], where: str) -> dict[str, Any]:
             raise ConfigError(f"`{key}` must be true or false, got {value!r}", where=where)
         if key in ("temperature", "top_p", "budget_usd") and not isinstance(value, int | float):
             raise ConfigError(f"`{key}` must be a number, got {value!r}", where=where)
+        if key == "max_failed_share" and not (isinstance(value, int | float) and not isinstance(value, bool)
+                                              and 0 <= value <= 1):
+            raise ConfigError(f"`max_failed_share` must be a number from 0 to 1 (a share of the model's rows), "
+                              f"got {value!r}", where=where)
     return config
 
 

@@ -3,7 +3,8 @@
 - ``answers``: one stored answer per request key (the cache; shared by every model).
 - ``attempts``: every attempt at a request with its outcome and usage; one per (shard, key).
 - ``shards``: batch input files and their remote lifecycle (intent is written before every
-  remote side effect: written -> uploaded -> submitted -> collected).
+  remote side effect: written -> uploaded -> submitted -> collected), and when `llmt cancel` asked
+  for a shard's batch to be cancelled (`cancel_requested_at`, recorded before the provider is asked).
 - ``shard_requests``: which request keys a shard carries (to reconcile missing lines).
 - ``runs``: one row per command that changed state.
 - ``eval_runs``, ``eval_metrics``, ``eval_answers``: `llmt eval` per model and prompt version
@@ -115,6 +116,14 @@ MIGRATIONS: list[tuple[int, str]] = [
         INSERT INTO {s}.shard_requests_v6 SELECT * FROM {s}.shard_requests;
         DROP TABLE {s}.shard_requests;
         ALTER TABLE {s}.shard_requests_v6 RENAME TO shard_requests;
+        """,
+    ),
+    (
+        # when `llmt cancel` asked for a shard's batch to be cancelled (recorded before it calls the provider):
+        # a run that collects it stops that model instead of sending its rows again
+        8,
+        """
+        ALTER TABLE {s}.shards ADD COLUMN cancel_requested_at TIMESTAMPTZ;
         """,
     ),
 ]
