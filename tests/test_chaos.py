@@ -15,7 +15,7 @@ from tests.emulator import Chaos, Emulator, fixtures
 from tests.test_crash_safety import llmt_run
 
 emulator = fixtures.emulator
-SEED = 15
+SEED = 6
 PER_BATCH = 20
 KILLS = 3
 
