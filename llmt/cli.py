@@ -41,9 +41,12 @@ def output_option(func: F) -> F:
 
 
 def refresh_options(func: F) -> F:
-    """--full-refresh, --retry-failed and --reask (run, build)."""
+    """--full-refresh, --retry-failed, --reask and --yes (run, build)."""
+    func = click.option("--yes", "-y", is_flag=True,
+                        help="Do not ask before --reask pays again (for scripts), e.g. llmt run --reask --yes.")(func)
     func = click.option("--reask", is_flag=True,
-                        help="Ask again for rows that already have an answer (pays again; replaces answers).")(func)
+                        help="Ask again for rows that already have an answer (pays again; replaces answers). "
+                        "Asks first on a terminal; elsewhere it needs --yes.")(func)
     func = click.option("--retry-failed", is_flag=True,
                         help="Ask again for rows whose attempts failed in earlier runs.")(func)
     func = click.option("--full-refresh", is_flag=True,
@@ -61,7 +64,11 @@ def spend_options(func: F) -> F:
 
 
 def mode_options(func: F) -> F:
-    """--mode and --no-canary (run, build)."""
+    """--mode, --no-canary and --max-failed-share (run, build)."""
+    func = click.option("--max-failed-share", type=click.FloatRange(0, 1), default=None, metavar="SHARE",
+                        help="Fail a model (exit 1) whose failed rows are more than this share of its rows; "
+                        "overrides project.yml and model config (default 0.05; 0: any failed row), "
+                        "e.g. --max-failed-share 0.")(func)
     func = click.option("--no-canary", is_flag=True,
                         help="Skip the realtime canary that precedes a large batch.")(func)
     func = click.option("--mode", type=click.Choice(["batch", "realtime", "auto"]), default=None,
@@ -173,7 +180,7 @@ def ls(project_dir: Path, target: str | None, vars_: str | None, select: tuple[s
 def run(project_dir: Path, target: str | None, vars_: str | None, select: tuple[str, ...],
         exclude: tuple[str, ...], output: str, full_refresh: bool, no_wait: bool, retry_failed: bool,
         timeout: float | None, max_cost: float | None, mode: str | None, no_canary: bool, sample: int | None,
-        reask: bool) -> None:
+        reask: bool, yes: bool, max_failed_share: float | None) -> None:
     """Run models in DAG order: SQL models are built, LLM models send only new rows.
 
     \b
@@ -184,13 +191,15 @@ def run(project_dir: Path, target: str | None, vars_: str | None, select: tuple[
       llmt run --max-cost 5          # refuse to commit more than $5
       llmt run --sample 20           # try the prompt on 20 requests first
       llmt run --mode realtime       # small urgent work: chat completions now
+      llmt run --max-failed-share 0  # CI: any failed row fails the run
     """
-    from llmt.commands import run_project
+    from llmt.commands import confirm_reask, run_project
     from llmt.pipeline.llm import LlmOptions
 
     console = _console(output)
     options = LlmOptions(full_refresh=full_refresh, wait=not no_wait, retry_failed=retry_failed, timeout=timeout,
-                         max_cost=max_cost, sample=sample, mode=mode, canary=not no_canary, reask=reask)
+                         max_cost=max_cost, sample=sample, mode=mode, canary=not no_canary, reask=reask,
+                         max_failed_share=max_failed_share, confirm=confirm_reask(reask, yes, console))
     report = run_project(_load(project_dir, target, vars_), list(select), list(exclude), console, options)
     sys.exit(1 if report.failed else 0)
 
@@ -242,12 +251,14 @@ def plan(project_dir: Path, target: str | None, vars_: str | None, select: tuple
 @project_options
 @output_option
 def status(project_dir: Path, target: str | None, vars_: str | None, output: str) -> None:
-    """Show every open batch (status, request counts, age, expiry) without collecting anything, and spend per
-    model and provider: the fake provider's apart, as simulated.
+    """Show every open batch of the target (status, request counts, age, expiry), spend per model and provider
+    (the fake provider's apart, as simulated), and which other targets have batches open, without collecting
+    anything.
 
     \b
-    Example:
+    Examples:
       llmt status --output json
+      llmt status --target openai
     """
     from llmt.commands import batch_status
 
@@ -260,7 +271,8 @@ def status(project_dir: Path, target: str | None, vars_: str | None, output: str
 @click.option("--timeout", type=float, default=900.0, show_default=True, metavar="SECONDS",
               help="How long to wait for the cancellations to finish before collecting.")
 def cancel(project_dir: Path, target: str | None, vars_: str | None, select: tuple[str, ...], timeout: float) -> None:
-    """Cancel open batches (all, or those of some models) and keep every answer they already have.
+    """Cancel open batches (all, or those of some models) and keep every answer they already have. A run
+    waiting on them stops that model; the next `llmt run` sends its rows.
 
     \b
     Examples:
@@ -314,7 +326,7 @@ def test_(project_dir: Path, target: str | None, vars_: str | None, select: tupl
 def build(project_dir: Path, target: str | None, vars_: str | None, select: tuple[str, ...],
           exclude: tuple[str, ...], output: str, junit_xml: Path | None, store_failures: bool,
           full_refresh: bool, retry_failed: bool, timeout: float | None, max_cost: float | None,
-          mode: str | None, no_canary: bool, reask: bool) -> None:
+          mode: str | None, no_canary: bool, reask: bool, yes: bool, max_failed_share: float | None) -> None:
     """Run and test models in DAG order: unit tests before a model, its data tests right after it.
     A failing error-severity test skips everything downstream of it.
 
@@ -323,12 +335,15 @@ def build(project_dir: Path, target: str | None, vars_: str | None, select: tupl
       llmt build                        # everything
       llmt build -s +product_sentiment  # one model and what it depends on
     """
+    from llmt.commands import confirm_reask
     from llmt.pipeline.llm import LlmOptions
     from llmt.testing.run import build_project
 
+    console = _console(output)
     options = LlmOptions(full_refresh=full_refresh, retry_failed=retry_failed, timeout=timeout, max_cost=max_cost,
-                         mode=mode, canary=not no_canary, reask=reask)
-    report = build_project(_load(project_dir, target, vars_), list(select), list(exclude), _console(output),
+                         mode=mode, canary=not no_canary, reask=reask, max_failed_share=max_failed_share,
+                         confirm=confirm_reask(reask, yes, console))
+    report = build_project(_load(project_dir, target, vars_), list(select), list(exclude), console,
                            options, junit_xml, store_failures)
     sys.exit(1 if report.failed else 0)
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from llmt.errors import ConfigError, NodeError, did_you_mean
+from llmt.errors import ConfigError, NodeError, UsageError, did_you_mean
 
 if TYPE_CHECKING:  # the run pipeline and DuckDB are imported by the commands that use them
     from llmt.console import Console
@@ -13,6 +14,7 @@ if TYPE_CHECKING:  # the run pipeline and DuckDB are imported by the commands th
     from llmt.pipeline.plan import ModelPlan
     from llmt.project import Project
     from llmt.runner import RunReport
+    from llmt.warehouse.duckdb import Warehouse
 
 
 def compile_project(project: Project, select: list[str], exclude: list[str], console: Console,
@@ -57,6 +59,17 @@ def list_nodes(project: Project, select: list[str], exclude: list[str], console:
                    for n in rows])
 
 
+def confirm_reask(reask: bool, yes: bool, console: Console) -> Callable[[str], bool] | None:
+    """Who says yes before --reask pays again: nobody needs to with --yes; the user on a terminal; without
+    one, --reask is refused before anything runs."""
+    if not reask or yes:
+        return None
+    if not console.interactive:
+        raise UsageError("--reask pays again for answers already stored, and there is no terminal to ask "
+                         "whether to", hint="Confirm it in a script with --yes: `llmt run --reask --yes`.")
+    return console.confirm
+
+
 def run_project(
     project: Project, select: list[str], exclude: list[str], console: Console, options: LlmOptions
 ) -> RunReport:
@@ -65,35 +78,48 @@ def run_project(
     names = project.graph.select(select, exclude)
     console.info(f"Running {len(names)} model(s) on target `{project.target_name}`")
     report = run(project, names, console, options)
+    llm = [r.llm for r in report.results if r.llm is not None]
+    # the fake provider's costs are what its answers would have cost: nobody paid them
+    simulated = project.target.provider.type == "fake"
+    spent = sum(r.cost_usd for r in llm)
     if console.json_output:
         console.json({"run_id": report.run_id, "elapsed": round(report.seconds, 3),
+                      "statuses": _statuses(report), "cost_usd": round(spent, 6), "cost_simulated": simulated,
                       "results": [r.as_dict() for r in report.results]})
         return report
-    llm = [r for r in report.results if r.llm is not None]
     if llm:
+        reasked = any(r.reasked for r in llm)
         console.table(
-            "LLM models", ["model", "rows", "new requests", "answered", "retried", "failed", "pending", "cached",
-                           "deduplicated", "cost $"],
-            [[r.name, r.llm.rows, r.llm.requests, r.llm.answered, r.llm.retried, r.llm.status.get("failed", 0),
-              r.llm.status.get("pending", 0), r.llm.cached, r.llm.deduplicated, f"{r.llm.cost_usd:.4f}"]
-             for r in llm if r.llm is not None],
+            "LLM models", ["model", "rows", "new requests", *(["re-asked"] if reasked else []), "answered", "retried",
+                           "failed", "pending", "cached", "deduplicated",
+                           "simulated cost $" if simulated else "cost $"],
+            [[r.name, r.llm.rows, r.llm.requests - r.llm.reasked, *([r.llm.reasked] if reasked else []),
+              r.llm.answered, r.llm.retried, r.llm.status.get("failed", 0), r.llm.status.get("pending", 0),
+              r.llm.cached, r.llm.deduplicated, f"{r.llm.cost_usd:.4f}"]
+             for r in report.results if r.llm is not None],
         )
-        spent = sum(r.llm.cost_usd for r in llm if r.llm is not None)
-        dedup = sum(r.llm.saved_dedup_usd for r in llm if r.llm is not None)
-        cache = sum(r.llm.saved_cache_usd for r in llm if r.llm is not None)
-        console.info(f"Spent ${spent:.4f}; saved about ${dedup:.4f} by asking identical requests once and "
+        dedup = sum(r.saved_dedup_usd for r in llm)
+        cache = sum(r.saved_cache_usd for r in llm)
+        console.info((f"Simulated spend (fake provider, nothing was paid): ${spent:.4f}" if simulated else
+                      f"Spent ${spent:.4f}") + f"; saved about ${dedup:.4f} by asking identical requests once and "
                      f"${cache:.4f} through prompt caching.")
-        still_open = {r.name: r.llm.open_batches for r in llm if r.llm is not None and r.llm.open_batches}
+        still_open = {r.name: r.llm.open_batches for r in report.results if r.llm is not None and r.llm.open_batches}
         if still_open:
             console.info(f"{sum(still_open.values())} batch(es) still open ({', '.join(still_open)}): "
                          "`llmt status` shows them; the next `llmt run` collects them.")
-    errors = sum(r.status == "error" for r in report.results)
-    skipped = sum(r.status == "skipped" for r in report.results)
-    console.info(
-        f"Done in {report.seconds:.1f}s: {len(report.results) - errors - skipped} ok, {errors} error(s), "
-        f"{skipped} skipped."
-    )
+    counts = _statuses(report)
+    console.info(f"Done in {report.seconds:.1f}s: {counts['success']} ok, {counts['warn']} warn, "
+                 f"{counts['error']} error(s), {counts['skipped']} skipped.")
+    for r in report.results:
+        if r.status in ("warn", "error") and r.message:
+            console.info(f"{'ERROR' if r.status == 'error' else 'WARN'} {r.name}: "
+                         + r.message.replace("\n", "\n  "))
     return report
+
+
+def _statuses(report: RunReport) -> dict[str, int]:
+    """How many models ended in each of dbt's statuses."""
+    return {s: sum(r.status == s for r in report.results) for s in ("success", "warn", "error", "skipped")}
 
 
 def show_model(project: Project, model: str, limit: int, console: Console) -> None:
@@ -122,7 +148,8 @@ def show_model(project: Project, model: str, limit: int, console: Console) -> No
 
 
 def batch_status(project: Project, console: Console) -> dict[str, Any]:
-    """Every open batch with its status, counts, age and expiry, and spend per model; collects nothing."""
+    """Every open batch of the target with its status, counts, age and expiry, spend per model, and how many
+    batches other targets have open; collects nothing."""
     from llmt.compile import quote
     from llmt.runner import make_driver, new_run_id, open_warehouse
 
@@ -138,6 +165,7 @@ def batch_status(project: Project, console: Console) -> dict[str, Any]:
                 f"sum(prompt_tokens), sum(completion_tokens) FROM {quote(wh.state_schema)}.attempts "
                 f"GROUP BY ALL ORDER BY node, model, 3"
             ).fetchall()
+        elsewhere = _open_elsewhere(project, wh)
     finally:
         driver.close()
         wh.close()
@@ -146,16 +174,26 @@ def batch_status(project: Project, console: Console) -> dict[str, Any]:
     # what the fake provider's answers would have cost is simulated: never part of the real spend
     ledger = [e for e in entries if e["provider"] != "fake"]
     simulated = [e for e in entries if e["provider"] == "fake"]
-    out = {"open_batches": rows, "spend": ledger, "simulated_spend": simulated}
+    out = {"target": project.target_name, "open_batches": rows, "spend": ledger,
+           "simulated_spend": simulated, "other_targets": elsewhere}
     if console.json_output:
         console.json(out)
         return out
     if not rows:
-        console.info("No open batches.")
+        console.info(f"No open batches on target `{project.target_name}`.")
     else:
-        console.table("Open batches", ["model", "batch", "status", "done", "failed", "requests", "age", "expires in"],
+        console.table(f"Open batches (target `{project.target_name}`)",
+                      ["model", "batch", "status", "done", "failed", "requests", "age", "expires in"],
                       [[r["node"], r["batch_id"] or f"({r['shard_id']})", r["status"], r["completed"], r["failed"],
                         r["requests"], _duration(r["age_s"]), _duration(r["expires_in_s"])] for r in rows])
+    for other in elsewhere:
+        if other["error"]:
+            console.info(f"Target `{other['target']}` ({other['warehouse']}): could not read its open batches "
+                         f"({other['error']}).")
+        elif other["open_batches"]:
+            models = ", ".join(f"{node}: {n}" for node, n in other["models"].items())
+            console.info(f"Target `{other['target']}` has {other['open_batches']} open batch(es) ({models}): "
+                         f"`llmt status --target {other['target']}` shows them.")
     for title, group in (("Spend (USD, from the usage of every answer, failed ones included)", ledger),
                          ("Simulated spend (USD: what the fake provider's answers would have cost; nothing was paid)",
                           simulated)):
@@ -163,6 +201,40 @@ def batch_status(project: Project, console: Console) -> dict[str, Any]:
             console.table(title, ["model", "llm", "provider", "today", "this month", "all time"],
                           [[e["model"], e["llm_model"], e["provider"], f"{e['today_usd']:.4f}", f"{e['month_usd']:.4f}",
                             f"{e['total_usd']:.4f}"] for e in group])
+    return out
+
+
+def _open_elsewhere(project: Project, wh: Warehouse) -> list[dict[str, Any]]:
+    """Per other target whose warehouse file exists: its open batches per model, read from its state (its
+    provider is not asked: its credentials may not be at hand). A target sharing this target's file and
+    provider has its batches listed with this target's."""
+    import duckdb
+
+    from llmt.compile import quote
+    from llmt.pipeline.batches import OPEN
+
+    out = []
+    for name, target in project.config.targets.items():
+        path = target.warehouse.path
+        file = None if path == ":memory:" else (project.dir / path).resolve()
+        same = file is not None and str(file) == wh.path
+        if name == project.target_name or file is None or not file.is_file() or (
+                same and target.provider.type == project.target.provider.type):
+            continue
+        sql = (f"SELECT node, count(*) FROM {quote(target.warehouse.state_schema)}.shards WHERE status IN "
+               f"(SELECT unnest(?::VARCHAR[])) AND provider = ? GROUP BY node ORDER BY node")
+        entry: dict[str, Any] = {"target": name, "warehouse": path, "open_batches": 0, "models": {}, "error": None}
+        try:  # (this process holds this target's file: another connection to it could not be read-only)
+            with wh.connect() if same else duckdb.connect(str(file), read_only=True) as conn:
+                counts = conn.execute(sql, [list(OPEN), target.provider.type]).fetchall()
+        except duckdb.CatalogException:  # no llmt state in that file: nothing was ever sent from it
+            counts = []
+        except duckdb.Error as exc:  # e.g. a running llmt holds it
+            entry["error"] = str(exc).strip().splitlines()[0]
+            counts = []
+        entry["models"] = {str(node): int(n) for node, n in counts}
+        entry["open_batches"] = sum(entry["models"].values())
+        out.append(entry)
     return out
 
 

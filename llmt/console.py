@@ -93,6 +93,16 @@ class Console(Reporter):
     def warn(self, message: str) -> None:
         print(f"warning: {message}", file=sys.stderr, flush=True)
 
+    @property
+    def interactive(self) -> bool:
+        """Whether someone can answer a question (stdin is a terminal)."""
+        return sys.stdin.isatty()
+
+    def confirm(self, question: str) -> bool:
+        """Ask a yes/no question on the terminal; only yes is yes."""
+        print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+        return sys.stdin.readline().strip().lower() in ("y", "yes")
+
     def error(self, message: str) -> None:
         if self.tty:
             self._rich().print(f"[bold red]error:[/] {_escape(message)}")

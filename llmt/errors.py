@@ -40,6 +40,10 @@ class GraphError(LlmtError):
     """Cycles, unknown nodes, bad selectors."""
 
 
+class UsageError(LlmtError):
+    """Command-line options that cannot be honoured as given."""
+
+
 class NodeError(LlmtError):
     """A node failed while running (bad data, database error): exit code 1."""
 

@@ -31,7 +31,7 @@ from llmt.warehouse.duckdb import Warehouse
 class NodeResult:
     name: str
     materialized: str
-    status: str  # success | error | skipped
+    status: str  # dbt's: success | warn (an LLM model with failed rows, or stopped) | error | skipped
     seconds: float = 0.0
     message: str = ""
     rows: int | None = None
@@ -124,6 +124,41 @@ def budgets(project: Project, node: str, options: LlmOptions) -> Budgets:
     return Budgets(run, [Budget(float(own), f"budget_usd of model `{node}`")] if own is not None else [])
 
 
+def failed_share_limit(project: Project, node: str, options: LlmOptions) -> tuple[float, str]:
+    """A model's max_failed_share and where it was set: --max-failed-share, the model's config, `llm:` in
+    project.yml, or the default."""
+    if options.max_failed_share is not None:
+        return options.max_failed_share, "--max-failed-share"
+    own = project.nodes[node].config.get("max_failed_share")
+    if own is not None:
+        return float(own), f"max_failed_share of model `{node}`"
+    llm = project.config.llm
+    if "max_failed_share" in llm.model_fields_set:
+        return llm.max_failed_share, "max_failed_share under `llm:` in project.yml"
+    return llm.max_failed_share, "the default max_failed_share"
+
+
+def judge_llm(result: NodeResult, limit: float, where: str) -> None:
+    """An LLM model with failed rows is `warn`, and `error` when their share of its rows is above ``limit``
+    (its table is built all the same); a model stopped with rows pending is `warn` and says why."""
+    llm = result.llm
+    assert llm is not None
+    failed, pending = llm.status.get("failed", 0), llm.status.get("pending", 0)
+    notes = []
+    if failed:
+        share = failed / llm.rows
+        reasons = ", ".join(f"{reason} {n}" for reason, n in llm.failed_reasons.items())
+        above = share > limit
+        notes.append(f"{failed} of {llm.rows} rows failed ({share:.1%}; {reasons}), "
+                     f"{'above' if above else 'within'} {where} ({limit:g}): see `llmt show {result.name}__errors`")
+        result.status = "error" if above else "warn"
+    if llm.stopped is not None and pending:
+        notes.append(f"{llm.stopped}; {pending} rows pending; the next `llmt run` sends them")
+        if result.status == "success":
+            result.status = "warn"
+    result.message = "\n".join(notes)
+
+
 def open_warehouse(project: Project, reporter: Reporter | None = None) -> Warehouse:
     """The target's warehouse; ``reporter`` hears when opening it waits for another program's lock."""
     wh = project.target.warehouse
@@ -170,6 +205,7 @@ def run(
         conn.execute(f"INSERT INTO {s}.runs VALUES (?, ?, ?, now(), NULL, 'running')",
                      [report.run_id, project.name, command])
     failed_upstream: dict[str, str] = {}  # node -> why its descendants are skipped ("failed", ...)
+    interrupted = False
     try:
         for name in names:
             node = project.nodes[name]
@@ -193,6 +229,9 @@ def run(
                     result.llm = run_llm_node(project, node, specs[name], wh, driver, reporter, options,
                                               budgets(project, name, options))
                     result.rows = result.llm.rows
+                    judge_llm(result, *failed_share_limit(project, name, options))
+                    if result.status == "error":
+                        failed_upstream[name] = "failed"
                 else:
                     with wh.transaction() as conn:
                         result.rows = materialize_sql(conn, project, node, options.full_refresh)
@@ -204,11 +243,16 @@ def run(
             result.seconds = time.monotonic() - t0
             report.results.append(result)
             reporter.info(_line(result))
-            if hooks is not None and result.status == "success" and (veto := hooks.after(name, result)):
+            if hooks is not None and result.status in ("success", "warn") and (veto := hooks.after(name, result)):
                 failed_upstream[name] = veto
+    except KeyboardInterrupt:
+        interrupted = True
+        if driver is not None:
+            _say_what_is_open(driver, reporter)
+        raise
     finally:
         report.seconds = time.monotonic() - started
-        status = "error" if report.failed else "success"
+        status = "interrupted" if interrupted else "error" if report.failed else "success"
         with wh.connect() as conn:
             conn.execute(f"UPDATE {s}.runs SET finished_at = now(), status = ? WHERE run_id = ?",
                          [status, report.run_id])
@@ -220,12 +264,31 @@ def run(
     return report
 
 
+def _say_what_is_open(driver: ShardDriver, reporter: Reporter) -> None:
+    """On Ctrl-C: the batches still open, per model, and that the next run collects them."""
+    by_node: dict[str, int] = {}
+    for row in driver.open_shards():
+        by_node[row.node] = by_node.get(row.node, 0) + 1
+    if by_node:
+        reporter.warn(f"interrupted: {sum(by_node.values())} batch(es) still open ("
+                      + ", ".join(f"{node}: {n}" for node, n in by_node.items())
+                      + "); they go on at the provider, and the next `llmt run` collects them before it sends "
+                      "anything (`llmt status` shows them, `llmt cancel` stops them)")
+    else:
+        reporter.warn("interrupted: no batch is open; the next `llmt run` sends what is still pending")
+
+
 def _line(r: NodeResult) -> str:
-    mark = {"success": "ok   ", "error": "ERROR", "skipped": "skip "}[r.status]
+    mark = {"success": "ok   ", "warn": "WARN ", "error": "ERROR", "skipped": "skip "}[r.status]
     extra = ""
     if r.llm is not None:
-        extra = f" {r.llm.rows} rows, {r.llm.requests} new requests, {r.llm.answered} answered"
+        new = r.llm.requests - r.llm.reasked
+        extra = f" {r.llm.rows} rows, {new} new requests" + (f", {r.llm.reasked} re-asked" if r.llm.reasked else "")
+        extra += f", {r.llm.answered} answered"
+        failed = r.llm.status.get("failed", 0)
+        if failed:
+            extra += f", {failed} failed ({failed / r.llm.rows:.1%})"
     elif r.rows is not None:
         extra = f" {r.rows} rows"
     text = f"{mark} {r.name} [{r.materialized}]{extra} in {r.seconds:.2f}s"
-    return text + (f"\n      {r.message}" if r.message else "")
+    return text + "".join(f"\n      {line}" for line in r.message.splitlines())

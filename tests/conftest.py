@@ -151,6 +151,17 @@ def example(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Project:
     return Project(copy_example(tmp_path / "reviews"), capsys, db="reviews.duckdb")
 
 
+def example_on_emulator(project: Project, **options: Any) -> None:
+    """Give the example's `openai` target these provider options (it reads OPENAI_BASE_URL and OPENAI_API_KEY
+    from the environment: point them at the emulator); ``project.query`` then reads that target's database."""
+    anchor = "base_url: \"{{ env_var('OPENAI_BASE_URL', 'https://api.openai.com/v1') }}\"\n"
+    yml = (project.root / "project.yml").read_text(encoding="utf-8")
+    assert anchor in yml, "the example's openai target changed: update example_on_emulator"
+    extra = "".join(f"      {key}: {value}\n" for key, value in options.items())
+    (project.root / "project.yml").write_text(yml.replace(anchor, anchor + extra), encoding="utf-8")
+    project.db = "reviews_openai.duckdb"
+
+
 @pytest.fixture
 def make_project(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Callable[[dict[str, str]], Project]:
     """A project from the base files with some files replaced (value "" removes a file)."""

@@ -350,7 +350,7 @@ def test_ledger_totals_equal_the_sum_of_per_answer_usage(make_project: MakeProje
     yml = (project.root / "project.yml").read_text()
     project.write("project.yml", yml.replace("provider: {type: fake}",
                                              "provider: {type: fake, failures: {truncated: 1.0}}"))
-    data = project.run_json()
+    data = project.run_json("--max-failed-share", "1")  # every row fails on purpose
     llm = project.llm_result(data)
     rows = project.query("select model, prompt_tokens, completion_tokens, cached_tokens, cost_usd, outcome "
                          "from _llmt.attempts")
@@ -402,3 +402,12 @@ def test_plan_reads_a_warehouse_llmt_has_not_written_to_yet(project: Project) ->
     assert (plan["rows"], plan["new_rows"], plan["requests"]) == (1, 1, 1)
     with duckdb.connect(str(project.root / project.db)) as conn:  # plan wrote nothing, not even llmt's state
         assert conn.execute("SELECT count(*) FROM duckdb_schemas() WHERE schema_name = '_llmt'").fetchone() == (0,)
+
+
+def test_the_fake_providers_spend_is_said_to_be_simulated(project: Project) -> None:
+    result = project.llmt("run")
+    assert result.code == 0, result.err
+    assert "Simulated spend (fake provider, nothing was paid): $0.0" in result.err and "Spent $" not in result.err
+    assert "simulated cost $" in result.out
+    data = project.run_json("--reask", "--yes")
+    assert data["cost_simulated"] is True and data["cost_usd"] > 0

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
+from llmt.pipeline.llm import MAX_UNLUCKY_ROUNDS
 from tests.conftest import Project
 
 MakeProject = Callable[[dict[str, str]], Project]
@@ -29,7 +30,6 @@ def with_provider(make_project: MakeProject, provider: str, max_attempts: int = 
         ("http_error_400", "http_error", 1),
         ("invalid_json", "invalid_json", 3),
         ("schema_violation", "schema_violation", 3),
-        ("http_error_500", "http_error", 3),
     ],
 )
 def test_each_failure_is_recorded_retried_and_listed(
@@ -37,7 +37,9 @@ def test_each_failure_is_recorded_retried_and_listed(
 ) -> None:
     project = with_provider(make_project, f"{{type: fake, failures: {{{fault}: 1.0}}}}", max_attempts=3)
     result = project.llmt("run")
-    assert result.code == 0, result.err  # failed rows are data, not a crashed run
+    # every row failed: the run fails (exit 1), and the table is built all the same, failed rows are data
+    assert result.code == 1 and "Traceback" not in result.err, result.err
+    assert f"4 of 4 rows failed (100.0%; {outcome} 4), above the default max_failed_share (0.05)" in result.err
     errors = project.query("select review_id, reason, attempts from main.insights__errors order by 1")
     assert errors == [(i, outcome, attempts) for i in (1, 2, 3, 4)]
     statuses = project.query("select distinct _llmt_status, sentiment from main.insights")
@@ -45,6 +47,22 @@ def test_each_failure_is_recorded_retried_and_listed(
     # the next run does not spend again on rows that exhausted their attempts
     project.llmt("run")
     assert project.query("select count(*) from _llmt.attempts") == [(4 * attempts,)]
+
+
+def test_server_errors_use_no_attempt_and_stay_pending_after_the_round_limit(make_project: MakeProject) -> None:
+    """A server that answers every request with a 500 is the provider's misfortune, not the request's: the rows
+    are sent again (with a pause that doubles) for MAX_UNLUCKY_ROUNDS rounds, then left pending, not failed."""
+    project = with_provider(make_project, "{type: fake, poll_interval: 0.0005, failures: {http_error_500: 1.0}}",
+                            max_attempts=1)
+    result = project.llmt("run")
+    assert result.code == 0, result.err  # pending is not failed
+    assert project.query("select count(*) from main.insights__errors") == [(0,)]
+    assert project.query("select distinct _llmt_status from main.insights") == [("pending",)]
+    assert project.query("select count(*), count(distinct request_key) from _llmt.attempts") == [
+        (4 * MAX_UNLUCKY_ROUNDS, 4)]
+    assert (f"provider trouble in {MAX_UNLUCKY_ROUNDS} rounds (expired, missing, rate limits, server errors); "
+            "4 rows pending; the next `llmt run` sends them") in result.err
+    assert "WARN  insights [llm] 4 rows" in result.err
 
 
 def test_http_error_keeps_status_and_code(make_project: MakeProject) -> None:
@@ -70,7 +88,7 @@ def test_retry_failed_asks_again(make_project: MakeProject) -> None:
     project.llmt("run")
     yml = (project.root / "project.yml").read_text()
     project.write("project.yml", yml.replace("failures: {refused: 1.0}", "failures: {}"))
-    assert project.llm_result(project.run_json())["requests"] == 0  # refusals are final...
+    assert project.llm_result(project.run_json("--max-failed-share", "1"))["requests"] == 0  # refusals are final...
     llm = project.llm_result(project.run_json("--retry-failed"))  # ...until asked explicitly
     assert llm["requests"] == 4 and llm["answered"] == 4
     assert project.query("select count(*) from main.insights__errors") == [(0,)]

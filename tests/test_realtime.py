@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -77,7 +78,7 @@ def test_realtime_outcomes_are_classified_like_batch_lines(rt: Project, emulator
     set_yaml(rt, provider="{type: openai, poll_interval: 0.01, concurrency: 1}", llm="\n  mode: realtime")
     emulator.faults.realtime_next("refused")
     emulator.faults.realtime_next("invalid_json")
-    assert rt.llmt("run").code == 0
+    assert rt.llmt("run", "--max-failed-share", "0.2").code == 0  # 1 of 8 rows failed
     outcomes = dict(rt.query("select outcome, count(*) from _llmt.attempts group by 1"))
     assert outcomes == {"refused": 1, "invalid_json": 1, "ok": 7}  # invalid JSON retried, refusal final
     assert rt.query("select reason from main.insights__errors") == [("refused",)]
@@ -172,6 +173,18 @@ def test_cascade_escalates_only_the_failed_rows_and_records_the_model(rt: Projec
     assert rt.llm_result(rt.run_json())["requests"] == 0  # nothing asked again, either model
 
 
+def test_a_row_the_escalation_answered_is_not_an_error(rt: Project, emulator: Emulator) -> None:
+    set_yaml(rt, provider="{type: openai, poll_interval: 0.01, concurrency: 1}",
+             llm="\n  mode: realtime\n  escalate: {model: gpt-4o, when: [refused], max_share: 0.5}")
+    rt.write("models/insights.yml", "models:\n  - name: insights\n    tests: [{max_error_rate: {max: 0}}]\n")
+    emulator.faults.realtime_next("refused")  # the primary model refuses one row; gpt-4o answers it
+    assert rt.llmt("run").code == 0
+    assert models(rt) == {"gpt-4o-mini": 7, "gpt-4o": 1}
+    result = rt.llmt("test", "--output", "json")
+    assert result.code == 0, result.out
+    assert {t["name"]: t["status"] for t in json.loads(result.out)["tests"]}["max_error_rate_insights"] == "pass"
+
+
 def test_cascade_on_an_unsure_field_within_max_share(rt: Project) -> None:
     schema = {"type": "object", "properties": {"label": {"type": "string"},
                                                "confidence": {"type": "number", "minimum": 0, "maximum": 1}},
@@ -195,6 +208,13 @@ def test_canary_stops_a_broken_prompt_before_the_batch(rt: Project, emulator: Em
     assert result.code == 1 and "the canary of `insights` failed: 3 of 3" in result.err
     assert "No batch was submitted" in result.err and "--no-canary" in result.err
     assert emulator.seen.batches == []
+    # what the hint points at works: `<model>__errors` exists (the canary's rows have attempts left: none is
+    # listed), and the query over _llmt.attempts lists every canary attempt and its reason
+    shown = rt.llmt("show", "insights__errors", "--output", "json")
+    assert shown.code == 0 and json.loads(shown.out) == [], shown.err
+    query = re.search(r"`(select outcome, detail from _llmt.attempts where run_id = '[^']+')`", result.err)
+    assert query is not None, result.err
+    assert [outcome for outcome, _ in rt.query(query[1])] == ["invalid_json"] * 3
 
 
 def test_canary_passes_then_the_rest_goes_in_one_batch(rt: Project, emulator: Emulator) -> None:

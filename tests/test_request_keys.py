@@ -39,8 +39,9 @@ def test_second_run_sends_nothing(project: Project) -> None:
 
 def test_reask_asks_again_when_every_row_has_its_answer(project: Project) -> None:
     project.run_json()
-    again = project.llm_result(project.run_json("--reask"))
-    assert (again["cached"], again["requests"], again["answered"]) == (4, 4, 4)
+    again = project.llm_result(project.run_json("--reask", "--yes"))
+    # re-asked requests are counted as such, not as cached
+    assert (again["cached"], again["requests"], again["reasked"], again["answered"]) == (0, 4, 4, 4)
     assert sent(project) == 0
 
 
@@ -174,7 +175,7 @@ def test_reask_needs_a_flag_and_replaces_the_answers(project: Project) -> None:
     project.run_json()
     before = dict(project.query("select request_key, answered_at from _llmt.answers"))
     assert sent(project, "--full-refresh") == 0
-    assert sent(project, "--reask") == 4
+    assert sent(project, "--reask", "--yes") == 4
     after = dict(project.query("select request_key, answered_at from _llmt.answers"))
     assert after.keys() == before.keys() and all(after[k] > before[k] for k in before)
     assert project.query("select count(*) from _llmt.attempts") == [(8,)]

@@ -72,7 +72,7 @@ def test_version_7_records_the_provider_kind_and_makes_every_timestamp_an_instan
     conn.execute(f"INSERT INTO _llmt.runs VALUES ('r1', 'demo', 'run', {at}, {at}, 'success')")
     conn.execute(f"INSERT INTO _llmt.eval_runs VALUES ('r1', 'insights', 'h', 'f', 'h', 1, 1, {at})")
 
-    assert migrate(conn, "_llmt") == LATEST == 7
+    assert migrate(conn, "_llmt", upto=7) == 7
     # fake and openai shards say who answered; realtime shards did not record it (the re-key decides)
     for table in ("answers", "attempts"):
         assert dict(conn.execute(f"SELECT shard_id, provider FROM _llmt.{table}").fetchall()) == {

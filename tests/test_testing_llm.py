@@ -45,7 +45,7 @@ def test_llm_tests_pass_when_everything_is_answered(make_project: MakeProject) -
 
 def test_llm_tests_fail_on_failed_rows(make_project: MakeProject) -> None:
     project = with_failures(make_project({"models/insights.yml": LLM_TESTS}), "{refused: 1.0}")
-    assert project.llmt("run").code == 0
+    assert project.llmt("run").code == 1  # every row failed: above max_failed_share
     code, tests = results(project, "-s", "insights")
     assert code == 1
     rate = tests["max_error_rate_insights"]

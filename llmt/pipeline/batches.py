@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 OPEN = ("written", "uploaded", "submitted")
 SHARD_COLUMNS = ("shard_id, run_id, node, model, path, n_requests, response_schema, status, file_id, batch_id, "
                  "batch_status, created_at")  # the fields of ShardRow
-QUEUE_FULL = "token_limit_exceeded"
 # Ended shards of a model are collected together, up to this many requests at a time: one statement per step
 # for all of them is quicker than one per shard (and a transaction this large writes its rows straight to the
 # database file; 500k at a time cost ~15% more than 1M), while the distinct answers held for validation (~180
@@ -75,7 +74,7 @@ class ShardDriver:
         self.run_id = run_id
         self.project = project
         self.s = quote(warehouse.state_schema)
-        self.queue_full = 0  # batches that failed with token_limit_exceeded (the queue was full)
+        self.cancelled_by_user: set[str] = set()  # models a collected batch of which `llmt cancel` cancelled
         self.replace_answers = False  # --reask: collected answers replace stored ones
 
     @property
@@ -265,7 +264,6 @@ class ShardDriver:
                                  ",".join(sorted({e.code for e in info.errors})) or None)
                         for (row, info), paths in zip(group, downloaded, strict=True)]
             crash_point("after_download")
-            self.queue_full += sum(f.batch_status == "failed" and f.batch_error == QUEUE_FULL for f in finished)
             with self.wh.transaction() as conn:
                 counts = collect_files(
                     conn, self.wh.state_schema, finished=finished,
@@ -280,6 +278,15 @@ class ShardDriver:
                     [[f.batch_status, _describe_errors(info) or f.batch_error, f.shard_id]
                      for f, (_, info) in zip(finished, group, strict=True)],
                 )
+                # a batch cancelled by `llmt cancel` while this run was under way: the user's instruction to stop
+                # (a cancel of an earlier day, collected only now, is not; nor one the provider did on its own)
+                cancelled = conn.execute(
+                    f"SELECT count(*) FROM {self.s}.shards WHERE shard_id IN (SELECT unnest(?::VARCHAR[])) "
+                    f"AND batch_status = 'cancelled' "
+                    f"AND cancel_requested_at >= (SELECT started_at FROM {self.s}.runs WHERE run_id = ?)",
+                    [[f.shard_id for f in finished], self.run_id]).fetchone()
+            if cancelled and cancelled[0]:
+                self.cancelled_by_user.add(node)
             for row, _ in group:
                 row.status = "collected"
             totals.update(counts)
@@ -333,7 +340,11 @@ class ShardDriver:
     def cancel(self, rows: list[ShardRow], timeout: float | None, poll: float,
                work_dir: Callable[[str], Path]) -> dict[str, int]:
         """Cancel open shards: never-submitted ones are abandoned (their rows become pending again);
-        submitted batches are cancelled and their partial output is collected."""
+        submitted batches are cancelled and their partial output is collected. The user's request is recorded
+        first, so that a run waiting on these batches stops instead of sending their rows again."""
+        with self.wh.transaction() as conn:
+            conn.execute(f"UPDATE {self.s}.shards SET cancel_requested_at = now() "
+                         f"WHERE shard_id IN (SELECT unnest(?::VARCHAR[]))", [[r.shard_id for r in rows]])
         for row in rows:
             if row.status == "uploaded":  # its batch may exist (a create whose answer was lost): cancel that too
                 found = self.provider.find_batch(self._spec(row))

@@ -11,7 +11,7 @@ from pathlib import Path
 from llmt.compile import quote
 from llmt.console import Reporter
 from llmt.cost import Budget, BudgetExceeded, check_budget
-from llmt.errors import NodeError
+from llmt.errors import LlmtError, NodeError
 from llmt.pipeline.batches import ShardDriver, ShardRow
 from llmt.pipeline.collect import Attempt, store
 from llmt.pipeline.crash import crash_point
@@ -27,12 +27,23 @@ from llmt.pipeline.render import (
     write_shards,
 )
 from llmt.pipeline.spec import LlmSpec, escalation_spec, send_mode
-from llmt.pipeline.stage import input_counts, pending_keys_sql, pending_rows_sql, stage_inputs, stage_table
+from llmt.pipeline.stage import (
+    USES_ATTEMPT_SQL,
+    input_counts,
+    pending_keys_sql,
+    pending_rows_sql,
+    stage_inputs,
+    stage_table,
+)
 from llmt.project import Node, Project
 from llmt.tokens import MEMO_FILE, TokenMemo
 from llmt.warehouse.duckdb import Warehouse, relation_kind
 
-MAX_QUEUE_WAITS = 8
+# Rounds in which requests came back unanswered through no fault of their own (expired, missing, 429/5xx, a
+# full batch queue: they use up no attempt) are followed by a pause, doubling from twice the poll interval up
+# to MAX_PAUSE seconds; after this many such rounds a run leaves the rest pending for the next run.
+MAX_UNLUCKY_ROUNDS = 10
+MAX_PAUSE = 300.0
 PENDING = "_llmt_pending"  # temp table: the request keys of the next round
 
 
@@ -49,6 +60,10 @@ class LlmOptions:
     mode: str | None = None  # --mode: batch | realtime | auto for every model
     canary: bool = True  # --no-canary turns it off
     reask: bool = False  # --reask: ask again for rows that already have an answer (pays again)
+    max_failed_share: float | None = None  # --max-failed-share: overrides the project's and the models'
+    # asked before --reask pays again for a model's stored answers (the question); False stops the run. None:
+    # nobody to ask (the library; the CLI asks on a terminal and refuses without one unless --yes)
+    confirm: Callable[[str], bool] | None = None
 
 
 @dataclass
@@ -67,6 +82,10 @@ class LlmResult:
     saved_cache_usd: float = 0.0
     usage: dict[str, int] = field(default_factory=dict)  # prompt, completion, cached tokens
     open_batches: int = 0  # still running when the node finished (--no-wait, --timeout)
+    reasked: int = 0  # --reask: requests sent again although their answer was stored
+    unlucky: int = 0  # attempts of this run that came back unanswered through no fault of their own
+    stopped: str | None = None  # why sending stopped with rows still pending (a user's cancel, provider trouble)
+    failed_reasons: dict[str, int] = field(default_factory=dict)  # failed rows by reason (`<model>__errors`)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -76,7 +95,8 @@ class LlmResult:
             "stale": self.status.get("stale", 0), "outcomes": self.outcomes,
             "cost_usd": round(self.cost_usd, 6), "estimate_usd": round(self.estimate_usd, 6),
             "saved_dedup_usd": round(self.saved_dedup_usd, 6), "saved_cache_usd": round(self.saved_cache_usd, 6),
-            "usage": self.usage, "open_batches": self.open_batches,
+            "usage": self.usage, "open_batches": self.open_batches, "reasked": self.reasked,
+            "failed_reasons": self.failed_reasons, "stopped": self.stopped,
         }
 
 
@@ -89,6 +109,10 @@ def _ids(run_id: str, node: str) -> Iterator[str]:
 
 class CanaryFailed(NodeError):
     """The canary's error rate was too high: nothing was submitted in batch."""
+
+
+class ReaskDeclined(LlmtError):
+    """The user said no to paying again for stored answers (--reask): nothing was re-asked."""
 
 
 class NodeRun:
@@ -108,6 +132,7 @@ class NodeRun:
         self.rounds = 0  # rounds sent (shard ids are numbered by it)
         self.retrying = False  # after the first round of a send, requests sent again count as retries
         self.spent_before = 0.0  # spend of this run that the budget of what is being sent now does not count
+        self.columns: list[str] | None = None  # the select's columns, once staged
 
     def run(self) -> LlmResult:
         result = self.result
@@ -124,30 +149,53 @@ class NodeRun:
         with self.wh.transaction() as conn:
             rekeyed = upgrade_keys(conn, self.state, self.node, [self.spec, escalated],
                                    lambda: fake_answers(self.project))
-            columns = stage_inputs(conn, self.state, self.node, self.spec, self.project.render(self.node, False))
+            self.columns = stage_inputs(conn, self.state, self.node, self.spec,
+                                        self.project.render(self.node, False))
             result.rows, result.cached, result.deduplicated = input_counts(conn, self.state, self.stage)
         if rekeyed:
             self.reporter.info(f"  {self.node.name}: {rekeyed} stored answer(s) re-keyed for this llmt's request keys")
         # 3. send what has no answer, in the model's mode, after a canary for a large batch (when every row's
         # request has its answer, the usual nightly run, nothing is pending: the pending query took 0.12-0.18 s
         # at 1M rows; with --reask an answer of an earlier run does not count)
-        if result.cached < result.rows or self.options.reask:
+        if self.options.reask and not self._stopped():
+            self._confirm_reask()
+        if (result.cached < result.rows or self.options.reask) and not self._stopped():
             self._send_all(self.spec, self.stage, self.options.sample, self.budgets.model)
         # 4. the cascade: what the primary model failed or was unsure about goes to a stronger model
-        if escalated is not None and self.options.wait and not self._out_of_time():
+        if escalated is not None and self.options.wait and not self._out_of_time() and not self._stopped():
             self._escalate(escalated)
         result.answered = result.outcomes.get("ok", 0)
         result.open_batches = len(self.driver.open_shards(self.node.name))
+        if self.options.reask:
+            result.cached = self._answered_without_request()
         # 5. the output table follows the input; answers come from the store
-        result.status = rebuild_output(self.project, self.node, self.spec, self.wh, columns, self.since,
-                                       self.options.full_refresh)
+        self._rebuild()
         return result
+
+    def _rebuild(self) -> None:
+        """The output and errors tables from the stored answers; the reasons of failed rows, when there are any."""
+        result = self.result
+        result.status = rebuild_output(self.project, self.node, self.spec, self.wh, self.columns, self.since,
+                                       self.options.full_refresh)
+        if result.status.get("failed"):
+            with self.wh.connect() as conn:
+                result.failed_reasons = dict(conn.execute(
+                    f"SELECT reason, count(*) FROM {quote(self.project.schema)}.{quote(self.node.name + '__errors')} "
+                    f"GROUP BY reason ORDER BY count(*) DESC, reason").fetchall())
+
+    def _stopped(self) -> bool:
+        """Whether `llmt cancel` cancelled a batch of this model while this run waited on it: the user's
+        instruction to stop, so its rows stay pending (the next `llmt run` sends them)."""
+        if self.node.name in self.driver.cancelled_by_user:
+            self.result.stopped = "cancelled by `llmt cancel`"
+            return True
+        return False
 
     # -- sending ------------------------------------------------------------------------------
     def _send_all(self, spec: LlmSpec, source: str, limit: int | None, own_budget: list[Budget]) -> None:
-        """Rounds until nothing is pending: each round uses up an attempt of every request it sends
-        (so the loop ends), except rounds whose batches failed because the enqueued-token limit was
-        full: those wait and resubmit, a bounded number of times."""
+        """Rounds until nothing is pending. Each round uses up an attempt of every request whose outcome was its
+        own (so those end); requests that came back unanswered through no fault of their own are sent again
+        after a pause that doubles, for at most MAX_UNLUCKY_ROUNDS such rounds (and within --timeout)."""
         total: int | None = self._pending_count(spec, source)
         if not total:
             return
@@ -157,26 +205,33 @@ class NodeRun:
                 and total > execution.canary_above):
             self._canary(spec, source, own_budget)
             total = None  # the canary sent some
-        queue_waits = 0
+        unlucky_rounds = 0
         self.retrying = False
         while True:
             room = None if limit is None else limit - self.result.requests - self.result.retried
-            full_before = self.driver.queue_full
+            unlucky_before = self.result.unlucky
             if (room is not None and room <= 0) or not self._round(spec, source, mode, room, own_budget, total):
                 return
             total = None  # the round changed what is pending
             self.retrying = True
-            if not self.options.wait or self.options.sample is not None or self._out_of_time():
+            if (self._stopped() or not self.options.wait or self.options.sample is not None
+                    or self._out_of_time()):
                 return
-            if self.driver.queue_full > full_before:
-                if queue_waits >= MAX_QUEUE_WAITS:
-                    self.reporter.warn(f"{self.node.name}: the batch queue's token limit is still full; "
-                                       "the rest stays pending: run `llmt run` again later")
+            unlucky = self.result.unlucky - unlucky_before
+            if unlucky:
+                unlucky_rounds += 1
+                if unlucky_rounds >= MAX_UNLUCKY_ROUNDS:
+                    self.result.stopped = (f"provider trouble in {unlucky_rounds} rounds (expired, missing, rate "
+                                           "limits, server errors)")
                     return
-                self.reporter.info(f"  {self.node.name}: the batch queue is full (token_limit_exceeded); "
-                                   "resubmitting shortly")
-                time.sleep(min(self.options.poll_interval * 2 ** (queue_waits + 3), 300.0))
-                queue_waits += 1
+                pause = min(self.options.poll_interval * 2 ** unlucky_rounds, MAX_PAUSE)
+                self.reporter.info(
+                    f"  {self.node.name}: {unlucky} request(s) came back unanswered through no fault of their own "
+                    f"(expired, cancelled, missing, rate-limited, server error or a full batch queue: no attempt "
+                    f"used); sending them again in {pause:g}s")
+                time.sleep(pause if self.deadline is None else min(pause, max(self.deadline - time.monotonic(), 0)))
+                if self._out_of_time():
+                    return
 
     def _mode(self, spec: LlmSpec, total: int) -> str:
         return send_mode(spec, total, self.options.mode)
@@ -242,6 +297,8 @@ class NodeRun:
         self.driver.record(shards, self.node.name, spec.model, spec.strict_schema, max_out,
                            provider=None if batch else REALTIME)
         crash_point("after_record")
+        if self.options.reask and not self.retrying:
+            self.result.reasked += self._stored([sh.shard_id for sh in shards])
         if batch:
             self._drive(self.driver.open_shards(self.node.name))
         else:
@@ -251,6 +308,50 @@ class NodeRun:
                                                       self.options.reask))
             _add_spend(self.result, self.wh, self.driver, self.node.name)
         return sent
+
+    def _stored(self, shard_ids: list[str]) -> int:
+        """How many requests of the given shards have a stored answer (that --reask replaces)."""
+        s = quote(self.state)
+        with self.wh.connect() as conn:
+            row = conn.execute(
+                f"SELECT count(*) FROM {s}.shard_requests r SEMI JOIN {s}.answers a ON a.request_key = r.request_key "
+                f"WHERE r.shard_id IN (SELECT unnest(?::VARCHAR[]))", [shard_ids]).fetchone()
+        return int(row[0]) if row else 0
+
+    def _confirm_reask(self) -> None:
+        """Before --reask pays again for the stored answers of this model's rows: what that costs (what they cost
+        when first asked, at the price of the model's mode), and the user's yes (``options.confirm``)."""
+        if self.options.confirm is None:
+            return
+        s = quote(self.state)
+        with self.wh.connect() as conn:
+            row = conn.execute(
+                f"SELECT count(*), coalesce(sum(a.prompt_tokens), 0), coalesce(sum(a.completion_tokens), 0) "
+                f"FROM {s}.answers a SEMI JOIN {self.stage} i ON i._llmt_request_key = a.request_key").fetchone()
+        stored, prompt, completion = (int(v) for v in row) if row else (0, 0, 0)
+        if not stored:
+            return
+        asked = stored if self.options.sample is None else min(stored, self.options.sample)
+        batch = self._mode(self.spec, asked) == "batch"
+        cost = self.driver.prices.cost(self.spec.model, prompt=prompt, completion=completion, batch=batch)
+        cost *= asked / stored
+        question = (f"{self.node.name}: --reask asks {self.spec.model} again for {asked} stored answer(s) and replaces "
+                    f"them: about ${cost:.4f} at {'batch' if batch else 'live'} prices (what they cost when first "
+                    "asked). Continue?")
+        if not self.options.confirm(question):
+            raise ReaskDeclined(f"--reask of `{self.node.name}` was not confirmed: nothing was asked again",
+                                where=self.node.rel_path,
+                                hint="Run without --reask to send only the rows without an answer.")
+
+    def _answered_without_request(self) -> int:
+        """With --reask: the rows whose stored answer was not asked again in this run (answered from the store)."""
+        s = quote(self.state)
+        with self.wh.connect() as conn:
+            row = conn.execute(
+                f"SELECT count(*) FROM {self.stage} i SEMI JOIN {s}.answers a ON a.request_key = i._llmt_request_key "
+                f"WHERE i._llmt_request_key NOT IN (SELECT r.request_key FROM {s}.shard_requests r "
+                f"JOIN {s}.shards sh USING (shard_id) WHERE sh.run_id = ?)", [self.driver.run_id]).fetchone()
+        return int(row[0]) if row else 0
 
     def _check_budgets(self, spec: LlmSpec, shards: list[WrittenShard], batch: bool, own_budget: list[Budget],
                        reserve: Callable[[int], EscalationBound] | None = None) -> float:
@@ -337,13 +438,16 @@ class NodeRun:
         self.reporter.info(f"  {self.node.name}: canary of {sent} request(s): {failed} failed ({rate:.0%})")
         if rate > execution.canary_max_error_rate:
             details = "; ".join(f"{k}: {n}" for k, n in sorted(counts.items()) if k != "ok")
+            self._rebuild()  # so that the hint's `<model>__errors` exists (and the output shows what was answered)
             raise CanaryFailed(
                 f"the canary of `{self.node.name}` failed: {failed} of {sent} realtime requests failed ({rate:.0%}, "
                 f"more than canary_max_error_rate {execution.canary_max_error_rate:.0%}): {details}. "
                 "No batch was submitted.",
                 where=self.node.rel_path,
-                hint=f"See `llmt show {self.node.name}__errors` and _llmt.attempts for the reasons; fix the prompt "
-                "or schema, or skip the check with --no-canary.",
+                hint=f"`llmt show {self.node.name}__errors` lists the rows that used up their attempts; every "
+                f"attempt's reason is in {self.state}.attempts (`select outcome, detail from {self.state}.attempts "
+                f"where run_id = '{self.driver.run_id}'`). Fix the prompt or schema, or skip the check with "
+                "--no-canary.",
             )
 
     def _escalate(self, escalated: LlmSpec) -> None:
@@ -386,15 +490,18 @@ def run_spend(warehouse: Warehouse, run_id: str, node: str | None = None) -> flo
 
 
 def _add_spend(result: LlmResult, warehouse: Warehouse, driver: ShardDriver, node: str) -> None:
-    """The node's actual spend and usage in this run, and what de-duplication and caching saved."""
+    """The node's actual spend and usage in this run, what de-duplication and caching saved, and how many of
+    its attempts came back unanswered through no fault of their own."""
     with warehouse.connect() as conn:
         row = conn.execute(
             f"SELECT coalesce(sum(cost_usd), 0), coalesce(sum(prompt_tokens), 0), "
-            f"coalesce(sum(completion_tokens), 0), coalesce(sum(cached_tokens), 0), any_value(model) "
+            f"coalesce(sum(completion_tokens), 0), coalesce(sum(cached_tokens), 0), any_value(model), "
+            f"count(*) FILTER (WHERE outcome <> 'ok' AND NOT {USES_ATTEMPT_SQL}) "
             f"FROM {quote(warehouse.state_schema)}.attempts WHERE run_id = ? AND node = ?",
             [driver.run_id, node],
         ).fetchone()
     assert row is not None
+    result.unlucky = int(row[5])
     result.cost_usd = float(row[0])
     result.usage = {"prompt_tokens": int(row[1]), "completion_tokens": int(row[2]), "cached_tokens": int(row[3])}
     if row[4] is not None:

@@ -20,8 +20,19 @@ TERMINAL_SQL = (
     "(outcome IN ('refused', 'truncated', 'content_filter', 'too_long') "
     "OR (outcome = 'http_error' AND status_code < 500 AND status_code <> 429))"
 )
-# a failure that says nothing about the request: the batch queue was full; it does not use up an attempt
-NOT_COUNTED_SQL = "(outcome = 'batch_failed' AND error_code = 'token_limit_exceeded')"
+# Which attempts use up one of a request's max_attempts: only outcomes that are the request's own. Provider
+# misfortune (expired, cancelled, missing, HTTP 429 and 5xx, no answer at all, a batch that failed for want
+# of capacity or by the provider's fault) does not: such rows stay pending and are sent again.
+OWN_OUTCOMES = ("refused", "truncated", "content_filter", "invalid_json", "schema_violation", "too_long")
+# batch-level error codes that say nothing about the requests (a batch that failed with any other code, e.g.
+# invalid_json_line, invalid_url, duplicate_custom_id or model_mismatch, was refused for its requests' format)
+UNLUCKY_BATCH_CODES = ("token_limit_exceeded", "request_limit_exceeded", "rate_limit_exceeded", "server_error")
+USES_ATTEMPT_SQL = (
+    f"(outcome IN ({', '.join(map(sql_string, OWN_OUTCOMES))}) "
+    "OR (outcome = 'http_error' AND coalesce(status_code, 0) BETWEEN 400 AND 499 AND status_code <> 429) "
+    "OR (outcome = 'batch_failed' "
+    f"AND coalesce(error_code, '') NOT IN ({', '.join(map(sql_string, UNLUCKY_BATCH_CODES))})))"
+)
 OPEN_STATUSES = ("written", "uploaded", "submitted")
 STAGE_VERSION = 2  # bump when what is staged changes: every model is then staged afresh (2: no input hash column)
 FINGERPRINT_PREFIX = "llmt-stage "
@@ -36,7 +47,7 @@ def attempts_summary_sql(state: str, since_run: str | None, keys: str | None = N
     run_filter = f"WHERE {' AND '.join(filters)}" if filters else ""
     return f"""
         SELECT request_key,
-               count(*) FILTER (WHERE outcome <> 'ok' AND NOT {NOT_COUNTED_SQL}) AS failures,
+               count(*) FILTER (WHERE {USES_ATTEMPT_SQL}) AS failures,
                count(*) AS attempts, bool_or({TERMINAL_SQL}) AS terminal,
                arg_max(outcome, created_at) AS outcome, arg_max(status_code, created_at) AS status_code,
                arg_max(error_code, created_at) AS error_code, arg_max(detail, created_at) AS detail,

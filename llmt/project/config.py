@@ -99,6 +99,8 @@ class LlmDefaults(Execution):
     seed: int | None = None
     max_output_tokens: int = Field(1000, gt=0)
     max_attempts: int = Field(3, ge=1)
+    # a model whose failed rows are more than this share of its rows fails the run (0: any failed row does)
+    max_failed_share: float = Field(0.05, ge=0, le=1)
     budget_usd: float | None = Field(None, ge=0)  # the most one run may commit, all models together
     prices: dict[str, ModelPrice] = Field(default_factory=dict)  # USD per 1M tokens and limits, overrides
 
@@ -116,7 +118,8 @@ class ProjectConfig(Strict):
 MATERIALIZATIONS = ("view", "table", "incremental", "llm")
 GENERATION_KEYS = ("model", "temperature", "top_p", "seed", "max_output_tokens")
 EXECUTION_KEYS = tuple(Execution.model_fields)
-LLM_KEYS = ("prompt", "output_schema", *GENERATION_KEYS, "max_attempts", "budget_usd", *EXECUTION_KEYS)
+LLM_KEYS = ("prompt", "output_schema", *GENERATION_KEYS, "max_attempts", "max_failed_share", "budget_usd",
+            *EXECUTION_KEYS)
 NODE_CONFIG_KEYS = ("materialized", "tags", "unique_key", "enabled", "description", "schema_tests", "persist_docs",
                     *LLM_KEYS)
 PERSIST_DOCS_KEYS = ("relation", "columns")
@@ -160,6 +163,10 @@ def check_node_config(config: dict[str, Any], where: str) -> dict[str, Any]:
                                           and all(isinstance(v, bool) for v in value.values())):
             raise ConfigError(f"`persist_docs` must map `relation` and `columns` to true or false, got {value!r}",
                               where=where, hint="Example: persist_docs: {relation: true, columns: false}.")
+        if key == "max_failed_share" and not (isinstance(value, int | float) and not isinstance(value, bool)
+                                              and 0 <= value <= 1):
+            raise ConfigError(f"`max_failed_share` must be a number from 0 to 1 (a share of the model's rows), "
+                              f"got {value!r}", where=where)
     return config
 
 

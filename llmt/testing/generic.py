@@ -140,13 +140,14 @@ def _row_count(t: Target, a: dict[str, Any], conn: duckdb.DuckDBPyConnection) ->
 
 
 def _max_error_rate(t: Target, a: dict[str, Any], conn: duckdb.DuckDBPyConnection) -> str:
-    # a row's last attempt failed when its current request was attempted and has no stored answer
+    # a row's last attempt failed when its current request was attempted and the row has no answer to it: not
+    # `ok` (which a cascade's answer makes a row whose own request failed)
     s = quote(t.state)
     limit = float(a["max"])
     return (
         f"SELECT failed, total, round(failed / total, 4) AS error_rate, {limit!r} AS max_error_rate FROM ("
         f"SELECT count(*) FILTER (WHERE t._llmt_request_key IN (SELECT request_key FROM {s}.attempts) "
-        f"AND t._llmt_request_key NOT IN (SELECT request_key FROM {s}.answers)) AS failed, count(*) AS total "
+        f"AND t._llmt_status <> 'ok') AS failed, count(*) AS total "
         f"FROM {t.relation} AS t) WHERE failed > {limit!r} * total"
     )
 

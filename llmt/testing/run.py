@@ -188,8 +188,8 @@ def _finish(project: Project, report: TestReport, console: Console, junit: Path 
     print_results(console, report.results, report.seconds)
     if report.nodes is not None:
         status = [r.status for r in report.nodes.results]
-        console.info(f"Models: {status.count('success')} ok, {status.count('error')} error(s), "
-                     f"{status.count('skipped')} skipped.")
+        console.info(f"Models: {status.count('success')} ok, {status.count('warn')} warn, "
+                     f"{status.count('error')} error(s), {status.count('skipped')} skipped.")
 
 
 def eval_project(

@@ -4,7 +4,8 @@
   provider that gave it (`provider`: fake or openai; NULL: not known, from before version 7).
 - ``attempts``: every attempt at a request with its outcome, usage and provider kind; one per (shard, key).
 - ``shards``: batch input files and their remote lifecycle (intent is written before every
-  remote side effect: written -> uploaded -> submitted -> collected).
+  remote side effect: written -> uploaded -> submitted -> collected), and when `llmt cancel` asked
+  for a shard's batch to be cancelled (`cancel_requested_at`, recorded before the provider is asked).
 - ``shard_requests``: which request keys a shard carries (to reconcile missing lines).
 - ``runs``: one row per command that changed state.
 - ``eval_runs``, ``eval_metrics``, ``eval_answers``: `llmt eval` per model and prompt version
@@ -143,6 +144,14 @@ MIGRATIONS: list[tuple[int, str]] = [
         ALTER TABLE {s}.runs ALTER finished_at TYPE TIMESTAMPTZ;
         ALTER TABLE {s}.eval_runs ALTER created_at TYPE TIMESTAMPTZ;
         ALTER TABLE {s}.schema_version ALTER applied_at TYPE TIMESTAMPTZ;
+        """,
+    ),
+    (
+        # when `llmt cancel` asked for a shard's batch to be cancelled (recorded before it calls the provider):
+        # a run that collects it stops that model instead of sending its rows again
+        8,
+        """
+        ALTER TABLE {s}.shards ADD COLUMN cancel_requested_at TIMESTAMPTZ;
         """,
     ),
 ]

@@ -13,7 +13,15 @@ Batch faults apply to the next batches created, in order::
     emu.faults.next_batch(expire_after=3)        # expires with 3 answers, the rest batch_expired
     emu.faults.next_batch(stall_after=2)         # stays in_progress with 2 answers (cancel it)
     emu.faults.next_batch(all_lines_status=500)  # completed, every line an HTTP 500
+    emu.faults.next_batch(cancel_after=2)        # the provider cancels it on its own after 2 answers
     emu.faults.next_batch(drop_lines=2, shuffle=True, output_missing=True)
+    emu.faults.chaos = Chaos(seed=7, expire=0.2, drop=0.05, batch_size=20)  # every batch not scripted rolls
+
+Requests can be held in the server until the test lets them go (e.g. one process's polls, by its API key)::
+
+    hold = emu.faults.hold(path="/v1/batches/", method="GET", api_key="sk-run")
+    emu.wait_for(lambda: hold.held > 0)
+    hold.release()
 
 Per-line outcomes: ``emu.faults.lines = FaultPlan(refused=0.1)`` (rolled per batch and
 custom_id, exactly as the fake provider does) and ``emu.faults.line_outcome("id", "refused")``
@@ -22,6 +30,7 @@ to force the outcome of one request (consumed once it is answered).
 
 from __future__ import annotations
 
+import random
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -56,9 +65,55 @@ class BatchScript:
     expire_after: int | None = None  # answers this many requests, then expires
     stall_after: int | None = None  # answers this many requests, then waits (for a cancel)
     all_lines_status: int | None = None  # every line becomes an HTTP error with this status
+    cancel_after: int | None = None  # answers this many requests, then the provider cancels it (not the user)
     shuffle: bool = False  # output lines in a different order than the input
     drop_lines: int = 0  # this many answered requests never appear in any file
+    drop_share: float = 0.0  # each answered request's line is left out of the files with this probability ...
+    seed: int = 0  # ... rolled from this seed
     output_missing: bool = False  # the output file 404s although the batch names it
+
+
+@dataclass
+class Chaos:
+    """Seeded random batch faults for batches nobody scripted: each expires part-way with probability
+    ``expire`` (after a random number of requests below ``batch_size``), and each of its answered lines goes
+    missing with probability ``drop``."""
+
+    seed: int
+    expire: float = 0.0
+    drop: float = 0.0
+    batch_size: int = 1
+    rng: random.Random = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+    def script(self) -> BatchScript:
+        expire_after = self.rng.randrange(self.batch_size) if self.rng.random() < self.expire else None
+        return BatchScript(expire_after=expire_after, drop_share=self.drop, seed=self.rng.getrandbits(32))
+
+
+@dataclass
+class Hold:
+    """Requests that wait in the server until :meth:`release` (see `FaultInjector.hold`)."""
+
+    method: str | None
+    path: str | None
+    api_key: str | None
+    held: int = 0  # requests that have been held so far
+    released: threading.Event = field(default_factory=threading.Event)
+
+    def matches(self, method: str, path: str, api_key: str) -> bool:
+        return (not self.released.is_set() and self.method in (None, method)
+                and (self.path is None or path.startswith(self.path)) and self.api_key in (None, api_key))
+
+    def wait(self, stopping: threading.Event) -> None:
+        self.held += 1
+        while not (self.released.wait(0.01) or stopping.is_set()):
+            pass
+
+    def release(self) -> None:
+        self.released.set()
 
 
 TOKEN_LIMIT_MESSAGE = (
@@ -87,6 +142,8 @@ class FaultInjector:
     forced: dict[str, deque[str]] = field(default_factory=dict)
     realtime: deque[str] = field(default_factory=deque)
     shuffle_output: bool = False  # every batch's output in a different order than its input
+    chaos: Chaos | None = None  # random faults for the batches not scripted with next_batch
+    holds: list[Hold] = field(default_factory=list)
     empty_file_ids: bool = False  # Azure style: "" instead of null for absent file ids
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -139,6 +196,17 @@ class FaultInjector:
             self.http = [f for f in self.http if f.times > 0]
         return list(taken.values())
 
+    def hold(self, *, path: str | None = None, method: str | None = None, api_key: str | None = None) -> Hold:
+        """Hold matching requests (of one API key, when given) in the server until ``release()``."""
+        hold = Hold(method, path, api_key)
+        with self._lock:
+            self.holds.append(hold)
+        return hold
+
+    def holding(self, method: str, path: str, api_key: str) -> Hold | None:
+        with self._lock:
+            return next((h for h in self.holds if h.matches(method, path, api_key)), None)
+
     # -- batch faults
 
     def next_batch(self, **script: Any) -> BatchScript:
@@ -152,7 +220,8 @@ class FaultInjector:
 
     def script_for_new_batch(self) -> BatchScript:
         with self._lock:
-            script = self.batches.popleft() if self.batches else BatchScript()
+            script = (self.batches.popleft() if self.batches else
+                      self.chaos.script() if self.chaos is not None else BatchScript())
         if self.shuffle_output:
             script.shuffle = True
         return script

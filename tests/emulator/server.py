@@ -357,6 +357,9 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         retry = int(self.headers.get("x-stainless-retry-count") or 0)
         emu.local.client_id = self.headers.get("x-client-request-id")
+        hold = emu.faults.holding(method, path, self.headers.get("Authorization", "").removeprefix("Bearer "))
+        if hold is not None:
+            hold.wait(emu.stopping)
         faults = {f.kind: f for f in emu.faults.take(method, path)}
 
         def record(status: int) -> None:

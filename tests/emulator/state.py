@@ -202,7 +202,12 @@ class Store:
         stalled = script.stall_after is not None and not record.released
         if stalled:
             target = min(target, script.stall_after or 0)
+        if script.cancel_after is not None:
+            target = min(target, script.cancel_after)
         self._process(record, target)
+        if script.cancel_after is not None and len(record.results) >= min(script.cancel_after, total):
+            self._enter(record, "cancelling", "cancelling_at", now)  # the provider's own cancel
+            return True
         ended = self._due(record, "in_progress")
         if self.clock.now() >= expires_at or (script.expire_after is not None and ended is not None):
             at = expires_at if self.clock.now() >= expires_at else float(ended or now)
@@ -270,6 +275,9 @@ class Store:
             rng = random.Random(f"drop:{batch_id}")
             dropped = set(rng.sample(range(len(outputs)), min(script.drop_lines, len(outputs))))
             outputs = [line for i, line in enumerate(outputs) if i not in dropped]
+        if script.drop_share:
+            rng = random.Random(script.seed)
+            outputs = [line for line in outputs if rng.random() >= script.drop_share]
         if script.shuffle:
             random.Random(f"shuffle:{batch_id}").shuffle(outputs)
             random.Random(f"shuffle2:{batch_id}").shuffle(failures)
