@@ -7,7 +7,7 @@ from pathlib import Path
 import duckdb
 
 from llmt.warehouse.duckdb import read_only
-from llmt.warehouse.state import LATEST, MIGRATIONS, migrate, migration_sql
+from llmt.warehouse.state import MIGRATIONS, migrate, migration_sql
 
 
 def state_at(path: Path, version: int) -> duckdb.DuckDBPyConnection:
