@@ -9,40 +9,50 @@ import shutil
 from pathlib import Path
 
 from benchmarks._common import ROOT, WORK, HoldProvider, Phases, data_file, review_project, stopwatch
-from llmt.compile import sql_string
 from llmt.console import Reporter
 from llmt.pipeline import llm
-from llmt.pipeline.batches import ShardDriver
+from llmt.pipeline.batches import Batches
+from llmt.pipeline.context import Providers
+from llmt.pipeline.realtime import Limits
 from llmt.pipeline.spec import build_spec
 from llmt.project import Project
 from llmt.project.loader import load_project
-from llmt.providers.base import BatchInfo
-from llmt.runner import new_run_id, open_warehouse, prices, run
+from llmt.providers.base import BatchInfo, BatchProvider
+from llmt.runner import make_context, new_run_id, open_warehouse, run
+from llmt.warehouse.base import Warehouse, sql_string
+from llmt.warehouse.duckdb import DuckDBWarehouse
 
 # answers are ok except, when failures are asked for, 1% spread over the other outcomes
 FAILURE_MIX = (("refused", 3), ("truncated", 3), ("schema_violation", 2), ("http_500", 2))
+
+
+def model_run(project: Project, wh: Warehouse, provider: BatchProvider, options: llm.LlmOptions,
+              phases: Phases | None = None) -> tuple[llm.NodeRun, Batches]:
+    """The benchmark project's LLM model run against ``provider`` (its steps timed into ``phases``)."""
+    context = make_context(project, wh, Reporter(), new_run_id(), Providers(provider, None, Limits()))
+    batches = Batches(context)
+    name = "review_insights"
+    node_run = llm.NodeRun(context, batches, llm.model_place(project, name, context.batches_dir),
+                           build_spec(project, project.nodes[name]), options, llm.Budgets())
+    if phases is not None:
+        for attr, phase in (("stage_inputs", "keys"), ("input_counts", "counts"), ("write_shards", "render"),
+                            ("rebuild_output", "output")):
+            phases.wrap(llm, attr, phase)
+        phases.wrap(context.store, "record_shards", "record")
+        phases.wrap(batches, "drive", "submit")
+    return node_run, batches
 
 
 def prepare(project: Project, phases: Phases | None = None) -> tuple[llm.LlmResult, float]:
     """Build the upstream view, then run the LLM model with --no-wait against a provider that never
     answers: every pending row is rendered into shards, recorded and submitted. Returns (result, seconds
     of the LLM model's run)."""
-    reporter = Reporter()
     wh = open_warehouse(project)
     try:
-        run(project, ["stg_reviews"], reporter, llm.LlmOptions(), warehouse=wh)
-        node = project.nodes["review_insights"]
-        spec = build_spec(project, node)
-        driver = ShardDriver(wh, HoldProvider(), reporter, new_run_id(), project.name, prices(project))
-        if phases is not None:
-            for attr, phase in (("stage_inputs", "keys"), ("input_counts", "counts"), ("write_shards", "render"),
-                                ("rebuild_output", "output")):
-                phases.wrap(llm, attr, phase)
-            phases.wrap(driver, "record", "record")
-            phases.wrap(driver, "drive", "submit")
-        options = llm.LlmOptions(wait=False, canary=False)
+        run(project, ["stg_reviews"], Reporter(), llm.LlmOptions(), warehouse=wh)
+        node_run, _ = model_run(project, wh, HoldProvider(), llm.LlmOptions(wait=False, canary=False), phases)
         with stopwatch() as t:
-            res = llm.run_llm_node(project, node, spec, wh, driver, reporter, options, llm.Budgets())
+            res = node_run.run()
     finally:
         wh.close()
     return res, t[0]
@@ -57,65 +67,66 @@ def write_outputs(project: Project, remote: Path, failures: bool) -> int:
     mix = "CASE " + "".join(
         f"WHEN h % 1000 < {sum(n for _, n in FAILURE_MIX[: i + 1])} THEN '{kind}' " for i, (kind, _) in
         enumerate(FAILURE_MIX)) + "ELSE 'ok' END" if failures else "'ok'"
+    assert isinstance(wh, DuckDBWarehouse)  # the fixtures are written with DuckDB's SQL
     try:
-        with wh.connect() as conn:
-            shards = [r[0] for r in conn.execute(
-                "SELECT shard_id FROM _llmt.shards WHERE status = 'submitted' ORDER BY shard_id").fetchall()]
-            for shard_id in shards:
-                conn.execute(f"""CREATE OR REPLACE TEMP TABLE _bench_lines AS
-                    WITH r AS (SELECT request_key, hash(request_key) AS h FROM _llmt.shard_requests
-                               WHERE shard_id = {sql_string(shard_id)}),
-                    k AS (SELECT *, {mix} AS kind FROM r)
-                    SELECT request_key, kind, h, to_json({{
-                        'sentiment': ['positive', 'negative', 'mixed', 'neutral'][(h % 4 + 1)::BIGINT],
-                        'score': CASE WHEN kind = 'schema_violation' THEN 11 ELSE (h % 10 + 1)::INTEGER END,
-                        'issues': list_slice([
-                            'battery drains in ' || ((h >> 8) % 97 + 2) || ' hours',
-                            'left earbud crackles after ' || ((h >> 16) % 365 + 1) || ' days',
-                            'app asks to log in ' || ((h >> 24) % 48 + 2) || ' times a day',
-                            'box arrived crushed on ' || ((h >> 32) % 4 + 1) || ' sides'], 1, (h % 4 + 1)::BIGINT),
-                        'category': ['sound', 'battery', 'connectivity', 'build_quality', 'shipping', 'price',
-                                     'other'][(h % 7 + 1)::BIGINT],
-                        'competitor_mentioned': CASE WHEN h % 5 = 0 THEN 'Sony WH-1000XM5' END
-                    }})::VARCHAR AS answer
-                    FROM k""")
-                for kind_filter, suffix in (("kind <> 'http_500'", "output"), ("kind = 'http_500'", "errors")):
-                    dest = remote / f"{shard_id}.{suffix}.jsonl"
-                    n = conn.execute(f"SELECT count(*) FROM _bench_lines WHERE {kind_filter}").fetchone()
-                    if not n or not n[0]:
-                        continue
-                    total += int(n[0])
-                    conn.execute(f"""COPY (SELECT
-                        'batch_req_' || substr(md5(request_key), 1, 24) AS id,
-                        request_key AS custom_id,
-                        {{'status_code': CASE WHEN kind = 'http_500' THEN 500 ELSE 200 END,
-                          'request_id': md5(request_key || 'r'),
-                          'body': CASE WHEN kind = 'http_500' THEN
-                              {{'error': {{'message': 'The server had an error while processing your request.',
-                                          'type': 'server_error', 'param': NULL, 'code': NULL}}}}::JSON
-                          ELSE {{
-                            'id': 'chatcmpl-' || substr(md5(request_key || 'c'), 1, 29),
-                            'object': 'chat.completion', 'created': 1767225600,
-                            'model': 'gpt-4o-mini-2024-07-18',
-                            'choices': [{{'index': 0,
-                                'message': {{'role': 'assistant',
-                                    'content': CASE WHEN kind = 'refused' THEN NULL
-                                                    WHEN kind = 'truncated' THEN left(answer, 40) ELSE answer END,
-                                    'refusal': CASE WHEN kind = 'refused'
-                                                    THEN 'I''m sorry, I can''t help with that.' END,
-                                    'annotations': []::VARCHAR[]}},
-                                'logprobs': NULL,
-                                'finish_reason': CASE WHEN kind = 'truncated' THEN 'length' ELSE 'stop' END}}],
-                            'usage': {{'prompt_tokens': 700 + (h % 300)::INTEGER,
-                                      'completion_tokens': 30 + (h % 40)::INTEGER,
-                                      'total_tokens': 730 + (h % 300)::INTEGER + (h % 40)::INTEGER,
-                                      'prompt_tokens_details': {{'cached_tokens': 512, 'audio_tokens': 0}},
-                                      'completion_tokens_details': {{'reasoning_tokens': 0, 'audio_tokens': 0,
-                                          'accepted_prediction_tokens': 0, 'rejected_prediction_tokens': 0}}}},
-                            'service_tier': 'default', 'system_fingerprint': 'fp_bench'}}::JSON END}} AS response,
-                        NULL::JSON AS error
-                        FROM _bench_lines WHERE {kind_filter} ORDER BY h) TO {sql_string(str(dest))} (FORMAT json)""")
-            conn.execute("DROP TABLE _bench_lines")
+        conn = wh.connection
+        shards = [r[0] for r in conn.execute(
+            "SELECT shard_id FROM _llmt.shards WHERE status = 'submitted' ORDER BY shard_id").fetchall()]
+        for shard_id in shards:
+            conn.execute(f"""CREATE OR REPLACE TEMP TABLE _bench_lines AS
+                WITH r AS (SELECT request_key, hash(request_key) AS h FROM _llmt.shard_requests
+                           WHERE shard_id = {sql_string(shard_id)}),
+                k AS (SELECT *, {mix} AS kind FROM r)
+                SELECT request_key, kind, h, to_json({{
+                    'sentiment': ['positive', 'negative', 'mixed', 'neutral'][(h % 4 + 1)::BIGINT],
+                    'score': CASE WHEN kind = 'schema_violation' THEN 11 ELSE (h % 10 + 1)::INTEGER END,
+                    'issues': list_slice([
+                        'battery drains in ' || ((h >> 8) % 97 + 2) || ' hours',
+                        'left earbud crackles after ' || ((h >> 16) % 365 + 1) || ' days',
+                        'app asks to log in ' || ((h >> 24) % 48 + 2) || ' times a day',
+                        'box arrived crushed on ' || ((h >> 32) % 4 + 1) || ' sides'], 1, (h % 4 + 1)::BIGINT),
+                    'category': ['sound', 'battery', 'connectivity', 'build_quality', 'shipping', 'price',
+                                 'other'][(h % 7 + 1)::BIGINT],
+                    'competitor_mentioned': CASE WHEN h % 5 = 0 THEN 'Sony WH-1000XM5' END
+                }})::VARCHAR AS answer
+                FROM k""")
+            for kind_filter, suffix in (("kind <> 'http_500'", "output"), ("kind = 'http_500'", "errors")):
+                dest = remote / f"{shard_id}.{suffix}.jsonl"
+                n = conn.execute(f"SELECT count(*) FROM _bench_lines WHERE {kind_filter}").fetchone()
+                if not n or not n[0]:
+                    continue
+                total += int(n[0])
+                conn.execute(f"""COPY (SELECT
+                    'batch_req_' || substr(md5(request_key), 1, 24) AS id,
+                    request_key AS custom_id,
+                    {{'status_code': CASE WHEN kind = 'http_500' THEN 500 ELSE 200 END,
+                      'request_id': md5(request_key || 'r'),
+                      'body': CASE WHEN kind = 'http_500' THEN
+                          {{'error': {{'message': 'The server had an error while processing your request.',
+                                      'type': 'server_error', 'param': NULL, 'code': NULL}}}}::JSON
+                      ELSE {{
+                        'id': 'chatcmpl-' || substr(md5(request_key || 'c'), 1, 29),
+                        'object': 'chat.completion', 'created': 1767225600,
+                        'model': 'gpt-4o-mini-2024-07-18',
+                        'choices': [{{'index': 0,
+                            'message': {{'role': 'assistant',
+                                'content': CASE WHEN kind = 'refused' THEN NULL
+                                                WHEN kind = 'truncated' THEN left(answer, 40) ELSE answer END,
+                                'refusal': CASE WHEN kind = 'refused'
+                                                THEN 'I''m sorry, I can''t help with that.' END,
+                                'annotations': []::VARCHAR[]}},
+                            'logprobs': NULL,
+                            'finish_reason': CASE WHEN kind = 'truncated' THEN 'length' ELSE 'stop' END}}],
+                        'usage': {{'prompt_tokens': 700 + (h % 300)::INTEGER,
+                                  'completion_tokens': 30 + (h % 40)::INTEGER,
+                                  'total_tokens': 730 + (h % 300)::INTEGER + (h % 40)::INTEGER,
+                                  'prompt_tokens_details': {{'cached_tokens': 512, 'audio_tokens': 0}},
+                                  'completion_tokens_details': {{'reasoning_tokens': 0, 'audio_tokens': 0,
+                                      'accepted_prediction_tokens': 0, 'rejected_prediction_tokens': 0}}}},
+                        'service_tier': 'default', 'system_fingerprint': 'fp_bench'}}::JSON END}} AS response,
+                    NULL::JSON AS error
+                    FROM _bench_lines WHERE {kind_filter} ORDER BY h) TO {sql_string(str(dest))} (FORMAT json)""")
+        conn.execute("DROP TABLE _bench_lines")
     finally:
         wh.close()
     return total
@@ -141,19 +152,16 @@ class ServeProvider(HoldProvider):
 
 def collect(project: Project, remote: Path, phases: Phases | None = None) -> tuple[dict[str, int], float]:
     """Collect every open shard from the files in ``remote`` and rebuild the output table."""
-    reporter = Reporter()
     wh = open_warehouse(project)
     try:
-        node = project.nodes["review_insights"]
-        spec = build_spec(project, node)
-        driver = ShardDriver(wh, ServeProvider(remote), reporter, new_run_id(), project.name, prices(project))
+        node_run, batches = model_run(project, wh, ServeProvider(remote), llm.LlmOptions())
         if phases is not None:
-            phases.wrap(driver, "collect", "collect")
+            phases.wrap(batches, "collect", "collect")
         with stopwatch() as t:
-            counts = driver.drive(driver.open_shards(node.name), wait=True, timeout=None, poll=0.01,
-                                  work_dir=llm.batch_dir(project, node.name))
+            counts = batches.drive(batches.open_shards(node_run.name), wait=True, timeout=None, poll=0.01,
+                                   work_dir=node_run.work_dir)
             with stopwatch() as t_out:
-                llm.rebuild_output(project, node, spec, wh)
+                llm.rebuild_output(node_run.ctx, node_run.place, node_run.spec)
             with stopwatch() as t_close:
                 wh.close()  # what DuckDB has not yet checkpointed is written now: a real run pays it too
         if phases is not None:

@@ -29,12 +29,11 @@ from benchmarks._common import (
     review_project,
     stopwatch,
 )
+from benchmarks._setup import model_run
 from llmt.console import Reporter
 from llmt.pipeline import llm
-from llmt.pipeline.batches import ShardDriver
-from llmt.pipeline.spec import build_spec
 from llmt.project.loader import load_project
-from llmt.runner import new_run_id, open_warehouse, prices, run
+from llmt.runner import open_warehouse, run
 
 
 def main() -> None:
@@ -44,26 +43,18 @@ def main() -> None:
     settings = f"{{threads: {args.duckdb_threads}}}" if args.duckdb_threads else "{}"
     root = review_project(f"prepare-{args.rows}", data, settings=settings)
     project = load_project(root)
-    reporter = Reporter()
     wh = open_warehouse(project)
-    run(project, ["stg_reviews"], reporter, llm.LlmOptions(), warehouse=wh)  # the upstream view
-    node = project.nodes["review_insights"]
-    spec = build_spec(project, node)
-    driver = ShardDriver(wh, HoldProvider(), reporter, new_run_id(), project.name, prices(project))
+    run(project, ["stg_reviews"], Reporter(), llm.LlmOptions(), warehouse=wh)  # the upstream view
     phases = Phases()
-    for attr, phase in (("stage_inputs", "keys"), ("input_counts", "counts"), ("write_shards", "render"),
-                        ("rebuild_output", "output")):
-        phases.wrap(llm, attr, phase)
-    phases.wrap(driver, "record", "record")
-    phases.wrap(driver, "drive", "submit")
+    node_run, _ = model_run(project, wh, HoldProvider(), llm.LlmOptions(wait=False), phases)
     with stopwatch() as t:
-        res = llm.run_llm_node(project, node, spec, wh, driver, reporter, llm.LlmOptions(wait=False), llm.Budgets())
+        res = node_run.run()
         with stopwatch() as t_close:
             wh.close()  # what DuckDB has not yet checkpointed is written now: a real run pays it too
     phases.seconds["close"] = t_close[0]
     assert res.rows == args.rows and res.requests > 0, res
     prepare_s = t[0] - phases.seconds.get("output", 0.0)
-    shards = len(list((root / "target" / "batches" / "review_insights").glob("*.jsonl")))
+    shards = len(list((root / "target" / "batches" / "dev" / "review_insights").glob("*.jsonl")))
     result("prepare", rows=args.rows, duckdb_threads=args.duckdb_threads or "default", requests=res.requests,
            shards=shards, seconds=prepare_s,
            rows_per_s=round(args.rows / prepare_s), render_rows_per_s=round(res.requests / phases.seconds["render"]),

@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # the run pipeline and DuckDB are imported by the commands th
     from llmt.pipeline.plan import ModelPlan
     from llmt.project import Project
     from llmt.runner import RunReport
-    from llmt.warehouse.duckdb import Warehouse
+    from llmt.warehouse.base import Warehouse
 
 
 def compile_project(project: Project, select: list[str], exclude: list[str], console: Console,
@@ -28,8 +28,8 @@ def compile_project(project: Project, select: list[str], exclude: list[str], con
     names = project.graph.select(select, exclude)
     specs = llm_specs(project, names)
     write_manifest(project, specs)
-    with warehouse_reader(project, console) as conn:
-        builds = {name: next_build(conn, project, project.nodes[name], full_refresh) for name in names}
+    with warehouse_reader(project, console) as wh:
+        builds = {name: next_build(wh, project, project.nodes[name], full_refresh) for name in names}
         write_compiled(project, names, {name: sql for name, (sql, _) in builds.items()})
         for name in names:
             node = project.nodes[name]
@@ -37,7 +37,7 @@ def compile_project(project: Project, select: list[str], exclude: list[str], con
             console.text(f"-- {name} ({node.materialized}) {node.rel_path}" + (f": {which}" if which else ""))
             console.text(sql.strip() + "\n")
             if name in specs:
-                line, why = sample_request(conn, project, node, specs[name])
+                line, why = sample_request(wh, project, node, specs[name])
                 console.text(f"-- request template hash {specs[name].template_hash[:16]}")
                 console.text(json.dumps(line, indent=2, ensure_ascii=False) if line else f"-- {why}")
                 console.text("")
@@ -124,9 +124,7 @@ def _statuses(report: RunReport) -> dict[str, int]:
 
 def show_model(project: Project, model: str, limit: int, console: Console) -> None:
     """Show a model's table, or an LLM model's `<model>__errors` table."""
-    from llmt.compile import relation
     from llmt.runner import open_warehouse
-    from llmt.warehouse.duckdb import relation_kind
 
     base = model.removesuffix("__errors")
     if base not in project.nodes or (base != model and not project.nodes[base].is_llm):
@@ -134,13 +132,12 @@ def show_model(project: Project, model: str, limit: int, console: Console) -> No
         raise ConfigError(f"no model named `{model}`.{did_you_mean(model, names)}",
                           hint="`llmt ls` lists the models.")
     wh = open_warehouse(project, console)
-    with wh.connect() as conn:
-        if relation_kind(conn, project.schema, model) is None:
+    try:
+        if wh.relation_kind(project.schema, model) is None:
             raise ConfigError(f"`{model}` has not been built yet", hint=f"Run `llmt run -s {base}` first.")
-        cursor = conn.execute(f"SELECT * FROM {relation(project.schema, model)} LIMIT {int(limit)}")
-        columns = [d[0] for d in cursor.description]
-        rows = cursor.fetchall()
-    wh.close()
+        columns, rows = wh.query(f"SELECT * FROM {wh.relation(project.schema, model)} LIMIT {int(limit)}")
+    finally:
+        wh.close()
     if console.json_output:
         console.json([dict(zip(columns, r, strict=True)) for r in rows])
     else:
@@ -150,24 +147,18 @@ def show_model(project: Project, model: str, limit: int, console: Console) -> No
 def batch_status(project: Project, console: Console) -> dict[str, Any]:
     """Every open batch of the target with its status, counts, age and expiry, spend per model, and how many
     batches other targets have open; collects nothing."""
-    from llmt.compile import quote
-    from llmt.runner import make_driver, new_run_id, open_warehouse
+    from llmt.pipeline.batches import Batches
+    from llmt.runner import make_context, new_run_id, open_warehouse
 
     wh = open_warehouse(project, console)
-    driver = make_driver(project, wh, console, new_run_id())
+    context = make_context(project, wh, console, new_run_id())
     try:
-        rows = driver.describe(driver.open_shards())
-        with wh.connect() as conn:
-            spend = conn.execute(
-                f"SELECT node, model, coalesce(provider, 'unknown'), "
-                f"sum(cost_usd) FILTER (WHERE created_at >= current_date), "
-                f"sum(cost_usd) FILTER (WHERE created_at >= date_trunc('month', current_date)), sum(cost_usd), "
-                f"sum(prompt_tokens), sum(completion_tokens) FROM {quote(wh.state_schema)}.attempts "
-                f"GROUP BY ALL ORDER BY node, model, 3"
-            ).fetchall()
+        batches = Batches(context)
+        rows = batches.describe(batches.open_shards())
+        spend = context.store.ledger()
         elsewhere = _open_elsewhere(project, wh)
     finally:
-        driver.close()
+        context.providers.close()
         wh.close()
     entries = [{"model": r[0], "llm_model": r[1], "provider": r[2], "today_usd": r[3] or 0.0, "month_usd": r[4] or 0.0,
                 "total_usd": r[5] or 0.0, "prompt_tokens": r[6], "completion_tokens": r[7]} for r in spend]
@@ -208,31 +199,30 @@ def _open_elsewhere(project: Project, wh: Warehouse) -> list[dict[str, Any]]:
     """Per other target whose warehouse file exists: its open batches per model, read from its state (its
     provider is not asked: its credentials may not be at hand). A target sharing this target's file and
     provider has its batches listed with this target's."""
-    import duckdb
-
-    from llmt.compile import quote
-    from llmt.pipeline.batches import OPEN
+    from llmt.errors import LlmtError
+    from llmt.warehouse import open_warehouse
+    from llmt.warehouse.store import StateStore
 
     out = []
+    here = project.target.warehouse
     for name, target in project.config.targets.items():
         path = target.warehouse.path
         file = None if path == ":memory:" else (project.dir / path).resolve()
-        same = file is not None and str(file) == wh.path
+        same = file is not None and path == here.path and target.warehouse.state_schema == here.state_schema
         if name == project.target_name or file is None or not file.is_file() or (
                 same and target.provider.type == project.target.provider.type):
             continue
-        sql = (f"SELECT node, count(*) FROM {quote(target.warehouse.state_schema)}.shards WHERE status IN "
-               f"(SELECT unnest(?::VARCHAR[])) AND provider = ? GROUP BY node ORDER BY node")
         entry: dict[str, Any] = {"target": name, "warehouse": path, "open_batches": 0, "models": {}, "error": None}
-        try:  # (this process holds this target's file: another connection to it could not be read-only)
-            with wh.connect() if same else duckdb.connect(str(file), read_only=True) as conn:
-                counts = conn.execute(sql, [list(OPEN), target.provider.type]).fetchall()
-        except duckdb.CatalogException:  # no llmt state in that file: nothing was ever sent from it
-            counts = []
-        except duckdb.Error as exc:  # e.g. a running llmt holds it
-            entry["error"] = str(exc).strip().splitlines()[0]
-            counts = []
-        entry["models"] = {str(node): int(n) for node, n in counts}
+        # (this process holds this target's file when they share it: another connection to it could not read it)
+        other = wh if same else open_warehouse(target.warehouse.model_copy(update={"lock_timeout": 0}), project.dir,
+                                               read_only=True)
+        try:
+            entry["models"] = StateStore(other).open_counts(target.provider.type)
+        except LlmtError as exc:  # e.g. a running llmt holds it
+            entry["error"] = exc.message.splitlines()[0]
+        finally:
+            if other is not wh:
+                other.close()
         entry["open_batches"] = sum(entry["models"].values())
         out.append(entry)
     return out
@@ -242,25 +232,28 @@ def cancel_batches(
     project: Project, select: list[str], console: Console, timeout: float | None
 ) -> dict[str, int]:
     """Cancel open batches (of the selected LLM models, or all) and collect their partial output."""
-    from llmt.pipeline.llm import LlmOptions, batch_dir, rebuild_output
+    from llmt.pipeline.batches import Batches
+    from llmt.pipeline.llm import LlmOptions, model_place, rebuild_output
     from llmt.pipeline.spec import build_spec
-    from llmt.runner import make_driver, new_run_id, open_warehouse, pipeline_options
+    from llmt.runner import make_context, new_run_id, open_warehouse, pipeline_options
 
     names = set(project.graph.select(select, [])) if select else set(project.nodes)
     wh = open_warehouse(project, console)
-    driver = make_driver(project, wh, console, new_run_id())
+    context = make_context(project, wh, console, new_run_id())
     options = pipeline_options(project, LlmOptions())
     try:
-        rows = [r for r in driver.open_shards() if r.node in names]
+        batches = Batches(context)
+        rows = [r for r in batches.open_shards() if r.node in names]
         if not rows:
             console.info("No open batches to cancel.")
             return {}
         console.info(f"Cancelling {len(rows)} batch(es)...")
-        counts = driver.cancel(rows, timeout, options.poll_interval, lambda node: batch_dir(project, node))
+        counts = batches.cancel(rows, timeout, options.poll_interval, lambda node: context.batches_dir / node)
         for node in sorted({r.node for r in rows} & set(project.nodes)):
-            rebuild_output(project, project.nodes[node], build_spec(project, project.nodes[node]), wh)
+            rebuild_output(context, model_place(project, node, context.batches_dir),
+                           build_spec(project, project.nodes[node]))
     finally:
-        driver.close()
+        context.providers.close()
         wh.close()
     console.info("Collected: " + (", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "nothing")
                  + ". Rows not answered are sent again by the next `llmt run`.")
@@ -282,24 +275,23 @@ def plan_project(
     """Per LLM model: rows, new rows, requests, exact input tokens, output bounds, cost, escalation bound; totals.
     Read from the warehouse, read-only; on a project nobody has run yet, from its LLM models' inputs built in
     memory (nothing is written)."""
-    import duckdb
-
+    from llmt.pipeline.llm import model_place
     from llmt.pipeline.plan import build_inputs, plan_node
-    from llmt.runner import llm_specs, prices
-    from llmt.warehouse.duckdb import read_only
+    from llmt.runner import batches_dir, llm_specs, prices
+    from llmt.warehouse import open_warehouse
+    from llmt.warehouse.store import StateStore
 
     names = project.graph.select(select, exclude)
     specs = llm_specs(project, names)
-    wh = project.target.warehouse
-    path = project.dir / wh.path
+    config = project.target.warehouse
     table = prices(project)
     plans = []
     blocked: list[str] = []
-    fresh = wh.path == ":memory:" or not path.is_file()
-    reader = duckdb.connect(":memory:") if fresh else read_only(str(path), wh.state_schema, wh.lock_timeout, console)
-    with reader as conn:
+    fresh = config.path == ":memory:" or not (project.dir / config.path).is_file()
+    wh = open_warehouse(config, project.dir, console, read_only=not fresh, memory=fresh)
+    try:
         if fresh:
-            blocked = build_inputs(conn, project, list(specs), wh.state_schema)
+            blocked = build_inputs(wh, project, list(specs))
             console.info(f"Nothing has been built on target `{project.target_name}` yet: planning from the LLM "
                          "models' inputs built in memory (nothing is written).")
             for name in blocked:
@@ -309,10 +301,13 @@ def plan_project(
             if fresh and name in blocked:
                 continue
             try:
-                plans.append(plan_node(conn, project, project.nodes[name], spec, table, wh.state_schema, sample, mode))
+                plans.append(plan_node(wh, StateStore(wh), model_place(project, name, batches_dir(project)), spec,
+                                       table, sample, mode))
             except NodeError as exc:
                 raise NodeError(exc.message, where=exc.where,
                                 hint=f"Build its inputs first: `llmt run -s +{name} --exclude {name}`.") from None
+    finally:
+        wh.close()
     totals = {key: sum(getattr(p, key) for p in plans) for key in PLAN_TOTALS}
     if console.json_output:
         console.json({"prices_taken": table.taken, "models": [p.as_dict() for p in plans], "totals": totals})

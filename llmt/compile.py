@@ -4,7 +4,6 @@ cache of both in target/ (ParseCache)."""
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import functools
 import hashlib
 import marshal
@@ -20,20 +19,14 @@ from typing import Any
 import jinja2
 
 from llmt.errors import CompileError, did_you_mean
+from llmt.warehouse.base import quoted as quote
 
 _MISSING: Any = object()
 
 
-def quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def relation(schema: str, name: str) -> str:
+    """A model's or source's relation as its SQL names it (quoted as the warehouse quotes identifiers)."""
     return f"{quote(schema)}.{quote(name)}"
-
-
-def sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 @dataclass(frozen=True)
@@ -62,53 +55,6 @@ class Source:
         name = quote(self.identifier or self.table_name)
         return f"{quote(self.schema)}.{name}" if self.schema else name
 
-    def reader_sql(self) -> str:
-        """The DuckDB reader of the files with their options: `read_csv([...], header = true, delim = ';')`."""
-        reader = file_reader(self.file or "")
-        options = {**({"header": True} if reader == "read_csv" else {}), **self.options}
-        paths = "[" + ", ".join(sql_string(f.as_posix()) for f in self.files) + "]"
-        return f"{reader}({paths}" + "".join(f", {k} = {sql_literal(v)}" for k, v in options.items()) + ")"
-
-
-FILE_READERS = {".parquet": "read_parquet", ".pq": "read_parquet", ".json": "read_json_auto",
-                ".jsonl": "read_json_auto", ".ndjson": "read_json_auto"}  # anything else: read_csv
-
-
-def file_reader(path: str) -> str:
-    """The DuckDB reader of a file by its suffix (before a compression suffix: data.csv.gz is a CSV file)."""
-    suffixes = [s.lower() for s in Path(path).suffixes]
-    while suffixes and suffixes[-1] in (".gz", ".zst", ".zstd"):
-        suffixes.pop()
-    return FILE_READERS.get(suffixes[-1] if suffixes else "", "read_csv")
-
-
-@functools.cache
-def reader_parameters(reader: str) -> tuple[str, ...]:
-    """The named parameters DuckDB's ``reader`` takes (asked of the installed DuckDB, so they always match)."""
-    import duckdb
-
-    with duckdb.connect() as conn:
-        rows = conn.execute("SELECT DISTINCT unnest(parameters) FROM duckdb_functions() WHERE function_name = ? "
-                            "AND function_type = 'table'", [reader]).fetchall()
-    return tuple(sorted(str(r[0]) for r in rows if r[0] not in ("path", "paths")))
-
-
-def sql_literal(value: Any) -> str:
-    """A YAML value as a DuckDB literal: strings (dates as ISO text), numbers, booleans, null, lists, and mappings
-    as structs."""
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, dt.date | dt.datetime):
-        return sql_string(value.isoformat())
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(sql_literal(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{sql_string(str(k))}: {sql_literal(v)}" for k, v in value.items()) + "}"
-    return sql_string(str(value))
 
 
 @dataclass

@@ -13,7 +13,6 @@ from functools import cache
 from importlib.resources import files
 from typing import Any
 
-import duckdb
 import yaml
 
 from llmt.errors import ConfigError, NodeError
@@ -204,12 +203,3 @@ def check_budget(node: str, estimate: float, committed: float, budgets: list[Bud
 
 class BudgetExceeded(NodeError):
     """Over budget: nothing was submitted."""
-
-
-def node_last_run_cost_usd(conn: duckdb.DuckDBPyConnection, state_schema: str, node: str) -> float:
-    """What the model's most recent run with attempts spent (billed failures included)."""
-    row = conn.execute(
-        f'SELECT coalesce(sum(cost_usd), 0) FROM "{state_schema}".attempts WHERE node = ? AND run_id = '
-        f'(SELECT arg_max(run_id, created_at) FROM "{state_schema}".attempts WHERE node = ?)', [node, node],
-    ).fetchone()
-    return float(row[0]) if row else 0.0

@@ -3,59 +3,51 @@ descriptions as comments (persist_docs)."""
 
 from __future__ import annotations
 
-import duckdb
-
-from llmt.compile import quote
 from llmt.errors import NodeError
 from llmt.file_sources import columns_hint
 from llmt.persist_docs import node_docs, persist_docs
 from llmt.project import Node, Project
-from llmt.warehouse.duckdb import execute, relation_kind
+from llmt.warehouse.base import Warehouse
 
 
-def materialize_sql(conn: duckdb.DuckDBPyConnection, project: Project, node: Node, full_refresh: bool) -> int | None:
+def materialize_sql(wh: Warehouse, project: Project, node: Node, full_refresh: bool) -> int | None:
     """Build one SQL model and write its descriptions as comments (caller holds the transaction). Returns rows
     written for tables."""
-    read = columns_hint(conn, project, node.sources)  # asked before: an error ends the transaction
+    read = columns_hint(wh, project, node.sources)  # asked before: an error ends the transaction
     try:
-        rows = _build(conn, project, node, full_refresh)
+        rows = _build(wh, project, node, full_refresh)
     except NodeError as exc:
         if not read:
             raise
         raise NodeError(exc.message, where=exc.where, hint=f"{exc.hint} {read}" if exc.hint else read) from None
-    persist_docs(conn, project.schema, node.name, node_docs(node))
+    persist_docs(wh, project.schema, node.name, node_docs(node))
     return rows
 
 
-def _build(conn: duckdb.DuckDBPyConnection, project: Project, node: Node, full_refresh: bool) -> int | None:
+def _build(wh: Warehouse, project: Project, node: Node, full_refresh: bool) -> int | None:
     schema, where = project.schema, node.rel_path
-    kind = relation_kind(conn, schema, node.name)
+    table = wh.relation(schema, node.name)
+    kind = wh.relation_kind(schema, node.name)
     mat = node.materialized
     if mat == "view":
-        if kind == "table":
-            conn.execute(f"DROP TABLE {node.relation}")
-        execute(conn, f"CREATE OR REPLACE VIEW {node.relation} AS {_select(project.render(node, False))}", where)
+        wh.replace_view(table, _select(project.render(node, False)), kind, where=where)
         return None
     if kind == "view":
-        conn.execute(f"DROP VIEW {node.relation}")
+        wh.execute(f"DROP VIEW {table}")
         kind = None
     if mat == "incremental" and kind == "table" and not full_refresh:
-        sql = _select(project.render(node, True))
-        execute(conn, f"CREATE OR REPLACE TEMP TABLE _llmt_increment AS {sql}", where)
-        if node.unique_key:
-            keys = ", ".join(quote(k) for k in node.unique_key)
-            execute(
-                conn,
-                f"DELETE FROM {node.relation} WHERE ({keys}) IN (SELECT ({keys}) FROM _llmt_increment)",
-                where,
-            )
-        execute(conn, f"INSERT INTO {node.relation} BY NAME SELECT * FROM _llmt_increment", where)
-        row = conn.execute("SELECT count(*) FROM _llmt_increment").fetchone()
-        conn.execute("DROP TABLE _llmt_increment")
-        return int(row[0]) if row else 0
-    execute(conn, f"CREATE OR REPLACE TABLE {node.relation} AS {_select(project.render(node, False))}", where)
-    row = conn.execute(f"SELECT count(*) FROM {node.relation}").fetchone()
-    return int(row[0]) if row else 0
+        increment = wh.temp_table("_llmt_increment", _select(project.render(node, True)), where=where)
+        try:
+            if node.unique_key:
+                same = " AND ".join(f"i.{wh.quote(k)} = t.{wh.quote(k)}" for k in node.unique_key)
+                wh.execute(f"DELETE FROM {table} AS t WHERE EXISTS (SELECT 1 FROM {increment.name} i WHERE {same})",
+                           where=where)
+            wh.insert_by_name(table, increment.name, where=where)
+        finally:
+            wh.drop_temp(increment)
+        return increment.rows
+    wh.replace_table(table, _select(project.render(node, False)), kind, where=where)
+    return int(wh.scalar(f"SELECT count(*) FROM {table}") or 0)
 
 
 def _select(sql: str) -> str:

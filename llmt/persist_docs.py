@@ -8,12 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from llmt.compile import quote, relation, sql_string
-
 if TYPE_CHECKING:
-    import duckdb
-
     from llmt.project import Node
+    from llmt.warehouse.base import Warehouse
 
 
 @dataclass(frozen=True)
@@ -34,32 +31,22 @@ def node_docs(node: Node, columns: Mapping[str, str] | None = None) -> Docs:
                 described if persist.get("columns", True) else None)
 
 
-def persist_docs(conn: duckdb.DuckDBPyConnection, schema: str, name: str, docs: Docs,
-                 defaults: Mapping[str, str] | None = None) -> None:
+def persist_docs(wh: Warehouse, schema: str, name: str, docs: Docs, defaults: Mapping[str, str] | None = None) -> None:
     """Make the comments of ``schema.name`` (a table or a view) what ``docs`` says (a column it does not
     describe gets its text in ``defaults``, else none), writing only those that differ: a run that changed
     nothing writes nothing."""
     if docs.relation is None and docs.columns is None:
         return
-    found = conn.execute(
-        "SELECT 'TABLE', comment FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = ? "
-        "AND table_name = ? UNION ALL SELECT 'VIEW', comment FROM duckdb_views() WHERE database_name = "
-        "current_database() AND schema_name = ? AND view_name = ?", [schema, name, schema, name]).fetchone()
+    found = wh.comments(schema, name)
     if found is None:
         return
-    kind, comment = found
-    target = relation(schema, name)
+    kind, comment, columns = found
+    target = wh.relation(schema, name)
     if docs.relation is not None and (comment or "") != docs.relation:
-        conn.execute(f"COMMENT ON {kind} {target} IS {_comment(docs.relation)}")
+        wh.set_comment(kind, target, docs.relation or None)
     if docs.columns is None:
         return
-    for column, current in conn.execute(
-        "SELECT column_name, comment FROM duckdb_columns() WHERE database_name = current_database() "
-        "AND schema_name = ? AND table_name = ? ORDER BY column_index", [schema, name]).fetchall():
-        wanted = docs.columns.get(str(column)) or (defaults or {}).get(str(column), "")
+    for column, current in columns.items():
+        wanted = docs.columns.get(column) or (defaults or {}).get(column, "")
         if (current or "") != wanted:
-            conn.execute(f"COMMENT ON COLUMN {target}.{quote(str(column))} IS {_comment(wanted)}")
-
-
-def _comment(text: str) -> str:
-    return sql_string(text) if text else "NULL"
+            wh.set_comment(kind, target, wanted or None, column)

@@ -7,24 +7,28 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from llmt.artifacts import write_compiled, write_manifest, write_run_results
-from llmt.compile import quote
 from llmt.console import Reporter
 from llmt.cost import Budget, PriceTable, price_table
 from llmt.errors import ConfigError, LlmtError
 from llmt.file_sources import load_file_sources
 from llmt.materialize import materialize_sql
-from llmt.pipeline.batches import ShardDriver
-from llmt.pipeline.llm import Budgets, LlmOptions, LlmResult, run_llm_node
+from llmt.pipeline.batches import Batches
+from llmt.pipeline.context import Providers, RunContext
+from llmt.pipeline.llm import Budgets, LlmOptions, LlmResult, NodeRun, model_place
 from llmt.pipeline.realtime import Limits
+from llmt.pipeline.rekey import fake_answers
 from llmt.pipeline.render import MAX_REQUESTS_PER_BATCH
 from llmt.pipeline.spec import LlmSpec, build_spec, escalation_spec
 from llmt.project import Project
 from llmt.providers import make_provider, make_realtime_provider
 from llmt.providers.base import RealtimeProvider
-from llmt.warehouse.duckdb import Warehouse
+from llmt.warehouse import open_warehouse as open_target_warehouse
+from llmt.warehouse.base import Warehouse
+from llmt.warehouse.store import StateStore
 
 
 @dataclass
@@ -86,19 +90,28 @@ def pipeline_options(project: Project, options: LlmOptions) -> LlmOptions:
     return replace(options, max_requests_per_batch=limit, poll_interval=float(poll))
 
 
-def make_driver(project: Project, warehouse: Warehouse, reporter: Reporter, run_id: str) -> ShardDriver:
-    provider = make_provider(
-        project.target.provider.type, project.target.provider.options(),
-        project_dir=project.dir, target_dir=project.target_dir,
-    )
-    options = project.target.provider.options()
+def make_providers(project: Project) -> Providers:
+    """The target's provider (configured now, so that its configuration errors come first)."""
+    kind, options = project.target.provider.type, project.target.provider.options()
+    provider = make_provider(kind, options, project_dir=project.dir, target_dir=project.target_dir)
 
     def realtime() -> RealtimeProvider:
-        return make_realtime_provider(project.target.provider.type, options, project_dir=project.dir,
-                                      target_dir=project.target_dir, batch=provider)
+        return make_realtime_provider(kind, options, project_dir=project.dir, target_dir=project.target_dir,
+                                      batch=provider)
 
-    return ShardDriver(warehouse, provider, reporter, run_id, project.name, prices(project), realtime,
-                       realtime_limits(project))
+    return Providers(provider, realtime, realtime_limits(project))
+
+
+def make_context(project: Project, wh: Warehouse, reporter: Reporter, run_id: str,
+                 providers: Providers | None = None) -> RunContext:
+    """What the pipeline's stages of one run of ``project`` are given."""
+    return RunContext(run_id, project.name, wh, StateStore(wh), providers or make_providers(project),
+                      prices(project), reporter, project.target_dir, batches_dir(project))
+
+
+def batches_dir(project: Project) -> Path:
+    """Where the target's batch files go (a folder per model): targets never share one."""
+    return project.target_dir / "batches" / project.target_name
 
 
 def realtime_limits(project: Project) -> Limits:
@@ -161,8 +174,7 @@ def judge_llm(result: NodeResult, limit: float, where: str) -> None:
 
 def open_warehouse(project: Project, reporter: Reporter | None = None) -> Warehouse:
     """The target's warehouse; ``reporter`` hears when opening it waits for another program's lock."""
-    wh = project.target.warehouse
-    return Warehouse(wh.path, project.dir, wh.schema_, wh.state_schema, wh.settings, wh.lock_timeout, reporter)
+    return open_target_warehouse(project.target.warehouse, project.dir, reporter)
 
 
 def llm_specs(project: Project, names: list[str]) -> dict[str, LlmSpec]:
@@ -193,17 +205,13 @@ def run(
     write_manifest(project, specs)
     report = RunReport(new_run_id())
     wh = warehouse or open_warehouse(project, reporter)
-    if wh.memory:
+    if wh.lasting:
         reporter.warn("the warehouse is `:memory:`: tables and stored answers are lost when this command ends")
     # the provider is configured before anything runs, so that its configuration errors come first
-    driver = make_driver(project, wh, reporter, report.run_id) if specs else None
-    s = quote(wh.state_schema)
-    with wh.connect() as conn:
-        # a run still marked running was killed (a live one, waiting with the file released, sets its own
-        # status again when it ends)
-        conn.execute(f"UPDATE {s}.runs SET status = 'interrupted' WHERE status = 'running'")
-        conn.execute(f"INSERT INTO {s}.runs VALUES (?, ?, ?, now(), NULL, 'running')",
-                     [report.run_id, project.name, command])
+    context = make_context(project, wh, reporter, report.run_id) if specs else None
+    store = StateStore(wh)
+    store.start_run(report.run_id, project.name, command)
+    batches = Batches(context) if context is not None else None
     failed_upstream: dict[str, str] = {}  # node -> why its descendants are skipped ("failed", ...)
     interrupted = False
     try:
@@ -223,18 +231,19 @@ def run(
             t0 = time.monotonic()
             result = NodeResult(name, node.materialized, "success")
             try:
-                load_file_sources(wh, project, node.sources)  # when their files changed
+                load_file_sources(wh, store, project, node.sources)  # when their files changed
                 if node.is_llm:
-                    assert driver is not None
-                    result.llm = run_llm_node(project, node, specs[name], wh, driver, reporter, options,
-                                              budgets(project, name, options))
+                    assert context is not None and batches is not None
+                    result.llm = NodeRun(context, batches, model_place(project, name, context.batches_dir),
+                                         specs[name], options, budgets(project, name, options),
+                                         lambda: fake_answers(project)).run()
                     result.rows = result.llm.rows
                     judge_llm(result, *failed_share_limit(project, name, options))
                     if result.status == "error":
                         failed_upstream[name] = "failed"
                 else:
-                    with wh.transaction() as conn:
-                        result.rows = materialize_sql(conn, project, node, options.full_refresh)
+                    with wh.transaction():
+                        result.rows = materialize_sql(wh, project, node, options.full_refresh)
             except LlmtError as exc:
                 if exc.exit_code == 2:  # a usage or config error: stop, exit code 2
                     raise
@@ -247,27 +256,25 @@ def run(
                 failed_upstream[name] = veto
     except KeyboardInterrupt:
         interrupted = True
-        if driver is not None:
-            _say_what_is_open(driver, reporter)
+        if batches is not None:
+            _say_what_is_open(batches, reporter)
         raise
     finally:
         report.seconds = time.monotonic() - started
         status = "interrupted" if interrupted else "error" if report.failed else "success"
-        with wh.connect() as conn:
-            conn.execute(f"UPDATE {s}.runs SET finished_at = now(), status = ? WHERE run_id = ?",
-                         [status, report.run_id])
-        if driver is not None:
-            driver.close()
+        store.finish_run(report.run_id, status)
+        if context is not None:
+            context.providers.close()
         if warehouse is None:
             wh.close()
         write_run_results(project, report.run_id, [r.as_dict() for r in report.results], report.seconds, command)
     return report
 
 
-def _say_what_is_open(driver: ShardDriver, reporter: Reporter) -> None:
+def _say_what_is_open(batches: Batches, reporter: Reporter) -> None:
     """On Ctrl-C: the batches still open, per model, and that the next run collects them."""
     by_node: dict[str, int] = {}
-    for row in driver.open_shards():
+    for row in batches.open_shards():
         by_node[row.node] = by_node.get(row.node, 0) + 1
     if by_node:
         reporter.warn(f"interrupted: {sum(by_node.values())} batch(es) still open ("

@@ -1,8 +1,8 @@
-"""Output schemas: JSON Schema -> OpenAI strict schema, DuckDB column types.
+"""Output schemas: JSON Schema -> OpenAI strict schema, and the types of the output columns.
 
 `load_schema` reads a file, `to_strict` normalizes it to OpenAI Structured Outputs strict mode
-(or raises SchemaError naming the JSON path), and `column_types` / `json_structure` give the typed
-output columns. Answers are checked against a strict schema by `llmt.validate.AnswerValidator`.
+(or raises SchemaError naming the JSON path), and `json_structure` gives the typed output columns.
+Answers are checked against a strict schema by `llmt.validate.AnswerValidator`.
 """
 
 from __future__ import annotations
@@ -323,13 +323,10 @@ def _check_limits(strict: dict[str, Any], where: str) -> None:
 # --- column types --------------------------------------------------------------------------------
 
 
-def column_types(strict: dict[str, Any]) -> list[tuple[str, str]]:
-    """(property, DuckDB type) for each top-level property of a strict schema, in order."""
-    return [(name, _sql_type(structure)) for name, structure in json_structure(strict).items()]
-
-
 def json_structure(strict: dict[str, Any]) -> dict[str, Any]:
-    """The `json_transform()` structure that yields the types of `column_types`."""
+    """Each top-level property's type in llmt's vocabulary of answer types: VARCHAR, BIGINT, DOUBLE, BOOLEAN,
+    DATE, TIMESTAMPTZ or JSON, a list of one type (`[...]`), or an object of typed fields (`{...}`). Each
+    engine's warehouse turns it into its column types (`Warehouse.sql_type`) and a JSON answer into them."""
     return {name: _structure(sub, strict, frozenset({"#"})) for name, sub in strict["properties"].items()}
 
 
@@ -353,18 +350,6 @@ def _structure(node: dict[str, Any], root: dict[str, Any], seen: frozenset[str])
     if kinds[0] == "object" and node.get("properties"):
         return {name: _structure(sub, root, seen) for name, sub in node["properties"].items()}
     return {"integer": "BIGINT", "number": "DOUBLE", "boolean": "BOOLEAN"}.get(kinds[0], "JSON")
-
-
-def _sql_type(structure: Any) -> str:
-    if isinstance(structure, list):
-        return f"{_sql_type(structure[0])}[]"
-    if isinstance(structure, dict):
-        return "STRUCT(" + ", ".join(f"{_quote(k)} {_sql_type(v)}" for k, v in structure.items()) + ")"
-    return str(structure)
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 # --- helpers -------------------------------------------------------------------------------------

@@ -59,16 +59,16 @@ def test_memory_runs_benchmarks_one_to_four(tmp_path: Path) -> None:
 
 def test_an_output_table_updated_in_place_equals_one_rebuilt_whole(tmp_path: Path) -> None:
     """At 20,000 rows with 1% edited, the incremental run replaces only the changed rows of the output
-    table (llmt.pipeline.output._update_in_place); a full rebuild from the same state gives the same rows."""
+    table (llmt.warehouse.outputs._update_in_place); a full rebuild from the same state gives the same rows."""
     import shutil
 
     import duckdb
 
+    from llmt.console import Reporter
     from llmt.pipeline import llm
     from llmt.pipeline.spec import build_spec
-    from llmt.pipeline.stage import set_stage_fingerprint, stage_fingerprint
     from llmt.project.loader import load_project
-    from llmt.runner import open_warehouse
+    from llmt.runner import make_context, new_run_id, open_warehouse
 
     found = run_script("incremental.py", tmp_path, "--rows", "20000")
     assert int(found["requests"]) > 0
@@ -78,14 +78,14 @@ def test_an_output_table_updated_in_place_equals_one_rebuilt_whole(tmp_path: Pat
     project = load_project(copy)
     node = project.nodes["review_insights"]
     wh = open_warehouse(project)
+    run = make_context(project, wh, Reporter(), new_run_id())
     try:
-        with wh.connect() as conn:
-            staged = stage_fingerprint(conn, wh.state_schema, node.name)
-            assert staged is not None and "shape" in staged
-            set_stage_fingerprint(conn, wh.state_schema, node.name, {"layout": staged["layout"],
-                                                                     "rows": staged["rows"]})
-        llm.rebuild_output(project, node, build_spec(project, node), wh)
+        staged = run.store.fingerprint("stage", node.name)
+        assert staged is not None and "shape" in staged
+        run.store.set_fingerprint("stage", node.name, {"layout": staged["layout"], "rows": staged["rows"]})
+        llm.rebuild_output(run, llm.model_place(project, node.name, run.batches_dir), build_spec(project, node))
     finally:
+        run.providers.close()
         wh.close()
     with duckdb.connect(str(root / "bench.duckdb"), read_only=True) as conn:
         conn.execute(f"ATTACH '{copy / 'bench.duckdb'}' AS rebuilt (READ_ONLY)")

@@ -9,7 +9,7 @@ import json
 import random
 from collections import Counter
 
-from llmt.pipeline.crash import POINTS
+from llmt.crash import POINTS
 from tests.conftest import Project, example_on_emulator
 from tests.emulator import Chaos, Emulator, fixtures
 from tests.test_crash_safety import llmt_run

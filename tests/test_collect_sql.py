@@ -16,12 +16,15 @@ import pytest
 from llmt.console import Reporter
 from llmt.cost import price_table
 from llmt.pipeline import batches
-from llmt.pipeline.batches import ShardDriver, ShardRow
+from llmt.pipeline.batches import Batches
 from llmt.pipeline.collect import classify
+from llmt.pipeline.context import Providers, RunContext
+from llmt.pipeline.realtime import Limits
 from llmt.providers.base import BatchInfo, BatchLineError, BatchProvider, Shard
 from llmt.schema import to_strict
 from llmt.validate import AnswerValidator
-from llmt.warehouse.duckdb import Warehouse
+from llmt.warehouse.duckdb import DuckDBWarehouse
+from llmt.warehouse.store import ShardRow, StateStore
 from tests.conftest import SCHEMA
 
 STRICT = to_strict(SCHEMA, where="test")
@@ -107,17 +110,19 @@ class Serve(BatchProvider):
 class Harness:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.wh = Warehouse("state.duckdb", root)
-        self.driver = ShardDriver(self.wh, Serve(), Reporter(), "run-1", "demo", PRICES)
+        self.wh = DuckDBWarehouse("state.duckdb", root)
+        self.run = RunContext("run-1", "demo", self.wh, StateStore(self.wh), Providers(Serve(), None, Limits()), PRICES,
+                              Reporter(), root, root / "batches")
+        self.batches = Batches(self.run)
+        self.replace = False  # --reask
 
     def shard(self, shard_id: str, keys: list[str]) -> ShardRow:
         row = ShardRow(shard_id, "run-0", "insights", MODEL, str(self.root / f"{shard_id}.jsonl"), len(keys),
                        json.dumps(STRICT), "submitted", "file-1", f"batch-{shard_id}", "in_progress")
-        with self.wh.connect() as conn:
-            conn.execute("INSERT INTO _llmt.shards (shard_id, run_id, node, model, provider, path, n_requests, "
-                         "response_schema, status) VALUES (?, ?, ?, ?, 'batch', ?, ?, ?, 'submitted')",
-                         [row.shard_id, row.run_id, row.node, row.model, row.path, row.n_requests, row.response_schema])
-            conn.execute("INSERT INTO _llmt.shard_requests SELECT ?, unnest(?::VARCHAR[])", [shard_id, keys])
+        self.wh.execute("INSERT INTO _llmt.shards (shard_id, run_id, node, model, provider, path, n_requests, "
+                        "response_schema, status) VALUES (?, ?, ?, ?, 'batch', ?, ?, ?, 'submitted')",
+                        [row.shard_id, row.run_id, row.node, row.model, row.path, row.n_requests, row.response_schema])
+        self.wh.execute("INSERT INTO _llmt.shard_requests SELECT ?, unnest(?::VARCHAR[])", [shard_id, keys])
         return row
 
     def file(self, name: str, lines: list[dict[str, Any] | str | bytes]) -> str:
@@ -132,20 +137,17 @@ class Harness:
         batch = BatchInfo(str(row.batch_id), status, output_file_id=output, error_file_id=error_file, **info)
         work = self.root / "work"
         work.mkdir(exist_ok=True)
-        return self.driver.collect([(row, batch)], work)
+        return self.batches.collect([(row, batch)], work, self.replace)
 
     def attempts(self, shard_id: str) -> dict[str, tuple[Any, ...]]:
-        with self.wh.connect() as conn:
-            rows = conn.execute(
-                "SELECT request_key, outcome, status_code, error_code, detail, prompt_tokens, completion_tokens, "
-                "cached_tokens, cost_usd, run_id, node, model, batch FROM _llmt.attempts WHERE shard_id = ?",
-                [shard_id]).fetchall()
+        rows = self.wh.fetchall(
+            "SELECT request_key, outcome, status_code, error_code, detail, prompt_tokens, completion_tokens, "
+            "cached_tokens, cost_usd, run_id, node, model, batch FROM _llmt.attempts WHERE shard_id = ?", [shard_id])
         assert len(rows) == len({r[0] for r in rows}), "one attempt per key"
         return {r[0]: r[1:] for r in rows}
 
     def answers(self) -> dict[str, tuple[Any, ...]]:
-        with self.wh.connect() as conn:
-            rows = conn.execute("SELECT request_key, answer, shard_id, prompt_tokens FROM _llmt.answers").fetchall()
+        rows = self.wh.fetchall("SELECT request_key, answer, shard_id, prompt_tokens FROM _llmt.answers")
         return {r[0]: r[1:] for r in rows}
 
 
@@ -200,8 +202,7 @@ def test_a_key_without_a_line_gets_the_batch_outcome(h: Harness, status: str, ou
     assert got["b"][:4] == (outcome, None, error_code, f"no result line (batch {status})")
     assert got["b"][4:8] == (0, 0, 0, 0.0)
     assert got["a"][0] == ("batch_failed" if status == "failed" else "ok")
-    with h.wh.connect() as conn:
-        assert conn.execute("SELECT status, batch_status FROM _llmt.shards").fetchall() == [("collected", status)]
+    assert h.wh.fetchall("SELECT status, batch_status FROM _llmt.shards") == [("collected", status)]
 
 
 def test_a_key_with_several_lines_takes_its_first_ok_one_else_its_first(h: Harness) -> None:
@@ -251,11 +252,10 @@ def test_collecting_twice_stores_once_and_reask_replaces_answers(h: Harness) -> 
     h.collect(second, output=h.file("out2.jsonl", [answered("a", OTHER)]))
     assert h.answers()["a"][:2] == (VALID, "s1")  # an answer is kept...
     third = h.shard("s3", ["a"])
-    h.driver.replace_answers = True
+    h.replace = True
     h.collect(third, output=h.file("out3.jsonl", [answered("a", OTHER)]))
     assert h.answers()["a"][:2] == (OTHER, "s3")  # ...unless asked again (--reask)
-    with h.wh.connect() as conn:
-        assert conn.execute("SELECT count(*) FROM _llmt.attempts").fetchall() == [(4,)]
+    assert h.wh.fetchall("SELECT count(*) FROM _llmt.attempts") == [(4,)]
 
 
 def test_shards_collected_together_are_reconciled_each_with_its_own_files_and_batch(h: Harness) -> None:
@@ -265,7 +265,7 @@ def test_shards_collected_together_are_reconciled_each_with_its_own_files_and_ba
     out2 = h.file("out2.jsonl", [answered("c", VALID), answered("a", OTHER), answered("b", OTHER)])
     work = h.root / "work"
     work.mkdir()
-    counts = h.driver.collect([
+    counts = h.batches.collect([
         (s1, BatchInfo("batch-s1", "completed", output_file_id=out1)),
         (s2, BatchInfo("batch-s2", "expired", output_file_id=out2)),
     ], work)
@@ -273,8 +273,7 @@ def test_shards_collected_together_are_reconciled_each_with_its_own_files_and_ba
     assert {k: v[0] for k, v in h.attempts("s1").items()} == {"a": "ok", "b": "missing"}
     assert {k: v[0] for k, v in h.attempts("s2").items()} == {"c": "ok", "d": "expired"}
     assert {k: v[:2] for k, v in h.answers().items()} == {"a": (VALID, "s1"), "c": (VALID, "s2")}
-    with h.wh.connect() as conn:
-        assert conn.execute("SELECT shard_id, status, batch_status FROM _llmt.shards ORDER BY 1").fetchall() == [
+    assert h.wh.fetchall("SELECT shard_id, status, batch_status FROM _llmt.shards ORDER BY 1") == [
             ("s1", "collected", "completed"), ("s2", "collected", "expired")]
 
 
@@ -284,15 +283,14 @@ def test_a_key_answered_in_two_shards_collected_together_is_stored_once(h: Harne
     s1, s2 = h.shard("s1", ["a"]), h.shard("s2", ["a", "b"])
     work = h.root / "work"
     work.mkdir()
-    counts = h.driver.collect([
+    counts = h.batches.collect([
         (s2, BatchInfo("batch-s2", "completed", output_file_id=h.file("o2.jsonl", [answered("a", OTHER),
                                                                                    answered("b", VALID)]))),
         (s1, BatchInfo("batch-s1", "completed", output_file_id=h.file("o1.jsonl", [answered("a", VALID)]))),
     ], work)
     assert counts == {"ok": 3}
     assert {k: v[:2] for k, v in h.answers().items()} == {"a": (VALID, "s1"), "b": (VALID, "s2")}
-    with h.wh.connect() as conn:
-        assert conn.execute("SELECT count(*) FROM _llmt.answers").fetchone() == (2,)
+    assert h.wh.fetchone("SELECT count(*) FROM _llmt.answers") == (2,)
 
 
 def test_ended_shards_are_grouped_by_model_and_up_to_a_number_of_requests(
@@ -313,13 +311,13 @@ def test_the_result_files_of_shards_collected_together_are_downloaded_at_once(h:
             together.wait()
             return super().download(file_id, dest)
 
-    h.driver.provider = Together()
+    h.batches.provider = Together()
     rows = [h.shard(f"s{i}", [f"k{i}"]) for i in range(3)]
     work = h.root / "work"
     work.mkdir()
     ended = [(row, BatchInfo(str(row.batch_id), "completed", output_file_id=h.file(f"o{i}.jsonl", [answered(f"k{i}")])))
              for i, row in enumerate(rows)]
-    assert h.driver.collect(ended, work) == {"ok": 3}
+    assert h.batches.collect(ended, work) == {"ok": 3}
     assert sorted(p.name for p in work.iterdir()) == ["s0.output.jsonl", "s1.output.jsonl", "s2.output.jsonl"]
 
 

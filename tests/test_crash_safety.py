@@ -1,7 +1,7 @@
 """Crash safety: `llmt run` killed with SIGKILL at each step of a shard's lifecycle, then run again.
 
 Each test starts the OpenAI emulator in this process and runs `python -m llmt run --target openai`
-as a real subprocess with ``LLMT_CRASH_AT=<point>`` (see llmt/pipeline/crash.py), so the kill
+as a real subprocess with ``LLMT_CRASH_AT=<point>`` (see llmt/llmt/crash.py), so the kill
 happens exactly where ``kill -9`` would: open DuckDB transactions, half-written files and
 in-flight HTTP requests are left as a real crash leaves them. The second run, without the
 crash point, must end with every row answered once, no shard's batch created twice, no request
@@ -22,7 +22,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from llmt.pipeline.crash import POINTS
+from llmt.crash import POINTS
 from tests.conftest import BASE_FILES
 from tests.emulator import Emulator, fixtures
 
@@ -186,7 +186,8 @@ def test_killed_run_is_resumed_without_losing_or_repeating_work(
     assert query(root, "SELECT status, count(*) FROM _llmt.runs GROUP BY ALL ORDER BY 1") == [
         ("interrupted", 1), ("success", 1)
     ]
-    inputs = {p.stem for p in (root / "target" / "batches" / "insights").glob("*.jsonl") if p.stem.count(".") == 0}
+    batches = root / "target" / "batches" / "openai" / "insights"  # the target's own folder
+    inputs = {p.stem for p in batches.glob("*.jsonl") if p.stem.count(".") == 0}
     assert inputs == set(after)
 
 
@@ -203,7 +204,8 @@ def test_kill_while_storing_rolls_the_shard_back(emulator: Emulator, tmp_path: P
     assert query(root, "SELECT count(*) FROM _llmt.attempts") == [(0,)]
     assert query(root, "SELECT count(*) FROM _llmt.answers") == [(0,)]
     assert query(root, "SELECT count(*) FROM _llmt.shards WHERE status = 'collected'") == [(0,)]
-    downloaded = sorted(p.name for p in (root / "target" / "batches" / "insights").glob(f"{first}.*.jsonl"))
+    batches = root / "target" / "batches" / "openai" / "insights"
+    downloaded = sorted(p.name for p in batches.glob(f"{first}.*.jsonl"))
     assert downloaded == [f"{first}.output.jsonl"]
-    lines = (root / "target" / "batches" / "insights" / downloaded[0]).read_text(encoding="utf-8").splitlines()
+    lines = (batches / downloaded[0]).read_text(encoding="utf-8").splitlines()
     assert len(lines) == PER_BATCH and all(json.loads(line)["response"]["status_code"] == 200 for line in lines)

@@ -4,6 +4,7 @@ holds no path and survives the project moving."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -96,8 +97,9 @@ def test_a_file_read_wrongly_shows_the_columns_read(project: Project) -> None:
 
 
 def _loaded_at(project: Project) -> int:
-    comment = project.query("SELECT comment FROM duckdb_tables() WHERE table_name = 'source__raw__reviews'")[0][0]
-    return int(comment.split('"loaded_ns": ')[1].split(",")[0].rstrip("}"))
+    value = project.query("SELECT value FROM _llmt.fingerprints WHERE kind = 'source' "
+                          "AND name = 'source__raw__reviews'")[0][0]
+    return int(json.loads(value)["loaded_ns"])
 
 
 def test_a_file_source_is_loaded_again_only_when_its_file_changed(project: Project) -> None:

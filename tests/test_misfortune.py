@@ -10,7 +10,7 @@ from collections.abc import Callable
 import duckdb
 import pytest
 
-from llmt.pipeline.stage import USES_ATTEMPT_SQL
+from llmt.warehouse.store import USES_ATTEMPT_SQL
 from tests.conftest import Project
 from tests.emulator import Emulator, FaultInjector, fixtures
 from tests.test_openai_batch import check_invariants, csv, openai_project, outcomes, statuses

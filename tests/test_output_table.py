@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import duckdb
 import pytest
 
-from llmt.pipeline import output
-from llmt.pipeline.stage import input_counts, set_stage_fingerprint, stage_fingerprint, stage_table
+from llmt.warehouse import outputs as output
+from llmt.warehouse.duckdb import DuckDBWarehouse
+from llmt.warehouse.staging import input_counts, stage_table
+from llmt.warehouse.store import StateStore
 from tests.conftest import Project
 
 MakeProject = Callable[[dict[str, str]], Project]
@@ -45,16 +46,20 @@ def test_the_output_build_leaves_the_next_runs_input_counts(project: Project) ->
     project.write("prompts/analyse.md", "Review: {{ review_text }}\n")  # rows 1 and 3 share their request
     for args in (["--sample", "1"], []):  # one request answered (the rest pending), then all
         project.run_json(*args)
-        with duckdb.connect(str(project.root / project.db)) as conn:
-            staged = stage_fingerprint(conn, "_llmt", "insights")
+        wh = DuckDBWarehouse(project.db, project.root)
+        try:
+            store = StateStore(wh)
+            staged = store.fingerprint("stage", "insights")
             assert staged is not None
             remembered = staged["counts"]
-            set_stage_fingerprint(conn, "_llmt", "insights", {**staged, "counts": None})
-            fresh = input_counts(conn, "_llmt", stage_table("_llmt", "insights"))  # counted by joining the answers
-            recounted = stage_fingerprint(conn, "_llmt", "insights")
+            store.set_fingerprint("stage", "insights", {**staged, "counts": None})
+            fresh = input_counts(wh, store, stage_table(wh, "insights"), "insights")  # counted by joining answers
+            recounted = store.fingerprint("stage", "insights")
             assert recounted is not None and recounted["counts"] == remembered == {"key": remembered["key"],
                                                                                    "value": list(fresh)}
             assert fresh[0] == 4 and (fresh[1] < 4) == bool(args)
+        finally:
+            wh.close()
 
 
 def test_updating_in_place_sees_a_change_in_a_column_the_prompt_does_not_use(

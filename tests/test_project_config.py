@@ -241,8 +241,7 @@ def test_warehouse_settings_reach_duckdb_and_bad_ones_are_named(
     wh = open_warehouse(load_project(project.root))
     query = "SELECT current_setting('memory_limit'), current_setting('threads')"
     expected = duckdb.connect(config={"memory_limit": "300MB", "threads": 1}).execute(query).fetchone()
-    with wh.connect() as conn:
-        assert conn.execute(query).fetchone() == expected
+    assert wh.fetchone(query) == expected
     wh.close()
     assert project.llmt("run").code == 0
     project.write("project.yml", yml.replace("path: demo.duckdb}", "path: demo.duckdb, settings: {memry: 1}}"))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from llmt.pipeline.render import count_exactly, json_utf8, render_lines, render_pending, write_shards
@@ -14,6 +13,7 @@ from llmt.pipeline.spec import ENDPOINT, build_spec
 from llmt.project.loader import load_project
 from llmt.prompts import PromptRenderer
 from llmt.tokens import count_request
+from llmt.warehouse.duckdb import DuckDBWarehouse
 from tests.conftest import Project
 
 TEXTS = ["Great phone, battery lasts \"forever\".", "日本語のレビュー：音がとても良い",
@@ -78,10 +78,12 @@ def test_rows_read_from_duckdb_give_the_lines_rendered_from_text(
     texts = [*TEXTS, "".join(map(chr, range(1, 128))), "NUL \x00 and \x1f", "\u2028 é 👍🏽 \"q\" \\"]
     rows = [(f"k{i:03d}", None if i % 7 == 3 else (str(i) if product_type == "INTEGER" else f"P{i} ü"),
              None if i % 11 == 5 else texts[i % len(texts)]) for i in range(40)]
-    conn = duckdb.connect()
-    conn.execute(f"CREATE TABLE r (_llmt_request_key VARCHAR, product {product_type}, review_text VARCHAR)")
-    conn.executemany("INSERT INTO r VALUES (?, ?, ?)", rows)
-    read = conn.execute("SELECT * FROM r ORDER BY _llmt_request_key").fetchall()
+    wh = DuckDBWarehouse(":memory:", project.root)
+    wh.execute(f"CREATE TABLE r (_llmt_request_key VARCHAR, product {product_type}, review_text VARCHAR)")
+    wh.load_rows("r", dict(zip(("_llmt_request_key", "product", "review_text"), map(list, zip(*rows, strict=True)),
+                               strict=True)),
+                 {"_llmt_request_key": "VARCHAR", "product": product_type, "review_text": "VARCHAR"})
+    read = wh.fetchall("SELECT * FROM r ORDER BY _llmt_request_key")
     expected = list(render_lines(read, spec.columns, spec, exact=False))
     assert (PromptRenderer(spec.prompt).utf8_renderer(spec.columns, {"review_text"}) is not None) == utf8
-    assert list(render_pending(conn, "SELECT * FROM r ORDER BY _llmt_request_key", spec.columns, spec)) == expected
+    assert list(render_pending(wh, "SELECT * FROM r ORDER BY _llmt_request_key", spec.columns, spec)) == expected

@@ -15,15 +15,21 @@ import pytest
 from llmt.errors import SchemaError
 from llmt.schema import (
     MAX_DEPTH,
-    column_types,
     json_structure,
     load_schema,
     schema_fingerprint,
     to_strict,
 )
 from llmt.validate import AnswerValidator
+from llmt.warehouse.duckdb import DuckDBWarehouse
 
 DATA = Path(__file__).parent / "data" / "schemas"
+
+
+def column_types(strict: dict[str, Any]) -> list[tuple[str, str]]:
+    """The output columns of a strict schema, with their DuckDB types."""
+    wh = DuckDBWarehouse(":memory:", Path("."))
+    return [(name, wh.sql_type(structure)) for name, structure in json_structure(strict).items()]
 WHERE = "schemas/review.json"
 
 

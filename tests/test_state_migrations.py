@@ -6,7 +6,7 @@ from pathlib import Path
 
 import duckdb
 
-from llmt.warehouse.duckdb import read_only
+from llmt.warehouse.duckdb import DuckDBWarehouse
 from llmt.warehouse.state import MIGRATIONS, migrate, migration_sql
 
 
@@ -96,6 +96,26 @@ def test_version_7_records_the_provider_kind_and_makes_every_timestamp_an_instan
 
 def test_plan_replays_every_migration_for_a_warehouse_without_state(tmp_path: Path) -> None:
     duckdb.connect(str(tmp_path / "w.duckdb")).close()
-    with read_only(str(tmp_path / "w.duckdb"), "_llmt") as conn:
-        assert conn.execute('SELECT provider, answered_at FROM "_llmt".answers').fetchall() == []
-        assert conn.execute('SELECT max(version) FROM "_llmt".schema_version').fetchall() == [(None,)]
+    wh = DuckDBWarehouse("w.duckdb", tmp_path, read_only=True)
+    try:
+        assert wh.fetchall('SELECT provider, answered_at FROM "_llmt".answers') == []
+        assert wh.fetchall('SELECT max(version) FROM "_llmt".schema_version') == [(None,)]
+        assert wh.fetchall('SELECT kind, name FROM "_llmt".fingerprints') == []
+    finally:
+        wh.close()
+
+
+def test_version_9_moves_what_table_comments_recorded_into_the_fingerprints_table(tmp_path: Path) -> None:
+    conn = state_at(tmp_path / "state.duckdb", 8)
+    conn.execute("CREATE TABLE _llmt.input__insights (x INTEGER)")
+    conn.execute("COMMENT ON TABLE _llmt.input__insights IS "
+                 ''''llmt-stage {"keys": "llmt-request-v2", "layout": "l"}' ''')
+    conn.execute("CREATE TABLE _llmt.source__raw__reviews (x INTEGER)")
+    conn.execute('''COMMENT ON TABLE _llmt.source__raw__reviews IS 'llmt-source {"version": 1}' ''')
+    conn.execute("CREATE TABLE _llmt.other (x INTEGER)")
+    conn.execute("COMMENT ON TABLE _llmt.other IS 'llmt-stage {}'")  # not a staged table: left alone
+
+    assert migrate(conn, "_llmt") == 9
+    assert conn.execute("SELECT kind, name, value FROM _llmt.fingerprints ORDER BY 1").fetchall() == [
+        ("source", "source__raw__reviews", '{"version": 1}'),
+        ("stage", "insights", '{"keys": "llmt-request-v2", "layout": "l"}')]

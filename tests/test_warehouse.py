@@ -6,7 +6,8 @@ from pathlib import Path
 
 import duckdb
 
-from llmt.warehouse.duckdb import ROW_GROUP_ROWS, Warehouse
+from llmt.warehouse.duckdb import DuckDBWarehouse as Warehouse
+from llmt.warehouse.duckdb_files import ROW_GROUP_ROWS
 
 
 def _row_groups(conn: duckdb.DuckDBPyConnection, table: str) -> int:
@@ -16,9 +17,9 @@ def _row_groups(conn: duckdb.DuckDBPyConnection, table: str) -> int:
 
 def test_tables_are_written_in_small_row_groups_under_the_files_own_name(tmp_path: Path) -> None:
     wh = Warehouse("shop.v1.duckdb", tmp_path)
-    with wh.transaction() as conn:
-        assert conn.execute("SELECT current_database()").fetchone() == ("shop",)  # as `duckdb shop.v1.duckdb`
-        conn.execute(f"CREATE TABLE main.t AS SELECT range AS i FROM range({ROW_GROUP_ROWS + 1})")
+    with wh.transaction():
+        assert wh.fetchone("SELECT current_database()") == ("shop",)  # as `duckdb shop.v1.duckdb`
+        wh.execute(f"CREATE TABLE main.t AS SELECT range AS i FROM range({ROW_GROUP_ROWS + 1})")
     wh.close()
     with duckdb.connect(str(tmp_path / "shop.v1.duckdb")) as plain:
         assert plain.execute("SELECT count(*) FROM shop.main.t").fetchone() == (ROW_GROUP_ROWS + 1,)
@@ -27,8 +28,8 @@ def test_tables_are_written_in_small_row_groups_under_the_files_own_name(tmp_pat
 
 def test_a_file_named_like_the_in_memory_catalog_opens_directly(tmp_path: Path) -> None:
     wh = Warehouse("memory.duckdb", tmp_path)
-    with wh.transaction() as conn:
-        conn.execute("CREATE TABLE main.t AS SELECT 1 AS x")
+    with wh.transaction():
+        wh.execute("CREATE TABLE main.t AS SELECT 1 AS x")
     wh.close()
     with duckdb.connect(str(tmp_path / "memory.duckdb")) as plain:
         assert plain.execute("SELECT x FROM main.t").fetchall() == [(1,)]

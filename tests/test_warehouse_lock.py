@@ -16,12 +16,12 @@ from pathlib import Path
 import duckdb
 import pytest
 
-import llmt.warehouse.duckdb as warehouse_duckdb
+import llmt.warehouse.duckdb_files as duckdb_files
 from llmt.commands import plan_project
 from llmt.console import Console, Reporter
 from llmt.errors import LockTimeout
 from llmt.project import load_project
-from llmt.warehouse.duckdb import Warehouse
+from llmt.warehouse.duckdb import DuckDBWarehouse as Warehouse
 from tests.conftest import BASE_FILES, Project
 from tests.emulator import Emulator, fixtures
 
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HOLDER = """
 import sys, duckdb
 from llmt.console import Reporter
-from llmt.warehouse.duckdb import attach_read_only, wait_for_lock
+from llmt.warehouse.duckdb_files import attach_read_only, wait_for_lock
 path, mode = sys.argv[1], sys.argv[2]
 if mode == "read":  # (waits while llmt writes, as a reader should)
     conn = wait_for_lock(lambda: attach_read_only(path), path, 60, Reporter(), read_only=True)
@@ -108,7 +108,7 @@ class ConsoleReleasingWhenWaiting(Console):
 @pytest.fixture
 def tell_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """llmt says what it waits for at the first failed try (not after a few seconds)."""
-    monkeypatch.setattr(warehouse_duckdb, "LOCK_NOTICE_AFTER", 0.0)
+    monkeypatch.setattr(duckdb_files, "LOCK_NOTICE_AFTER", 0.0)
 
 
 def _database(path: Path) -> None:
@@ -123,8 +123,8 @@ def test_a_reader_holding_the_file_makes_llmt_wait_and_say_who_holds_it(tmp_path
     hold.append(holder)
     reporter = ReleaseWhenWaiting(holder)
     wh = Warehouse("shop.duckdb", tmp_path, reporter=reporter)
-    with wh.transaction() as conn:  # it waited, was told who holds the file, and went on once it was let go
-        conn.execute("CREATE TABLE main.u AS SELECT 2 AS y")
+    with wh.transaction():  # it waited, was told who holds the file, and went on once it was let go
+        wh.execute("CREATE TABLE main.u AS SELECT 2 AS y")
     wh.close()
     assert len(reporter.notices) == 1
     notice = reporter.notices[0]
@@ -138,8 +138,8 @@ def test_a_lock_held_past_lock_timeout_names_the_holder_and_what_to_do(tmp_path:
     _database(tmp_path / "shop.duckdb")
     holder = Holder(tmp_path / "shop.duckdb", "read")
     hold.append(holder)
-    with pytest.raises(LockTimeout) as caught, Warehouse("shop.duckdb", tmp_path, lock_timeout=0.2).connect():
-        pass
+    with pytest.raises(LockTimeout) as caught:
+        Warehouse("shop.duckdb", tmp_path, lock_timeout=0.2).execute("SELECT 1")
     error = caught.value
     assert error.exit_code == 2 and error.where == str(tmp_path / "shop.duckdb")
     assert f"locked by PID {holder.pid} (" in error.message and "waited 0.2 s" in error.message
@@ -230,9 +230,9 @@ def test_after_giving_up_on_the_lock_a_later_open_tries_once(tmp_path: Path, hol
     hold.append(Holder(tmp_path / "shop.duckdb", "read"))
     reporter = Notices()
     wh = Warehouse("shop.duckdb", tmp_path, lock_timeout=0.2, reporter=reporter)
-    with pytest.raises(LockTimeout) as first, wh.connect():
-        pass
-    with pytest.raises(LockTimeout) as second, wh.connect():
-        pass
+    with pytest.raises(LockTimeout) as first:
+        wh.execute("SELECT 1")
+    with pytest.raises(LockTimeout) as second:
+        wh.execute("SELECT 1")
     assert second.value.render() == first.value.render()  # "waited 0.2 s", as it did
     assert len(reporter.notices) == 1  # the second open did not wait (it would have said so again)

@@ -14,183 +14,55 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from llmt.compile import quote
-from llmt.console import Reporter
-from llmt.cost import PriceTable
-from llmt.errors import ConfigError
-from llmt.pipeline.collect import Finished, Source, collect_files
-from llmt.pipeline.crash import crash_point
-from llmt.pipeline.render import WrittenShard, count_exactly
-from llmt.providers.base import BatchInfo, BatchNotFound, BatchProvider, RealtimeProvider, Shard
+from llmt.crash import crash_point
+from llmt.pipeline.collect import collect_files
+from llmt.pipeline.context import RunContext
+from llmt.providers.base import BatchInfo, BatchNotFound, Shard
 from llmt.validate import AnswerValidator
-from llmt.warehouse.duckdb import Warehouse
+from llmt.warehouse.collecting import Finished, Source
+from llmt.warehouse.store import ShardRow
 
-if TYPE_CHECKING:
-    from llmt.pipeline.realtime import Limits
-
-OPEN = ("written", "uploaded", "submitted")
-SHARD_COLUMNS = ("shard_id, run_id, node, model, path, n_requests, response_schema, status, file_id, batch_id, "
-                 "batch_status, created_at")  # the fields of ShardRow
 # Ended shards of a model are collected together, up to this many requests at a time: one statement per step
 # for all of them is quicker than one per shard (and a transaction this large writes its rows straight to the
-# database file; 500k at a time cost ~15% more than 1M), while the distinct answers held for validation (~180
-# bytes each) stay bounded
+# database file), while the distinct answers held for validation (~180 bytes each) stay bounded
 COLLECT_REQUESTS = 1_000_000
 DOWNLOADS_AT_ONCE = 4  # a group's result files are downloaded this many at a time
 
 
-@dataclass
-class ShardRow:
-    shard_id: str
-    run_id: str
-    node: str
-    model: str
-    path: str
-    n_requests: int
-    response_schema: str
-    status: str
-    file_id: str | None
-    batch_id: str | None
-    batch_status: str | None
-    created_at: Any = None
+class Batches:
+    """The batch lifecycle of one run's shards: submit, wait, collect, cancel."""
 
-
-class ShardDriver:
-    def __init__(
-        self, warehouse: Warehouse, provider: BatchProvider, reporter: Reporter, run_id: str, project: str,
-        prices: PriceTable, realtime: Callable[[], RealtimeProvider] | None = None, limits: Limits | None = None,
-    ) -> None:
-        self.wh = warehouse
-        self.provider = provider
-        self.prices = prices
-        self._realtime_factory = realtime
-        self._realtime: RealtimeProvider | None = None
-        self.limits = limits or _default_limits()
-        self.reporter = reporter
-        self.run_id = run_id
-        self.project = project
-        self.s = quote(warehouse.state_schema)
+    def __init__(self, run: RunContext) -> None:
+        self.run = run
+        self.store = run.store
+        self.provider = run.providers.batch
         self.cancelled_by_user: set[str] = set()  # models a collected batch of which `llmt cancel` cancelled
-        self.replace_answers = False  # --reask: collected answers replace stored ones
-
-    @property
-    def realtime(self) -> RealtimeProvider:
-        """The provider for realtime requests (made on first use: batch-only runs never need it)."""
-        if self._realtime is None:
-            if self._realtime_factory is None:
-                raise ConfigError("this provider has no realtime mode", hint="Use mode: batch.")
-            self._realtime = self._realtime_factory()
-        return self._realtime
-
-    def close(self) -> None:
-        self.provider.close()
-        if self._realtime is not None and id(self._realtime) != id(self.provider):  # fake serves both
-            self._realtime.close()
-
-    # -- state ------------------------------------------------------------------------------
-    def shard_rows(self, shard_ids: list[str]) -> list[ShardRow]:
-        with self.wh.connect() as conn:
-            rows = conn.execute(
-                f"SELECT {SHARD_COLUMNS} FROM {self.s}.shards WHERE shard_id IN (SELECT unnest(?)) "
-                f"ORDER BY shard_id", [shard_ids],
-            ).fetchall()
-        return [ShardRow(*r) for r in rows]
 
     def open_shards(self, node: str | None = None) -> list[ShardRow]:
-        with self.wh.connect() as conn:
-            rows = conn.execute(
-                f"SELECT {SHARD_COLUMNS} FROM {self.s}.shards WHERE status IN {OPEN} "
-                f"AND provider = ? AND (? IS NULL OR node = ?) ORDER BY shard_id",
-                [self.provider.name, node, node],
-            ).fetchall()
-        return [ShardRow(*r) for r in rows]
+        """This provider's shards not collected yet (of one model, or all)."""
+        return self.store.open_shards(self.provider.name, node)
 
     def remove_unrecorded_files(self, work_dir: Path) -> None:
         """Delete shard files a killed run wrote but never recorded (they were never uploaded)."""
         if not work_dir.is_dir():
             return
-        with self.wh.connect() as conn:
-            known = {r[0] for r in conn.execute(f"SELECT shard_id FROM {self.s}.shards").fetchall()}
+        known = self.store.shard_ids()
         for path in work_dir.glob("*.jsonl"):
             if not path.name.endswith((".output.jsonl", ".errors.jsonl")) and path.stem not in known:
                 path.unlink()
         for path in work_dir.glob("*.keys"):  # a recorded shard's keys are in the state tables already
             path.unlink()
 
-    def record(self, shards: list[WrittenShard], node: str, model: str, schema: dict[str, Any],
-               max_output_tokens: int, provider: str | None = None) -> None:
-        """Record written shard files, their request keys and input tokens (before anything is uploaded);
-        the keys files are removed once recorded."""
-        with self.wh.transaction() as conn:
-            for shard in shards:
-                conn.execute(
-                    f"INSERT INTO {self.s}.shards (shard_id, run_id, node, model, provider, path, n_requests, "
-                    f"response_schema, status, created_at, updated_at, input_tokens, input_tokens_exact, "
-                    f"max_output_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'written', now(), now(), ?, ?, ?)",
-                    [shard.shard_id, self.run_id, node, model, provider or self.provider.name, str(shard.path),
-                     shard.n_requests, json.dumps(schema), shard.input_tokens, shard.exact, max_output_tokens],
-                )
-                conn.execute(
-                    f"INSERT INTO {self.s}.shard_requests SELECT ?, k FROM read_csv(?, header = false, "
-                    f"columns = {{'k': 'VARCHAR'}}, delim = ',', quote = '', escape = '')",
-                    [shard.shard_id, str(shard.keys_path)],
-                )
-        for shard in shards:
-            shard.keys_path.unlink()
-
-    def count_open_exactly(self) -> bool:
-        """Replace the upper bounds of open shards' input tokens by exact counts (from their files);
-        True when any changed."""
-        with self.wh.connect() as conn:
-            rows = conn.execute(
-                f"SELECT shard_id, path FROM {self.s}.shards WHERE status IN {OPEN} AND NOT input_tokens_exact "
-                f"ORDER BY shard_id").fetchall()
-        rows = [(shard_id, Path(path)) for shard_id, path in rows if Path(path).is_file()]
-        if not rows:
-            return False
-        counts = count_exactly([path for _, path in rows])
-        with self.wh.transaction() as conn:
-            for (shard_id, _), (tokens, _largest) in zip(rows, counts, strict=True):
-                conn.execute(f"UPDATE {self.s}.shards SET input_tokens = ?, input_tokens_exact = true "
-                             f"WHERE shard_id = ?", [tokens, shard_id])
-        return True
-
-    def committed_usd(self, node: str | None = None) -> float:
-        """Spend committed and not yet known: the upper bound of open batches (all models, or one), shard by
-        shard (a shard's requests are all over a long-context threshold or all under it)."""
-        with self.wh.connect() as conn:
-            rows = conn.execute(
-                f"SELECT model, n_requests, input_tokens, n_requests * max_output_tokens FROM {self.s}.shards "
-                f"WHERE status IN {OPEN} AND (? IS NULL OR node = ?)", [node, node],
-            ).fetchall()
-        return sum(self.prices.estimate(m, requests=int(n or 0), prompt=int(i or 0), completion=int(o or 0),
-                                        batch=True) for m, n, i, o in rows)
-
     def _update(self, shard: ShardRow, **values: Any) -> None:
-        sets = ", ".join(f"{k} = ?" for k in values)
-        with self.wh.connect() as conn:
-            conn.execute(
-                f"UPDATE {self.s}.shards SET {sets}, updated_at = now() WHERE shard_id = ?",
-                [*values.values(), shard.shard_id],
-            )
+        self.store.update_shard(shard.shard_id, **values)
         for key, value in values.items():
             setattr(shard, key, value)
 
-    def _record_statuses(self, changed: list[tuple[ShardRow, str]]) -> None:
-        if not changed:
-            return
-        with self.wh.transaction() as conn:
-            conn.executemany(f"UPDATE {self.s}.shards SET batch_status = ?, updated_at = now() WHERE shard_id = ?",
-                             [[status, row.shard_id] for row, status in changed])
-        for row, status in changed:
-            row.batch_status = status
-
     def _spec(self, row: ShardRow) -> Shard:
-        meta = {"tool": "llmt", "project": self.project, "node": row.node, "shard_id": row.shard_id,
+        meta = {"tool": "llmt", "project": self.run.project, "node": row.node, "shard_id": row.shard_id,
                 "run_id": row.run_id}
         return Shard(row.shard_id, row.node, row.model, Path(row.path), row.n_requests, meta)
 
@@ -221,8 +93,8 @@ class ShardDriver:
         done: dict[str, BatchInfo] = {}
         delay = poll
         items = [(f"{r.node} {r.batch_id}", r.n_requests) for r in pending]
-        self.wh.release()  # never hold the database while a provider works
-        with self.reporter.bars(items) as bars:
+        self.run.warehouse.release()  # never hold the database while a provider works
+        with self.run.reporter.bars(items) as bars:
             while True:
                 changed: list[tuple[ShardRow, str]] = []
                 for row, bar in zip(pending, bars, strict=True):
@@ -244,18 +116,20 @@ class ShardDriver:
                         changed.append((row, info.status))
                     if info.terminal:
                         done[row.shard_id] = info
-                self._record_statuses(changed)  # one write a round, not one a batch
+                self.store.record_statuses([(row.shard_id, status) for row, status in changed])  # one write a round
+                for row, status in changed:
+                    row.batch_status = status
                 if len(done) == len(pending) or (deadline is not None and time.monotonic() >= deadline):
                     return done
-                self.wh.release()  # a status change was just recorded: do not hold the file while sleeping
+                self.run.warehouse.release()  # a status change was just recorded: do not hold the file while sleeping
                 pause = delay if deadline is None else min(delay, max(deadline - time.monotonic(), 0.0))
                 time.sleep(pause)
                 delay = min(delay * 1.5, 60.0)
 
-    def collect(self, ended: list[tuple[ShardRow, BatchInfo]], work_dir: Path) -> dict[str, int]:
-        """Download the results of ended batches, classify them, store attempts and answers and mark the
-        shards collected: shards of one model together, up to COLLECT_REQUESTS requests a transaction. Returns
-        outcome counts."""
+    def collect(self, ended: list[tuple[ShardRow, BatchInfo]], work_dir: Path, replace: bool = False) -> dict[str, int]:
+        """Download the results of ended batches, classify them, store attempts and answers (``replace``: new
+        answers replace stored ones, --reask) and mark the shards collected: shards of one model together, up to
+        COLLECT_REQUESTS requests a transaction. Returns outcome counts."""
         totals: Counter[str] = Counter()
         for group in _groups(ended):
             node, model, schema = group[0][0].node, group[0][0].model, group[0][0].response_schema
@@ -264,28 +138,18 @@ class ShardDriver:
                                  ",".join(sorted({e.code for e in info.errors})) or None)
                         for (row, info), paths in zip(group, downloaded, strict=True)]
             crash_point("after_download")
-            with self.wh.transaction() as conn:
+            with self.run.warehouse.transaction():
                 counts = collect_files(
-                    conn, self.wh.state_schema, finished=finished,
-                    validator=AnswerValidator(json.loads(schema), node),
-                    source=Source(self.run_id, node, model, batch=True, provider=self.provider.name),
-                    cost=self.prices.cost_sql(model, batch=True),
-                    replace=self.replace_answers,
+                    self.run.warehouse, finished=finished, validator=AnswerValidator(json.loads(schema), node),
+                    source=Source(self.run.run_id, node, model, batch=True, provider=self.provider.name),
+                    cost=self.run.prices.cost_sql(model, batch=True), replace=replace,
                 )
-                conn.executemany(
-                    f"UPDATE {self.s}.shards SET status = 'collected', batch_status = ?, error = ?, updated_at = now() "
-                    f"WHERE shard_id = ?",
-                    [[f.batch_status, _describe_errors(info) or f.batch_error, f.shard_id]
-                     for f, (_, info) in zip(finished, group, strict=True)],
-                )
+                self.store.mark_collected([(f.shard_id, f.batch_status, _describe_errors(info) or f.batch_error)
+                                           for f, (_, info) in zip(finished, group, strict=True)])
                 # a batch cancelled by `llmt cancel` while this run was under way: the user's instruction to stop
                 # (a cancel of an earlier day, collected only now, is not; nor one the provider did on its own)
-                cancelled = conn.execute(
-                    f"SELECT count(*) FROM {self.s}.shards WHERE shard_id IN (SELECT unnest(?::VARCHAR[])) "
-                    f"AND batch_status = 'cancelled' "
-                    f"AND cancel_requested_at >= (SELECT started_at FROM {self.s}.runs WHERE run_id = ?)",
-                    [[f.shard_id for f in finished], self.run_id]).fetchone()
-            if cancelled and cancelled[0]:
+                cancelled = self.store.cancelled_by_user([f.shard_id for f in finished], self.run.run_id)
+            if cancelled:
                 self.cancelled_by_user.add(node)
             for row, _ in group:
                 row.status = "collected"
@@ -310,13 +174,14 @@ class ShardDriver:
         return paths
 
     def drive(self, rows: list[ShardRow], *, wait: bool, timeout: float | None, poll: float,
-              work_dir: Path) -> dict[str, int]:
+              work_dir: Path, replace: bool = False) -> dict[str, int]:
         """Submit, wait for and collect the given shards; returns outcome counts."""
         for row in rows:
             self.submit(row)
         submitted = [r for r in rows if r.status == "submitted"]
         infos = self.wait(submitted, timeout if wait else 0.0, poll) if submitted else {}
-        return self.collect([(row, infos[row.shard_id]) for row in submitted if row.shard_id in infos], work_dir)
+        return self.collect([(row, infos[row.shard_id]) for row in submitted if row.shard_id in infos], work_dir,
+                            replace)
 
     def describe(self, rows: list[ShardRow]) -> list[dict[str, Any]]:
         """What `llmt status` shows of open shards; reads the provider, collects nothing."""
@@ -342,9 +207,7 @@ class ShardDriver:
         """Cancel open shards: never-submitted ones are abandoned (their rows become pending again);
         submitted batches are cancelled and their partial output is collected. The user's request is recorded
         first, so that a run waiting on these batches stops instead of sending their rows again."""
-        with self.wh.transaction() as conn:
-            conn.execute(f"UPDATE {self.s}.shards SET cancel_requested_at = now() "
-                         f"WHERE shard_id IN (SELECT unnest(?::VARCHAR[]))", [[r.shard_id for r in rows]])
+        self.store.request_cancel([r.shard_id for r in rows])
         for row in rows:
             if row.status == "uploaded":  # its batch may exist (a create whose answer was lost): cancel that too
                 found = self.provider.find_batch(self._spec(row))
@@ -375,12 +238,6 @@ def _groups(ended: list[tuple[ShardRow, BatchInfo]]) -> list[list[tuple[ShardRow
             groups.append([])
         groups[-1].append((row, info))
     return [group for groups in by_model.values() for group in groups]
-
-
-def _default_limits() -> Limits:
-    from llmt.pipeline.realtime import Limits
-
-    return Limits()
 
 
 def _describe_errors(info: BatchInfo) -> str | None:

@@ -5,21 +5,19 @@ is part of it); the output table prefers an escalated answer and records which m
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import duckdb
-
-from llmt.compile import quote, sql_string
 from llmt.cost import PriceTable
 from llmt.errors import ConfigError
 from llmt.pipeline.spec import LlmSpec, escalation_spec, send_mode
-from llmt.pipeline.stage import attempts_summary_sql, pending_keys_sql
+from llmt.warehouse.base import Column, Warehouse
+from llmt.warehouse.staging import escalation_sql, pending_keys, request_key_sql
 
 CONDITION = re.compile(r"^\s*(<=|>=|!=|<|>|=)\s*(.+?)\s*$")
 
 
-def field_condition(field: str, condition: str, where: str) -> str:
+def field_condition(wh: Warehouse, field: str, condition: str, where: str) -> str:
     """SQL for a `when_field` entry such as `confidence: "< 0.6"` over the answer JSON `a.answer`."""
     match = CONDITION.match(condition)
     if not match:
@@ -28,31 +26,25 @@ def field_condition(field: str, condition: str, where: str) -> str:
             hint='Write an operator and a value, e.g. {confidence: "< 0.6"} or {label: "= unsure"}.',
         )
     op, value = match.groups()
-    path = sql_string("$." + field)
+    text = wh.json_text_sql("a.answer", field)
     try:
         number = float(value)
     except ValueError:
-        return f"json_extract_string(a.answer, {path}) {op} {sql_string(value.strip(chr(34) + chr(39)))}"
-    return f"TRY_CAST(json_extract_string(a.answer, {path}) AS DOUBLE) {op} {number!r}"
+        return f"{text} {op} {wh.string(value.strip(chr(34) + chr(39)))}"
+    return f"{wh.try_double_sql(text)} {op} {number!r}"
 
 
-def eligible_sql(state: str, stage: str, spec: LlmSpec, escalated: LlmSpec, where: str) -> str:
-    """Staged rows to escalate, with their escalated request key as `_llmt_request_key`."""
+def eligible_sql(wh: Warehouse, source: str, columns: Sequence[Column], spec: LlmSpec, escalated: LlmSpec,
+                 where: str) -> str:
+    """The rows of ``source`` (staged, or keyed like staged rows; ``columns``: the select's) to escalate, with
+    their escalated request key as `_llmt_request_key`."""
     esc = spec.execution.escalate
     assert esc is not None
-    outcomes = ", ".join(sql_string(o) for o in esc.when) or "NULL"
-    conditions = [
-        f"(a.request_key IS NULL AND att.outcome IN ({outcomes}) "
-        f"AND (att.terminal OR att.failures >= {spec.max_attempts}))"
-    ]
-    conditions += [f"(a.request_key IS NOT NULL AND {field_condition(f, c, where)})"
-                   for f, c in esc.when_field.items()]
-    return f"""(
-        SELECT i.* EXCLUDE (_llmt_request_key), {escalated.request_key_sql("i")} AS _llmt_request_key
-        FROM {stage} i
-        LEFT JOIN {quote(state)}.answers a ON a.request_key = i._llmt_request_key
-        LEFT JOIN ({attempts_summary_sql(state, None)}) att ON att.request_key = i._llmt_request_key
-        WHERE {" OR ".join(conditions)})"""
+    conditions = [f"(a.request_key IS NOT NULL AND {field_condition(wh, f, c, where)})"
+                  for f, c in esc.when_field.items()]
+    return escalation_sql(wh, source, columns, request_key_sql(
+        wh, escalated.template_hash, [c for c in columns if c.name in set(spec.columns)], "i"),
+        list(esc.when), spec.max_attempts, conditions)
 
 
 @dataclass(frozen=True)
@@ -84,30 +76,32 @@ def escalation_bound(prices: PriceTable, spec: LlmSpec, escalated: LlmSpec, rows
 
 
 def escalation_reserve(
-    conn: duckdb.DuckDBPyConnection, state: str, source: str, prices: PriceTable, spec: LlmSpec, rows: int,
+    wh: Warehouse, source: str, columns: Sequence[Column], prices: PriceTable, spec: LlmSpec, rows: int,
     pending: int, too_long: list[tuple[str, int]], override: str | None, where: str,
 ) -> Callable[[int], EscalationBound] | None:
-    """`escalation_bound` of a model with an escalation (else None) over the rows of ``source`` (staged, or
-    keyed like staged rows), as a function of its largest pending request: its ``pending`` requests may fail,
+    """`escalation_bound` of a model with an escalation (else None) over the rows of ``source`` (staged, or keyed
+    like staged rows; ``columns``: the select's), as a function of its largest pending request: its ``pending``
+    requests may fail,
     rows may qualify already, and requests too long for it (``too_long``) may go on, with `when: [too_long]`,
     when the escalation model takes them. ``where``: the model's file (for errors in `when_field`)."""
     escalated = escalation_spec(spec)
     esc = spec.execution.escalate
     if escalated is None or esc is None:
         return None
-    qualified, billed = _qualified_now(conn, state, source, spec, escalated, where)
+    qualified, billed = _qualified_now(wh, source, columns, spec, escalated, where)
     limit = prices.price(escalated.model).limits(int(escalated.params["max_output_tokens"])).limit
     movable = [n for _, n in too_long if "too_long" in esc.when and (limit is None or n <= limit)]
     return lambda largest: escalation_bound(prices, spec, escalated, rows, pending + len(movable) + qualified,
                                             max(largest, billed, *movable), override)
 
 
-def _qualified_now(conn: duckdb.DuckDBPyConnection, state: str, source: str, spec: LlmSpec, escalated: LlmSpec,
+def _qualified_now(wh: Warehouse, source: str, columns: Sequence[Column], spec: LlmSpec, escalated: LlmSpec,
                    where: str) -> tuple[int, int]:
     """(requests that qualify for escalation now and are not escalated yet, the most input tokens the model
     was billed for a request of this node: what each of them may carry)."""
-    keys = pending_keys_sql(state, eligible_sql(state, source, spec, escalated, where), escalated.max_attempts, None)
-    row = conn.execute(f"SELECT count(*) FROM ({keys})").fetchone()
-    largest = conn.execute(f"SELECT coalesce(max(prompt_tokens), 0) FROM {quote(state)}.attempts "
-                           f"WHERE node = ? AND model = ?", [spec.node, spec.model]).fetchone()
-    return int(row[0]) if row else 0, int(largest[0]) if largest else 0
+    keys = pending_keys(wh, f"({eligible_sql(wh, source, columns, spec, escalated, where)})", escalated.max_attempts,
+                        None)
+    wh.drop_temp(keys)
+    largest = wh.scalar(f"SELECT coalesce(max(prompt_tokens), 0) FROM {wh.state_table('attempts')} "
+                        "WHERE node = ? AND model = ?", [spec.node, spec.model])
+    return keys.rows, int(largest or 0)

@@ -8,17 +8,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmt.compile import quote
-from llmt.console import Reporter
 from llmt.cost import Budget, BudgetExceeded, check_budget
+from llmt.crash import crash_point
 from llmt.errors import LlmtError, NodeError
-from llmt.pipeline.batches import ShardDriver, ShardRow
+from llmt.pipeline.batches import Batches
 from llmt.pipeline.collect import Attempt, store
-from llmt.pipeline.crash import crash_point
+from llmt.pipeline.context import ModelPlace, RunContext
 from llmt.pipeline.escalate import EscalationBound, eligible_sql, escalation_reserve
-from llmt.pipeline.output import build_output
-from llmt.pipeline.realtime import REALTIME, close_dead_shards, send_shard
-from llmt.pipeline.rekey import fake_answers, upgrade_keys
+from llmt.pipeline.realtime import REALTIME, send_shard
+from llmt.pipeline.rekey import upgrade_keys
 from llmt.pipeline.render import (
     MAX_REQUESTS_PER_BATCH,
     WrittenShard,
@@ -27,24 +25,20 @@ from llmt.pipeline.render import (
     write_shards,
 )
 from llmt.pipeline.spec import LlmSpec, escalation_spec, send_mode
-from llmt.pipeline.stage import (
-    USES_ATTEMPT_SQL,
-    input_counts,
-    pending_keys_sql,
-    pending_rows_sql,
-    stage_inputs,
-    stage_table,
-)
-from llmt.project import Node, Project
+from llmt.pipeline.stage import stage_inputs
+from llmt.project import Project
 from llmt.tokens import MEMO_FILE, TokenMemo
-from llmt.warehouse.duckdb import Warehouse, relation_kind
+from llmt.warehouse.base import Column, TempTable
+from llmt.warehouse.collecting import Source
+from llmt.warehouse.outputs import Output, build_output, failed_reasons
+from llmt.warehouse.staging import input_counts, pending_keys, pending_rows_sql, stage_table
+from llmt.warehouse.store import NewShard, ShardRow
 
 # Rounds in which requests came back unanswered through no fault of their own (expired, missing, 429/5xx, a
 # full batch queue: they use up no attempt) are followed by a pause, doubling from twice the poll interval up
 # to MAX_PAUSE seconds; after this many such rounds a run leaves the rest pending for the next run.
 MAX_UNLUCKY_ROUNDS = 10
 MAX_PAUSE = 300.0
-PENDING = "_llmt_pending"  # temp table: the request keys of the next round
 
 
 @dataclass
@@ -118,45 +112,43 @@ class ReaskDeclined(LlmtError):
 class NodeRun:
     """One LLM model in one run."""
 
-    def __init__(self, project: Project, node: Node, spec: LlmSpec, warehouse: Warehouse, driver: ShardDriver,
-                 reporter: Reporter, options: LlmOptions, budgets: Budgets) -> None:
-        self.project, self.node, self.spec, self.wh = project, node, spec, warehouse
-        self.driver, self.reporter, self.options, self.budgets = driver, reporter, options, budgets
-        self.state = warehouse.state_schema
-        self.stage = stage_table(self.state, node.name)
-        self.work_dir = batch_dir(project, node.name)
+    def __init__(self, run: RunContext, batches: Batches, place: ModelPlace, spec: LlmSpec, options: LlmOptions,
+                 budgets: Budgets, pinned: Callable[[], list[object]] = list) -> None:
+        self.ctx, self.batches, self.place, self.spec = run, batches, place, spec
+        self.wh, self.store, self.reporter = run.warehouse, run.store, run.reporter
+        self.options, self.budgets, self.pinned = options, budgets, pinned
+        self.name = place.name
+        self.stage = stage_table(self.wh, place.name)
+        self.work_dir = place.work_dir
         self.result = LlmResult()
-        self.since = driver.run_id if options.retry_failed or options.reask else None
-        driver.replace_answers = options.reask
+        self.since = run.run_id if options.retry_failed or options.reask else None
         self.deadline = None if options.timeout is None else time.monotonic() + options.timeout
         self.rounds = 0  # rounds sent (shard ids are numbered by it)
         self.retrying = False  # after the first round of a send, requests sent again count as retries
         self.spent_before = 0.0  # spend of this run that the budget of what is being sent now does not count
-        self.columns: list[str] | None = None  # the select's columns, once staged
+        self.columns: list[Column] = []  # the select's columns, once staged
 
     def run(self) -> LlmResult:
         result = self.result
         # 1. finish what an earlier run left in flight (e.g. --no-wait) before sending anything new
-        self.driver.remove_unrecorded_files(self.work_dir)
-        close_dead_shards(self.wh, self.node.name)
-        leftover = self.driver.open_shards(self.node.name)
+        self.batches.remove_unrecorded_files(self.work_dir)
+        self.store.close_realtime(REALTIME, self.name)  # a killed process's realtime shards
+        leftover = self.batches.open_shards(self.name)
         if leftover:
-            self.reporter.info(f"  {self.node.name}: resuming {len(leftover)} open batch(es)")
+            self.reporter.info(f"  {self.name}: resuming {len(leftover)} open batch(es)")
             self._drive(leftover)
         # 2. stage inputs with request keys (duplicate keys roll everything back); after an upgrade of the
         # request key, the answers stored under the older keys are first copied under the current ones
         escalated = escalation_spec(self.spec)
-        with self.wh.transaction() as conn:
-            rekeyed = upgrade_keys(conn, self.state, self.node, [self.spec, escalated],
-                                   lambda: fake_answers(self.project))
-            self.columns = stage_inputs(conn, self.state, self.node, self.spec,
-                                        self.project.render(self.node, False))
-            result.rows, result.cached, result.deduplicated = input_counts(conn, self.state, self.stage)
+        with self.wh.transaction():
+            rekeyed = upgrade_keys(self.wh, self.store, self.place, [self.spec, escalated], self.pinned)
+            self.columns = stage_inputs(self.wh, self.store, self.place, self.spec)
+            result.rows, result.cached, result.deduplicated = input_counts(self.wh, self.store, self.stage, self.name)
         if rekeyed:
-            self.reporter.info(f"  {self.node.name}: {rekeyed} stored answer(s) re-keyed for this llmt's request keys")
+            self.reporter.info(f"  {self.name}: {rekeyed} stored answer(s) re-keyed for this llmt's request keys")
         # 3. send what has no answer, in the model's mode, after a canary for a large batch (when every row's
-        # request has its answer, the usual nightly run, nothing is pending: the pending query took 0.12-0.18 s
-        # at 1M rows; with --reask an answer of an earlier run does not count)
+        # request has its answer, the usual nightly run, nothing is pending: no pending query is run; with
+        # --reask an answer of an earlier run does not count)
         if self.options.reask and not self._stopped():
             self._confirm_reask()
         if (result.cached < result.rows or self.options.reask) and not self._stopped():
@@ -165,9 +157,9 @@ class NodeRun:
         if escalated is not None and self.options.wait and not self._out_of_time() and not self._stopped():
             self._escalate(escalated)
         result.answered = result.outcomes.get("ok", 0)
-        result.open_batches = len(self.driver.open_shards(self.node.name))
+        result.open_batches = len(self.batches.open_shards(self.name))
         if self.options.reask:
-            result.cached = self._answered_without_request()
+            result.cached = self.store.answered_outside_run(self.stage, self.ctx.run_id)
         # 5. the output table follows the input; answers come from the store
         self._rebuild()
         return result
@@ -175,18 +167,15 @@ class NodeRun:
     def _rebuild(self) -> None:
         """The output and errors tables from the stored answers; the reasons of failed rows, when there are any."""
         result = self.result
-        result.status = rebuild_output(self.project, self.node, self.spec, self.wh, self.columns, self.since,
+        result.status = rebuild_output(self.ctx, self.place, self.spec, self.columns, self.since,
                                        self.options.full_refresh)
         if result.status.get("failed"):
-            with self.wh.connect() as conn:
-                result.failed_reasons = dict(conn.execute(
-                    f"SELECT reason, count(*) FROM {quote(self.project.schema)}.{quote(self.node.name + '__errors')} "
-                    f"GROUP BY reason ORDER BY count(*) DESC, reason").fetchall())
+            result.failed_reasons = failed_reasons(self.wh, self.place.schema, self.name)
 
     def _stopped(self) -> bool:
         """Whether `llmt cancel` cancelled a batch of this model while this run waited on it: the user's
         instruction to stop, so its rows stay pending (the next `llmt run` sends them)."""
-        if self.node.name in self.driver.cancelled_by_user:
+        if self.name in self.batches.cancelled_by_user:
             self.result.stopped = "cancelled by `llmt cancel`"
             return True
         return False
@@ -196,23 +185,29 @@ class NodeRun:
         """Rounds until nothing is pending. Each round uses up an attempt of every request whose outcome was its
         own (so those end); requests that came back unanswered through no fault of their own are sent again
         after a pause that doubles, for at most MAX_UNLUCKY_ROUNDS such rounds (and within --timeout)."""
-        total: int | None = self._pending_count(spec, source)
-        if not total:
+        pending: TempTable | None = self._pending(spec, source)
+        if pending is None or not pending.rows:
+            if pending is not None:
+                self.wh.drop_temp(pending)
             return
-        mode = self._mode(spec, total)
+        mode = self._mode(spec, pending.rows)
         execution = spec.execution
         if (mode == "batch" and self.options.canary and execution.canary_above is not None
-                and total > execution.canary_above):
-            self._canary(spec, source, own_budget)
-            total = None  # the canary sent some
+                and pending.rows > execution.canary_above):
+            self._canary(spec, source, own_budget, pending)
+            pending = None  # the canary sent some
         unlucky_rounds = 0
         self.retrying = False
         while True:
             room = None if limit is None else limit - self.result.requests - self.result.retried
             unlucky_before = self.result.unlucky
-            if (room is not None and room <= 0) or not self._round(spec, source, mode, room, own_budget, total):
+            if room is not None and room <= 0:
+                if pending is not None:
+                    self.wh.drop_temp(pending)
                 return
-            total = None  # the round changed what is pending
+            if not self._round(spec, source, mode, room, own_budget, pending):
+                return
+            pending = None  # the round changed what is pending
             self.retrying = True
             if (self._stopped() or not self.options.wait or self.options.sample is not None
                     or self._out_of_time()):
@@ -226,9 +221,10 @@ class NodeRun:
                     return
                 pause = min(self.options.poll_interval * 2 ** unlucky_rounds, MAX_PAUSE)
                 self.reporter.info(
-                    f"  {self.node.name}: {unlucky} request(s) came back unanswered through no fault of their own "
+                    f"  {self.name}: {unlucky} request(s) came back unanswered through no fault of their own "
                     f"(expired, cancelled, missing, rate-limited, server error or a full batch queue: no attempt "
                     f"used); sending them again in {pause:g}s")
+                self.wh.release()
                 time.sleep(pause if self.deadline is None else min(pause, max(self.deadline - time.monotonic(), 0)))
                 if self._out_of_time():
                     return
@@ -236,47 +232,42 @@ class NodeRun:
     def _mode(self, spec: LlmSpec, total: int) -> str:
         return send_mode(spec, total, self.options.mode)
 
-    def _pending_count(self, spec: LlmSpec, source: str) -> int:
-        """Find the request keys pending now (into temp table PENDING, which the next round reads) and count
-        them. Counting over the whole pending query (which also picks each key's row) took 0.9 s at 1M on one
-        core, and the round then ran it again; the keys alone take 0.2 s."""
-        keys = pending_keys_sql(self.state, source, spec.max_attempts, self.since, self.options.reask)
-        with self.wh.connect() as conn:
-            conn.execute(f"CREATE OR REPLACE TEMP TABLE {PENDING} AS {keys}")
-            row = conn.execute(f"SELECT count(*) FROM {PENDING}").fetchone()
-        return int(row[0]) if row else 0
+    def _pending(self, spec: LlmSpec, source: str) -> TempTable:
+        """The request keys pending now, counted (the round that follows reads them)."""
+        return pending_keys(self.wh, source, spec.max_attempts, self.since, self.options.reask)
 
     def _round(self, spec: LlmSpec, source: str, mode: str, limit: int | None, own_budget: list[Budget],
-               pending_count: int | None = None) -> int:
-        """Render, check the budget, record and send one round; returns how many requests it sent.
-        ``pending_count``: what is pending, when `_pending_count` just counted it (its keys are in PENDING:
-        nothing in between releases the connection)."""
-        if pending_count is None:
-            pending_count = self._pending_count(spec, source)
-        pending = pending_rows_sql(self.state, source, spec.columns, PENDING)
-        total = min(pending_count, limit if limit is not None else 1 << 62)
+               keys: TempTable | None = None) -> int:
+        """Render, check the budget, record and send one round; returns how many requests it sent. ``keys``:
+        the keys pending now, when they were just found (this round drops them)."""
+        if keys is None:
+            keys = self._pending(spec, source)
+        pending = pending_rows_sql(self.wh, source, spec.columns, keys, staged=source == self.stage)
+        total = min(keys.rows, limit if limit is not None else 1 << 62)
         if total == 0:
+            self.wh.drop_temp(keys)
             return 0
         if limit is not None:  # --sample, the canary: the first by request key (a re-run continues with the rest)
-            pending = f"SELECT * FROM ({pending}) ORDER BY _llmt_request_key LIMIT {int(limit)}"
-        memo = TokenMemo(self.project.target_dir / MEMO_FILE)
+            pending = f"SELECT * FROM ({pending}) AS p ORDER BY _llmt_request_key LIMIT {int(limit)}"
+        memo = TokenMemo(self.ctx.target_dir / MEMO_FILE)
         max_out = int(spec.params["max_output_tokens"])
-        limits = self.driver.prices.price(spec.model).limits(max_out)
+        limits = self.ctx.prices.price(spec.model).limits(max_out)
         too_long: list[tuple[str, int]] = []
-        with self.wh.connect() as conn:
-            with self.reporter.progress(f"{self.node.name}: rendering", total) as bar:
+        try:
+            with self.reporter.progress(f"{self.name}: rendering", total) as bar:
                 shards = write_shards(
-                    render_pending(conn, pending, spec.columns, spec, memo), self.work_dir,
-                    _ids(f"{self.driver.run_id}r{self.rounds}", self.node.name), exact=False,
+                    render_pending(self.wh, pending, spec.columns, spec, memo), self.work_dir,
+                    _ids(f"{self.ctx.run_id}r{self.rounds}", self.name), exact=False,
                     max_requests=self.options.max_requests_per_batch, limits=limits, too_long=too_long,
                     advance=bar.advance,
                 )
-            conn.execute(f"DROP TABLE {PENDING}")
+        finally:
+            self.wh.drop_temp(keys)
         memo.save()
         batch = mode == "batch"
         crash_point("after_write")
         budgeted = bool(self.budgets.run or own_budget)
-        reserve = (self._escalation_reserve(pending_count - len(too_long), too_long) if spec is self.spec and budgeted
+        reserve = (self._escalation_reserve(keys.rows - len(too_long), too_long) if spec is self.spec and budgeted
                    else None)
         try:
             estimate = self._check_budgets(spec, shards, batch, own_budget, reserve)
@@ -294,64 +285,42 @@ class NodeRun:
             self.result.requests += sent
         self.result.estimate_usd += estimate
         self.rounds += 1
-        self.driver.record(shards, self.node.name, spec.model, spec.strict_schema, max_out,
-                           provider=None if batch else REALTIME)
+        self.store.record_shards(
+            [NewShard(sh.shard_id, sh.path, sh.keys_path, sh.n_requests, sh.input_tokens, sh.exact) for sh in shards],
+            self.ctx.run_id, self.name, spec.model, self.batches.provider.name if batch else REALTIME,
+            spec.strict_schema, max_out)
+        for sh in shards:
+            sh.keys_path.unlink()
         crash_point("after_record")
         if self.options.reask and not self.retrying:
-            self.result.reasked += self._stored([sh.shard_id for sh in shards])
+            self.result.reasked += self.store.stored_of_shards([sh.shard_id for sh in shards])
         if batch:
-            self._drive(self.driver.open_shards(self.node.name))
+            self._drive(self.batches.open_shards(self.name))
         else:
-            for row in self.driver.shard_rows([sh.shard_id for sh in shards]):
-                _add(self.result.outcomes, send_shard(self.wh, self.driver.realtime, self.driver.prices, row,
-                                                      self.driver.limits, self.reporter, spec.provider,
-                                                      self.options.reask))
-            _add_spend(self.result, self.wh, self.driver, self.node.name)
+            for row in self.store.shards([sh.shard_id for sh in shards]):
+                _add(self.result.outcomes, send_shard(self.ctx, row, spec.provider, self.options.reask))
+            self._add_spend()
         return sent
-
-    def _stored(self, shard_ids: list[str]) -> int:
-        """How many requests of the given shards have a stored answer (that --reask replaces)."""
-        s = quote(self.state)
-        with self.wh.connect() as conn:
-            row = conn.execute(
-                f"SELECT count(*) FROM {s}.shard_requests r SEMI JOIN {s}.answers a ON a.request_key = r.request_key "
-                f"WHERE r.shard_id IN (SELECT unnest(?::VARCHAR[]))", [shard_ids]).fetchone()
-        return int(row[0]) if row else 0
 
     def _confirm_reask(self) -> None:
         """Before --reask pays again for the stored answers of this model's rows: what that costs (what they cost
         when first asked, at the price of the model's mode), and the user's yes (``options.confirm``)."""
         if self.options.confirm is None:
             return
-        s = quote(self.state)
-        with self.wh.connect() as conn:
-            row = conn.execute(
-                f"SELECT count(*), coalesce(sum(a.prompt_tokens), 0), coalesce(sum(a.completion_tokens), 0) "
-                f"FROM {s}.answers a SEMI JOIN {self.stage} i ON i._llmt_request_key = a.request_key").fetchone()
-        stored, prompt, completion = (int(v) for v in row) if row else (0, 0, 0)
+        stored, prompt, completion = self.store.answered_usage(self.stage)
         if not stored:
             return
         asked = stored if self.options.sample is None else min(stored, self.options.sample)
         batch = self._mode(self.spec, asked) == "batch"
-        cost = self.driver.prices.cost(self.spec.model, prompt=prompt, completion=completion, batch=batch)
+        cost = self.ctx.prices.cost(self.spec.model, prompt=prompt, completion=completion, batch=batch)
         cost *= asked / stored
-        question = (f"{self.node.name}: --reask asks {self.spec.model} again for {asked} stored answer(s) and replaces "
+        question = (f"{self.name}: --reask asks {self.spec.model} again for {asked} stored answer(s) and replaces "
                     f"them: about ${cost:.4f} at {'batch' if batch else 'live'} prices (what they cost when first "
                     "asked). Continue?")
         if not self.options.confirm(question):
-            raise ReaskDeclined(f"--reask of `{self.node.name}` was not confirmed: nothing was asked again",
-                                where=self.node.rel_path,
+            raise ReaskDeclined(f"--reask of `{self.name}` was not confirmed: nothing was asked again",
+                                where=self.place.where,
                                 hint="Run without --reask to send only the rows without an answer.")
-
-    def _answered_without_request(self) -> int:
-        """With --reask: the rows whose stored answer was not asked again in this run (answered from the store)."""
-        s = quote(self.state)
-        with self.wh.connect() as conn:
-            row = conn.execute(
-                f"SELECT count(*) FROM {self.stage} i SEMI JOIN {s}.answers a ON a.request_key = i._llmt_request_key "
-                f"WHERE i._llmt_request_key NOT IN (SELECT r.request_key FROM {s}.shard_requests r "
-                f"JOIN {s}.shards sh USING (shard_id) WHERE sh.run_id = ?)", [self.driver.run_id]).fetchone()
-        return int(row[0]) if row else 0
 
     def _check_budgets(self, spec: LlmSpec, shards: list[WrittenShard], batch: bool, own_budget: list[Budget],
                        reserve: Callable[[int], EscalationBound] | None = None) -> float:
@@ -360,27 +329,26 @@ class NodeRun:
         request). Input tokens are first bounded by bytes; only when that bound breaks a budget are they
         counted exactly (and those of other open batches), and checked again."""
         max_out = int(spec.params["max_output_tokens"])
+        prices = self.ctx.prices
 
         def check() -> float:
-            estimate = sum(self.driver.prices.estimate(spec.model, requests=sh.n_requests, prompt=sh.input_tokens,
-                                                       completion=sh.n_requests * max_out, batch=batch)
-                           for sh in shards)
+            estimate = sum(prices.estimate(spec.model, requests=sh.n_requests, prompt=sh.input_tokens,
+                                           completion=sh.n_requests * max_out, batch=batch) for sh in shards)
             held = reserve(max((sh.largest for sh in shards), default=0)) if reserve else None
             bound = estimate + (held.usd if held else 0.0)
             note = (f" (with up to ${held.usd:.4f} held back for escalating up to {held.requests} row(s) to "
                     f"{held.model})" if held and held.requests else "")
-            check_budget(self.node.name, bound, self.driver.committed_usd() + run_spend(self.wh, self.driver.run_id),
+            check_budget(self.name, bound, committed_usd(self.ctx) + self.store.run_usage(self.ctx.run_id).cost_usd,
                          self.budgets.run, note)
-            check_budget(self.node.name, bound,
-                         self.driver.committed_usd(self.node.name) + self.result.cost_usd - self.spent_before,
-                         own_budget, note)
+            check_budget(self.name, bound, committed_usd(self.ctx, self.name) + self.result.cost_usd
+                         - self.spent_before, own_budget, note)
             return estimate
 
         try:
             return check()
         except BudgetExceeded:
             inexact = [sh for sh in shards if not sh.exact]
-            recounted = self.driver.count_open_exactly()
+            recounted = count_open_exactly(self.ctx)
             if not inexact and not recounted:
                 raise
         for sh, (tokens, largest) in zip(inexact, count_exactly([sh.path for sh in inexact]), strict=True):
@@ -393,14 +361,13 @@ class NodeRun:
         run waits for the primary model's answers)."""
         if not self.options.wait:
             return None
-        with self.wh.connect() as conn:
-            return escalation_reserve(conn, self.state, self.stage, self.driver.prices, self.spec, self.result.rows,
-                                      pending, too_long, self.options.mode, self.node.rel_path)
+        return escalation_reserve(self.wh, self.stage, self.columns, self.ctx.prices, self.spec, self.result.rows,
+                                  pending, too_long, self.options.mode, self.place.where)
 
     def _record_too_long(self, spec: LlmSpec, rows: list[tuple[str, int]], mode: str) -> None:
         """Requests the model cannot take (over its context window): a final `too_long` attempt each, nothing
         sent, nothing billed."""
-        price, max_out = self.driver.prices.price(spec.model), int(spec.params["max_output_tokens"])
+        price, max_out = self.ctx.prices.price(spec.model), int(spec.params["max_output_tokens"])
 
         def why(tokens: int) -> str:
             if price.context_window is not None and tokens + max_out > price.context_window:
@@ -409,68 +376,79 @@ class NodeRun:
             return f"{tokens} input tokens > the {price.max_input} input tokens {spec.model} accepts"
 
         attempts = [Attempt(key, "too_long", detail=why(tokens)) for key, tokens in rows]
-        with self.wh.transaction() as conn:
-            store(conn, self.state, attempts=attempts, shard_id=f"{self.driver.run_id}r{self.rounds}-{self.node.name}"
-                  "-too-long", run_id=self.driver.run_id, node=self.node.name, model=spec.model,
-                  batch=mode == "batch", provider=spec.provider)
+        with self.wh.transaction():
+            store(self.wh, attempts, f"{self.ctx.run_id}r{self.rounds}-{self.name}-too-long",
+                  Source(self.ctx.run_id, self.name, spec.model, mode == "batch", spec.provider))
         _add(self.result.outcomes, {"too_long": len(rows)})
-        self.reporter.warn(f"{self.node.name}: {len(rows)} request(s) too long for {spec.model}'s context window: "
-                           f"not sent, listed in {self.node.name}__errors (too_long)")
+        self.reporter.warn(f"{self.name}: {len(rows)} request(s) too long for {spec.model}'s context window: "
+                           f"not sent, listed in {self.name}__errors (too_long)")
 
     def _drive(self, rows: list[ShardRow]) -> None:
         remaining = None if self.deadline is None else max(self.deadline - time.monotonic(), 0.0)
-        _add(self.result.outcomes, self.driver.drive(rows, wait=self.options.wait, timeout=remaining,
-                                                     poll=self.options.poll_interval, work_dir=self.work_dir))
-        _add_spend(self.result, self.wh, self.driver, self.node.name)
+        _add(self.result.outcomes, self.batches.drive(rows, wait=self.options.wait, timeout=remaining,
+                                                      poll=self.options.poll_interval, work_dir=self.work_dir,
+                                                      replace=self.options.reask))
+        self._add_spend()
+
+    def _add_spend(self) -> None:
+        """The model's actual spend and usage in this run, what de-duplication and caching saved, and how many of
+        its attempts came back unanswered through no fault of their own."""
+        result, usage = self.result, self.store.run_usage(self.ctx.run_id, self.name)
+        result.unlucky = usage.unlucky
+        result.cost_usd = usage.cost_usd
+        result.usage = {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+                        "cached_tokens": usage.cached_tokens}
+        if usage.model is not None:
+            result.saved_cache_usd = self.ctx.prices.cache_savings(usage.model, usage.cached_tokens, batch=True)
+        sent = result.requests + result.retried
+        result.saved_dedup_usd = result.deduplicated * result.cost_usd / sent if sent else 0.0
 
     def _out_of_time(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
 
     # -- canary and cascade -----------------------------------------------------------------
-    def _canary(self, spec: LlmSpec, source: str, own_budget: list[Budget]) -> None:
+    def _canary(self, spec: LlmSpec, source: str, own_budget: list[Budget], keys: TempTable) -> None:
         """A few requests in realtime first: a broken prompt or schema fails in seconds."""
         execution = spec.execution
         before = dict(self.result.outcomes)
-        sent = self._round(spec, source, "realtime", execution.canary_size, own_budget)
+        sent = self._round(spec, source, "realtime", execution.canary_size, own_budget, keys)
         counts = {k: n - before.get(k, 0) for k, n in self.result.outcomes.items() if n - before.get(k, 0)}
         failed = sent - counts.get("ok", 0)
         rate = failed / sent if sent else 0.0
-        self.reporter.info(f"  {self.node.name}: canary of {sent} request(s): {failed} failed ({rate:.0%})")
+        self.reporter.info(f"  {self.name}: canary of {sent} request(s): {failed} failed ({rate:.0%})")
         if rate > execution.canary_max_error_rate:
             details = "; ".join(f"{k}: {n}" for k, n in sorted(counts.items()) if k != "ok")
             self._rebuild()  # so that the hint's `<model>__errors` exists (and the output shows what was answered)
+            state = self.wh.state_schema
             raise CanaryFailed(
-                f"the canary of `{self.node.name}` failed: {failed} of {sent} realtime requests failed ({rate:.0%}, "
+                f"the canary of `{self.name}` failed: {failed} of {sent} realtime requests failed ({rate:.0%}, "
                 f"more than canary_max_error_rate {execution.canary_max_error_rate:.0%}): {details}. "
                 "No batch was submitted.",
-                where=self.node.rel_path,
-                hint=f"`llmt show {self.node.name}__errors` lists the rows that used up their attempts; every "
-                f"attempt's reason is in {self.state}.attempts (`select outcome, detail from {self.state}.attempts "
-                f"where run_id = '{self.driver.run_id}'`). Fix the prompt or schema, or skip the check with "
+                where=self.place.where,
+                hint=f"`llmt show {self.name}__errors` lists the rows that used up their attempts; every "
+                f"attempt's reason is in {state}.attempts (`select outcome, detail from {state}.attempts "
+                f"where run_id = '{self.ctx.run_id}'`). Fix the prompt or schema, or skip the check with "
                 "--no-canary.",
             )
 
     def _escalate(self, escalated: LlmSpec) -> None:
         esc = self.spec.execution.escalate
         assert esc is not None
-        source = eligible_sql(self.state, self.stage, self.spec, escalated, self.node.rel_path)
-        eligible = self._pending_count(escalated, source)
+        source = f"({eligible_sql(self.wh, self.stage, self.columns, self.spec, escalated, self.place.where)})"
+        pending = self._pending(escalated, source)
+        eligible = pending.rows
+        self.wh.drop_temp(pending)
         if eligible == 0:
             return
         cap = int(esc.max_share * self.result.rows)
         if eligible > cap:
-            self.reporter.warn(f"{self.node.name}: {eligible} row(s) qualify for escalation to {esc.model}; "
+            self.reporter.warn(f"{self.name}: {eligible} row(s) qualify for escalation to {esc.model}; "
                                f"max_share {esc.max_share:g} allows {cap}")
-        own = [Budget(esc.budget_usd, f"escalate.budget_usd of model `{self.node.name}`")] if esc.budget_usd else []
+        own = [Budget(esc.budget_usd, f"escalate.budget_usd of model `{self.name}`")] if esc.budget_usd else []
         self.spent_before = self.result.cost_usd  # the escalation's own budget counts its spend only
-        self.reporter.info(f"  {self.node.name}: escalating {min(eligible, cap)} row(s) to {esc.model}")
+        self.reporter.info(f"  {self.name}: escalating {min(eligible, cap)} row(s) to {esc.model}")
         before = self.result.requests + self.result.retried
         self._send_all(escalated, source, before + cap, own)
-
-
-def run_llm_node(project: Project, node: Node, spec: LlmSpec, warehouse: Warehouse, driver: ShardDriver,
-                 reporter: Reporter, options: LlmOptions, budgets: Budgets) -> LlmResult:
-    return NodeRun(project, node, spec, warehouse, driver, reporter, options, budgets).run()
 
 
 @dataclass
@@ -479,53 +457,47 @@ class Budgets:
     model: list[Budget] = field(default_factory=list)  # the model's own budget_usd
 
 
-def run_spend(warehouse: Warehouse, run_id: str, node: str | None = None) -> float:
-    """What this run's collected attempts cost (all models, or one)."""
-    with warehouse.connect() as conn:
-        row = conn.execute(
-            f"SELECT coalesce(sum(cost_usd), 0) FROM {quote(warehouse.state_schema)}.attempts "
-            "WHERE run_id = ? AND (? IS NULL OR node = ?)", [run_id, node, node],
-        ).fetchone()
-    return float(row[0]) if row else 0.0
+def committed_usd(run: RunContext, node: str | None = None) -> float:
+    """Spend committed and not yet known: the upper bound of open batches (all models, or one), shard by shard
+    (a shard's requests are all over a long-context threshold or all under it)."""
+    return sum(run.prices.estimate(m, requests=n, prompt=i, completion=o, batch=True)
+               for m, n, i, o, _, _ in run.store.open_work(node))
 
 
-def _add_spend(result: LlmResult, warehouse: Warehouse, driver: ShardDriver, node: str) -> None:
-    """The node's actual spend and usage in this run, what de-duplication and caching saved, and how many of
-    its attempts came back unanswered through no fault of their own."""
-    with warehouse.connect() as conn:
-        row = conn.execute(
-            f"SELECT coalesce(sum(cost_usd), 0), coalesce(sum(prompt_tokens), 0), "
-            f"coalesce(sum(completion_tokens), 0), coalesce(sum(cached_tokens), 0), any_value(model), "
-            f"count(*) FILTER (WHERE outcome <> 'ok' AND NOT {USES_ATTEMPT_SQL}) "
-            f"FROM {quote(warehouse.state_schema)}.attempts WHERE run_id = ? AND node = ?",
-            [driver.run_id, node],
-        ).fetchone()
-    assert row is not None
-    result.unlucky = int(row[5])
-    result.cost_usd = float(row[0])
-    result.usage = {"prompt_tokens": int(row[1]), "completion_tokens": int(row[2]), "cached_tokens": int(row[3])}
-    if row[4] is not None:
-        result.saved_cache_usd = driver.prices.cache_savings(str(row[4]), int(row[3]), batch=True)
-    sent = result.requests + result.retried
-    result.saved_dedup_usd = result.deduplicated * result.cost_usd / sent if sent else 0.0
+def count_open_exactly(run: RunContext) -> bool:
+    """Replace the upper bounds of open shards' input tokens by exact counts (from their files); True when any
+    changed."""
+    rows = [(shard_id, Path(path)) for shard_id, path in run.store.inexact_open_shards() if Path(path).is_file()]
+    if not rows:
+        return False
+    counts = count_exactly([path for _, path in rows])
+    with run.warehouse.transaction():
+        for (shard_id, _), (tokens, _largest) in zip(rows, counts, strict=True):
+            run.store.update_shard(shard_id, input_tokens=tokens, input_tokens_exact=True)
+    return True
 
 
-def batch_dir(project: Project, node: str) -> Path:
-    return project.target_dir / "batches" / node
+def model_place(project: Project, name: str, batches_dir: Path) -> ModelPlace:
+    """Where a project's LLM model reads and writes."""
+    node = project.nodes[name]
+    return ModelPlace(name, node.rel_path, project.render(node, False), project.schema, batches_dir / name)
 
 
-def rebuild_output(
-    project: Project, node: Node, spec: LlmSpec, warehouse: Warehouse, columns: list[str] | None = None,
-    since: str | None = None, full_refresh: bool = False,
-) -> dict[str, int]:
+def rebuild_output(run: RunContext, place: ModelPlace, spec: LlmSpec, columns: list[Column] | None = None,
+                   since: str | None = None, full_refresh: bool = False) -> dict[str, int]:
     """Rebuild the output and errors tables from the staged inputs and stored answers."""
-    with warehouse.transaction() as conn:
+    wh = run.warehouse
+    with wh.transaction():
         if columns is None:
-            described = conn.execute(f"DESCRIBE {stage_table(warehouse.state_schema, node.name)}").fetchall()
-            columns = [str(r[0]) for r in described if not str(r[0]).startswith("_llmt_")]
-        if full_refresh and relation_kind(conn, project.schema, node.name) == "table":
-            conn.execute(f"DROP TABLE {node.relation}")  # rebuilt from stored answers: costs nothing
-        return build_output(conn, warehouse.state_schema, project.schema, spec, columns, since, escalation_spec(spec))
+            columns = [c for c in wh.describe(f"SELECT * FROM {stage_table(wh, place.name)}")
+                       if not c.name.startswith("_llmt_")]
+        if full_refresh and wh.relation_kind(place.schema, place.name) == "table":
+            wh.execute(f"DROP TABLE {wh.relation(place.schema, place.name)}")  # rebuilt from stored answers: free
+        escalated = escalation_spec(spec)
+        output = Output(place.name, place.schema, columns, spec.columns, spec.unique_key, spec.max_attempts,
+                        spec.template_hash, spec.provider, spec.output_columns,
+                        escalated.template_hash if escalated is not None else None, spec.docs)
+        return build_output(wh, run.store, output, since)
 
 
 def _add(into: dict[str, int], counts: dict[str, int]) -> None:

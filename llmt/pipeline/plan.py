@@ -7,19 +7,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import duckdb
-
-from llmt.compile import quote
 from llmt.cost import PriceTable
-from llmt.file_sources import load_file_source
+from llmt.file_sources import load_file_sources
 from llmt.materialize import materialize_sql
+from llmt.pipeline.context import ModelPlace
 from llmt.pipeline.escalate import escalation_reserve
-from llmt.pipeline.render import count_exactly, iter_rows, render_lines, screen
+from llmt.pipeline.render import count_exactly, render_lines, screen
 from llmt.pipeline.spec import LlmSpec, send_mode
-from llmt.pipeline.stage import OPEN_STATUSES, input_counts, keyed_select, pending_sql
-from llmt.project import Node, Project
-from llmt.warehouse.duckdb import execute
-from llmt.warehouse.state import migrate
+from llmt.pipeline.stage import inputs_of
+from llmt.project import Project
+from llmt.warehouse.base import Warehouse
+from llmt.warehouse.staging import input_counts, keyed_select, pending_keys, pending_rows_sql
+from llmt.warehouse.store import StateStore
 
 EXPECTED_SHARE_DEFAULT = 0.5  # expected output when a model has no answers yet: half of max_output_tokens
 
@@ -65,45 +64,42 @@ class _Tier:
     tokens: int = 0
 
 
-def plan_node(
-    conn: duckdb.DuckDBPyConnection, project: Project, node: Node, spec: LlmSpec, prices: PriceTable, state: str,
-    sample: int | None = None,
-    mode: str | None = None,
-) -> ModelPlan:
-    view = quote(f"llmt_plan_{node.name}")
-    select = project.render(node, False).strip().rstrip(";")
-    execute(conn, f"CREATE OR REPLACE TEMP VIEW {view} AS {keyed_select(spec, select)}", node.rel_path)
-    rows, answered, _ = input_counts(conn, state, view)
-    pending = pending_sql(state, view, spec.columns, spec.max_attempts, None)
+def plan_node(wh: Warehouse, store: StateStore, place: ModelPlace, spec: LlmSpec, prices: PriceTable,
+              sample: int | None = None, mode: str | None = None) -> ModelPlan:
+    select = place.select.strip().rstrip(";")
+    described = wh.describe(select, where=place.where)
+    view = wh.quote(f"llmt_plan_{place.name}")
+    wh.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS {keyed_select(wh, inputs_of(spec, place), described)}",
+               where=place.where)
+    rows, answered, _ = input_counts(wh, store, view)
+    keys = pending_keys(wh, view, spec.max_attempts, None)
+    pending = pending_rows_sql(wh, view, spec.columns, keys, staged=False)
     max_out, override = int(spec.params["max_output_tokens"]), mode
     limits = prices.price(spec.model).limits(max_out)
     tiers = {False: _Tier(), True: _Tier()}  # by long-context or not
     too_long: list[tuple[str, int]] = []
     largest = 0
-    cursor = conn.execute(pending + (f" LIMIT {int(sample)}" if sample is not None else ""))
-    for _key, _line, n in screen(render_lines(iter_rows(cursor), spec.columns, spec), limits, too_long, exact=True):
+    lines = render_lines(wh.stream(pending + (f" LIMIT {int(sample)}" if sample is not None else "")), spec.columns,
+                         spec)
+    for _key, _line, n in screen(lines, limits, too_long, exact=True):
         tier = tiers[limits.long_above is not None and n > limits.long_above]
         tier.requests += 1
         tier.tokens += n
         largest = max(largest, n)
+    wh.drop_temp(keys)
     requests = tiers[False].requests + tiers[True].requests
-    row = conn.execute(
-        f"SELECT avg(completion_tokens), count(*) FROM {quote(state)}.answers WHERE node = ?", [node.name]
-    ).fetchone()
-    if row and row[1]:
-        per_request, source = float(row[0] or 0), f"average of {row[1]} stored answers"
+    average, stored = store.average_completion(place.name)
+    if stored:
+        per_request, source = average, f"average of {stored} stored answers"
     else:
         per_request, source = max_out * EXPECTED_SHARE_DEFAULT, "no answers yet: half of max_output_tokens"
-    open_rows = conn.execute(
-        f"SELECT model, n_requests, input_tokens, input_tokens_exact, path, n_requests * max_output_tokens "
-        f"FROM {quote(state)}.shards WHERE node = ? AND status IN {OPEN_STATUSES}", [node.name],
-    ).fetchall()
+    open_rows = store.open_work(place.name)
     # `llmt run` may have recorded an upper bound of a shard's input tokens: the plan counts its file exactly
-    recount = [Path(path) for *_, exact, path, _ in open_rows if not exact and Path(path).is_file()]
+    recount = [Path(path) for *_, exact, path in open_rows if not exact and Path(path).is_file()]
     exact_counts = dict(zip(recount, (tokens for tokens, _ in count_exactly(recount)), strict=True))
-    open_usd = sum(prices.estimate(m, requests=int(n or 0), prompt=exact_counts.get(Path(path), int(tokens or 0)),
-                                   completion=int(out or 0), batch=True)
-                   for m, n, tokens, _, path, out in open_rows)
+    open_usd = sum(prices.estimate(m, requests=n, prompt=exact_counts.get(Path(path), tokens), completion=out,
+                                   batch=True)
+                   for m, n, tokens, out, _, path in open_rows)
 
     def cost(per_request_out: float, batch: bool) -> float:
         return sum(prices.estimate(spec.model, requests=t.requests, prompt=t.tokens,
@@ -111,12 +107,12 @@ def plan_node(
 
     mode = send_mode(spec, requests, override)
     batch = mode == "batch"
-    reserve = escalation_reserve(conn, state, view, prices, spec, rows, requests, too_long, override,
-                                 node.rel_path)
+    reserve = escalation_reserve(wh, view, described, prices, spec, rows, requests, too_long, override,
+                                 place.where)
     bound = reserve(largest) if reserve else None
     escalation_usd = bound.usd if bound else 0.0
     return ModelPlan(
-        model=node.name, llm_model=spec.model, rows=rows, answered_rows=answered, new_rows=rows - answered,
+        model=place.name, llm_model=spec.model, rows=rows, answered_rows=answered, new_rows=rows - answered,
         requests=requests, too_long=len(too_long), input_tokens=tiers[False].tokens + tiers[True].tokens,
         output_tokens_max=requests * max_out, output_tokens_expected=round(per_request * requests),
         expected_from=source,
@@ -131,20 +127,17 @@ def plan_node(
     )
 
 
-def build_inputs(conn: duckdb.DuckDBPyConnection, project: Project, names: list[str], state: str) -> list[str]:
-    """Build the SQL models the LLM models ``names`` read from, in ``conn`` (a throwaway in-memory database),
+def build_inputs(wh: Warehouse, project: Project, names: list[str]) -> list[str]:
+    """Build the SQL models the LLM models ``names`` read from, in ``wh`` (a throwaway in-memory database),
     with empty llmt state beside them. Returns the LLM models that read another LLM model's output (there is
     none to read: they cannot be planned before it has run)."""
-    migrate(conn, state)
-    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(project.schema)}")
     def after_llm(name: str) -> bool:
         return any(project.nodes[a].is_llm for a in project.graph.ancestors(name))
 
     needed = {a for name in names for a in project.graph.ancestors(name)}
-    for key in sorted({k for name in {*needed, *names} for k in project.nodes[name].sources}):
-        if project.sources[key].files:
-            load_file_source(conn, project.dir, project.sources[key])
+    read = [k for name in {*needed, *names} for k in project.nodes[name].sources]
+    load_file_sources(wh, StateStore(wh), project, read)
     for name in project.graph.order():
         if name in needed and not project.nodes[name].is_llm and not after_llm(name):
-            materialize_sql(conn, project, project.nodes[name], True)
+            materialize_sql(wh, project, project.nodes[name], True)
     return [name for name in names if after_llm(name)]

@@ -7,56 +7,53 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import duckdb
-
 from llmt.console import Reporter
 from llmt.pipeline.spec import ENDPOINT, LlmSpec
 from llmt.project import Node, Project
 from llmt.prompts import PromptRenderer
-from llmt.warehouse.duckdb import attach_read_only, relation_kind, wait_for_lock
+from llmt.warehouse import open_warehouse
+from llmt.warehouse.base import DatabaseError, Warehouse
 
 
 @contextmanager
-def warehouse_reader(project: Project, reporter: Reporter) -> Iterator[duckdb.DuckDBPyConnection | None]:
-    """A read-only connection to the target's warehouse (waiting for a writer's lock), or None when it has no
-    file yet (or is in memory)."""
-    wh = project.target.warehouse
-    path = project.dir / wh.path
-    if wh.path == ":memory:" or not path.is_file():
+def warehouse_reader(project: Project, reporter: Reporter) -> Iterator[Warehouse | None]:
+    """The target's warehouse, read-only (waiting for a writer's lock), or None when it has no file yet (or is in
+    memory)."""
+    config = project.target.warehouse
+    if config.path == ":memory:" or not (project.dir / config.path).is_file():
         yield None
         return
-    conn = wait_for_lock(lambda: attach_read_only(str(path)), str(path), wh.lock_timeout, reporter, read_only=True)
+    wh = open_warehouse(config, project.dir, reporter, read_only=True)
     try:
-        yield conn
+        yield wh
     finally:
-        conn.close()
+        wh.close()
 
 
-def next_build(conn: duckdb.DuckDBPyConnection | None, project: Project, node: Node,
-               full_refresh: bool) -> tuple[str, str]:
+def next_build(wh: Warehouse | None, project: Project, node: Node, full_refresh: bool) -> tuple[str, str]:
     """(SQL, which build it is) of what the next `llmt run` builds for ``node``: an incremental model's
     incremental branch when its table exists and ``full_refresh`` is not asked for, else the full build."""
     if node.materialized != "incremental":
         return node.compiled_sql, ""
     if full_refresh:
         return node.compiled_sql, "the full build (--full-refresh)"
-    if conn is None or relation_kind(conn, project.schema, node.name) != "table":
+    if wh is None or wh.relation_kind(project.schema, node.name) != "table":
         return node.compiled_sql, "the full build: the table does not exist yet"
     return project.render(node, True), "the incremental branch: the table exists (--full-refresh shows the full build)"
 
 
-def sample_request(conn: duckdb.DuckDBPyConnection | None, project: Project, node: Node,
+def sample_request(wh: Warehouse | None, project: Project, node: Node,
                    spec: LlmSpec) -> tuple[dict[str, Any] | None, str]:
     """(request line, "") for the first input row when the warehouse has the upstream tables;
     otherwise (None, why not)."""
-    if conn is None:
+    if wh is None:
         return None, "no sample: the warehouse has no data yet (run `llmt run` first)"
     try:
         select = project.render(node, False).strip().rstrip(";")
-        cols = ", ".join(f'"{c}"' for c in spec.columns) or "1"
-        row = conn.execute(f"SELECT {cols} FROM ({select}) LIMIT 1").fetchone()
-    except duckdb.Error as exc:
-        return None, f"no sample: {str(exc).splitlines()[0]}"
+        cols = ", ".join(wh.quote(c) for c in spec.columns) or "1"
+        row = wh.fetchone(f"SELECT {cols} FROM ({select}) AS s LIMIT 1")
+    except DatabaseError as exc:
+        return None, f"no sample: {exc.detail.strip().splitlines()[0]}"
     if row is None:
         return None, "no sample: the select returns no rows"
     values = dict(zip(spec.columns, row, strict=False)) if spec.columns else {}

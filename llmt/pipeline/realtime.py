@@ -18,18 +18,17 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from llmt.compile import quote
-from llmt.console import Reporter
-from llmt.cost import PriceTable
-from llmt.pipeline.batches import ShardRow
+from llmt.crash import crash_point
 from llmt.pipeline.collect import Attempt, classify, store
-from llmt.pipeline.crash import crash_point
-from llmt.providers.base import RealtimeProvider
 from llmt.tokens import RequestCounter
 from llmt.validate import AnswerValidator
-from llmt.warehouse.duckdb import Warehouse
+from llmt.warehouse.collecting import Source
+from llmt.warehouse.store import ShardRow
+
+if TYPE_CHECKING:
+    from llmt.pipeline.context import RunContext
 
 REALTIME = "realtime"  # the provider column of realtime shards
 GRACE_SECONDS = 10.0  # on Ctrl-C, how long to wait for requests already sent
@@ -81,14 +80,12 @@ def _requests(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             yield str(line["custom_id"]), line["body"]
 
 
-def send_shard(
-    warehouse: Warehouse, provider: RealtimeProvider, prices: PriceTable, row: ShardRow, limits: Limits,
-    reporter: Reporter, kind: str, replace: bool = False,
-) -> dict[str, int]:
+def send_shard(run: RunContext, row: ShardRow, kind: str, replace: bool = False) -> dict[str, int]:
     """Send every request of a recorded realtime shard; returns outcome counts. ``kind``: the kind of the
     target's provider (fake or openai), recorded with every attempt and answer; ``replace``: new answers
     replace stored ones (--reask)."""
     validator = AnswerValidator(json.loads(row.response_schema), row.node)
+    provider, prices, limits, reporter = run.providers.realtime, run.prices, run.providers.limits, run.reporter
     limiter = RateLimiter(limits)
     counts: dict[str, int] = {}
     counter: RequestCounter | None = None
@@ -108,9 +105,9 @@ def send_shard(
 
     def save(done: list[Future[Attempt]]) -> None:
         attempts = [f.result() for f in done]
-        with warehouse.transaction() as conn:
-            store(conn, warehouse.state_schema, attempts=attempts, shard_id=row.shard_id, run_id=row.run_id,
-                  node=row.node, model=row.model, batch=False, provider=kind, replace=replace)
+        with run.warehouse.transaction():
+            store(run.warehouse, attempts, row.shard_id, Source(row.run_id, row.node, row.model, False, kind),
+                  replace)
         crash_point("realtime_store")
         for a in attempts:
             counts[a.outcome] = counts.get(a.outcome, 0) + 1
@@ -141,10 +138,10 @@ def send_shard(
             finished = [f for f in running if f.done() and not f.cancelled() and f.exception() is None]
             if finished:
                 save(finished)  # keep every answer already received
-            _close(warehouse, row, "interrupted")
+            run.store.update_shard(row.shard_id, status="interrupted")
             raise
     pool.shutdown(wait=True)
-    _close(warehouse, row, "collected")
+    run.store.update_shard(row.shard_id, status="collected")
     return counts
 
 
@@ -165,21 +162,3 @@ def _ctrl_c_sets(stop: threading.Event) -> Iterator[None]:
 def _settle(running: set[Future[Attempt]]) -> tuple[list[Future[Attempt]], set[Future[Attempt]]]:
     done, rest = wait(running, return_when=FIRST_COMPLETED)
     return list(done), set(rest)
-
-
-def _close(warehouse: Warehouse, row: ShardRow, status: str) -> None:
-    with warehouse.connect() as conn:
-        conn.execute(
-            f"UPDATE {quote(warehouse.state_schema)}.shards SET status = ?, updated_at = now() WHERE shard_id = ?",
-            [status, row.shard_id],
-        )
-
-
-def close_dead_shards(warehouse: Warehouse, node: str) -> None:
-    """Realtime shards still open belong to a process that was killed: close them so that their
-    unanswered rows are pending again (their stored answers stay)."""
-    with warehouse.connect() as conn:
-        conn.execute(
-            f"UPDATE {quote(warehouse.state_schema)}.shards SET status = 'interrupted', updated_at = now() "
-            f"WHERE provider = ? AND node = ? AND status IN ('written', 'uploaded', 'submitted')", [REALTIME, node],
-        )

@@ -14,18 +14,15 @@ from multiprocessing.pool import AsyncResult
 from pathlib import Path
 from typing import IO, Any
 
-import duckdb
-
-from llmt.compile import quote
 from llmt.cost import RequestLimits
 from llmt.errors import NodeError
 from llmt.pipeline.spec import ENDPOINT, LlmSpec
 from llmt.prompts import PromptRenderer
 from llmt.tokens import RequestCounter, TokenMemo, count_batch_file, count_request
+from llmt.warehouse.base import Warehouse
 
 MAX_REQUESTS_PER_BATCH = 50_000
 MAX_BYTES_PER_BATCH = 190 * 1024 * 1024  # OpenAI's limit is 200 MB per input file
-FETCH_ROWS = 5_000
 PARALLEL_AFTER = 20_000  # rows rendered in-process before worker processes start (they take ~0.5 s)
 CHUNK_ROWS = 2_000  # rows per task sent to a worker
 MAX_WORKERS = 8
@@ -49,11 +46,6 @@ class WrittenShard:
     def keys_path(self) -> Path:
         """The shard's request keys, one per line (read by the state tables, then removed)."""
         return self.path.with_suffix(".keys")
-
-
-def iter_rows(cursor: duckdb.DuckDBPyConnection) -> Iterator[tuple[Any, ...]]:
-    while chunk := cursor.fetchmany(FETCH_ROWS):
-        yield from chunk
 
 
 def render_lines(
@@ -84,28 +76,28 @@ def render_lines(
 
 
 def render_pending(
-    conn: duckdb.DuckDBPyConnection, select: str, columns: list[str], spec: LlmSpec, memo: TokenMemo | None = None,
+    wh: Warehouse, select: str, columns: list[str], spec: LlmSpec, memo: TokenMemo | None = None,
 ) -> Iterator[tuple[str, bytes, int]]:
     """What `render_lines` gives without ``exact`` for the rows of ``select`` (a request key, then
-    ``columns``), read from DuckDB. When the prompt is text and `{{ column }}` only (and its system message
-    has no variables), its text columns are read as their UTF-8 bytes and joined as bytes: DuckDB hands over
-    bytes at half the cost of text, and the line wants bytes (1M reviews of 470 bytes: 2.2 -> 1.1 s)."""
-    described = [(str(r[0]), str(r[1])) for r in conn.execute(f"DESCRIBE {select}").fetchall()]
-    texts = {name for name, kind in described[1:] if kind == "VARCHAR"}
+    ``columns``), read from the warehouse. When the prompt is text and `{{ column }}` only (and its system
+    message has no variables), its text columns are read as their UTF-8 bytes and joined as bytes: DuckDB hands
+    over bytes at half the cost of text, and the line wants bytes (benchmarks/README.md)."""
+    described = [(c.name, c.type.family) for c in wh.describe(select)]
+    texts = {name for name, family in described[1:] if family == "text"}
     utf8 = PromptRenderer(spec.prompt).utf8_renderer(columns, texts) if texts else None
     if utf8 is None:
-        yield from render_lines(iter_rows(conn.execute(select)), columns, spec, exact=False, memo=memo)
+        yield from render_lines(wh.stream(select), columns, spec, exact=False, memo=memo)
         return
     system, body = utf8
     renderer = _LineRenderer(spec, columns, memo)
-    read = ", ".join(f"encode({quote(name)})" if i and name in texts else quote(name)
+    read = ", ".join(wh.utf8_sql(wh.quote(name)) if i and name in texts else wh.quote(name)
                      for i, (name, _) in enumerate(described))
 
     def line(row: tuple[Any, ...]) -> tuple[str, bytes, int]:
         user_json = utf8_json(body(row[1:]))
         return row[0], renderer.data(row[0], system, user_json), renderer.counter.bound_chat(system, len(user_json))
 
-    yield from map(line, iter_rows(conn.execute(f"SELECT {read} FROM ({select}) AS _llmt_pending")))
+    yield from map(line, wh.stream(f"SELECT {read} FROM ({select}) AS _llmt_pending"))
 
 
 class _LineRenderer:

@@ -3,7 +3,8 @@
 The request key of a row is ``sha256(template_hash || input_hash)`` where ``template_hash``
 covers everything that shapes the request except the row (endpoint, model, parameters, the
 strict schema, the prompt templates and their includes, and the kind of provider that answers it)
-and ``input_hash`` is computed in SQL over the canonical JSON of the columns the templates reference.
+and ``input_hash`` is computed in SQL over the canonical text (warehouse/keys.py) of the columns the templates
+reference, by each engine alike.
 
 Every version of the key is kept in ``KEY_VERSIONS`` (oldest first), so that an upgrade can find the
 answers stored under an older one (pipeline/rekey.py).
@@ -18,13 +19,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from llmt.compile import quote, select_columns
+from llmt.compile import select_columns
 from llmt.errors import CompileError, ConfigError
 from llmt.persist_docs import Docs, node_docs
 from llmt.project import Node, Project
 from llmt.project.config import EXECUTION_KEYS, GENERATION_KEYS, Execution
 from llmt.prompts import Prompt, load_prompt
-from llmt.schema import META_PREFIX, column_types, load_schema, to_strict
+from llmt.schema import META_PREFIX, json_structure, load_schema, to_strict
 
 ENDPOINT = "/v1/chat/completions"
 # the kinds of provider an answer can come from: `fake` (synthetic answers) and `openai` (OpenAI, Azure
@@ -45,7 +46,7 @@ class LlmSpec:
     columns: list[str]  # referenced input columns, sorted
     provider: str  # the kind of provider that answers (one of PROVIDER_KINDS): part of the key
     template_hash: str
-    output_columns: list[tuple[str, str]]  # (answer field, DuckDB type)
+    output_columns: list[tuple[str, Any]]  # (answer field, its type: schema.json_structure)
     execution: Execution = field(default_factory=Execution)
     docs: Docs = field(default_factory=Docs)  # comments of the output table (persist_docs)
 
@@ -66,39 +67,26 @@ class LlmSpec:
         }
         return body
 
-    def input_hash_sql(self, alias: str = "") -> str:
-        """SQL computing a row's input hash from the referenced columns."""
-        prefix = f"{alias}." if alias else ""
-        fields = ", ".join(f"{quote(c)} := {prefix}{quote(c)}" for c in self.columns)
-        return f"sha256(to_json(struct_pack({fields})))" if self.columns else "sha256('')"
-
-    def request_key_sql(self, alias: str = "") -> str:
-        return key_sql(f"'{self.template_hash}'", self.input_hash_sql(alias))
-
-
-def key_sql(template_hash_sql: str, input_hash_sql: str) -> str:
-    """SQL of a request key from the SQL of its two halves."""
-    return f"substr(sha256({template_hash_sql} || {input_hash_sql}), 1, 32)"
-
 
 @dataclass(frozen=True)
 class KeyVersion:
-    """One version of the request key: how its two halves are computed for a spec and a provider kind. A
-    version that changes the input hash keeps the previous version's SQL in its own `input_hash_sql`."""
+    """One version of the request key: how its template hash is made for a spec and a provider kind, and how
+    its input hash is computed (`canonical`: keys.py, on every engine; before: DuckDB's JSON of the columns)."""
 
     name: str
     by_provider: bool  # whether the provider kind is part of the template hash
+    canonical: bool  # whether the input hash is the canonical one of keys.py
 
     def template_hash(self, spec: LlmSpec, provider: str) -> str:
         return _template_hash(spec.params, spec.strict_schema, spec.schema_name, spec.prompt,
                               provider if self.by_provider else None, self.name)
 
-    def input_hash_sql(self, spec: LlmSpec, alias: str = "") -> str:
-        return spec.input_hash_sql(alias)
 
-
-# oldest first; the last one is what requests are keyed by now (v2: the provider kind is part of the key)
-KEY_VERSIONS = (KeyVersion("llmt-request-v1", by_provider=False), KeyVersion("llmt-request-v2", by_provider=True))
+# oldest first; the last one is what requests are keyed by now (v2: the provider kind is part of the key; v3: the
+# input hash is the canonical one, the same on every engine)
+KEY_VERSIONS = (KeyVersion("llmt-request-v1", by_provider=False, canonical=False),
+                KeyVersion("llmt-request-v2", by_provider=True, canonical=False),
+                KeyVersion("llmt-request-v3", by_provider=True, canonical=True))
 KEY_VERSION = KEY_VERSIONS[-1].name
 
 
@@ -142,11 +130,11 @@ def build_spec(project: Project, node: Node, provider: str | None = None) -> Llm
     for key, value in prompt.params.items():
         if key not in node.config and key not in (node.props.config if node.props else {}):
             params[key] = value
-    out_cols = column_types(strict)
+    out_cols = list(json_structure(strict).items())
     variables = prompt.variables()
     available = select_columns(node.compiled_sql)
     if available is not None:
-        check_columns(node, prompt, variables, available, out_cols)
+        check_columns(node.name, node.rel_path, prompt, variables, node.unique_key, available, out_cols)
     kind = provider or project.target.provider.type
     template_hash = _template_hash(params, strict, schema_name, prompt, kind)
     try:
@@ -212,28 +200,28 @@ def escalation_spec(spec: LlmSpec) -> LlmSpec | None:
         params, spec.strict_schema, spec.schema_name, spec.prompt, spec.provider))
 
 
-def check_columns(
-    node: Node, prompt: Prompt, variables: set[str], available: list[str], out_cols: list[tuple[str, str]]
-) -> None:
-    """Prompt variables and unique key must come from the select; answer fields must not clash."""
+def check_columns(name: str, where: str, prompt: Prompt, variables: set[str], unique_key: list[str],
+                  available: list[str], out_cols: list[tuple[str, Any]]) -> None:
+    """Prompt variables and unique key must come from the select of model ``name`` (its file ``where``); answer
+    fields must not clash."""
     missing = sorted(variables - set(available))
     if missing:
         raise CompileError(
             f"prompt `{prompt.name}` uses {', '.join(f'`{m}`' for m in missing)}, which the select of model "
-            f"`{node.name}` does not provide",
+            f"`{name}` does not provide",
             where=str(prompt.path),
             hint=f"Available columns: {', '.join(available)}. Add the column to the select or fix the prompt.",
         )
-    absent = [k for k in node.unique_key if k not in available]
+    absent = [k for k in unique_key if k not in available]
     if absent:
         raise ConfigError(
-            f"unique_key column(s) {', '.join(absent)} are not in the select of `{node.name}`",
-            where=node.rel_path, hint=f"Available columns: {', '.join(available)}.",
+            f"unique_key column(s) {', '.join(absent)} are not in the select of `{name}`",
+            where=where, hint=f"Available columns: {', '.join(available)}.",
         )
     clash = sorted({c for c, _ in out_cols} & set(available)) + [c for c in available if c.startswith(META_PREFIX)]
     if clash:
         raise CompileError(
-            f"the select of `{node.name}` has column(s) {', '.join(clash)} that the answer schema also defines "
+            f"the select of `{name}` has column(s) {', '.join(clash)} that the answer schema also defines "
             f"(or that use the reserved `{META_PREFIX}` prefix)",
-            where=node.rel_path, hint="Rename the column in the select (e.g. `as input_<name>`).",
+            where=where, hint="Rename the column in the select (e.g. `as input_<name>`).",
         )

@@ -14,8 +14,6 @@ from llmt.compile import (
     Source,
     SqlContext,
     check_sql,
-    file_reader,
-    reader_parameters,
     relation,
     render_model_sql,
 )
@@ -25,6 +23,7 @@ from llmt.project.config import ProjectConfig, TargetConfig, check_node_config, 
 from llmt.project.properties import ColumnProps, ModelProps, PropertiesFile
 from llmt.project.yamlfile import line_of, read_yaml, validate
 from llmt.textfile import read_text
+from llmt.warehouse.files import file_reader, reader_parameters
 
 PARSE_CACHE = "parse_cache.bin"  # in target/: see ParseCache
 

@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmt.compile import Captured, SqlContext, check_sql, quote, render_model_sql
+from llmt.compile import Captured, SqlContext, check_sql, render_model_sql
 from llmt.errors import ConfigError, did_you_mean
 from llmt.project import Node, Project
 from llmt.project.properties import TableProps
 from llmt.project.yamlfile import line_of
 from llmt.testing.generic import GENERICS, Generic
 from llmt.textfile import read_text
+from llmt.warehouse.base import quoted
 
 CONFIG_KEYS = ("severity", "warn_if", "error_if", "where", "store_failures", "enabled")
 _CONDITION = re.compile(r"\A\s*(!=|<>|>=|<=|==|=|>|<)\s*(\d+)\s*\Z")
@@ -141,7 +142,7 @@ def _entry(
     if not isinstance(nested, dict):
         raise ConfigError("`arguments` must be a mapping", where=where, hint=f"Example: `- {generic.example}`.")
     args = {**nested, **body}
-    column_sql = quote(column) if column is not None else None
+    column_sql = quoted(column) if column is not None else None
     if "column_name" in args:
         column_sql = str(args.pop("column_name"))
     where_node = node.name if node else attached

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from llmt.compile import quote
 from llmt.pipeline.spec import build_spec
 from llmt.project import Node, Project
 from llmt.testing.collect import DataTest, TestConfig, rel_path
+from llmt.warehouse.base import quoted
 
 ANSWERED = "_llmt_status IN ('ok', 'stale')"
 
@@ -35,7 +35,7 @@ def _field_tests(node: Node, name: str, prop: dict[str, Any], where: str) -> Ite
 
     def test(kind: str, args: dict[str, Any] | None = None, suffix: str = "") -> DataTest:
         return DataTest(f"schema_{kind}_{node.name}_{name}{suffix}", kind, "schema", node.name, where,
-                        node.relation, quote(name), args or {}, config, (node.name,))
+                        node.relation, quoted(name), args or {}, config, (node.name,))
 
     values = [v for v in prop.get("enum", []) if v is not None]
     if values:

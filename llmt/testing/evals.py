@@ -29,20 +29,21 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from llmt.compile import quote, relation
 from llmt.console import Console
 from llmt.errors import ConfigError, did_you_mean
-from llmt.pipeline.batches import ShardDriver
-from llmt.pipeline.llm import LlmOptions, run_llm_node
+from llmt.pipeline.batches import Batches
+from llmt.pipeline.context import ModelPlace, RunContext
+from llmt.pipeline.llm import LlmOptions, NodeRun
+from llmt.pipeline.rekey import fake_answers
 from llmt.pipeline.spec import LlmSpec, build_spec
 from llmt.project import Node, Project
 from llmt.project.yamlfile import line_of
-from llmt.runner import budgets, make_driver, new_run_id, open_warehouse, pipeline_options
+from llmt.runner import budgets, make_context, new_run_id, open_warehouse, pipeline_options
 from llmt.testing.collect import rel_path
 from llmt.testing.metrics import METRICS, THRESHOLDS, field_kind, mismatch, parse_label, scores
 from llmt.testing.rows import create_table
 from llmt.textfile import read_text
-from llmt.warehouse.duckdb import Warehouse
+from llmt.warehouse.base import Warehouse
 
 EVAL_DIR = Path("tests") / "evals"
 SUFFIX = "__eval"
@@ -106,14 +107,12 @@ def run_evals(project: Project, select: list[str], exclude: list[str], console: 
         )
     options = pipeline_options(project, options)
     wh = open_warehouse(project, console)
-    run_id = new_run_id()
-    driver = make_driver(project, wh, console, run_id)
-    s = quote(wh.state_schema)
-    results = []
+    run = make_context(project, wh, console, new_run_id())
+    batches = Batches(run)
+    results: list[EvalResult] = []
+    run.store.start_run(run.run_id, project.name, "eval")
+    status = "error"
     try:
-        with wh.connect() as conn:
-            conn.execute(f"INSERT INTO {s}.runs (run_id, project, command, started_at, status) "
-                         "VALUES (?, ?, 'eval', now(), 'running')", [run_id, project.name])
         for name in chosen:
             node = project.nodes[name]
             spec = build_spec(project, node)
@@ -121,45 +120,40 @@ def run_evals(project: Project, select: list[str], exclude: list[str], console: 
             assert path is not None
             console.info(f"eval  {name}: {rel_path(project, path)} on target `{project.target_name}` "
                          f"({project.target.provider.type})")
-            result = _eval_model(project, node, spec, path, wh, driver, console, options, run_id)
-            results.append(result)
+            results.append(_eval_model(project, node, spec, path, run, batches, options))
+        status = "error" if any(r.failed for r in results) else "success"
     finally:
-        with wh.connect() as conn:
-            conn.execute(f"UPDATE {s}.runs SET finished_at = now(), status = 'success' WHERE run_id = ?", [run_id])
-        driver.provider.close()
+        run.store.finish_run(run.run_id, status)
+        run.providers.close()
         wh.close()
     return results
 
 
-def _eval_model(project: Project, node: Node, spec: LlmSpec, path: Path, wh: Warehouse, driver: ShardDriver,
-                console: Console, options: LlmOptions, run_id: str) -> EvalResult:
+def _eval_model(project: Project, node: Node, spec: LlmSpec, path: Path, run: RunContext, batches: Batches,
+                options: LlmOptions) -> EvalResult:
     kinds = {f: field_kind(p) for f, p in spec.strict_schema["properties"].items()}
     limits = _thresholds(project, node, kinds)
     examples = _read_examples(project, path, spec, kinds)
     labelled = sorted({f for _, labels in examples for f in labels})
+    wh = run.warehouse
     state = wh.state_schema
     name = node.name + SUFFIX
-    inputs = relation(state, f"eval_input__{node.name}")
-    with wh.transaction() as conn, tempfile.TemporaryDirectory(prefix="llmt-eval-") as tmp:
-        conn.execute(f"DROP TABLE IF EXISTS {inputs}")
+    inputs = wh.relation(state, f"eval_input__{node.name}")
+    with wh.transaction(), tempfile.TemporaryDirectory(prefix="llmt-eval-") as tmp:
         rows = [{"eval_row": i, **{c: values.get(c) for c in spec.columns},
                  "_expected": json.dumps(labels, ensure_ascii=False)} for i, (values, labels) in enumerate(examples, 1)]
-        create_table(conn, inputs, rows, "dict", Path(tmp), rel_path(project, path))
-    cols = "".join(f", {quote(c)}" for c in spec.columns)
-    eval_node = replace(node, name=name, relation=relation(state, name),
-                        config={**node.config, "unique_key": "eval_row"},
-                        compiled_sql=f"SELECT eval_row{cols} FROM {inputs}")
+        create_table(wh, inputs, rows, "dict", Path(tmp), rel_path(project, path))
+    cols = "".join(f", {wh.quote(c)}" for c in spec.columns)
     # the output table goes to the state schema, next to the staged inputs, not among the user's models
-    target = project.target.model_copy(update={"warehouse": project.target.warehouse.model_copy(
-        update={"schema_": state})})
-    run_llm_node(replace(project, target=target), eval_node, replace(spec, node=name, unique_key=eval_node.unique_key),
-                 wh, driver, console, options, budgets(project, node.name, options))
+    place = ModelPlace(name, node.rel_path, f"SELECT eval_row{cols} FROM {inputs}", state, run.batches_dir / name)
+    NodeRun(run, batches, place, replace(spec, node=name, unique_key=["eval_row"]), options,
+            budgets(project, node.name, options), lambda: fake_answers(project)).run()
+    output = wh.relation(state, name)
     result = EvalResult(node.name, rel_path(project, path), spec.template_hash, rows=len(examples))
-    fields = ", ".join(f"o.{quote(f)}" for f in labelled)
-    with wh.connect() as conn:
-        answered = conn.execute(
-            f"SELECT i.eval_row, o._llmt_status IN ('ok', 'stale'), {fields} FROM {inputs} i "
-            f"LEFT JOIN {eval_node.relation} o USING (eval_row) ORDER BY i.eval_row").fetchall()
+    fields = ", ".join(f"o.{wh.quote(f)}" for f in labelled)
+    answered = wh.fetchall(
+        f"SELECT i.eval_row, o._llmt_status IN ('ok', 'stale'), {fields} FROM {inputs} i "
+        f"LEFT JOIN {output} o ON o.eval_row = i.eval_row ORDER BY i.eval_row")
     result.answered = sum(bool(r[1]) for r in answered)
     for k, f in enumerate(labelled):
         kind = kinds[f]
@@ -175,36 +169,40 @@ def _eval_model(project: Project, node: Node, spec: LlmSpec, path: Path, wh: War
             if metric == m.metric:
                 m.threshold = f"{'>=' if direction == 'min' else '<='} {limit:g}"
                 m.passed = m.value is not None and (m.value >= limit if direction == "min" else m.value <= limit)
-    _store(wh, result, run_id, eval_node.relation, inputs, labelled, path)
+    _store(wh, result, run.run_id, output, inputs, labelled, path)
     return result
 
 
 def _store(wh: Warehouse, result: EvalResult, run_id: str, output: str, inputs: str, fields: list[str],
            path: Path) -> None:
     """Record the eval and look up the latest eval of another prompt version to compare with."""
-    s = quote(wh.state_schema)
     labels_hash = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    with wh.transaction() as conn:
-        previous = conn.execute(
-            f"SELECT run_id, template_hash, labels_hash FROM {s}.eval_runs WHERE node = ? AND template_hash <> ? "
-            "ORDER BY created_at DESC LIMIT 1", [result.node, result.template_hash]).fetchone()
+    runs, metrics = wh.state_table("eval_runs"), wh.state_table("eval_metrics")
+    with wh.transaction():
+        previous = wh.fetchone(
+            f"SELECT run_id, template_hash, labels_hash FROM {runs} WHERE node = ? AND template_hash <> ? "
+            "ORDER BY created_at DESC LIMIT 1", [result.node, result.template_hash])
         if previous is not None:
             result.previous_hash, result.labels_changed = str(previous[1]), previous[2] != labels_hash
-            before = {(f, m): v for f, m, v in conn.execute(
-                f"SELECT field, metric, value FROM {s}.eval_metrics WHERE run_id = ? AND node = ?",
-                [previous[0], result.node]).fetchall()}
+            before = {(f, m): v for f, m, v in wh.fetchall(
+                f"SELECT field, metric, value FROM {metrics} WHERE run_id = ? AND node = ?",
+                [previous[0], result.node])}
             for m in result.metrics:
                 m.previous = before.get((m.field, m.metric))
-        conn.execute(f"INSERT INTO {s}.eval_runs VALUES (?, ?, ?, ?, ?, ?, ?, now())",
-                     [run_id, result.node, result.template_hash, result.labels, labels_hash, result.rows,
-                      result.answered])
-        conn.executemany(f"INSERT INTO {s}.eval_metrics VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         [[run_id, result.node, result.template_hash, m.field, m.metric, m.value, m.n]
-                          for m in result.metrics])
-        answer = ", ".join(f"{quote(f)} := o.{quote(f)}" for f in fields)
-        conn.execute(
-            f"INSERT INTO {s}.eval_answers SELECT ?, ?, ?, i.eval_row, o._llmt_request_key, o._llmt_status, "
-            f"to_json(struct_pack({answer})), i._expected FROM {inputs} i LEFT JOIN {output} o USING (eval_row)",
+        wh.execute(f"INSERT INTO {runs} VALUES (?, ?, ?, ?, ?, ?, ?, now())",
+                   [run_id, result.node, result.template_hash, result.labels, labels_hash, result.rows,
+                    result.answered])
+        n = len(result.metrics)
+        wh.load_rows(metrics, {
+            "run_id": [run_id] * n, "node": [result.node] * n, "template_hash": [result.template_hash] * n,
+            "field": [m.field for m in result.metrics], "metric": [m.metric for m in result.metrics],
+            "value": [m.value for m in result.metrics], "n": [m.n for m in result.metrics]},
+            {"run_id": "VARCHAR", "node": "VARCHAR", "template_hash": "VARCHAR", "field": "VARCHAR",
+             "metric": "VARCHAR", "value": "DOUBLE", "n": "INTEGER"})
+        answer = wh.json_object_sql([(f, f"o.{wh.quote(f)}") for f in fields])
+        wh.execute(
+            f"INSERT INTO {wh.state_table('eval_answers')} SELECT ?, ?, ?, i.eval_row, o._llmt_request_key, "
+            f"o._llmt_status, {answer}, i._expected FROM {inputs} i LEFT JOIN {output} o ON o.eval_row = i.eval_row",
             [run_id, result.node, result.template_hash])
 
 

@@ -7,15 +7,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import duckdb
-
-from llmt.compile import quote
 from llmt.errors import LlmtError, NodeError
 from llmt.project import Project
 from llmt.testing.collect import DataTest, breaks
 from llmt.testing.generic import Target
 from llmt.testing.result import TestResult
-from llmt.warehouse.duckdb import relation_kind
+from llmt.warehouse.base import DatabaseError, Warehouse
 
 SAMPLE_ROWS = 5
 
@@ -24,7 +21,7 @@ def failures_schema(project: Project) -> str:
     return f"{project.schema}_test_failures"
 
 
-def failing_rows_sql(conn: duckdb.DuckDBPyConnection, project: Project, test: DataTest) -> str:
+def failing_rows_sql(wh: Warehouse, project: Project, test: DataTest) -> str:
     """The query selecting what breaks the test."""
     generic = test.generic
     if generic is None:
@@ -33,39 +30,35 @@ def failing_rows_sql(conn: duckdb.DuckDBPyConnection, project: Project, test: Da
     if test.config.where:
         relation = f"(SELECT * FROM {relation} WHERE {test.config.where})"
     node = project.nodes.get(test.attached)
-    target = Target(relation, test.column, test.attached, tuple(node.unique_key) if node else (),
-                    project.target.warehouse.state_schema)
-    return generic.sql(target, test.args, conn)
+    target = Target(relation, test.column, test.attached, tuple(node.unique_key) if node else ())
+    return generic.sql(target, test.args, wh)
 
 
 def run_data_test(
-    conn: duckdb.DuckDBPyConnection, project: Project, test: DataTest, store_failures: bool = False
+    wh: Warehouse, project: Project, test: DataTest, store_failures: bool = False
 ) -> TestResult:
     started = time.monotonic()
     result = TestResult(test.name, test.kind, test.origin, test.attached, test.where, severity=test.config.severity)
     try:
         for name in test.depends_on:
-            if relation_kind(conn, project.schema, name) is None:
+            if wh.relation_kind(project.schema, name) is None:
                 raise NodeError(f"`{name}` has not been built yet",
                                 hint=f"Run `llmt run -s {name}` first, or use `llmt build`.")
-        sql = failing_rows_sql(conn, project, test)
+        sql = failing_rows_sql(wh, project, test)
         if store_failures or test.config.store_failures:
             schema = failures_schema(project)
-            table = f"{quote(schema)}.{quote(test.name)}"
-            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
-            conn.execute(f"CREATE OR REPLACE TABLE {table} AS {sql}")
+            table = wh.relation(schema, test.name)
+            wh.execute(f"CREATE SCHEMA IF NOT EXISTS {wh.quote(schema)}")
+            wh.replace_table(table, sql, wh.relation_kind(schema, test.name))
             sql, result.stored = f"SELECT * FROM {table}", f"{schema}.{test.name}"
-        row = conn.execute(f"SELECT count(*) FROM ({sql}) AS failing").fetchone()
-        result.failures = int(row[0]) if row else 0
+        result.failures = int(wh.scalar(f"SELECT count(*) FROM ({sql}) AS failing") or 0)
         if result.failures:
-            cursor = conn.execute(f"SELECT * FROM ({sql}) AS failing LIMIT {SAMPLE_ROWS}")
-            result.columns = [str(d[0]) for d in cursor.description]
-            result.sample = cursor.fetchall()
+            result.columns, result.sample = wh.query(f"SELECT * FROM ({sql}) AS failing LIMIT {SAMPLE_ROWS}")
+    except DatabaseError as exc:
+        first = exc.detail.strip().split("\n")[0]
+        result.status, result.message = "error", f"the database rejected the test's SQL: {first}"
     except LlmtError as exc:
         result.status, result.message = "error", exc.message + (f" ({exc.hint})" if exc.hint else "")
-    except duckdb.Error as exc:
-        first = str(exc).strip().split("\n")[0]
-        result.status, result.message = "error", f"the database rejected the test's SQL: {first}"
     else:
         config = test.config
         if config.severity == "error" and breaks(result.failures, config.error_if):

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import duckdb
-
-from llmt.compile import quote, sql_literal
+from llmt.warehouse.base import Warehouse
+from llmt.warehouse.files import sql_literal
+from llmt.warehouse.store import StateStore
 
 ArgCheck = Callable[[Any], str | None]  # what is wrong with a value, or None when it is fine
 
@@ -23,13 +23,12 @@ class Target:
     column: str | None  # SQL expression of the tested column; None for model-level tests
     node: str  # the model (or source) name
     unique_key: tuple[str, ...] = ()
-    state: str = "_llmt"  # llmt's state schema (LLM tests)
 
 
 @dataclass(frozen=True)
 class Generic:
     name: str
-    sql: Callable[[Target, dict[str, Any], duckdb.DuckDBPyConnection], str]
+    sql: Callable[[Target, dict[str, Any], Warehouse], str]
     required: dict[str, ArgCheck] = field(default_factory=dict)
     optional: dict[str, ArgCheck] = field(default_factory=dict)
     column: bool = False  # tests one column: from its column entry, or `column_name` at model level
@@ -89,37 +88,37 @@ def _col(t: Target) -> str:
     return t.column
 
 
-def _not_null(t: Target, a: dict[str, Any], conn: duckdb.DuckDBPyConnection) -> str:
+def _not_null(t: Target, a: dict[str, Any], wh: Warehouse) -> str:
     return f"SELECT * FROM {t.relation} AS t WHERE {_col(t)} IS NULL"
 
 
-def _unique(t: Target, a: dict[str, Any], conn: duckdb.DuckDBPyConnection) -> str:
+def _unique(t: Target, a: dict[str, Any], wh: Warehouse) -> str:
     col = _col(t)
     return (f"SELECT {col} AS unique_field, count(*) AS n_records FROM {t.relation} AS t "
             f"WHERE {col} IS NOT NULL GROUP BY {col} HAVING count(*) > 1 ORDER BY n_records DESC")
 
 
-def _accepted_values(t: Target, a: dict[str, Any], conn: duckdb.DuckDBPyConnection) -> str:
+def _accepted_values(t: Target, a: dict[str, Any], wh: Warehouse) -> str:
     col = _col(t)
     values = ", ".join(literal(v, a.get("quote", True)) for v in a["values"] if v is not None)
     return (f"SELECT {col} AS value_field, count(*) AS n_records FROM {t.relation} AS t "
             f"WHERE {col} IS NOT NULL AND {col} NOT IN ({values}) GROUP BY {col} ORDER BY n_records DESC")
 
 
-def _relationships(t: Target, a: dict[str, Any], conn: duckdb.DuckDBPyConnection) -> str:
+def _relationships(t: Target, a: dict[str, Any], wh: Warehouse) -> str:
     col = _col(t)
     return (f"WITH child AS (SELECT {col} AS from_field FROM {t.relation} AS t WHERE {col} IS NOT NULL), "
-            f"parent AS (SELECT {quote(a['field'])} AS to_field FROM {a['to']} AS p) "
+            f"parent AS (SELECT {wh.quote(a['field'])} AS to_field FROM {a['to']} AS p) "
             "SELECT from_field FROM child LEFT JOIN parent ON child.from_field = parent.to_field "
             "WHERE parent.to_field IS NULL")
 
 
-def _expression_is_true(t: Target, a: dict[str, Any], conn: duckdb.DuckDBPyConnection) -> str:
+def _expression_is_true(t: Target, a: dict[str, Any], wh: Warehouse) -> str:
     expression = f"{t.column} {a['expression']}" if t.column else a["expression"]
     return f"SELECT * FROM {t.relation} AS t WHERE NOT ({expression})"
 
 
-def _accepted_range(t: Target, a: dict[str, Any], conn: duckdb.DuckDBPyConnection) -> str:
+def _accepted_range(t: Target, a: dict[str, Any], wh: Warehouse) -> str:
     col, inclusive = _col(t), a.get("inclusive", True)
     bounds = []
     if "min_value" in a:
@@ -129,7 +128,7 @@ def _accepted_range(t: Target, a: dict[str, Any], conn: duckdb.DuckDBPyConnectio
     return f"SELECT * FROM {t.relation} AS t WHERE NOT ({' AND '.join(bounds) or 'true'})"
 
 
-def _row_count(t: Target, a: dict[str, Any], conn: duckdb.DuckDBPyConnection) -> str:
+def _row_count(t: Target, a: dict[str, Any], wh: Warehouse) -> str:
     outside = []
     if "min" in a:
         outside.append(f"count(*) < {int(a['min'])}")
@@ -139,28 +138,25 @@ def _row_count(t: Target, a: dict[str, Any], conn: duckdb.DuckDBPyConnection) ->
     return f"SELECT count(*) AS row_count, {shown} FROM {t.relation} AS t HAVING {' OR '.join(outside)}"
 
 
-def _max_error_rate(t: Target, a: dict[str, Any], conn: duckdb.DuckDBPyConnection) -> str:
+def _max_error_rate(t: Target, a: dict[str, Any], wh: Warehouse) -> str:
     # a row's last attempt failed when its current request was attempted and the row has no answer to it: not
     # `ok` (which a cascade's answer makes a row whose own request failed)
-    s = quote(t.state)
     limit = float(a["max"])
     return (
         f"SELECT failed, total, round(failed / total, 4) AS error_rate, {limit!r} AS max_error_rate FROM ("
-        f"SELECT count(*) FILTER (WHERE t._llmt_request_key IN (SELECT request_key FROM {s}.attempts) "
-        f"AND t._llmt_status <> 'ok') AS failed, count(*) AS total "
+        f"SELECT count(CASE WHEN t._llmt_request_key IN (SELECT request_key FROM {wh.state_table('attempts')}) "
+        f"AND t._llmt_status <> 'ok' THEN 1 END) AS failed, count(*) AS total "
         f"FROM {t.relation} AS t) WHERE failed > {limit!r} * total"
     )
 
 
-def _all_answered(t: Target, a: dict[str, Any], conn: duckdb.DuckDBPyConnection) -> str:
-    keys = "".join(f"{quote(k)}, " for k in t.unique_key)
+def _all_answered(t: Target, a: dict[str, Any], wh: Warehouse) -> str:
+    keys = "".join(f"{wh.quote(k)}, " for k in t.unique_key)
     return f"SELECT {keys}_llmt_status FROM {t.relation} AS t WHERE _llmt_status IN ('pending', 'failed')"
 
 
-def _max_cost_usd(t: Target, a: dict[str, Any], conn: duckdb.DuckDBPyConnection) -> str:
-    from llmt.cost import node_last_run_cost_usd
-
-    cost, limit = round(node_last_run_cost_usd(conn, t.state, t.node), 6), float(a["max"])
+def _max_cost_usd(t: Target, a: dict[str, Any], wh: Warehouse) -> str:
+    cost, limit = round(StateStore(wh).last_run_cost(t.node), 6), float(a["max"])
     return f"SELECT {cost!r} AS cost_usd, {limit!r} AS max_cost_usd WHERE {cost!r} > {limit!r}"
 
 

@@ -1,5 +1,6 @@
-"""Rows written in YAML (a list of mappings, or CSV text) as DuckDB tables, and the comparison of
-expected rows with a query's rows (as multisets, on the expected columns only)."""
+"""Rows written in YAML (a list of mappings, or CSV text) as tables (read by DuckDB's readers, with its type
+sniffing), and the comparison of expected rows with a query's rows (as multisets, on the expected columns
+only)."""
 
 from __future__ import annotations
 
@@ -11,17 +12,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
-from llmt.compile import quote, sql_string
 from llmt.errors import ConfigError, did_you_mean
+from llmt.warehouse.base import Warehouse
+from llmt.warehouse.files import reader_sql
 
 RowsSpec = list[dict[str, Any]] | str  # a list of mappings, or CSV text with a header line
 
 
-def create_table(
-    conn: duckdb.DuckDBPyConnection, relation: str, rows: RowsSpec, fmt: str, scratch: Path, where: str
-) -> None:
+def create_table(wh: Warehouse, relation: str, rows: RowsSpec, fmt: str, scratch: Path, where: str) -> None:
     """Create ``relation`` holding ``rows``; column types are inferred (JSON types, CSV sniffing)."""
     path = scratch / f"rows_{len(list(scratch.iterdir()))}.{'csv' if fmt == 'csv' else 'json'}"
     if fmt == "csv":
@@ -29,7 +27,7 @@ def create_table(
             raise ConfigError("`format: csv` needs `rows` as CSV text with a header line", where=where,
                               hint="Example: rows: |\\n  id,name\\n  1,a")
         path.write_text(rows.strip() + "\n", encoding="utf-8")
-        reader = f"read_csv({sql_string(path.as_posix())}, header = true)"
+        reader = reader_sql("read_csv", [path], {})
     else:
         if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
             raise ConfigError(
@@ -37,25 +35,20 @@ def create_table(
                 hint="For an input without rows, give its columns as CSV: `format: csv` and `rows: \"id,name\"`.",
             )
         path.write_text(json.dumps(rows, default=_json_default, ensure_ascii=False), encoding="utf-8")
-        reader = f"read_json({sql_string(path.as_posix())}, format = 'array')"
-    described = conn.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()
-    untyped = [str(r[0]) for r in described if str(r[1]) == '"NULL"']  # a column with only nulls
-    replace = f" REPLACE ({', '.join(f'{quote(c)}::VARCHAR AS {quote(c)}' for c in untyped)})" if untyped else ""
-    conn.execute(f"CREATE TABLE {relation} AS SELECT *{replace} FROM {reader}")
+        reader = reader_sql("read_json", [path], {"format": "array"})
+    # a column with only nulls has no type: text
+    wh.load_files(relation, reader, untyped="VARCHAR")
 
 
-def read_rows(
-    conn: duckdb.DuckDBPyConnection, rows: RowsSpec, fmt: str, scratch: Path, where: str
-) -> list[dict[str, Any]]:
-    """Expected rows as mappings (CSV text is read with DuckDB's type sniffing)."""
+def read_rows(wh: Warehouse, rows: RowsSpec, fmt: str, scratch: Path, where: str) -> list[dict[str, Any]]:
+    """Expected rows as mappings (CSV text is read with type sniffing)."""
     if fmt != "csv":
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise ConfigError("`expect.rows` must be a list of mappings (column: value)", where=where)
         return rows
-    create_table(conn, "_llmt_expected", rows, fmt, scratch, where)
-    cursor = conn.execute("SELECT * FROM _llmt_expected")
-    columns = [str(d[0]) for d in cursor.description]
-    return [dict(zip(columns, r, strict=True)) for r in cursor.fetchall()]
+    create_table(wh, wh.quote("_llmt_expected"), rows, fmt, scratch, where)
+    columns, found = wh.query("SELECT * FROM _llmt_expected")
+    return [dict(zip(columns, r, strict=True)) for r in found]
 
 
 def _json_default(value: Any) -> Any:

@@ -24,6 +24,7 @@ from llmt.testing.junit import write_junit
 from llmt.testing.report import print_evals, print_results, result_line
 from llmt.testing.result import TestResult
 from llmt.testing.unit import UnitTest, collect_unit_tests, run_unit_test
+from llmt.warehouse.store import StateStore
 
 
 @dataclass
@@ -93,10 +94,9 @@ def test_project(
     if chosen.data:
         wh = open_warehouse(project, console)
         try:
-            load_file_sources(wh, project, project.sources)  # tests read them as a run would
-            with wh.connect() as conn:
-                for test in chosen.data:
-                    _add(report, run_data_test(conn, project, test, store_failures), console)
+            load_file_sources(wh, StateStore(wh), project, project.sources)  # tests read them as a run would
+            for test in chosen.data:
+                _add(report, run_data_test(wh, project, test, store_failures), console)
         finally:
             wh.close()
     _finish(project, report, console, junit, started, "test")
@@ -123,12 +123,11 @@ def build_project(
     console.info(f"Building {len(chosen.names)} model(s) with {len(chosen.unit)} unit test(s) and "
                  f"{len(chosen.data)} data test(s) on target `{project.target_name}`")
     wh = open_warehouse(project, console)
-    load_file_sources(wh, project, project.sources)  # the tests of sources come first
+    load_file_sources(wh, StateStore(wh), project, project.sources)  # the tests of sources come first
     done: set[str] = set()
 
     def data_tests(tests: list[DataTest]) -> list[TestResult]:
-        with wh.connect() as conn:
-            return [_add(report, run_data_test(conn, project, t, store_failures), console) for t in tests]
+        return [_add(report, run_data_test(wh, project, t, store_failures), console) for t in tests]
 
     broken_sources = {r.attached.removeprefix("source:") for r in data_tests(first)
                       if r.blocking and r.attached.startswith("source:")}

@@ -28,18 +28,19 @@ import json
 import re
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import duckdb
 from pydantic import BaseModel, ConfigDict, Field
 
-from llmt.compile import Captured, Source, SqlContext, check_sql, quote, relation, render_model_sql
+from llmt.compile import Captured, Source, SqlContext, check_sql, relation, render_model_sql
 from llmt.console import Reporter
 from llmt.errors import ConfigError, LlmtError, did_you_mean
-from llmt.pipeline.batches import ShardDriver
-from llmt.pipeline.llm import Budgets, LlmOptions, run_llm_node
+from llmt.pipeline.batches import Batches
+from llmt.pipeline.context import ModelPlace, Providers, RunContext
+from llmt.pipeline.llm import Budgets, LlmOptions, NodeRun
+from llmt.pipeline.realtime import Limits
 from llmt.pipeline.spec import LlmSpec, build_spec
 from llmt.project import Node, Project
 from llmt.project.yamlfile import line_of, validate
@@ -51,7 +52,9 @@ from llmt.testing.derived import unwrap_field
 from llmt.testing.result import TestResult
 from llmt.testing.rows import RowsSpec, create_table, diff_rows, normalize, read_rows
 from llmt.validate import AnswerValidator
-from llmt.warehouse.duckdb import Warehouse
+from llmt.warehouse import open_warehouse
+from llmt.warehouse.base import DatabaseError, Warehouse
+from llmt.warehouse.store import StateStore
 
 GIVEN_SCHEMA = "_llmt_given"  # where given source() and `this` rows live during a unit test
 _REF = re.compile(r"""\A\s*ref\(\s*['"]([^'"]+)['"]\s*\)\s*\Z""")
@@ -154,9 +157,12 @@ def run_unit_test(project: Project, test: UnitTest) -> TestResult:
             with tempfile.TemporaryDirectory(prefix="llmt-unit-") as tmp:
                 run = _run_llm if test.node.is_llm else _run_sql
                 columns, rows = run(project, test, Path(tmp))
-                with duckdb.connect() as conn:
-                    expected = read_rows(conn, test.props.expect.rows, test.props.expect.format, Path(tmp),
+                wh = _scratch_warehouse(project, Path(tmp))
+                try:
+                    expected = read_rows(wh, test.props.expect.rows, test.props.expect.format, Path(tmp),
                                          test.at("expect"))
+                finally:
+                    wh.close()
             result.columns, marked = diff_rows(expected, columns, rows, test.at("expect"), test.node.name)
             result.sample = marked[:20]
             if marked:
@@ -177,10 +183,9 @@ def run_unit_test(project: Project, test: UnitTest) -> TestResult:
 # -- running the model over the given rows ------------------------------------------------------
 
 
-def _model_sql(project: Project, test: UnitTest, conn: duckdb.DuckDBPyConnection, scratch: Path) -> str:
+def _model_sql(project: Project, test: UnitTest, wh: Warehouse, scratch: Path) -> str:
     """Create the given inputs and render the model's SQL over them."""
-    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(GIVEN_SCHEMA)}")
-    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(project.schema)}")
+    wh.execute(f"CREATE SCHEMA IF NOT EXISTS {wh.quote(GIVEN_SCHEMA)}")
     refs: set[str] = set()
     sources: set[tuple[str, str]] = set()
     this = test.node.relation
@@ -201,7 +206,7 @@ def _model_sql(project: Project, test: UnitTest, conn: duckdb.DuckDBPyConnection
                 hint=f"Use ref('model'), source('source', 'table') or this. Models: {', '.join(project.nodes)}; "
                 f"sources: {', '.join(f'{s}.{t}' for s, t in project.sources) or 'none'}.",
             )
-        create_table(conn, name, given.rows, given.format, scratch, where)
+        create_table(wh, name, given.rows, given.format, scratch, where)
     ctx = SqlContext(
         {n: relation(project.schema, n) for n in project.nodes},
         {key: Source(key[0], key[1], src.where, GIVEN_SCHEMA, f"{key[0]}__{key[1]}")
@@ -223,38 +228,44 @@ def _model_sql(project: Project, test: UnitTest, conn: duckdb.DuckDBPyConnection
     return sql.strip().rstrip(";")
 
 
-def _select(conn: duckdb.DuckDBPyConnection, sql: str, test: UnitTest) -> tuple[list[str], list[tuple[Any, ...]]]:
+def _select(wh: Warehouse, sql: str, test: UnitTest) -> tuple[list[str], list[tuple[Any, ...]]]:
     try:
-        cursor = conn.execute(sql)
-    except duckdb.Error as exc:
+        return wh.query(sql)
+    except DatabaseError as exc:
         raise ConfigError(
             f"unit test `{test.name}`: the SQL of `{test.node.name}` failed on the given rows: "
-            f"{str(exc).strip().splitlines()[0]}", where=test.where,
+            f"{exc.detail.strip().splitlines()[0]}", where=test.where,
             hint="Give every column the model reads in the given rows (missing columns do not exist).",
         ) from None
-    return [str(d[0]) for d in cursor.description], cursor.fetchall()
+
+
+def _scratch_warehouse(project: Project, scratch: Path) -> Warehouse:
+    """A throwaway in-memory warehouse of the target's engine, with its schemas."""
+    return open_warehouse(project.target.warehouse, scratch, memory=True)
 
 
 def _run_sql(project: Project, test: UnitTest, scratch: Path) -> tuple[list[str], list[tuple[Any, ...]]]:
-    with duckdb.connect(":memory:") as conn:
-        return _select(conn, f"SELECT * FROM ({_model_sql(project, test, conn, scratch)}) AS model", test)
+    wh = _scratch_warehouse(project, scratch)
+    try:
+        return _select(wh, f"SELECT * FROM ({_model_sql(project, test, wh, scratch)}) AS model", test)
+    finally:
+        wh.close()
 
 
 def _run_llm(project: Project, test: UnitTest, scratch: Path) -> tuple[list[str], list[tuple[Any, ...]]]:
     spec = build_spec(project, test.node, provider="fake")  # unit tests are answered by the fake provider
-    wh = Warehouse(":memory:", scratch, project.schema, project.target.warehouse.state_schema)
+    wh = _scratch_warehouse(project, scratch)
     try:
-        with wh.connect() as conn:
-            sql = _model_sql(project, test, conn, scratch)
-            columns, rows = _select(conn, f"SELECT * FROM ({sql}) AS model", test)
+        sql = _model_sql(project, test, wh, scratch)
+        columns, rows = _select(wh, f"SELECT * FROM ({sql}) AS model", test)
         pins = _pins(spec, test, columns, rows)
         provider = FakeProvider(scratch / "fake_remote", FaultPlan(pinned=pins))
-        driver = ShardDriver(wh, provider, Reporter(), new_run_id(), project.name, prices(project))
-        # batch files go to the scratch directory, never to the project's target/
-        run_llm_node(replace(project, dir=scratch), replace(test.node, compiled_sql=sql), spec, wh, driver,
-                     Reporter(), LlmOptions(), Budgets())
-        with wh.connect() as conn:
-            return _select(conn, f"SELECT * FROM {test.node.relation}", test)
+        run = RunContext(new_run_id(), project.name, wh, StateStore(wh), Providers(provider, None, Limits()),
+                         prices(project), Reporter(), scratch, scratch / "batches")
+        # the model's select over the given rows; batch files go to the scratch directory, never to target/
+        place = ModelPlace(test.node.name, test.node.rel_path, sql, project.schema, scratch / "batches")
+        NodeRun(run, Batches(run), place, spec, LlmOptions(), Budgets()).run()
+        return _select(wh, f"SELECT * FROM {wh.relation(project.schema, test.node.name)}", test)
     finally:
         wh.close()
 

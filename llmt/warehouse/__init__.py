@@ -1,1 +1,23 @@
-"""The warehouse: DuckDB connections and llmt's state tables."""
+"""Warehouses behind one interface (base.py): DuckDB (duckdb.py); llmt's state tables (state.py, store.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from llmt.console import Reporter
+    from llmt.project.config import WarehouseConfig
+    from llmt.warehouse.base import Warehouse
+
+
+def open_warehouse(config: WarehouseConfig, project_dir: Path, reporter: Reporter | None = None, *,
+                   read_only: bool = False, memory: bool = False) -> Warehouse:
+    """The warehouse a target's `warehouse:` names (connected on first use). ``read_only``: nothing can be
+    written to it (`llmt plan`); ``memory``: a throwaway in-memory database of the same engine, with the
+    target's schemas."""
+    from llmt.warehouse.duckdb import DuckDBWarehouse
+
+    path = ":memory:" if memory else config.path
+    return DuckDBWarehouse(path, project_dir, config.schema_, config.state_schema, config.settings,
+                           config.lock_timeout, reporter, read_only=read_only)

@@ -1,63 +1,90 @@
-"""DuckDB access. A connection is opened per step and closed after it, so that BI tools and
-other readers are never locked out while llmt waits on a provider; and when another program holds the
-file, opening it waits for the lock (`lock_timeout`) instead of failing."""
+"""DuckDB behind the engine seam (base.py): the embedded default.
+
+A connection is held for a command's short steps and released before anything slow (waiting on a provider),
+so that BI tools and other readers are never locked out while a batch runs; opening the file waits for another
+program's lock (`lock_timeout`, duckdb_files.py). DuckDB's fast paths are this adapter's own: reading batch
+result files with `read_json` (`RESULT_FILES`), handing texts over as UTF-8 bytes, and choosing each column's
+storage (ZSTD for long texts, request keys uncompressed: see `create_table`).
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from llmt.compile import quote, sql_string
 from llmt.console import Reporter
-from llmt.errors import ConfigError, LockTimeout, NodeError
+from llmt.errors import ConfigError, LockTimeout
 from llmt.project.config import LOCK_TIMEOUT
+from llmt.warehouse.base import Column, DatabaseError, Params, SqlType, Warehouse, sql_string
+from llmt.warehouse.duckdb_files import attach_read_only, duckdb_config, open_database, wait_for_lock
 from llmt.warehouse.state import LATEST, MIGRATIONS, SCHEMA_VERSION_DDL, migrate, migration_sql, zstd_available
 
-# Rows per row group of llmt's database: DuckDB's default is 122,880, and a table of 100k rows was then one
-# row group, which one thread writes (at commit) and one thread scans. ATTACH sets it per connection (the
-# file does not keep it; tables written with other sizes read as before).
-ROW_GROUP_ROWS = 32_768
-LOCK_NOTICE_AFTER = 3.0  # seconds of waiting for another program's lock before llmt says what it waits for
-LOCK_PAUSE_MAX = 1.0  # the longest pause between two tries to open a locked file
-_LOCK_HELD = re.compile(r"Conflicting lock is held in (?P<program>.*?) \(PID (?P<pid>\d+)\)")
+FETCH_ROWS = 5_000  # rows fetched at a time by `stream`
+INTEGERS = frozenset({"tinyint", "smallint", "integer", "bigint", "hugeint", "utinyint", "usmallint", "uinteger",
+                      "ubigint", "uhugeint"})
+FAMILIES = {"varchar": "text", "uuid": "text", "enum": "text", "decimal": "decimal", "double": "float",
+            "float": "float", "boolean": "boolean", "date": "date", "timestamp with time zone": "timestamptz",
+            "timestamp": "timestamp", "timestamp_s": "timestamp", "timestamp_ms": "timestamp",
+            "timestamp_ns": "timestamp", "list": "list", "array": "list", "struct": "struct",
+            **dict.fromkeys(INTEGERS, "integer")}
+TIMESTAMP_FORMAT = "'%Y-%m-%dT%H:%M:%S.%f'"
 
 
-class Warehouse:
-    """One DuckDB database. Steps share a connection while llmt works; `release()` closes it before
-    anything slow that does not need the database (waiting on a provider), so that readers and other
-    writers are not locked out for hours. An in-memory database keeps its connection (it would be lost)."""
+class DuckDBWarehouse(Warehouse):
+    """One DuckDB database file (or `:memory:`)."""
+
+    dialect = "duckdb"
+    RESULT_FILES = True
+    COMPRESSION = True
 
     def __init__(self, path: str, project_dir: Path, schema: str = "main", state_schema: str = "_llmt",
                  settings: dict[str, str | int | float | bool] | None = None, lock_timeout: float = LOCK_TIMEOUT,
-                 reporter: Reporter | None = None) -> None:
+                 reporter: Reporter | None = None, *, read_only: bool = False) -> None:
+        super().__init__(schema, state_schema)
         self.memory = path == ":memory:"
+        self.path = path if self.memory else str((project_dir / path).resolve())
         self.settings = settings or {}
         self.lock_timeout = lock_timeout
         self.reporter = reporter or Reporter()
+        self.read_only = read_only  # attached read-only (`llmt plan`): state tables stand in, in memory
         # after a LockTimeout, later opens (the run recording its end) try once, and fail with the same error
         self._gave_up: LockTimeout | None = None
-        self.path = path if self.memory else str((project_dir / path).resolve())
-        self.schema = schema
-        self.state_schema = state_schema
         self._conn: duckdb.DuckDBPyConnection | None = None
-        self._migrated = False
+        self._ready = False  # the state schema is migrated and the models' schema exists
+        self._depth = 0  # transactions begun and not ended (an inner one joins the outer)
+
+    # -- the connection ----------------------------------------------------------------------------
+    @property
+    def lasting(self) -> bool:
+        return self.memory
+
+    @property
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """The open connection (for this package's DuckDB fast paths), opened and migrated on first use."""
+        if self._conn is None:
+            self._conn = self._open()
+        if not self._ready:
+            self._ready = True  # (set first: a failed migration is not tried again by the same command)
+            if self.read_only:
+                self._stand_in_state(self._conn)
+            else:
+                migrate(self._conn, self.state_schema)
+                self._conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.quote(self.schema)}")
+        return self._conn
 
     def _open(self) -> duckdb.DuckDBPyConnection:
-        if self._conn is not None:
-            return self._conn
         config = duckdb_config(self.settings)
+        path, timeout = self.path, 0.0 if self._gave_up else self.lock_timeout
         try:
-            self._conn = wait_for_lock(lambda: open_database(self.path, config), self.path,
-                                       0.0 if self._gave_up else self.lock_timeout, self.reporter)
+            if self.read_only:
+                return wait_for_lock(lambda: attach_read_only(path), path, timeout, self.reporter, True)
+            return wait_for_lock(lambda: open_database(path, config), path, timeout, self.reporter)
         except LockTimeout as exc:
             self._gave_up = self._gave_up or exc
             raise self._gave_up from None
@@ -72,32 +99,48 @@ class Warehouse:
                 where="project.yml (warehouse: settings:)",
                 hint="Use DuckDB's setting names and values (https://duckdb.org/docs/configuration/overview).",
             ) from None
-        return self._conn
+
+    def _stand_in_state(self, conn: duckdb.DuckDBPyConnection) -> None:
+        """A read-only warehouse without llmt state gets empty state tables in memory (`"<state>".answers` then
+        resolves to that catalog's main schema); one with older state is refused."""
+        has_state = conn.execute("SELECT count(*) FROM information_schema.schemata WHERE catalog_name = "
+                                 "current_database() AND schema_name = ?", [self.state_schema]).fetchone() == (1,)
+        if not has_state:
+            conn.execute(f"ATTACH ':memory:' AS {self.state}")
+            memory = f"{self.state}.main"
+            conn.execute(SCHEMA_VERSION_DDL.format(s=memory))
+            for _, sql in MIGRATIONS:
+                conn.execute(migration_sql(conn, sql, memory))
+            return
+        row = conn.execute(f"SELECT max(version) FROM {self.state}.schema_version").fetchone()
+        if row is None or (row[0] or 0) < LATEST:
+            raise ConfigError(
+                f"the llmt state in {self.path} is at version {row[0] if row else 0}; this llmt reads version {LATEST}",
+                hint="Run `llmt status` once: it brings the state up to date (changing nothing else).",
+            )
 
     @contextmanager
-    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """The connection for one step, with the state schema migrated."""
-        conn = self._open()
-        if not self._migrated:
-            migrate(conn, self.state_schema)
-            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.schema)}")
-            self._migrated = True
-        yield conn
-
-    @contextmanager
-    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """One step in one transaction: committed at the end, rolled back on any error."""
-        with self.connect() as conn:
-            conn.execute("BEGIN TRANSACTION")
+    def transaction(self) -> Iterator[None]:
+        if self._depth:
+            self._depth += 1
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                yield
+            finally:
+                self._depth -= 1
+            return
+        conn = self.connection
+        conn.execute("BEGIN TRANSACTION")
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        finally:
+            self._depth = 0
+        conn.execute("COMMIT")
 
     def release(self) -> None:
-        """Close the file-backed connection (before waiting); the next step opens it again."""
         if self._conn is not None and not self.memory:
             self._conn.close()
             self._conn = None
@@ -107,210 +150,190 @@ class Warehouse:
             self._conn.close()
             self._conn = None
 
-
-def open_database(path: str, config: dict[str, Any]) -> duckdb.DuckDBPyConnection:
-    """A connection to the database ``path``: a file is attached with ROW_GROUP_SIZE ``ROW_GROUP_ROWS``
-    under the name DuckDB gives it when it opens the file itself (the file's name up to its first dot), and
-    used. A file whose name clashes with the in-memory catalog's ("memory.duckdb") is opened directly."""
-    if path == ":memory:":
-        return duckdb.connect(path, config=config)
-    conn = duckdb.connect(":memory:", config=config)
-    names = "SELECT database_name FROM duckdb_databases()"
-    try:
-        before = {r[0] for r in conn.execute(names).fetchall()}
-        conn.execute(f"ATTACH {sql_string(path)} (ROW_GROUP_SIZE {ROW_GROUP_ROWS})")
-        (name,) = {r[0] for r in conn.execute(names).fetchall()} - before
-        conn.execute(f"USE {quote(str(name))}")
-    except duckdb.BinderException:
-        conn.close()
-        return duckdb.connect(path, config=config)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def duckdb_config(settings: dict[str, str | int | float | bool] | None = None) -> dict[str, Any]:
-    """Settings of llmt's DuckDB connections: the target's `settings:`, and LLMT_DUCKDB_MEMORY_LIMIT (e.g.
-    `512MB`) when they set no memory_limit. DuckDB's checkpoint_threshold (16 MB) is kept: a commit
-    larger than that is written straight into the database file, skipping the write-ahead log, and
-    llmt's large writes are few (one commit per model's collected batches, one per output build): at
-    100k rows, collecting with a 1 GB threshold wrote everything twice (log, then checkpoint at close)
-    and took 20% longer. A memory limit caps DuckDB (its default is 80% of RAM, most of
-    it kept as cache): large sorts and joins then spill to disk, and, as DuckDB advises for tight limits,
-    results without ORDER BY may come in any order (unless the settings say otherwise)."""
-    config: dict[str, Any] = dict(settings or {})
-    limit = os.environ.get("LLMT_DUCKDB_MEMORY_LIMIT", "").strip()
-    if limit and "memory_limit" not in config:
-        config["memory_limit"] = limit
-    if "memory_limit" in config:
-        config.setdefault("preserve_insertion_order", False)
-    return config
-
-
-@dataclass(frozen=True)
-class LockHolder:
-    """The program that holds a DuckDB file's lock, as DuckDB names it."""
-
-    pid: int
-    program: str  # its command line when /proc has it, else the executable DuckDB names
-
-    def __str__(self) -> str:
-        return f"PID {self.pid} ({self.program})"
-
-
-def lock_holder(error: str) -> LockHolder | None:
-    """The holder named by DuckDB's error when a file's lock is held by another process, else None."""
-    match = _LOCK_HELD.search(error)
-    if match is None:
-        return None
-    pid = int(match["pid"])
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except OSError:  # no /proc (macOS), or not allowed to read it
-        raw = ""
-    command = " ".join(raw.replace("\0", " ").split())  # one line, even for `python -c` with a script
-    return LockHolder(pid, command[:200] or match["program"])
-
-
-def wait_for_lock(
-    open_: Callable[[], duckdb.DuckDBPyConnection], path: str, timeout: float, reporter: Reporter,
-    read_only: bool = False,
-) -> duckdb.DuckDBPyConnection:
-    """``open_()``, tried again with backoff while another process holds the file's lock (DuckDB offers no
-    wait of its own), for up to ``timeout`` seconds; after LOCK_NOTICE_AFTER seconds the reporter is told once
-    who holds it. Then LockTimeout names the holder and what to do."""
-    started, pause, told = time.monotonic(), 0.02, False
-    while True:
+    # -- statements ---------------------------------------------------------------------------------
+    def _run(self, sql: str, params: Params, where: str | None) -> duckdb.DuckDBPyConnection:
         try:
-            return open_()
-        except duckdb.IOException as exc:
-            holder = lock_holder(str(exc))
-            if holder is None:
-                raise
-            waited = time.monotonic() - started
-            if waited >= timeout:
-                raise _lock_timeout(path, holder, timeout, read_only) from None
-            if not told and waited >= LOCK_NOTICE_AFTER:
-                reporter.warn(f"{path} is locked by {holder}; llmt waits for it (up to {timeout:g} s: "
-                              "`lock_timeout` of the target's warehouse)")
-                told = True
-            time.sleep(min(pause, timeout - waited))
-            pause = min(pause * 2, LOCK_PAUSE_MAX)
+            return self.connection.execute(sql, list(params) if params is not None else None)
+        except duckdb.Error as exc:
+            raise database_error(exc, where) from None
+
+    def execute(self, sql: str, params: Params = None, *, where: str | None = None) -> None:
+        self._run(sql, params, where)
+
+    def fetchall(self, sql: str, params: Params = None, *, where: str | None = None) -> list[tuple[Any, ...]]:
+        return self._run(sql, params, where).fetchall()
+
+    def fetchone(self, sql: str, params: Params = None, *, where: str | None = None) -> tuple[Any, ...] | None:
+        return self._run(sql, params, where).fetchone()
+
+    def stream(self, sql: str, params: Params = None, *, where: str | None = None) -> Iterator[tuple[Any, ...]]:
+        cursor = self._run(sql, params, where)
+        try:
+            while chunk := cursor.fetchmany(FETCH_ROWS):
+                yield from chunk
+        except duckdb.Error as exc:
+            raise database_error(exc, where) from None
+
+    def query(self, sql: str, params: Params = None, *, where: str | None = None
+              ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        cursor = self._run(sql, params, where)
+        return [str(d[0]) for d in cursor.description], cursor.fetchall()
+
+    # -- relations ----------------------------------------------------------------------------------
+    def describe(self, select: str, *, where: str | None = None) -> list[Column]:
+        try:
+            relation = self.connection.sql(select)
+            return [Column(str(name), sql_type(kind)) for name, kind in zip(relation.columns, relation.types,
+                                                                            strict=True)]
+        except duckdb.Error as exc:
+            raise database_error(exc, where) from None
+
+    def relation_kind(self, schema: str, name: str) -> str | None:
+        row = self.fetchone("SELECT table_type FROM information_schema.tables WHERE table_catalog = "
+                            "current_database() AND table_schema = ? AND table_name = ?", [schema, name])
+        if row is None:
+            return None
+        return "view" if row[0] == "VIEW" else "table"
+
+    def create_table(self, table: str, select: str, params: Params = None, *,
+                     compression: Mapping[str, str] | None = None, where: str | None = None) -> None:
+        """CREATE TABLE ``table`` AS ``select``, storing each column of ``compression`` with its method (``zstd``
+        only when the database's storage version has it: 1.2 and later). DuckDB's own choice for long texts
+        (DICT_FSST, after trying every method) costs several times ZSTD's to write, and ZSTD is smaller and as
+        quick to read; hex digests (request keys) are cheapest to write uncompressed (`KEYS`), and joins on them
+        are as quick or quicker (benchmarks/README.md)."""
+        columns = self.describe(select, where=where)
+        methods = dict(compression or {})
+        if "zstd" in methods.values() and not zstd_available(self.connection):
+            methods = {c: m for c, m in methods.items() if m != "zstd"}
+        self.execute(f"CREATE TABLE {table} (" + ", ".join(
+            f"{self.quote(c.name)} {c.type.name}" + (f" USING COMPRESSION {methods[c.name]}" if c.name in methods
+                                                     else "") for c in columns) + ")", where=where)
+        self.execute(f"INSERT INTO {table} {select}", params, where=where)
+
+    def load_files(self, table: str, reader: str, untyped: str | None = None) -> None:
+        columns = self.describe(f"SELECT * FROM {reader}")
+        select = "SELECT " + ", ".join(
+            f"CAST({self.quote(c.name)} AS {untyped}) AS {self.quote(c.name)}" if untyped and c.type.name == '"NULL"'
+            else self.quote(c.name) for c in columns) + f" FROM {reader}"
+        texts = [c.name for c in columns if c.type.name == "VARCHAR"]
+        self.execute(f"DROP TABLE IF EXISTS {table}")
+        self.create_table(table, select, compression=dict.fromkeys(texts, "zstd"))  # ZSTD: see create_table
+
+    def load_rows(self, table: str, columns: Mapping[str, Sequence[Any]], types: Mapping[str, str]) -> None:
+        if not columns or not len(next(iter(columns.values()))):
+            return
+        self.execute(f"INSERT INTO {table} ({', '.join(self.quote(c) for c in columns)}) SELECT " + ", ".join(
+            f"unnest(?::{types[c]}[])" for c in columns), [list(v) for v in columns.values()])
+
+    def load_lines(self, table: str, constants: Mapping[str, str], column: str, path: Path) -> None:
+        """DuckDB reads the file itself (a million request keys: a fraction of a second)."""
+        names = [*constants, column]
+        self.execute(f"INSERT INTO {table} ({', '.join(self.quote(c) for c in names)}) SELECT "
+                     + "".join("?, " for _ in constants) + "k FROM read_csv(?, header = false, "
+                     "columns = {'k': 'VARCHAR'}, delim = ',', quote = '', escape = '')",
+                     [*constants.values(), str(path)])
+
+    def comments(self, schema: str, name: str) -> tuple[str, str | None, dict[str, str | None]] | None:
+        found = self.fetchone(
+            "SELECT 'TABLE', comment FROM duckdb_tables() WHERE database_name = current_database() AND "
+            "schema_name = ? AND table_name = ? UNION ALL SELECT 'VIEW', comment FROM duckdb_views() WHERE "
+            "database_name = current_database() AND schema_name = ? AND view_name = ?", [schema, name, schema, name])
+        if found is None:
+            return None
+        columns = self.fetchall("SELECT column_name, comment FROM duckdb_columns() WHERE database_name = "
+                                "current_database() AND schema_name = ? AND table_name = ? ORDER BY column_index",
+                                [schema, name])
+        return str(found[0]), found[1], {str(c): comment for c, comment in columns}
+
+    # -- expressions ----------------------------------------------------------------------------------
+    def canonical_sql(self, expr: str, type_: SqlType) -> str:
+        family = type_.family
+        if family == "text":
+            text = expr if type_.name == "VARCHAR" else f"{expr}::VARCHAR"
+            inner = f"'s' || strlen({text}) || ':' || {text}"
+        elif family in ("integer", "decimal"):
+            inner = f"'{family[0]}' || {expr}::VARCHAR"
+        elif family == "float":
+            inner = f"'f' || {expr}::DOUBLE::VARCHAR"
+        elif family == "boolean":
+            inner = f"CASE WHEN {expr} THEN 'b1' ELSE 'b0' END"
+        elif family == "date":
+            inner = f"'D' || {expr}::VARCHAR"
+        elif family == "timestamp":
+            inner = f"'T' || strftime({expr}::TIMESTAMP, {TIMESTAMP_FORMAT})"
+        elif family == "timestamptz":
+            inner = f"'Z' || strftime(timezone('UTC', {expr}), {TIMESTAMP_FORMAT})"
+        elif family == "list":
+            item = self.canonical_sql("x", type_.children[0][1])
+            inner = f"'[' || array_to_string(list_transform({expr}, lambda x: {item}), ',') || ']'"
+        elif family == "struct":
+            fields = [sql_string(f"s{len(name.encode())}:{name}:") + " || "
+                      + self.canonical_sql(self.field_sql(expr, name), kind) for name, kind in type_.children]
+            inner = "'{' || " + " || ',' || ".join(fields or ["''"]) + " || '}'"
+        else:  # deterministic here, not shared with other engines (keys.py)
+            inner = f"'x' || strlen({expr}::VARCHAR) || ':' || {expr}::VARCHAR"
+        return f"CASE WHEN {expr} IS NULL THEN 'n' ELSE {inner} END"
+
+    def legacy_input_hash_sql(self, names: Sequence[str], alias: str) -> str:
+        fields = ", ".join(f"{self.quote(c)} := {alias}.{self.quote(c)}" for c in names)
+        return f"sha256(to_json(struct_pack({fields})))" if names else "sha256('')"
+
+    def sha256_sql(self, expr: str) -> str:
+        return f"sha256({expr})"
+
+    def row_hash_sql(self, exprs: Sequence[str]) -> str:
+        return f"hash({', '.join(exprs)})" if exprs else "0::UBIGINT"
+
+    def utf8_sql(self, expr: str) -> str:
+        return f"encode({expr}::VARCHAR)"
+
+    def sum_hashes_sql(self, column: str) -> str:
+        return f"sum({column}::HUGEINT), bit_xor(hash({column}))"
+
+    def one_row_per_key_sql(self, source: str, columns: Sequence[str], keys: str, staged: bool) -> str:
+        cols = "".join(f", i.{c}" for c in columns)
+        if staged:  # a table: one row per key by rowid (sorting the texts is slow)
+            return (f"SELECT i._llmt_request_key{cols} FROM {source} i SEMI JOIN (SELECT min(s.rowid) AS r FROM "
+                    f"{source} s SEMI JOIN {keys} k ON k._llmt_request_key = s._llmt_request_key "
+                    "GROUP BY s._llmt_request_key) p ON p.r = i.rowid")
+        return (f"SELECT DISTINCT ON (i._llmt_request_key) i._llmt_request_key{cols} FROM {source} i "
+                f"SEMI JOIN {keys} k ON k._llmt_request_key = i._llmt_request_key ORDER BY i._llmt_request_key")
+
+    def arg_max_sql(self, value: str, by: str) -> str:
+        return f"arg_max({value}, {by})"
+
+    def json_object_sql(self, fields: Sequence[tuple[str, str]]) -> str:
+        return "to_json(struct_pack(" + ", ".join(f"{self.quote(n)} := {v}" for n, v in fields) + "))"
+
+    def json_text_sql(self, json: str, field: str) -> str:
+        return f"json_extract_string({json}, {sql_string('$.' + field)})"
+
+    def try_double_sql(self, expr: str) -> str:
+        return f"TRY_CAST({expr} AS DOUBLE)"
+
+    def json_structure_sql(self, answer: str, structure: Any) -> str:
+        return f"json_transform({answer}, {sql_string(json.dumps(structure))})"
+
+    def sql_type(self, structure: Any) -> str:
+        if isinstance(structure, list):
+            return f"{self.sql_type(structure[0])}[]"
+        if isinstance(structure, dict):
+            return "STRUCT(" + ", ".join(f"{self.quote(k)} {self.sql_type(v)}" for k, v in structure.items()) + ")"
+        return str(structure)
 
 
-def _lock_timeout(path: str, holder: LockHolder, timeout: float, read_only: bool) -> LockTimeout:
-    if read_only:
-        why = ("A program writing to it (another llmt, or a notebook or tool with a read-write connection) keeps "
-               "others from reading it")
-    else:
-        why = ("A program holding it, even read-only (a notebook, a BI tool, the duckdb CLI, another llmt), keeps "
-               "llmt from writing it")
-    return LockTimeout(
-        f"the DuckDB file is locked by {holder}; llmt waited {timeout:g} s for it",
-        where=path,
-        hint=f"{why}: close that connection (or end PID {holder.pid}) and run the command again; what llmt "
-        "stored before is kept, and open batches are collected by the next `llmt run`. To wait longer, raise "
-        "`lock_timeout` (seconds) under the target's `warehouse:` in project.yml.",
-    )
+def sql_type(kind: Any) -> SqlType:
+    """A DuckDB type (of the Python client) as a SqlType."""
+    family = FAMILIES.get(str(kind.id), "other")
+    if family == "list":
+        return SqlType(str(kind), family, (("item", sql_type(kind.children[0][1])),))
+    if family == "struct":
+        return SqlType(str(kind), family, tuple((str(n), sql_type(t)) for n, t in kind.children))
+    return SqlType(str(kind), family)
 
 
-def attach_read_only(path: str, name: str = "llmt_warehouse") -> duckdb.DuckDBPyConnection:
-    """An in-memory connection with the database file ``path`` attached read-only as ``name``, and used."""
-    conn = duckdb.connect(":memory:")
-    try:
-        conn.execute(f"ATTACH {sql_string(path)} AS {quote(name)} (READ_ONLY)")
-        conn.execute(f"USE {quote(name)}")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-@contextmanager
-def read_only(path: str, state_schema: str, lock_timeout: float = LOCK_TIMEOUT,
-              reporter: Reporter | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A connection that cannot write to the warehouse (for `llmt plan`). The file is attached
-    read-only (waiting for a writer's lock); when it has no llmt state yet, empty state tables stand in for
-    it, in memory."""
-    conn = wait_for_lock(lambda: attach_read_only(path), path, lock_timeout, reporter or Reporter(), True)
-    try:
-        has_state = conn.execute(
-            "SELECT count(*) FROM information_schema.schemata WHERE catalog_name = 'llmt_warehouse' "
-            "AND schema_name = ?", [state_schema],
-        ).fetchone() == (1,)
-        if not has_state:  # `"<state>".answers` then resolves to this in-memory catalog's main schema
-            conn.execute(f"ATTACH ':memory:' AS {quote(state_schema)}")
-            memory = f"{quote(state_schema)}.main"
-            conn.execute(SCHEMA_VERSION_DDL.format(s=memory))
-            for _, sql in MIGRATIONS:
-                conn.execute(migration_sql(conn, sql, memory))
-        else:
-            row = conn.execute(f"SELECT max(version) FROM {quote(state_schema)}.schema_version").fetchone()
-            if row is None or (row[0] or 0) < LATEST:
-                raise ConfigError(
-                    f"the llmt state in {path} is at version {row[0] if row else 0}; this llmt reads version {LATEST}",
-                    hint="Run `llmt status` once: it brings the state up to date (changing nothing else).",
-                )
-        yield conn
-    finally:
-        conn.close()
-
-
-def relation_kind(conn: duckdb.DuckDBPyConnection, schema: str, name: str) -> str | None:
-    """'table', 'view' or None."""
-    row = conn.execute(
-        "SELECT table_type FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-        [schema, name],
-    ).fetchone()
-    if row is None:
-        return None
-    return "view" if row[0] == "VIEW" else "table"
-
-
-def comment_record(conn: duckdb.DuckDBPyConnection, schema: str, table: str, prefix: str) -> dict[str, Any] | None:
-    """The JSON object llmt keeps in a table's comment after ``prefix``; None when there is none (or another
-    comment)."""
-    row = conn.execute("SELECT comment FROM duckdb_tables() WHERE database_name = current_database() "
-                       "AND schema_name = ? AND table_name = ?", [schema, table]).fetchone()
-    if not row or not str(row[0] or "").startswith(prefix):
-        return None
-    try:
-        value = json.loads(str(row[0])[len(prefix):])
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def create_table(conn: duckdb.DuckDBPyConnection, table: str, select: str,
-                 compression: Mapping[str, str] | None = None) -> None:
-    """CREATE TABLE ``table`` AS ``select``, storing each column of ``compression`` with its method
-    (``zstd`` only when the database's storage version has it: 1.2 and later). DuckDB's own choice for long
-    texts (DICT_FSST, after trying every method) costs ~15 ns a byte to write, 7 s for 1M reviews of 470
-    bytes; ZSTD a fifth of that, and it is smaller and as quick to read. Hex digests (request keys) are
-    stored uncompressed (state.KEYS): copying 1M keys costs 0.54 CPU-s with DuckDB's choice, 0.40 with ZSTD and
-    0.14 uncompressed, for ~36 bytes a key instead of ~20, and joins on them are as quick or quicker."""
-    described = [(str(r[0]), str(r[1])) for r in conn.execute(f"DESCRIBE {select}").fetchall()]
-    methods = dict(compression or {})
-    if "zstd" in methods.values() and not zstd_available(conn):
-        methods = {c: m for c, m in methods.items() if m != "zstd"}
-    conn.execute(f"CREATE TABLE {table} (" + ", ".join(
-        f"{quote(c)} {t}" + (f" USING COMPRESSION {methods[c]}" if c in methods else "") for c, t in described) + ")")
-    conn.execute(f"INSERT INTO {table} {select}")
-
-
-def execute(conn: duckdb.DuckDBPyConnection, sql: str, where: str, params: list[Any] | None = None) -> Any:
-    """Run SQL; a database error becomes a NodeError naming the model."""
-    with named_errors(where):
-        return conn.execute(sql, params or [])
-
-
-@contextmanager
-def named_errors(where: str) -> Iterator[None]:
-    """A database error inside becomes a NodeError naming the model (``where``)."""
-    try:
-        yield
-    except duckdb.Error as exc:
-        first = str(exc).strip().split("\n")[0]
-        raise NodeError(f"the database rejected the SQL: {first}", where=where,
-                        hint="Run `llmt compile` to see the compiled SQL under target/compiled/.") from None
+def database_error(exc: duckdb.Error, where: str | None) -> DatabaseError:
+    first = re.sub(r"\s+", " ", str(exc).strip().split("\n")[0])
+    return DatabaseError(f"the database rejected the SQL: {first}", where=where, detail=str(exc),
+                         hint="Run `llmt compile` to see the compiled SQL under target/compiled/." if where else None)

@@ -25,6 +25,8 @@ import re
 
 import duckdb
 
+from llmt.warehouse.base import quoted, sql_string
+
 KEYS = "uncompressed"  # how request keys (hex digests) are stored: see warehouse/duckdb.py create_table
 
 MIGRATIONS: list[tuple[int, str]] = [
@@ -154,7 +156,28 @@ MIGRATIONS: list[tuple[int, str]] = [
         ALTER TABLE {s}.shards ADD COLUMN cancel_requested_at TIMESTAMPTZ;
         """,
     ),
+    (
+        # what llmt recorded of what it built, in a table of its own instead of the built tables' COMMENTs: a
+        # model's staged inputs (`stage`: their layout, rows, key version and the output built from them) and a
+        # loaded file source (`source`: its files' stamps). Those comments are copied (DuckDB: below)
+        9,
+        """
+        CREATE TABLE {s}.fingerprints (kind VARCHAR, name VARCHAR, value VARCHAR, updated_at TIMESTAMPTZ,
+                                       PRIMARY KEY (kind, name));
+        """,
+    ),
 ]
+# what a migration does to the DuckDB warehouses that earlier versions of llmt wrote, besides the above
+DUCKDB_LEGACY = {
+    9: """
+        INSERT INTO {s}.fingerprints SELECT 'stage', substr(table_name, 8), substr(comment, 12), now()
+        FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = {name}
+          AND starts_with(table_name, 'input__') AND starts_with(comment, 'llmt-stage ');
+        INSERT INTO {s}.fingerprints SELECT 'source', table_name, substr(comment, 13), now()
+        FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = {name}
+          AND starts_with(table_name, 'source__') AND starts_with(comment, 'llmt-source ');
+        """,
+}
 SCHEMA_VERSION_DDL = ("CREATE TABLE IF NOT EXISTS {s}.schema_version "
                       "(version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ)")
 
@@ -163,7 +186,7 @@ LATEST = MIGRATIONS[-1][0]
 
 def migrate(conn: duckdb.DuckDBPyConnection, schema: str, upto: int = LATEST) -> int:
     """Bring the state schema to the latest version (or to ``upto``); returns the version."""
-    s = '"' + schema.replace('"', '""') + '"'
+    s = quoted(schema)
     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
     conn.execute(SCHEMA_VERSION_DDL.format(s=s))
     row = conn.execute(f"SELECT coalesce(max(version), 0) FROM {s}.schema_version").fetchone()
@@ -174,6 +197,8 @@ def migrate(conn: duckdb.DuckDBPyConnection, schema: str, upto: int = LATEST) ->
         conn.execute("BEGIN TRANSACTION")
         try:
             conn.execute(migration_sql(conn, sql, s))
+            if version in DUCKDB_LEGACY:
+                conn.execute(DUCKDB_LEGACY[version].format(s=s, name=sql_string(schema)))
             conn.execute(f"INSERT INTO {s}.schema_version VALUES (?, now())", [version])
         except BaseException:
             conn.execute("ROLLBACK")

@@ -1,0 +1,308 @@
+"""The engine seam: the one interface through which llmt uses a warehouse.
+
+Like SQLMesh's engine adapters and dbt's adapters, smaller. The pipeline never holds a connection or writes an
+engine's SQL: it asks a `Warehouse` for a closed set of operations — run a statement, describe a select, stream
+its rows, create a table from a select, bulk-load rows, a transaction, a relation's kind, comments — and
+composes its queries from the warehouse's expression hooks (quoting, the canonical request key of keys.py, a
+row's change hash, `arg_max`, JSON answers to typed columns, ...). Where engines differ in what they can do,
+a capability flag says so (`UPDATES`: DELETE and UPDATE on tables; `RESULT_FILES`: batch result files read in
+SQL). llmt's own SQL is written once, in the shared modules of this package (staging.py, collecting.py,
+outputs.py, store.py), with these hooks; an engine overrides a hook, or a whole operation where its fast path
+differs (DuckDB reads result files with `read_json`).
+
+Statements take `?` placeholders. A database error becomes a `DatabaseError` (exit code 1) naming ``where``
+(a model's file) when one is given: callers never see an engine's own exception types.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from llmt.errors import NodeError
+from llmt.warehouse.keys import KEY_CHARS
+
+Params = Sequence[Any] | None
+
+
+def quoted(name: str, mark: str = '"') -> str:
+    """An identifier between ``mark``s (doubled inside)."""
+    return mark + name.replace(mark, mark * 2) + mark
+
+
+def sql_string(value: str) -> str:
+    """A text literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+class DatabaseError(NodeError):
+    """The warehouse refused a statement (bad SQL in a model, bad data, a missing relation); ``detail``: the
+    engine's whole message."""
+
+    def __init__(self, message: str, *, where: str | None = None, hint: str | None = None, detail: str = "") -> None:
+        super().__init__(message, where=where, hint=hint)
+        self.detail = detail or message
+
+
+@dataclass(frozen=True)
+class SqlType:
+    """A column's type: the engine's own name for it, its family (the canonical text of keys.py is per family:
+    text, integer, decimal, float, boolean, date, timestamp, timestamptz, list, struct, other) and its children
+    (a list's item, as `item`; a struct's fields, in order)."""
+
+    name: str
+    family: str
+    children: tuple[tuple[str, SqlType], ...] = ()
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: SqlType
+
+
+@dataclass
+class TempTable:
+    """A temporary table a step made, handed on as a value to the step that reads it (never found by name). It
+    lives until it is dropped or the warehouse's connection is released."""
+
+    name: str
+    rows: int = 0
+    columns: list[str] = field(default_factory=list)
+
+
+class Warehouse(ABC):
+    """One target's warehouse: its models' schema, llmt's state schema, and the connection to its engine.
+
+    The connection is opened on first use and held for the short steps of a command; `release()` lets go of it
+    before anything slow that does not need it (waiting on a provider), so that readers and other writers are
+    never locked out while a batch runs."""
+
+    dialect: ClassVar[str]  # sqlglot's name for the engine's SQL (models are parsed with it)
+    TRANSACTIONS: ClassVar[bool] = True  # statements of one step commit together
+    UPDATES: ClassVar[bool] = True  # DELETE and UPDATE on tables
+    RESULT_FILES: ClassVar[bool] = False  # batch result files are read and classified in SQL
+    COMPRESSION: ClassVar[bool] = False  # llmt chooses how each column is stored (create_table's compression)
+    CTE_MATERIALIZED: ClassVar[str] = "MATERIALIZED"  # what makes a CTE be computed once (`WITH x AS ... (...)`)
+    QUOTE: ClassVar[str] = '"'  # quotes identifiers
+
+    def __init__(self, schema: str, state_schema: str) -> None:
+        self.schema = schema  # where models are built
+        self.state_schema = state_schema  # llmt's own tables
+        self.state = self.quote(state_schema)
+
+    # -- the connection --------------------------------------------------------------------------
+    @property
+    def lasting(self) -> bool:
+        """Whether the database lives only as long as its connection (in memory): then it is never released."""
+        return False
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[None]:
+        """One step in one transaction: committed at the end, rolled back on any error. A transaction begun
+        inside another joins it."""
+
+    @abstractmethod
+    def release(self) -> None:
+        """Let go of the connection (before waiting); the next statement opens it again."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close the connection for good (the end of a command)."""
+
+    # -- statements ---------------------------------------------------------------------------------
+    @abstractmethod
+    def execute(self, sql: str, params: Params = None, *, where: str | None = None) -> None:
+        """Run a statement."""
+
+    @abstractmethod
+    def fetchall(self, sql: str, params: Params = None, *, where: str | None = None) -> list[tuple[Any, ...]]:
+        """Run a query and return its rows."""
+
+    def fetchone(self, sql: str, params: Params = None, *, where: str | None = None) -> tuple[Any, ...] | None:
+        rows = self.fetchall(sql, params, where=where)
+        return rows[0] if rows else None
+
+    def scalar(self, sql: str, params: Params = None, *, where: str | None = None) -> Any:
+        """The first column of the first row (None when there is none)."""
+        row = self.fetchone(sql, params, where=where)
+        return None if row is None else row[0]
+
+    @abstractmethod
+    def stream(self, sql: str, params: Params = None, *, where: str | None = None) -> Iterator[tuple[Any, ...]]:
+        """A query's rows, fetched a chunk at a time (memory stays flat in the number of rows)."""
+
+    @abstractmethod
+    def query(self, sql: str, params: Params = None, *, where: str | None = None
+              ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """A query's column names and rows."""
+
+    # -- relations -----------------------------------------------------------------------------------
+    @abstractmethod
+    def describe(self, select: str, *, where: str | None = None) -> list[Column]:
+        """The columns a select returns, with their types."""
+
+    @abstractmethod
+    def relation_kind(self, schema: str, name: str) -> str | None:
+        """'table', 'view' or None."""
+
+    @abstractmethod
+    def create_table(self, table: str, select: str, params: Params = None, *,
+                     compression: Mapping[str, str] | None = None, where: str | None = None) -> None:
+        """CREATE TABLE ``table`` AS ``select``; ``compression``: a storage method per column, where the engine
+        has such a choice (others ignore it)."""
+
+    def replace_table(self, table: str, select: str, kind: str | None, *, where: str | None = None) -> None:
+        """``table`` made anew from ``select`` (``kind``: what is there now: 'table', 'view' or None)."""
+        if kind is not None:
+            self.execute(f"DROP {kind.upper()} {table}")
+        self.execute(f"CREATE TABLE {table} AS {select}", where=where)
+
+    def replace_view(self, table: str, select: str, kind: str | None, *, where: str | None = None) -> None:
+        """The view ``table`` over ``select`` (``kind``: what is there now)."""
+        if kind is not None:
+            self.execute(f"DROP {kind.upper()} {table}")
+        self.execute(f"CREATE VIEW {table} AS {select}", where=where)
+
+    def insert_by_name(self, table: str, source: str, *, where: str | None = None) -> None:
+        """Append the rows of relation ``source`` to ``table``, column by name."""
+        names = ", ".join(self.quote(c.name) for c in self.describe(f"SELECT * FROM {source}"))
+        self.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {source}", where=where)
+
+    @abstractmethod
+    def load_files(self, table: str, reader: str, untyped: str | None = None) -> None:
+        """``table`` made anew from files, read by a DuckDB reader (files.py: `read_csv([...], ...)`); a column
+        the reader finds no type for (only nulls) gets type ``untyped`` when given."""
+
+    @abstractmethod
+    def load_rows(self, table: str, columns: Mapping[str, Sequence[Any]], types: Mapping[str, str]) -> None:
+        """Append rows given column by column (``types``: each column's SQL type) to ``table``, in bulk."""
+
+    def load_lines(self, table: str, constants: Mapping[str, str], column: str, path: Path) -> None:
+        """Append a row to ``table`` for each line of the text file ``path`` (into ``column``, with ``constants``
+        in the other columns), in bulk."""
+        lines = path.read_text(encoding="utf-8").splitlines()
+        self.load_rows(table, {**{k: [v] * len(lines) for k, v in constants.items()}, column: lines},
+                       dict.fromkeys([*constants, column], "VARCHAR"))
+
+    def temp_table(self, name: str, select: str, params: Params = None, *, where: str | None = None) -> TempTable:
+        """A temporary table holding ``select``'s rows (replacing one of that name), with its row count."""
+        self.execute(f"CREATE OR REPLACE TEMP TABLE {self.quote(name)} AS {select}", params, where=where)
+        return TempTable(self.quote(name), int(self.scalar(f"SELECT count(*) FROM {self.quote(name)}")))
+
+    def temp_rows(self, name: str, columns: Mapping[str, Sequence[Any]], types: Mapping[str, str]) -> TempTable:
+        """A temporary table of rows given column by column (``types``: each column's SQL type)."""
+        table = self.quote(name)
+        self.execute(f"CREATE OR REPLACE TEMP TABLE {table} ("
+                     + ", ".join(f"{self.quote(c)} {types[c]}" for c in columns) + ")")
+        self.load_rows(table, columns, types)
+        return TempTable(table, len(next(iter(columns.values()), ())), list(columns))
+
+    def drop_temp(self, table: TempTable) -> None:
+        self.execute(f"DROP TABLE IF EXISTS {table.name}")
+
+    @abstractmethod
+    def comments(self, schema: str, name: str) -> tuple[str, str | None, dict[str, str | None]] | None:
+        """A relation's kind ('TABLE' or 'VIEW'), comment and column comments (in column order); None when it
+        does not exist."""
+
+    def set_comment(self, kind: str, relation: str, text: str | None, column: str | None = None) -> None:
+        """Set (or with None, remove) the comment of a relation, or of one of its columns."""
+        value = "NULL" if text is None else self.string(text)
+        target = f"COLUMN {relation}.{self.quote(column)}" if column is not None else f"{kind} {relation}"
+        self.execute(f"COMMENT ON {target} IS {value}")
+
+    # -- expressions ---------------------------------------------------------------------------------
+    def quote(self, name: str) -> str:
+        """An identifier, quoted for the engine."""
+        return quoted(name, self.QUOTE)
+
+    def relation(self, schema: str, name: str) -> str:
+        return f"{self.quote(schema)}.{self.quote(name)}"
+
+    def state_table(self, name: str) -> str:
+        """One of llmt's state tables."""
+        return f"{self.state}.{self.quote(name)}"
+
+    @staticmethod
+    def string(value: str) -> str:
+        """A text literal."""
+        return sql_string(value)
+
+    @abstractmethod
+    def canonical_sql(self, expr: str, type_: SqlType) -> str:
+        """SQL giving the canonical text (keys.py) of ``expr``, a value of type ``type_``."""
+
+    @abstractmethod
+    def sha256_sql(self, expr: str) -> str:
+        """SQL giving the SHA-256 (lower-case hex) of the UTF-8 of a text."""
+
+    def input_hash_sql(self, columns: Sequence[Column], alias: str = "") -> str:
+        """SQL giving a row's input hash (keys.py): its ``columns`` in name order as one struct."""
+        prefix = f"{alias}." if alias else ""
+        parts = [self.string("{")]
+        for i, column in enumerate(sorted(columns, key=lambda c: c.name)):
+            name = f"s{len(column.name.encode())}:{column.name}:"
+            parts += [self.string(("," if i else "") + name),
+                      self.canonical_sql(prefix + self.quote(column.name), column.type)]
+        parts.append(self.string("}"))
+        return self.sha256_sql(" || ".join(parts))
+
+    def legacy_input_hash_sql(self, names: Sequence[str], alias: str) -> str:
+        """SQL of the input hash of request keys before version 3 (DuckDB's JSON of the columns ``names``): only
+        DuckDB warehouses hold such keys."""
+        raise DatabaseError(f"a {self.dialect} warehouse holds no request keys of llmt's first versions")
+
+    def request_key_sql(self, template_hash_sql: str, input_hash_sql: str) -> str:
+        """SQL giving a request key from the SQL of its two halves."""
+        return f"substr({self.sha256_sql(f'{template_hash_sql} || {input_hash_sql}')}, 1, {KEY_CHARS})"
+
+    @abstractmethod
+    def row_hash_sql(self, exprs: Sequence[str]) -> str:
+        """SQL giving a cheap hash of a row's values (to see which rows changed; not a request key)."""
+
+    @abstractmethod
+    def utf8_sql(self, expr: str) -> str:
+        """SQL giving the UTF-8 bytes of a text (of the text family), which the driver hands over as bytes."""
+
+    @abstractmethod
+    def sum_hashes_sql(self, column: str) -> str:
+        """Aggregates that fingerprint the row hashes of ``column`` whatever their order (with count(*): what
+        changed in a table is seen)."""
+
+    @abstractmethod
+    def one_row_per_key_sql(self, source: str, columns: Sequence[str], keys: str, staged: bool) -> str:
+        """A select of one row of ``source`` (`i`) per request key of relation ``keys``: its `_llmt_request_key`
+        and ``columns`` (quoted). ``staged``: ``source`` is a table llmt staged."""
+
+    @abstractmethod
+    def arg_max_sql(self, value: str, by: str) -> str:
+        """The aggregate giving ``value`` of the row with the largest ``by``."""
+
+    @abstractmethod
+    def json_object_sql(self, fields: Sequence[tuple[str, str]]) -> str:
+        """SQL giving a JSON object text of (name, SQL value) pairs."""
+
+    @abstractmethod
+    def json_text_sql(self, json: str, field: str) -> str:
+        """SQL giving a top-level field of a JSON text as text (NULL when absent)."""
+
+    @abstractmethod
+    def try_double_sql(self, expr: str) -> str:
+        """SQL giving a text as a double, NULL when it is not a number."""
+
+    def field_sql(self, struct: str, name: str) -> str:
+        """SQL of one field of a struct value."""
+        return f"{struct}.{self.quote(name)}"
+
+    @abstractmethod
+    def json_structure_sql(self, answer: str, structure: Any) -> str:
+        """SQL turning ``answer`` (a JSON text) into a struct of typed fields (schema.json_structure)."""
+
+    @abstractmethod
+    def sql_type(self, structure: Any) -> str:
+        """The engine's column type of an answer field's structure (schema.json_structure)."""
