@@ -106,8 +106,7 @@ def make_var(values: dict[str, Any]) -> Callable[..., Any]:
 
 
 _SQL_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
-_DIALECT = "duckdb"
-_CACHE_FORMAT = 1  # bump when _SQL_ENV's settings, _DIALECT or the file layout change
+_CACHE_FORMAT = 2  # bump when _SQL_ENV's settings or the file layout change
 _CACHE_MAGIC = b"llmt parse cache\n"
 
 
@@ -145,15 +144,15 @@ class ParseCache:
         self._used_templates[key] = code
         return _SQL_ENV.template_class.from_code(_SQL_ENV, code, _SQL_ENV.make_globals(None), None)
 
-    def known_good(self, sql: str) -> bool:
-        key = _digest(sql)
+    def known_good(self, sql: str, dialect: str) -> bool:
+        key = _digest(f"{dialect}\0{sql}")
         if key in self._good_sql:
             self._used_sql.add(key)
             return True
         return False
 
-    def add_good(self, sql: str) -> None:
-        key = _digest(sql)
+    def add_good(self, sql: str, dialect: str) -> None:
+        key = _digest(f"{dialect}\0{sql}")
         self._good_sql.add(key)
         self._used_sql.add(key)
 
@@ -199,8 +198,8 @@ def _template_version() -> tuple[int, bytes, str]:
 
 
 @functools.cache
-def _sql_version() -> tuple[int, str, str]:
-    return _CACHE_FORMAT, metadata.version("sqlglot"), _DIALECT
+def _sql_version() -> tuple[int, str]:
+    return _CACHE_FORMAT, metadata.version("sqlglot")
 
 
 def render_jinja(env: jinja2.Environment, source: str, context: dict[str, Any], where: str) -> str:
@@ -284,16 +283,17 @@ def render_model_sql(
     return _render(lambda: cache.template(raw) if cache is not None else _SQL_ENV.from_string(raw), context, where)
 
 
-def check_sql(sql: str, where: str, raw: str, cache: ParseCache | None = None) -> None:
-    """Parse compiled SQL with sqlglot (DuckDB dialect); a syntax error names the model file and line.
+def check_sql(sql: str, where: str, raw: str, dialect: str, cache: ParseCache | None = None) -> None:
+    """Parse compiled SQL with sqlglot in the target engine's ``dialect``; a syntax error names the model file and
+    line.
     SQL that ``cache`` knows parsed without error is not parsed again."""
-    if cache is not None and cache.known_good(sql):
+    if cache is not None and cache.known_good(sql, dialect):
         return
     import sqlglot
     from sqlglot.errors import ParseError, TokenError
 
     try:
-        statements = [s for s in sqlglot.parse(sql, read=_DIALECT) if s is not None]
+        statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
     except ParseError as exc:
         info = exc.errors[0] if exc.errors else {}
         line = _source_line(raw, sql, int(info.get("line") or 0))
@@ -314,7 +314,7 @@ def check_sql(sql: str, where: str, raw: str, cache: ParseCache | None = None) -
             hint="Remove the extra `;`-separated statements.",
         )
     if cache is not None:
-        cache.add_good(sql)
+        cache.add_good(sql, dialect)
 
 
 def _source_line(raw: str, sql: str, compiled_line: int) -> int:
@@ -330,13 +330,13 @@ def _source_line(raw: str, sql: str, compiled_line: int) -> int:
     return compiled_line
 
 
-def select_columns(sql: str) -> list[str] | None:
+def select_columns(sql: str, dialect: str) -> list[str] | None:
     """Output column names of a select when sqlglot can tell them without a catalog (no `*`)."""
     import sqlglot
     from sqlglot import exp
 
     try:
-        tree = sqlglot.parse_one(sql, read="duckdb")
+        tree = sqlglot.parse_one(sql, read=dialect)
     except Exception:
         return None
     if not isinstance(tree, exp.Query):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -52,8 +53,18 @@ def prompt_env(prompts_dir: Path) -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=False,
         autoescape=False,
-        finalize=lambda value: "" if value is None else value,  # SQL NULL renders as nothing
+        finalize=_shown,
     )
+
+
+def _shown(value: Any) -> Any:
+    """A value as a prompt shows it: SQL NULL as nothing, an instant in UTC (whatever the session's time zone:
+    the request key of warehouse/keys.py takes the instant, so the text must not depend on the zone)."""
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        return value.astimezone(dt.UTC)
+    return value
 
 
 def load_prompt(prompts_dir: Path, name: str, where: str) -> Prompt:
@@ -199,8 +210,8 @@ def _joiner(parts: list[str | int], helpers: dict[str, Any], bytes_of: Collectio
 
 
 def _text(value: Any) -> str:
-    """What `{{ value }}` renders: SQL NULL as nothing, everything else through str()."""
-    return value if type(value) is str else "" if value is None else str(value)
+    """What `{{ value }}` renders (`_shown`, through str())."""
+    return value if type(value) is str else str(_shown(value))
 
 
 def _utf8(value: bytes | None) -> bytes:

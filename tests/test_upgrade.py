@@ -29,6 +29,8 @@ from tests.emulator import Emulator, fixtures
 emulator = fixtures.emulator
 
 PREVIOUS = "c4c8be3"  # the last commit that keyed requests with version 1 (no provider kind)
+# the last commit that keyed requests with version 2 (DuckDB's JSON of the input columns, not the canonical text)
+PREVIOUS_V2 = "8acaa1c"
 REPO = Path(__file__).resolve().parent.parent
 
 REVIEWS = ["Great phone", "Battery died", "Screen cracked", "Fast delivery", "Works as described",
@@ -61,13 +63,17 @@ def real_answer(review: int) -> dict[str, Any]:
     return {"sentiment": "neutral", "score": 1 + review % 10, "issues": [f"real {review}"], "competitor": None}
 
 
-@pytest.fixture(scope="module")
-def previous_llmt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The previous llmt's source tree (tests/legacy/), to run with PYTHONPATH pointing at it."""
-    root = tmp_path_factory.mktemp("llmt-previous")
-    with tarfile.open(REPO / "tests" / "legacy" / f"llmt-{PREVIOUS}.tar.gz") as tar:
+def unpack(commit: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A previous llmt's source tree (tests/legacy/), to run with PYTHONPATH pointing at it."""
+    root = tmp_path_factory.mktemp(f"llmt-{commit}")
+    with tarfile.open(REPO / "tests" / "legacy" / f"llmt-{commit}.tar.gz") as tar:
         tar.extractall(root, filter="data")
     return root
+
+
+@pytest.fixture(scope="module")
+def previous_llmt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return unpack(PREVIOUS, tmp_path_factory)
 
 
 @pytest.fixture
@@ -80,8 +86,9 @@ def real_answers(emulator: Emulator) -> Iterator[Emulator]:
 class Upgrade:
     """The project, run by either llmt against the emulator."""
 
-    def __init__(self, root: Path, previous: Path, emu: Emulator) -> None:
+    def __init__(self, root: Path, previous: Path, emu: Emulator, old_key: str = "schema=") -> None:
         self.root, self.previous, self.emu = root, previous, emu
+        self.old_key = old_key  # what the previous llmt named the answer schema's key
         files = {**BASE_FILES, "project.yml": PROJECT_YML,
                  "pins.yml": f"- {{contains: '{REVIEWS[PINNED_BY_FAKE - 1]}', answer: {json.dumps(FAKE_PIN)}}}\n"}
         for rel, text in files.items():
@@ -94,8 +101,8 @@ class Upgrade:
             f"{i},Phone,{text}\n" for i, text in enumerate(REVIEWS[:n], start=1)), encoding="utf-8")
 
     def run(self, *args: str, previous: bool = False, code: int = 0) -> subprocess.CompletedProcess[str]:
-        model = self.root / "models" / "insights.sql"  # the previous llmt named the answer's schema `schema`
-        new, old = "output_schema=", "schema="
+        model = self.root / "models" / "insights.sql"
+        new, old = "output_schema=", self.old_key
         text = model.read_text(encoding="utf-8").replace(new, old)
         model.write_text(text if previous else text.replace(old, new), encoding="utf-8")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LLMT_"))}
@@ -218,3 +225,26 @@ def test_escalated_answers_are_re_keyed_too(upgrade: Upgrade) -> None:
     assert f"insights: {len(REVIEWS) + before['gpt-4.1']} stored answer(s) re-keyed" in rekeyed.stderr
     assert dict(upgrade.query("select _llmt_model, count(*) from main.insights group by 1")) == before
     assert upgrade.query(LAST_RUN_ATTEMPTS) == [(0,)]  # neither model was asked again
+
+
+def test_an_upgrade_of_the_request_key_to_the_canonical_input_hash_orphans_no_answer(
+        tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, real_answers: Emulator) -> None:
+    """A warehouse whose answers the llmt before the canonical key (v2) stored, for both targets: after the
+    upgrade neither target asks for anything again, and each shows its own provider's answers."""
+    up = Upgrade(tmp_path / "demo", unpack(PREVIOUS_V2, tmp_path_factory), real_answers, old_key="output_schema=")
+    up.reviews(len(REVIEWS))
+    up.run(previous=True)
+    up.run("--target", "openai", previous=True)
+    batches = len(up.emu.seen.batches)
+    legacy = {r[0]: (r[1], json.loads(r[2])) for r in up.query(
+        "select i.review_id, a.provider, a.answer from main.insights i join _llmt.answers a "
+        "on a.request_key = i._llmt_answer_key")}
+    assert {i: p for i, (p, _) in legacy.items()} == dict.fromkeys(range(1, len(REVIEWS) + 1), "openai")
+
+    for args, kind in (([], "fake"), (["--target", "openai"], "openai")):
+        result = up.run_json(*args)
+        assert result["requests"] == 0 and result["cached"] == len(REVIEWS), kind  # nothing asked again: $0
+        shown = up.shown()
+        assert {i: (s, p) for i, (s, p, _) in shown.items()} == {i: ("ok", kind) for i in range(1, len(REVIEWS) + 1)}
+    assert all(shown[i][2] == real_answer(i) for i in range(1, len(REVIEWS) + 1))
+    assert len(up.emu.seen.batches) == batches and up.query(LAST_RUN_ATTEMPTS) == [(0,)]

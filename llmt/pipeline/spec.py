@@ -132,7 +132,7 @@ def build_spec(project: Project, node: Node, provider: str | None = None) -> Llm
             params[key] = value
     out_cols = list(json_structure(strict).items())
     variables = prompt.variables()
-    available = select_columns(node.compiled_sql)
+    available = select_columns(node.compiled_sql, project.dialect)
     if available is not None:
         check_columns(node.name, node.rel_path, prompt, variables, node.unique_key, available, out_cols)
     kind = provider or project.target.provider.type

@@ -23,6 +23,7 @@ from llmt.project.config import ProjectConfig, TargetConfig, check_node_config, 
 from llmt.project.properties import ColumnProps, ModelProps, PropertiesFile
 from llmt.project.yamlfile import line_of, read_yaml, validate
 from llmt.textfile import read_text
+from llmt.warehouse import dialect
 from llmt.warehouse.files import file_reader, reader_parameters
 
 PARSE_CACHE = "parse_cache.bin"  # in target/: see ParseCache
@@ -88,6 +89,11 @@ class Project:
     @property
     def schema(self) -> str:
         return self.target.warehouse.schema_
+
+    @property
+    def dialect(self) -> str:
+        """The SQL dialect of the target's engine (sqlglot's name): models are written in it."""
+        return dialect(self.target.warehouse.type)
 
     def sql_context(self, node: Node, incremental: bool = False) -> SqlContext:
         return SqlContext(
@@ -171,7 +177,7 @@ def _compile_node(project: Project, node: Node, context: SqlContext) -> None:
         merged.update(layer)
     node.config = merged
     node.refs, node.sources = captured.refs, captured.sources
-    check_sql(node.compiled_sql, node.rel_path, node.raw_sql, project.parse_cache)
+    check_sql(node.compiled_sql, node.rel_path, node.raw_sql, project.dialect, project.parse_cache)
 
 
 def _discover_models(project_dir: Path, config: ProjectConfig) -> dict[str, tuple[Path, str]]:

@@ -250,7 +250,7 @@ def singular_tests(project: Project) -> list[DataTest]:
         config = _config({}, captured.config, where)
         if config is None:
             continue
-        check_sql(sql, where, raw)
+        check_sql(sql, where, raw, project.dialect)
         depends = tuple(dict.fromkeys(captured.refs))
         tests.append(DataTest(path.stem, "singular", "singular", ", ".join(depends) or where, where, config=config,
                               sql=sql, depends_on=depends))

@@ -215,7 +215,7 @@ def _model_sql(project: Project, test: UnitTest, wh: Warehouse, scratch: Path) -
     )
     captured = Captured()
     sql = render_model_sql(test.node.raw_sql, test.node.rel_path, ctx, captured)
-    check_sql(sql, test.node.rel_path, test.node.raw_sql)
+    check_sql(sql, test.node.rel_path, test.node.raw_sql, project.dialect)
     read = {f"ref('{r}')" for r in captured.refs} | {f"source('{s}', '{t}')" for s, t in captured.sources}
     gives = {f"ref('{r}')" for r in refs} | {f"source('{s}', '{t}')" for s, t in sources}
     if read - gives:

@@ -11,6 +11,13 @@ if TYPE_CHECKING:
     from llmt.warehouse.base import Warehouse
 
 
+DIALECTS = {"duckdb": "duckdb"}  # each engine's SQL dialect, by sqlglot's name (known before connecting)
+
+
+def dialect(engine: str) -> str:
+    return DIALECTS[engine]
+
+
 def open_warehouse(config: WarehouseConfig, project_dir: Path, reporter: Reporter | None = None, *,
                    read_only: bool = False, memory: bool = False) -> Warehouse:
     """The warehouse a target's `warehouse:` names (connected on first use). ``read_only``: nothing can be
