@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = Path(os.environ.get("LLMT_BENCH_WORK", ROOT / "benchmarks" / ".work"))
@@ -201,9 +201,16 @@ def duckdb_probe() -> float:
         return time.perf_counter() - start
 
 
-def timed_process(args: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
-    """Run a command to its end: (wall seconds from its start to its exit, its peak RSS in MB, its stdout).
-    Raises when it fails. It is started by a small launcher (_measure.py) so that its peak RSS is its own."""
+class Measured(NamedTuple):
+    seconds: float  # wall, from its start to its exit
+    rss_mb: float  # peak RSS
+    stdout: str
+    cpu_s: float  # user + system
+
+
+def timed_process(args: list[str], env: dict[str, str] | None = None) -> Measured:
+    """Run a command to its end and measure it. Raises when it fails. It is started by a small launcher
+    (_measure.py) so that its peak RSS is its own."""
     import json
     import subprocess
     import tempfile
@@ -215,4 +222,4 @@ def timed_process(args: list[str], env: dict[str, str] | None = None) -> tuple[f
         if proc.returncode:
             raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
         measured = json.loads(report.read_text())
-    return float(measured["seconds"]), float(measured["rss_mb"]), proc.stdout
+    return Measured(float(measured["seconds"]), float(measured["rss_mb"]), proc.stdout, float(measured["cpu_s"]))

@@ -1,4 +1,5 @@
-"""Run a command and write its wall time and peak RSS as JSON to a file: `python _measure.py OUT CMD...`.
+"""Run a command and write its wall time, CPU time (user + system) and peak RSS as JSON to a file:
+`python _measure.py OUT CMD...`.
 
 A process started from a large one inherits, in Linux's accounting, the large one's peak RSS (the
 address space it replaces at exec counts); started from this small launcher, the command's own peak
@@ -19,5 +20,6 @@ if __name__ == "__main__":
     _, status, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - t0
     child.returncode = code = os.waitstatus_to_exitcode(status)
-    Path(sys.argv[1]).write_text(json.dumps({"seconds": seconds, "rss_mb": usage.ru_maxrss / 1024}))
+    Path(sys.argv[1]).write_text(json.dumps({"seconds": seconds, "rss_mb": usage.ru_maxrss / 1024,
+                                             "cpu_s": usage.ru_utime + usage.ru_stime}))
     sys.exit(code if code >= 0 else 128 - code)

@@ -27,7 +27,7 @@ def main() -> None:
     try:
         provider = f"{{type: openai, base_url: '{emu.base_url}', poll_interval: 0.05, max_retries: 2}}"
         root = review_project(f"e2e-{args.rows}", data_file(args.rows), provider)
-        seconds, rss, out = timed_process([sys.executable, "-m", "llmt", "run", "--project-dir", str(root),
+        seconds, rss, out, cpu = timed_process([sys.executable, "-m", "llmt", "run", "--project-dir", str(root),
                                            "--output", "json"], env={"OPENAI_API_KEY": "sk-bench"})
     finally:
         emu.stop()
@@ -35,7 +35,7 @@ def main() -> None:
     llm = next(r for r in json.loads(out)["results"] if r["name"] == "review_insights")["llm"]
     assert llm["answered"] == llm["requests"] > 0 and llm["rows"] == args.rows, llm
     result("e2e", rows=args.rows, requests=llm["requests"], batches=len(emu.seen.batches), seconds=seconds,
-           rows_per_s=round(args.rows / seconds), peak_rss_mb=round(rss))
+           rows_per_s=round(args.rows / seconds), cpu_s=round(cpu, 2), peak_rss_mb=round(rss))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ def main() -> None:
     changed = edit_reviews(data_file(args.rows), edited)
     sources = root / "models" / "sources.yml"
     sources.write_text(sources.read_text().replace(str(data_file(args.rows).resolve()), str(edited.resolve())))
-    seconds, rss, out = timed_process([sys.executable, str(Path(__file__).with_name("_hold_run.py")), "run",
+    seconds, rss, out, _ = timed_process([sys.executable, str(Path(__file__).with_name("_hold_run.py")), "run",
                                        "--no-wait", "--project-dir", str(root), "--output", "json"])
     llm = next(r for r in json.loads(out)["results"] if r["name"] == "review_insights")["llm"]
     assert 0 < llm["requests"] <= changed and llm["stale"] + llm["pending"] >= llm["requests"], llm

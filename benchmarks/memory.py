@@ -25,7 +25,7 @@ def run_all(rows: int) -> dict[str, float]:
     peaks: dict[str, float] = {}
     here = Path(__file__).parent
     for name in BENCHMARKS:
-        _, rss, out = timed_process([sys.executable, str(here / f"{name}.py"), "--rows", str(rows)])
+        _, rss, out, _ = timed_process([sys.executable, str(here / f"{name}.py"), "--rows", str(rows)])
         for line in out.splitlines():
             if line.startswith("RESULT "):
                 print(line, flush=True)

@@ -26,7 +26,7 @@ def main() -> None:
     root = answered_project(args.rows, f"noop-{args.rows}")
     times, rss = [], 0.0
     for _ in range(args.repeat):
-        seconds, peak, out = timed_process(
+        seconds, peak, out, _ = timed_process(
             [sys.executable, "-m", "llmt", "run", "--project-dir", str(root), "--output", "json"])
         llm = next(r for r in json.loads(out)["results"] if r["name"] == "review_insights")["llm"]
         assert llm["requests"] == 0 and llm["rows"] == args.rows, llm

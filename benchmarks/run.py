@@ -29,7 +29,7 @@ def bench(script: str, *args: str) -> list[dict[str, str]]:
     """Run one script; its RESULT lines as dicts (with `bench`), plus its peak RSS when it is one line."""
     command = [sys.executable, str(HERE / script), *args]
     print(f"$ python benchmarks/{script} {' '.join(args)}", flush=True)
-    _, rss, out = timed_process(command)
+    _, rss, out, _ = timed_process(command)
     found = []
     for line in out.splitlines():
         if line.startswith("RESULT "):

@@ -67,7 +67,7 @@ def main() -> None:
     root = generate(WORK / f"startup-{args.models}", args.models)
     llmt = [sys.executable, "-m", "llmt"]
     help_s = median_time([*llmt, "--help"], args.repeat)
-    cold_s, _, out = timed_process([*llmt, "ls", "--project-dir", str(root)])
+    cold_s, _, out, _ = timed_process([*llmt, "ls", "--project-dir", str(root)])
     listed = sum(1 for line in out.splitlines() if line.strip())
     assert listed >= args.models, out[-2000:]
     ls_s = median_time([*llmt, "ls", "--project-dir", str(root)], args.repeat)
