@@ -77,8 +77,11 @@ def mode_options(func: F) -> F:
 
 
 def _load(project_dir: Path, target: str | None, vars_: str | None) -> Project:
+    from llmt import logs
     from llmt.errors import ConfigError
     from llmt.project import load_project
+
+    _start_log(project_dir)
 
     cli_vars: dict[str, Any] = {}
     if vars_:
@@ -91,7 +94,21 @@ def _load(project_dir: Path, target: str | None, vars_: str | None) -> Project:
         if not isinstance(loaded, dict):
             raise ConfigError("--vars must be a YAML mapping", hint="Example: --vars '{key: value}'.")
         cli_vars = loaded
-    return load_project(project_dir, target, cli_vars)
+    with logs.step("load the project"):
+        project = load_project(project_dir, target, cli_vars)
+    logs.event("project", f"project `{project.name}`, target `{project.target_name}`: {len(project.nodes)} model(s)",
+               project=project.name, target=project.target_name, models=len(project.nodes))
+    return project
+
+
+def _start_log(project_dir: Path | None) -> None:
+    """Log this command to the project's logs/llmt.log (and with --debug, to the terminal)."""
+    from llmt import logs
+
+    ctx = click.get_current_context()
+    debug = bool(ctx.find_root().params.get("debug"))
+    logs.start(project_dir.resolve() if project_dir is not None else None, ctx.command_path.removeprefix("llmt "),
+               sys.argv[1:], _console().debug if debug else None)
 
 
 def _console(output: str = "text") -> Console:
@@ -102,7 +119,10 @@ def _console(output: str = "text") -> Console:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="llmt")
-def cli() -> None:
+@click.option("--debug", is_flag=True,
+              help="Also print the log (logs/llmt.log: timings, SQL statements, provider calls) on the terminal, "
+              "e.g. llmt --debug run (or llmt run --debug).")
+def cli(debug: bool) -> None:
     """llmt: dbt for LLM enrichment.
 
     Declare LLM models (a SQL select + a prompt + an output JSON schema); `llmt run` sends only
@@ -390,12 +410,31 @@ def dbt_selection(args: list[str]) -> list[str]:
     return out
 
 
+def global_options(args: list[str]) -> list[str]:
+    """``args`` with `--debug` placed before the command wherever it was given (as dbt takes it)."""
+    return ["--debug", *(a for a in args if a != "--debug")] if "--debug" in args else args
+
+
 def main() -> None:
     """Entry point: one error boundary; user mistakes get a message, never a traceback."""
+    code: int | str | None = 1
+    try:
+        _main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+        raise
+    finally:
+        logs = sys.modules.get("llmt.logs")  # imported by a command that logs (not by `llmt --help`)
+        if logs is not None:
+            logs.finish(code if isinstance(code, int) else 0 if code is None else 1)
+
+
+def _main() -> None:
     from llmt.errors import LlmtError
 
     try:
-        cli.main(args=dbt_selection(sys.argv[1:]), prog_name="llmt", standalone_mode=False)
+        cli.main(args=global_options(dbt_selection(sys.argv[1:])), prog_name="llmt", standalone_mode=False)
     except LlmtError as exc:
         from llmt.console import Console
 

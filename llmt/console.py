@@ -11,6 +11,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
 
+from llmt import logs
+
 
 class Bar(Protocol):
     def advance(self, n: int = 1) -> None: ...
@@ -41,7 +43,13 @@ class Reporter:
 
     @contextmanager
     def bars(self, items: Sequence[tuple[str, int]]) -> Iterator[list[Bar]]:
-        """Several bars shown together (e.g. one per open batch)."""
+        """Several bars shown together (e.g. one per open batch); how long they ran is logged as a step."""
+        name = (items[0][0] + (f" and {len(items) - 1} more" if len(items) > 1 else "")) if items else "progress"
+        with logs.step(name, total=sum(t for _, t in items)), self._bars(items) as bars:
+            yield bars
+
+    @contextmanager
+    def _bars(self, items: Sequence[tuple[str, int]]) -> Iterator[list[Bar]]:
         yield [_NullBar() for _ in items]
 
 
@@ -87,11 +95,17 @@ class Console(Reporter):
         return RichConsole(stderr=stderr, highlight=False, soft_wrap=True)
 
     def info(self, message: str) -> None:
+        logs.console("info", message)
         if not self.quiet:
             print(message, file=sys.stderr, flush=True)
 
     def warn(self, message: str) -> None:
+        logs.console("warning", message)
         print(f"warning: {message}", file=sys.stderr, flush=True)
+
+    def debug(self, line: str) -> None:
+        """A line of the log (--debug), on stderr."""
+        print(line, file=sys.stderr, flush=True)
 
     @property
     def interactive(self) -> bool:
@@ -104,13 +118,14 @@ class Console(Reporter):
         return sys.stdin.readline().strip().lower() in ("y", "yes")
 
     def error(self, message: str) -> None:
+        logs.console("error", message)
         if self.tty:
             self._rich().print(f"[bold red]error:[/] {_escape(message)}")
         else:
             print(f"error: {message}", file=sys.stderr, flush=True)
 
     @contextmanager
-    def bars(self, items: Sequence[tuple[str, int]]) -> Iterator[list[Bar]]:
+    def _bars(self, items: Sequence[tuple[str, int]]) -> Iterator[list[Bar]]:
         if self.quiet or not items:
             yield [_NullBar() for _ in items]
             return

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmt import logs
 from llmt.errors import ConfigError, ProviderError, did_you_mean
 from llmt.providers.base import BatchInfo, BatchLineError, BatchNotFound, BatchProvider, Shard
 
@@ -46,8 +47,10 @@ def make_client(options: dict[str, Any], where: str) -> openai.OpenAI:
             hint="Set OPENAI_API_KEY in the environment (or api_key: \"{{ env_var('MY_KEY') }}\" in the target; "
             "a self-hosted server that needs none takes any value, e.g. api_key: local).",
         )
+    logs.secret(api_key)
     common: dict[str, Any] = {
         "api_key": api_key,
+        "http_client": openai.DefaultHttpxClient(event_hooks=logs.http_hooks()),  # each call logged
         "max_retries": int(options.get("max_retries", 3)),
         "timeout": float(options.get("timeout", 120.0)),
     }
