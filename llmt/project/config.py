@@ -113,6 +113,7 @@ class ProjectConfig(Strict):
     llm: LlmDefaults = LlmDefaults()
     models: dict[str, Any] = Field(default_factory=dict)
     model_paths: list[str] = Field(default_factory=lambda: ["models"], alias="model-paths")
+    macro_paths: list[str] = Field(default_factory=lambda: ["macros"], alias="macro-paths")
 
 
 MATERIALIZATIONS = ("view", "table", "incremental", "llm")

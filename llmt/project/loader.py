@@ -19,6 +19,7 @@ from llmt.compile import (
 )
 from llmt.errors import CompileError, ConfigError, did_you_mean
 from llmt.graph import Graph, GraphNode
+from llmt.macros import Macros, load_macros
 from llmt.project.config import ProjectConfig, TargetConfig, check_node_config, folder_config
 from llmt.project.properties import ColumnProps, ModelProps, PropertiesFile
 from llmt.project.yamlfile import line_of, read_yaml, validate
@@ -77,6 +78,7 @@ class Project:
     graph: Graph
     properties: list[tuple[Path, PropertiesFile]] = field(default_factory=list)  # every models/*.yml, parsed
     parse_cache: ParseCache = field(default_factory=ParseCache)
+    macros: Macros = field(default_factory=Macros)  # macros/*.sql
 
     @property
     def name(self) -> str:
@@ -102,6 +104,7 @@ class Project:
             vars=self.vars,
             this=node.relation,
             incremental=incremental,
+            macros=self.macros,
         )
 
     def render(self, node: Node, incremental: bool) -> str:
@@ -142,6 +145,7 @@ def load_project(
         {**config.vars, **(cli_vars or {})}, nodes, sources, Graph([]), prop_files,
         ParseCache(project_dir / "target" / PARSE_CACHE),
     )
+    project.macros = load_macros(project_dir, config.macro_paths, project.parse_cache)
     for prop_path, index, model_props in props:
         if model_props.name not in nodes:
             raise ConfigError(
@@ -152,7 +156,8 @@ def load_project(
         node = nodes[model_props.name]
         node.props, node.description, node.columns = model_props, model_props.description, model_props.columns
         check_node_config(model_props.config, _where(prop_path, ["models", index, "config"]))
-    context = SqlContext({n.name: n.relation for n in nodes.values()}, sources, project.vars, "")
+    context = SqlContext({n.name: n.relation for n in nodes.values()}, sources, project.vars, "",
+                         macros=project.macros)
     for node in list(nodes.values()):
         _compile_node(project, node, replace(context, this=node.relation))
         if node.config.get("enabled", True) is False:

@@ -56,7 +56,8 @@ class DataTest:
 
 
 def sql_context(project: Project, this: str = "") -> SqlContext:
-    return SqlContext({n.name: n.relation for n in project.nodes.values()}, project.sources, project.vars, this)
+    return SqlContext({n.name: n.relation for n in project.nodes.values()}, project.sources, project.vars, this,
+                      macros=project.macros)
 
 
 def rel_path(project: Project, path: Path) -> str:
