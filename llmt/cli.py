@@ -304,6 +304,26 @@ def cancel(project_dir: Path, target: str | None, vars_: str | None, select: tup
     cancel_batches(_load(project_dir, target, vars_), list(select), _console(), timeout)
 
 
+@cli.command()
+@click.option("--project-dir", default=".", type=click.Path(file_okay=False, path_type=Path), show_default=True,
+              help="Directory holding project.yml.")
+@output_option
+def clean(project_dir: Path, output: str) -> None:
+    """Remove target/ (the folders `clean-targets` in project.yml names), keeping what a later command needs:
+    the files of batches still open on any target (the next `llmt run` collects them), the fake provider's
+    batches while one is open, and a warehouse database kept there. Says what it kept, and why. Reads only
+    project.yml: it works while a model does not compile.
+
+    \b
+    Example:
+      llmt clean
+    """
+    from llmt.clean import clean_project, read_place
+
+    _start_log(project_dir)
+    clean_project(read_place(project_dir), _console(output))
+
+
 def test_options(func: F) -> F:
     func = click.option("--store-failures", is_flag=True,
                         help="Keep every test's failing rows in the table <schema>_test_failures.<test>.")(func)

@@ -114,6 +114,7 @@ class ProjectConfig(Strict):
     models: dict[str, Any] = Field(default_factory=dict)
     model_paths: list[str] = Field(default_factory=lambda: ["models"], alias="model-paths")
     macro_paths: list[str] = Field(default_factory=lambda: ["macros"], alias="macro-paths")
+    clean_targets: list[str] = Field(default_factory=lambda: ["target"], alias="clean-targets")
 
 
 MATERIALIZATIONS = ("view", "table", "incremental", "llm")

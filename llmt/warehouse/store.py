@@ -117,6 +117,12 @@ class StateStore:
             [provider, provider, node, node])
         return [ShardRow(*r) for r in rows]
 
+    def open_files(self) -> list[tuple[str, str, str]]:
+        """(shard id, model, provider) of every open shard, whatever its provider (their files are needed)."""
+        return [(str(s), str(n), str(p)) for s, n, p in self.wh.fetchall(
+            f"SELECT shard_id, node, provider FROM {self.table('shards')} WHERE status IN ({self.open_list}) "
+            "ORDER BY shard_id")]
+
     def open_counts(self, provider: str) -> dict[str, int]:
         """Open shards of one provider per model."""
         return {str(node): int(n) for node, n in self.wh.fetchall(
