@@ -305,6 +305,32 @@ def cancel(project_dir: Path, target: str | None, vars_: str | None, select: tup
 
 
 @cli.command()
+@project_options
+@output_option
+@click.option("--retry-failed", is_flag=True,
+              help="Also ask again for the rows of LLM models whose attempts failed (what failed such a model).")
+@spend_options
+def retry(project_dir: Path, target: str | None, vars_: str | None, output: str, retry_failed: bool,
+          timeout: float | None, max_cost: float | None) -> None:
+    """Run again only the models and tests that failed or were skipped in the last `llmt run`, `build` or `test`
+    (read from target/run_results.json), with the same command, on the same target.
+
+    \b
+    Examples:
+      llmt retry
+      llmt retry --retry-failed   # an LLM model failed on its failed rows: ask for them again
+    """
+    from llmt.pipeline.llm import LlmOptions
+    from llmt.retry import last_run, retry_project, retry_target
+
+    _start_log(project_dir)
+    last = last_run(project_dir)
+    project = _load(project_dir, retry_target(last, target), vars_)
+    options = LlmOptions(retry_failed=retry_failed, timeout=timeout, max_cost=max_cost)
+    sys.exit(1 if retry_project(project, last, _console(output), options) else 0)
+
+
+@cli.command()
 @click.option("--project-dir", default=".", type=click.Path(file_okay=False, path_type=Path), show_default=True,
               help="Directory holding project.yml.")
 @output_option

@@ -106,9 +106,9 @@ class _Terminal(logging.Handler):
 
 def start(project_dir: Path | None, command: str, args: list[str], show: Callable[[str], None] | None) -> None:
     """Begin logging a command: to ``project_dir``'s log file (when it is a project) and, with ``show`` (--debug),
-    to the terminal. A command started twice in one process (tests) ends the first."""
+    to the terminal. Once per command: a command already logging goes on."""
     if _session is not None:
-        finish(0)
+        return
     for name, value in os.environ.items():
         if SECRET_NAMES.search(name) and name.upper() not in NOT_SECRET:
             secret(value)
