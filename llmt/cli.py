@@ -307,6 +307,26 @@ def cancel(project_dir: Path, target: str | None, vars_: str | None, select: tup
 @cli.command()
 @project_options
 @output_option
+def debug(project_dir: Path, target: str | None, vars_: str | None, output: str) -> None:
+    """Check that everything is in place to run: the project loads, each LLM model compiles and its model has a
+    known price, the target's warehouse opens and its state is readable, and the provider accepts the key a run
+    would use (a cheap authenticated call: listing one batch). Each line says ok or what to fix; exit code 1
+    when a check fails. Writes and pays for nothing.
+
+    \b
+    Examples:
+      llmt debug
+      llmt debug --target openai --output json
+    """
+    from llmt.debug import debug_project
+
+    _start_log(project_dir)
+    sys.exit(0 if debug_project(lambda: _load(project_dir, target, vars_), _console(output)) else 1)
+
+
+@cli.command()
+@project_options
+@output_option
 @click.option("--retry-failed", is_flag=True,
               help="Also ask again for the rows of LLM models whose attempts failed (what failed such a model).")
 @spend_options

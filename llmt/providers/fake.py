@@ -395,6 +395,9 @@ class FakeProvider(BatchProvider, RealtimeProvider):
         line, _ = answer_line(request, faults=self.faults, batch_id=f"realtime-{uuid.uuid4().hex}", seq=0)
         return line
 
+    def check(self) -> str:
+        return f"offline, synthetic answers (no key, no network; its batches in {self.root})"
+
     def cancel(self, batch_id: str) -> BatchInfo:
         obj = self._load(batch_id)
         if obj["status"] in ("validating", "in_progress", "finalizing"):

@@ -177,6 +177,11 @@ class OpenAIBatchProvider(BatchProvider):
         except openai.APIError as exc:
             raise _provider_error("cancel the batch", exc) from None
 
+    def check(self) -> str:
+        once = self.client.with_options(max_retries=0, timeout=30.0)  # a diagnosis: one try, not a long wait
+        page = self._call("list batches", lambda: once.batches.list(limit=1))
+        return f"{self.client.base_url} accepted the API key (listing batches: {len(page.data)} shown)"
+
     def close(self) -> None:
         self.client.close()
 
