@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from llmt.project import Project
 
 
-def _write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str, ensure_ascii=False), encoding="utf-8")
@@ -48,7 +48,7 @@ def write_manifest(project: Project, specs: dict[str, LlmSpec]) -> None:
                 "output_columns": dict(spec.output_columns),
             }
         nodes[f"model.{node.name}"] = entry
-    _write_json(project.target_dir / "manifest.json", {
+    write_json(project.target_dir / "manifest.json", {
         "metadata": {"llmt_version": __version__, "project": project.name, "target": project.target_name,
                      "generated_at": datetime.now(UTC).isoformat()},
         "nodes": nodes,
@@ -66,7 +66,7 @@ def write_run_results(
         logs.event("result", f"{r['unique_id']}: {r['status']} in {r['execution_time']:.3f}s",
                    level=logging.WARNING if r["status"] in ("error", "fail") else logging.INFO,
                    unique_id=r["unique_id"], status=r["status"], seconds=r["execution_time"])
-    _write_json(project.target_dir / "run_results.json", {
+    write_json(project.target_dir / "run_results.json", {
         "metadata": {"llmt_version": __version__, "run_id": run_id, "command": command,
                      "target": project.target_name, "generated_at": datetime.now(UTC).isoformat()},
         "elapsed_time": round(seconds, 3),

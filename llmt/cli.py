@@ -304,6 +304,56 @@ def cancel(project_dir: Path, target: str | None, vars_: str | None, select: tup
     cancel_batches(_load(project_dir, target, vars_), list(select), _console(), timeout)
 
 
+@cli.group()
+def docs() -> None:
+    """The project's documentation: `llmt docs generate` writes target/index.html (one page, nothing fetched:
+    open it as a file) and target/catalog.json; `llmt docs serve` serves them on localhost.
+
+    \b
+    Example:
+      llmt docs generate && llmt docs serve --port 8080
+    """
+
+
+@docs.command("generate")
+@project_options
+def docs_generate(project_dir: Path, target: str | None, vars_: str | None) -> None:
+    """Write target/index.html (every model and source: columns and types, descriptions, tests, the lineage graph
+    to click through, and for LLM models their prompt, output schema, model and mode, rows answered, failed share,
+    cost to date and last run), target/catalog.json (dbt's shape: what the target's warehouse holds) and
+    target/manifest.json. Reads the warehouse; writes nothing to it.
+
+    \b
+    Examples:
+      llmt docs generate
+      llmt docs generate --target openai
+    """
+    from llmt.docs import generate_docs
+
+    generate_docs(_load(project_dir, target, vars_), _console())
+
+
+@docs.command("serve")
+@click.option("--project-dir", default=".", type=click.Path(file_okay=False, path_type=Path), show_default=True,
+              help="Directory holding project.yml.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
+              help="Port on 127.0.0.1 (0: any free port), e.g. --port 8081.")
+def docs_serve(project_dir: Path, port: int) -> None:
+    """Serve the documentation `llmt docs generate` wrote, on http://127.0.0.1:PORT/, until Ctrl-C.
+
+    \b
+    Example:
+      llmt docs serve --port 8081
+    """
+    from llmt.docs.serve import serve
+
+    _start_log(project_dir)
+    console = _console()
+    serve(project_dir.resolve() / "target", port,
+          lambda url: console.info(f"Serving the documentation on {url} (Ctrl-C stops)"))
+    console.info("Stopped.")
+
+
 @cli.command()
 @project_options
 @output_option

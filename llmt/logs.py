@@ -141,6 +141,11 @@ def _begin(session: _Session) -> None:
     LOGGER.propagate = False
 
 
+def invocation_id() -> str | None:
+    """The id of the command being logged (artifacts carry it, as dbt's do)."""
+    return _session.invocation_id if _session is not None else None
+
+
 def bind_run(run_id: str) -> None:
     """The run id of what follows (a command that runs models records one in the state store)."""
     if _session is not None:

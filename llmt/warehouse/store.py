@@ -260,6 +260,23 @@ class StateStore:
             f"sum(prompt_tokens), sum(completion_tokens) FROM {self.table('attempts')} "
             "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")
 
+    def model_spend(self, node: str) -> dict[str, float]:
+        """What the model's attempts cost to date, per provider kind (the fake provider's is simulated)."""
+        return {str(p): float(c or 0) for p, c in self.wh.fetchall(
+            f"SELECT coalesce(provider, 'unknown'), sum(cost_usd) FROM {self.table('attempts')} WHERE node = ? "
+            "GROUP BY coalesce(provider, 'unknown') ORDER BY 1", [node])}
+
+    def last_run(self, node: str) -> dict[str, Any] | None:
+        """The latest run that sent requests of the model: its id, command, start, end, status and requests."""
+        shards, runs = self.table("shards"), self.table("runs")
+        row = self.wh.fetchone(
+            f"SELECT r.run_id, r.command, r.started_at, r.finished_at, r.status, (SELECT sum(n_requests) FROM "
+            f"{shards} s WHERE s.run_id = r.run_id AND s.node = ?) FROM {runs} r WHERE r.run_id IN (SELECT run_id "
+            f"FROM {shards} WHERE node = ?) ORDER BY r.started_at DESC LIMIT 1", [node, node])
+        if row is None:
+            return None
+        return dict(zip(("run_id", "command", "started_at", "finished_at", "status", "requests"), row, strict=True))
+
     # -- fingerprints ---------------------------------------------------------------------------------
     def fingerprint(self, kind: str, name: str) -> dict[str, Any] | None:
         """What llmt recorded of a thing it built (``kind``: `stage` of a model's inputs, `source` of a loaded
