@@ -7,6 +7,8 @@ http_error (status and code), expired, cancelled, batch_failed, missing.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -15,8 +17,10 @@ from llmt.validate import AnswerValidator
 from llmt.warehouse.base import Warehouse
 from llmt.warehouse.collecting import (
     ATTEMPT_TYPES,
+    LINE_TYPES,
     Finished,
     Source,
+    collect_lines,
     collect_result_files,
     store_attempts,
 )
@@ -91,10 +95,31 @@ def classify(line: dict[str, Any], validator: AnswerValidator) -> Attempt:
 def collect_files(wh: Warehouse, *, finished: list[Finished], validator: AnswerValidator, source: Source,
                   cost: tuple[str, list[float]], replace: bool = False) -> dict[str, int]:
     """Classify, validate, reconcile, price and store the result files of ended batches of one model (in the
-    caller's transaction); returns outcome counts. tests/test_collect_sql.py checks that the warehouse's
-    classification agrees with `classify`."""
-    return collect_result_files(wh, finished=finished, invalid=partial(_invalid_answers, validator), source=source,
-                                cost=cost, replace=replace)
+    caller's transaction); returns outcome counts. On DuckDB the files are read and classified in SQL
+    (tests/test_collect_sql.py checks that this agrees with `classify`); elsewhere `classify` reads them."""
+    if wh.RESULT_FILES:
+        return collect_result_files(wh, finished=finished, invalid=partial(_invalid_answers, validator),
+                                    source=source, cost=cost, replace=replace)
+    return collect_lines(wh, finished=finished, read=partial(_classified_lines, validator), source=source, cost=cost,
+                         replace=replace)
+
+
+LINE_FIELDS = tuple(name for name in LINE_TYPES if name not in ("shard_id", "n"))
+
+
+def _classified_lines(validator: AnswerValidator, finished: Finished) -> Iterator[tuple[Any, ...]]:
+    """Each readable line of a shard's result files, classified (a line that is not a JSON object is skipped,
+    as DuckDB's reader skips it); an answer text only when ok."""
+    for path in finished.paths:
+        with path.open("rb") as lines:
+            for raw in lines:
+                try:
+                    line = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(line, dict):
+                    attempt = classify(line, validator)
+                    yield tuple(getattr(attempt, name) for name in LINE_FIELDS)
 
 
 def store(wh: Warehouse, attempts: list[Attempt], shard_id: str, source: Source, replace: bool = False) -> None:
