@@ -24,7 +24,7 @@ from llmt.project.loader import load_project
 
 def main() -> None:
     args = parse_args("collect: parse + validate + store answers, rebuild the output table")
-    root = review_project(f"collect-{args.rows}", data_file(args.rows))
+    root = review_project(f"collect-{args.rows}", data_file(args.rows), engine=args.engine)
     project = load_project(root)
     prepare(project)
     lines = write_outputs(project, root / "remote", failures=True)

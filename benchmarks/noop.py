@@ -23,7 +23,7 @@ from benchmarks._setup import answered_project
 
 def main() -> None:
     args = parse_args("no-op: llmt run when every row is answered", repeat=(int, 3, "runs to time (median)"))
-    root = answered_project(args.rows, f"noop-{args.rows}")
+    root = answered_project(args.rows, f"noop-{args.rows}", args.engine)
     times, rss = [], 0.0
     for _ in range(args.repeat):
         seconds, peak, out, _ = timed_process(

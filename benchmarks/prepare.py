@@ -41,7 +41,7 @@ def main() -> None:
                       duckdb_threads=(int, 0, "DuckDB's threads (default: one per core; 1: everything on one core)"))
     data = data_file(args.rows)
     settings = f"{{threads: {args.duckdb_threads}}}" if args.duckdb_threads else "{}"
-    root = review_project(f"prepare-{args.rows}", data, settings=settings)
+    root = review_project(f"prepare-{args.rows}", data, settings=settings, engine=args.engine)
     project = load_project(root)
     wh = open_warehouse(project)
     run(project, ["stg_reviews"], Reporter(), llm.LlmOptions(), warehouse=wh)  # the upstream view

@@ -6,15 +6,25 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
+import sys
+import threading
 import time
+from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
+from llmt.warehouse.postgres_connect import lock_key
 from tests.conftest import Project, on_postgres
+from tests.emulator import Emulator, fixtures
 from tests.pg import PgDatabase
+from tests.test_crash_safety import REQUESTS, ROWS, make_project
+
+emulator = fixtures.emulator
 
 TYPED_SCHEMA = {
     "type": "object",
@@ -260,3 +270,70 @@ def test_a_bad_target_is_a_clear_error_that_writes_nothing_and_shows_no_password
     assert PASSWORD not in shown
     if problem in ("privilege", "timeout"):  # it connected: nothing half-written
         assert pg.query("SELECT count(*) FROM pg_tables WHERE schemaname IN ('analytics', 'locked')") == [(0,)]
+
+
+def llmt_process(root: Path, emulator: Emulator, *args: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LLMT_"))}
+    env.update(OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=emulator.base_url)
+    return subprocess.Popen([sys.executable, "-m", "llmt", "run", "--project-dir", str(root), "--target", "openai",
+                             *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_two_runs_at_once_never_send_a_request_twice(emulator: Emulator, tmp_path: Path, pg: PgDatabase) -> None:
+    emulator.step_per_poll = True  # batches take a few polls: both runs are under way together
+    root = make_project(tmp_path / "demo", pg)
+    runs = [llmt_process(root, emulator) for _ in range(2)]
+    for run in runs:
+        out, err = run.communicate(timeout=120)
+        assert run.returncode == 0, out + err
+    sent = Counter(line["custom_id"] for batch in emulator.seen.batches
+                   for line in map(json.loads, emulator.file_content(batch["input_file_id"]).splitlines()))
+    assert len(sent) == REQUESTS and set(sent.values()) == {1}, sent
+    assert set(emulator.seen.answered.values()) == {1}
+    assert pg.query("SELECT _llmt_status, count(*) FROM main.insights GROUP BY 1") == [("ok", ROWS)]
+
+
+def test_a_run_waits_for_another_llmt_and_names_it(project: Project, pg: PgDatabase) -> None:
+    on_postgres(project, pg, lock_timeout=0.3)
+    with psycopg.connect(pg.uri, autocommit=True, application_name="llmt run (someone else)") as other:
+        other.execute("SELECT pg_advisory_lock(%s)", [lock_key(pg.name, "_llmt")])
+        result = project.llmt("run")
+        assert result.code == 2
+        assert "another llmt command writes to this state ('llmt run (someone else)'" in result.err
+        assert "lock_timeout" in result.err
+    assert project.llmt("run").code == 0  # let go: the next run goes ahead
+
+
+def test_readers_never_see_a_half_built_output_table(project: Project, pg: PgDatabase) -> None:
+    """A BI tool reads the output table while runs collect answers and rebuild it: it sees the whole table
+    before or after, never part of one, and never an error."""
+    on_postgres(project, pg)
+    rows = 3000
+    project.write("data/reviews.csv", "review_id,product,review_text\n" + "".join(
+        f"{i},P{i % 7},review number {i}\n" for i in range(rows)))
+    assert project.llmt("run").code == 0
+    seen: list[tuple[Any, ...]] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        with psycopg.connect(pg.uri, autocommit=True) as reader:
+            while not stop.is_set():
+                try:
+                    seen.append(reader.execute("SELECT count(*), count(DISTINCT review_id), count(sentiment) "
+                                               "FROM analytics.insights").fetchone() or ())
+                except psycopg.Error as exc:
+                    failures.append(str(exc))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for version in range(3):  # every request changes: each run collects every row and rebuilds the table
+            project.write("prompts/analyse.md", f"Version {version}. Product: {{{{ product }}}}\n"
+                          "Review: {{ review_text }}\n")
+            assert project.llmt("run").code == 0
+    finally:
+        stop.set()
+        reader.join()
+    assert not failures, failures[:3]
+    assert seen and set(seen) == {(rows, rows, rows)}, Counter(seen)

@@ -100,6 +100,7 @@ class Warehouse(ABC):
     COMPRESSION: ClassVar[bool] = False  # llmt chooses how each column is stored (create_table's compression)
     CTE_MATERIALIZED: ClassVar[str] = "MATERIALIZED"  # what makes a CTE be computed once (`WITH x AS ... (...)`)
     QUOTE: ClassVar[str] = '"'  # quotes identifiers
+    FENCE: ClassVar[str] = ""  # ends a subquery whose expressions must be computed once per row, not per use
 
     def __init__(self, schema: str, state_schema: str) -> None:
         self.schema = schema  # where models are built
@@ -286,7 +287,11 @@ class Warehouse(ABC):
             parts += [self.string(("," if i else "") + name),
                       self.canonical_sql(prefix + self.quote(column.name), column.type)]
         parts.append(self.string("}"))
-        return self.sha256_sql(" || ".join(parts))
+        return self.sha256_sql(self.concat_sql(parts))
+
+    def concat_sql(self, parts: Sequence[str]) -> str:
+        """SQL joining texts (none of them NULL)."""
+        return " || ".join(parts)
 
     def legacy_input_hash_sql(self, names: Sequence[str], alias: str) -> str:
         """SQL of the input hash of request keys before version 3 (DuckDB's JSON of the columns ``names``): only

@@ -102,6 +102,7 @@ def collect_result_files(wh: Warehouse, *, finished: list[Finished], invalid: In
     return counts
 
 
+# classified lines: shard_id and n (the order read), then what `Lines` gives, in this order
 LINE_TYPES = {"shard_id": "VARCHAR", "n": "BIGINT", **{k: v for k, v in ATTEMPT_TYPES.items()
                                                       if k not in ("shard_id", "cost_usd")}}
 LOAD_ROWS = 50_000  # classified lines loaded at a time (memory stays flat in the number of lines)

@@ -136,7 +136,7 @@ class _Rows:
                 *(f"{self.wh.answer_field_sql('j._llmt_answer', f, kind)} AS {q(f)}" for f, kind in self.fields),
                 *(f"j.{m}" for m in META_COLUMNS)]
         return (f"SELECT {', '.join(cols)} FROM (SELECT i.*, {self.answer} AS _llmt_answer, {self.meta} "
-                f"{self.joins} {where}) j")
+                f"{self.joins} {where}{self.wh.FENCE}) j")
 
     def now(self) -> str:
         """Each row's unique key, hash of its free columns, request, status and answer (without reading answer

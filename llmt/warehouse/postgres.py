@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.types.string import TextLoader
+from psycopg.types.string import TextBinaryLoader, TextLoader
+from psycopg.types.uuid import UUIDBinaryLoader
 
 from llmt.console import Reporter
 from llmt.errors import ConfigError
@@ -44,7 +45,8 @@ from llmt.warehouse.state import LATEST, migrate
 
 FETCH_ROWS = 5_000  # rows fetched at a time by `stream`
 COPY_CHUNK = 1 << 20  # bytes sent at a time by COPY
-ANALYZE_ROWS = 10_000  # tables made with more rows are analyzed (the planner's estimates of temp tables)
+ANALYZE_ROWS = 10_000  # llmt's own tables made with more rows are analyzed (autovacuum comes later, or never)
+STATISTICS_TARGET = 10  # ANALYZE's sample: 3,000 rows (the default's 30,000 cost more than the joins gained)
 TIMESTAMP_FORMAT = "'YYYY-MM-DD\"T\"HH24:MI:SS.US'"
 ANSWER_CASTS = {"BIGINT": "llmt_try_bigint", "DOUBLE": "llmt_try_double", "BOOLEAN": "llmt_try_boolean",
                 "DATE": "llmt_try_date", "TIMESTAMPTZ": "llmt_try_timestamptz"}
@@ -55,6 +57,7 @@ class PostgresWarehouse(Warehouse):
 
     dialect = "postgres"
     RESULT_FILES = False
+    FENCE = " OFFSET 0"  # (the planner would otherwise parse an answer's JSON once per field)
 
     def __init__(self, config: PostgresConfig, target: str, reporter: Reporter | None = None, *,
                  read_only: bool = False, scratch: bool = False, application: str = "llmt") -> None:
@@ -95,6 +98,9 @@ class PostgresWarehouse(Warehouse):
         conn = connect(self.params, self.target, self.application)
         for name in ("json", "jsonb", "uuid"):  # texts, as DuckDB hands them over (and as keys.py keys them)
             conn.adapters.register_loader(name, TextLoader)
+        conn.adapters.register_loader("json", TextBinaryLoader)
+        conn.adapters.register_loader("jsonb", _JsonbBinaryText)
+        conn.adapters.register_loader("uuid", _UuidBinaryText)
         try:
             conn.execute("SET extra_float_digits = 1")  # doubles in text results exact (the default since 12)
             if self.config.statement_timeout:
@@ -218,7 +224,7 @@ class PostgresWarehouse(Warehouse):
         query = sql if params is None else placeholders(sql)
         try:
             yield from self.connection.cursor().stream(query, None if params is None else list(params),
-                                                       size=FETCH_ROWS)
+                                                       size=FETCH_ROWS, binary=True)
         except psycopg.Error as exc:
             raise self._error(exc, where) from None
 
@@ -259,14 +265,17 @@ class PostgresWarehouse(Warehouse):
 
     def create_table(self, table: str, select: str, params: Params = None, *,
                      compression: Mapping[str, str] | None = None, where: str | None = None) -> None:
-        self.execute(f"CREATE TABLE {table} AS {select}", params, where=where)
-        self._analyze(table)
+        cursor = self._cursor(f"CREATE TABLE {table} AS {select}", params, where)
+        if table.startswith(self.state + "."):  # llmt's own tables are joined again in the same run
+            self._analyze(table, max(cursor.rowcount, 0))
 
-    def _analyze(self, table: str) -> None:
-        """Statistics for the planner of a table just filled (autovacuum comes later, and never to temp tables)."""
-        if int(self.scalar(f"SELECT count(*) FROM (SELECT 1 FROM {table} LIMIT {ANALYZE_ROWS}) AS n") or 0) \
-                >= ANALYZE_ROWS:
+    def _analyze(self, table: str, rows: int) -> None:
+        """Statistics for the planner of a table just filled with ``rows`` (autovacuum comes later, and never
+        to temp tables), from a small sample."""
+        if rows >= ANALYZE_ROWS:
+            self.execute(f"SET default_statistics_target = {STATISTICS_TARGET}")
             self.execute(f"ANALYZE {table}")
+            self.execute("RESET default_statistics_target")
 
     def replace_table(self, table: str, select: str, kind: str | None, *, where: str | None = None) -> None:
         schema, name = self._split(table)
@@ -337,8 +346,7 @@ class PostgresWarehouse(Warehouse):
         self.execute(f"DROP TABLE IF EXISTS pg_temp.{table}")
         cursor = self._cursor(f"CREATE TEMP TABLE {table} AS {select}", params, where)
         rows = max(cursor.rowcount, 0)
-        if rows >= ANALYZE_ROWS:
-            self.execute(f"ANALYZE {table}")
+        self._analyze(table, rows)
         return TempTable(table, rows)
 
     def temp_rows(self, name: str, columns: Mapping[str, Sequence[Any]], types: Mapping[str, str]) -> TempTable:
@@ -347,7 +355,9 @@ class PostgresWarehouse(Warehouse):
         self.execute(f"CREATE TEMP TABLE {table} ("
                      + ", ".join(f"{self.quote(c)} {type_name(types[c])}" for c in columns) + ")")
         self.load_rows(table, columns, types)
-        return TempTable(table, len(next(iter(columns.values()), ())), list(columns))
+        rows = len(next(iter(columns.values()), ()))
+        self._analyze(table, rows)
+        return TempTable(table, rows, list(columns))
 
     def load_rows(self, table: str, columns: Mapping[str, Sequence[Any]], types: Mapping[str, str]) -> None:
         """Binary COPY (a third quicker than text, and quicker than an Arrow bulk load through ADBC:
@@ -366,8 +376,6 @@ class PostgresWarehouse(Warehouse):
                     copy.write_row(row)
         except psycopg.Error as exc:
             raise self._error(exc, None) from None
-        if len(next(iter(columns.values()))) >= ANALYZE_ROWS:
-            self.execute(f"ANALYZE {table}")
 
     def load_lines(self, table: str, constants: Mapping[str, str], column: str, path: Path) -> None:
         """The file's lines sent as they are, each after the constants (COPY's text format: tab-separated)."""
@@ -418,7 +426,6 @@ class PostgresWarehouse(Warehouse):
                 self._copy_file(new, csv)
         finally:
             reading.close()
-        self._analyze(new)
         self.swap_table(new, schema, name, self.relation_kind(schema, name))
 
     def _copy_file(self, table: str, csv: Path) -> None:
@@ -444,30 +451,37 @@ class PostgresWarehouse(Warehouse):
 
     # -- expressions ----------------------------------------------------------------------------------
     def canonical_sql(self, expr: str, type_: SqlType) -> str:
+        return f"CASE WHEN {expr} IS NULL THEN 'n' ELSE {self._canonical(expr, type_)} END"
+
+    def _canonical(self, expr: str, type_: SqlType) -> str:
+        """The canonical text of a value that is not NULL."""
         family = type_.family
         text = f"({expr})::text"
         if family == "text":
-            inner = f"'s' || octet_length({text}) || ':' || {text}"
-        elif family in ("integer", "decimal"):
-            inner = f"'{family[0]}' || {text}"
-        elif family == "float":
-            inner = f"'f' || {helper(self.state, 'llmt_float_text')}(({expr})::double precision)"
-        elif family == "boolean":
-            inner = f"CASE WHEN {expr} THEN 'b1' ELSE 'b0' END"
-        elif family == "date":
-            inner = f"'D' || to_char({expr}, 'YYYY-MM-DD')"
-        elif family == "timestamp":
-            inner = f"'T' || to_char({expr}, {TIMESTAMP_FORMAT})"
-        elif family == "timestamptz":
-            inner = f"'Z' || to_char(({expr}) AT TIME ZONE 'UTC', {TIMESTAMP_FORMAT})"
-        elif family == "list":  # one dimension (PostgreSQL's arrays of more are keyed by their text, as `other`)
+            return self.concat_sql(["'s'", f"octet_length({text})", "':'", text])
+        if family in ("integer", "decimal"):
+            return self.concat_sql([f"'{family[0]}'", text])
+        if family == "float":
+            return self.concat_sql(["'f'", f"{helper(self.state, 'llmt_float_text')}(({expr})::double precision)"])
+        if family == "boolean":
+            return f"CASE WHEN {expr} THEN 'b1' ELSE 'b0' END"
+        if family == "date":
+            return self.concat_sql(["'D'", f"to_char({expr}, 'YYYY-MM-DD')"])
+        if family == "timestamp":
+            return self.concat_sql(["'T'", f"to_char({expr}, {TIMESTAMP_FORMAT})"])
+        if family == "timestamptz":
+            return self.concat_sql(["'Z'", f"to_char(({expr}) AT TIME ZONE 'UTC', {TIMESTAMP_FORMAT})"])
+        other = self.concat_sql(["'x'", f"octet_length({text})", "':'", text])  # not shared with other engines
+        if family == "list":  # one dimension (PostgreSQL's arrays of more are keyed by their text, as `other`)
             item = self.canonical_sql("_llmt_u.e", type_.children[0][1])
-            other = f"'x' || octet_length({text}) || ':' || {text}"
-            inner = (f"CASE WHEN array_ndims({expr}) > 1 THEN {other} ELSE '[' || coalesce((SELECT string_agg({item}, "
-                     f"',' ORDER BY _llmt_u.o) FROM unnest({expr}) WITH ORDINALITY AS _llmt_u(e, o)), '') || ']' END")
-        else:  # deterministic here, not shared with other engines (keys.py)
-            inner = f"'x' || octet_length({text}) || ':' || {text}"
-        return f"CASE WHEN {expr} IS NULL THEN 'n' ELSE {inner} END"
+            items = (f"coalesce((SELECT string_agg({item}, ',' ORDER BY _llmt_u.o) FROM unnest({expr}) "
+                     "WITH ORDINALITY AS _llmt_u(e, o)), '')")
+            listed = self.concat_sql(["'['", items, "']'"])
+            return f"CASE WHEN array_ndims({expr}) > 1 THEN {other} ELSE {listed} END"
+        return other
+
+    def concat_sql(self, parts: Sequence[str]) -> str:
+        return f"concat({', '.join(parts)})"  # (copies a long text once, where a chain of || copies it each time)
 
     def sha256_sql(self, expr: str) -> str:
         return f"encode(sha256(convert_to({expr}, 'UTF8')), 'hex')"
@@ -529,6 +543,18 @@ class PostgresWarehouse(Warehouse):
 
     def field_sql(self, struct: str, name: str) -> str:
         return f"({struct}).{self.quote(name)}"
+
+
+class _JsonbBinaryText(TextBinaryLoader):
+    """jsonb as its text (the binary form is a version byte, then the text)."""
+
+    def load(self, data: Any) -> str:
+        return bytes(data[1:]).decode()
+
+
+class _UuidBinaryText(UUIDBinaryLoader):
+    def load(self, data: Any) -> str:  # type: ignore[override]
+        return str(super().load(data))
 
 
 def _nested(kind: SqlType, raw: str) -> bool:
