@@ -199,7 +199,7 @@ def _open_elsewhere(project: Project, wh: Warehouse) -> list[dict[str, Any]]:
     """Per other target whose warehouse file exists: its open batches per model, read from its state (its
     provider is not asked: its credentials may not be at hand). A target sharing this target's file and
     provider has its batches listed with this target's."""
-    from llmt.errors import LlmtError
+    from llmt.errors import ConfigError, LlmtError
     from llmt.warehouse import open_warehouse
     from llmt.warehouse.store import StateStore
 
@@ -214,10 +214,13 @@ def _open_elsewhere(project: Project, wh: Warehouse) -> list[dict[str, Any]]:
         entry: dict[str, Any] = {"target": name, "warehouse": target.warehouse.label, "open_batches": 0, "models": {},
                                  "error": None}
         # (this process holds this target's file when they share it: another connection to it could not read it)
-        other = wh if same else open_warehouse(target.warehouse.model_copy(update={"lock_timeout": 0}), project.dir,
+        quick = {"lock_timeout": 0, **({"connect_timeout": 3} if target.warehouse.type == "postgres" else {})}
+        other = wh if same else open_warehouse(target.warehouse.model_copy(update=quick), project.dir,
                                                read_only=True, target=name)
         try:
             entry["models"] = StateStore(other).open_counts(target.provider.type)
+        except ConfigError:  # a server that cannot be reached now (not this target's): not listed
+            continue
         except LlmtError as exc:  # e.g. a running llmt holds it
             entry["error"] = exc.message.splitlines()[0]
         finally:
