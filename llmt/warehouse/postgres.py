@@ -487,7 +487,9 @@ class PostgresWarehouse(Warehouse):
         return f"encode(sha256(convert_to({expr}, 'UTF8')), 'hex')"
 
     def row_hash_sql(self, exprs: Sequence[str]) -> str:
-        return f"hashtextextended(ROW({', '.join(exprs)})::text, 0)" if exprs else "0::bigint"
+        """Each value's text hashed (a row's own text costs a fifth more to make; every type has a text)."""
+        return (f"hash_record_extended(ROW({', '.join(f'({e})::text' for e in exprs)}), 0)" if exprs
+                else "0::bigint")
 
     def utf8_sql(self, expr: str) -> str:
         return f"convert_to({expr}, 'UTF8')"
