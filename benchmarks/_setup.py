@@ -16,6 +16,7 @@ from benchmarks._common import (
     HoldProvider,
     Phases,
     data_file,
+    database_name,
     postgres_admin,
     review_project,
     stopwatch,
@@ -229,7 +230,7 @@ def answered_project(rows: int, name: str, engine: str = "duckdb") -> Path:
     if engine == "postgres":
         yml = dest / "project.yml"
         old = warehouse_line(yml)
-        new = "    warehouse: " + warehouse_yaml(engine, name, template="bench_" + cached.replace("-", "_"))
+        new = "    warehouse: " + warehouse_yaml(engine, name, template=cached)
         yml.write_text(yml.read_text().replace(old, new))
     return dest
 
@@ -241,8 +242,8 @@ def _database_kept(engine: str, name: str) -> bool:
     import psycopg
 
     with psycopg.connect(postgres_admin(), autocommit=True) as conn:
-        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                            ["bench_" + name.replace("-", "_")]).fetchone() is not None
+        found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database_name(name)]).fetchone()
+    return found is not None
 
 
 def warehouse_line(yml: Path) -> str:

@@ -23,6 +23,7 @@ from benchmarks._common import (
     HoldProvider,
     Phases,
     data_file,
+    engine_fields,
     parse_args,
     peak_rss_mb,
     result,
@@ -59,7 +60,7 @@ def main() -> None:
            shards=shards, seconds=prepare_s,
            rows_per_s=round(args.rows / prepare_s), render_rows_per_s=round(res.requests / phases.seconds["render"]),
            output_s=phases.seconds.get("output", 0.0),
-           phases=phases.text(), peak_rss_mb=round(peak_rss_mb()))
+           phases=phases.text(), peak_rss_mb=round(peak_rss_mb()), **engine_fields(args.engine))
 
 
 if __name__ == "__main__":
