@@ -99,13 +99,16 @@ def _needed(project: Place) -> dict[Path, str]:
     fake_open = 0
     for name, target in project.config.targets.items():
         config = target.warehouse
-        database = None if config.path == ":memory:" else (project.dir / config.path).resolve()
-        if database is not None:
-            for file in (database, database.with_name(database.name + ".wal")):
-                if file.exists():
-                    keep[file] = f"the warehouse of target `{name}`"
-            if not database.is_file():
-                continue  # nothing was run on this target
+        if config.type == "duckdb":
+            database = None if config.path == ":memory:" else (project.dir / config.path).resolve()
+            if database is not None:
+                for file in (database, database.with_name(database.name + ".wal")):
+                    if file.exists():
+                        keep[file] = f"the warehouse of target `{name}`"
+                if not database.is_file():
+                    continue  # nothing was run on this target
+        elif not (batches / name).is_dir():
+            continue  # a server's state: none of its batch files is here (no need to reach the server)
         try:
             shards = _open_shards(project, name)
         except LlmtError as exc:

@@ -317,7 +317,8 @@ def docs() -> None:
 
 @docs.command("generate")
 @project_options
-def docs_generate(project_dir: Path, target: str | None, vars_: str | None) -> None:
+@output_option
+def docs_generate(project_dir: Path, target: str | None, vars_: str | None, output: str) -> None:
     """Write target/index.html (every model and source: columns and types, descriptions, tests, the lineage graph
     to click through, and for LLM models their prompt, output schema, model and mode, rows answered, failed share,
     cost to date and last run), target/catalog.json (dbt's shape: what the target's warehouse holds) and
@@ -326,11 +327,11 @@ def docs_generate(project_dir: Path, target: str | None, vars_: str | None) -> N
     \b
     Examples:
       llmt docs generate
-      llmt docs generate --target openai
+      llmt docs generate --target openai --output json
     """
     from llmt.docs import generate_docs
 
-    generate_docs(_load(project_dir, target, vars_), _console())
+    generate_docs(_load(project_dir, target, vars_), _console(output))
 
 
 @docs.command("serve")

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from llmt.console import Console
     from llmt.project import Project
 
-VERSIONS = ("llmt", "duckdb", "openai", "sqlglot", "jinja2")
+VERSIONS = ("llmt", "duckdb", "psycopg", "openai", "sqlglot", "jinja2")
 
 
 @dataclass
@@ -93,23 +93,27 @@ def _warehouse(project: Project) -> Check:
 
     config = project.target.warehouse
     name = f"warehouse ({config.type})"
-    if config.path == ":memory:":
-        return Check(name, True, "`:memory:`: tables and stored answers last as long as one command")
-    path = (project.dir / config.path).resolve()
-    if not path.exists():
-        folder = path.parent
-        if not folder.is_dir():
-            return Check(name, False, f"{path}: its folder {folder} does not exist",
-                         hint="Create the folder, or fix the target's warehouse `path` in project.yml.")
-        return Check(name, True, f"{path} does not exist yet: the first `llmt run` creates it")
-    wh = open_warehouse(config.model_copy(update={"lock_timeout": 0}), project.dir, read_only=True)
+    if config.type == "duckdb":
+        if config.path == ":memory:":
+            return Check(name, True, "`:memory:`: tables and stored answers last as long as one command")
+        path = (project.dir / config.path).resolve()
+        if not path.exists():
+            folder = path.parent
+            if not folder.is_dir():
+                return Check(name, False, f"{path}: its folder {folder} does not exist",
+                             hint="Create the folder, or fix the target's warehouse `path` in project.yml.")
+            return Check(name, True, f"{path} does not exist yet: the first `llmt run` creates it")
+    where = config.location(project.dir)
     try:
-        open_shards = StateStore(wh).open_files()
+        wh = open_warehouse(config.model_copy(update={"lock_timeout": 0}), project.dir, read_only=True,
+                            target=project.target_name)
+        try:
+            open_shards = StateStore(wh).open_files()
+        finally:
+            wh.close()
     except LlmtError as exc:
         return Check.failed(name, exc)
-    finally:
-        wh.close()
-    return Check(name, True, f"{path} opens, its state is readable: {len(open_shards)} open batch(es)")
+    return Check(name, True, f"{where} opens, its state is readable: {len(open_shards)} open batch(es)")
 
 
 def _provider(project: Project) -> Check:

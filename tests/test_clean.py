@@ -9,7 +9,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import Project
+import pytest
+
+from tests.conftest import Project, on_postgres
 
 MakeProject = Callable[[dict[str, str]], Project]
 
@@ -30,7 +32,11 @@ def test_clean_removes_target(project: Project) -> None:
     assert again.code == 0 and "Removed 0 file(s) from target/." in again.err
 
 
-def test_clean_keeps_the_files_of_open_batches_and_the_next_run_collects_them(project: Project) -> None:
+@pytest.mark.parametrize("engine", ["duckdb", "postgres"])
+def test_clean_keeps_the_files_of_open_batches_and_the_next_run_collects_them(
+        project: Project, engine: str, request: pytest.FixtureRequest) -> None:
+    if engine == "postgres":
+        on_postgres(project, request.getfixturevalue("pg"), schema="main")
     env = {**os.environ, "LLMT_CRASH_AT": "waiting"}  # killed while its batch is open (llmt/crash.py)
     killed = subprocess.run([sys.executable, "-m", "llmt", "run", "--project-dir", str(project.root)], env=env,
                             capture_output=True, text=True, timeout=60)

@@ -7,12 +7,12 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import duckdb
 import pytest
 
-from llmt.warehouse.state import migrate
-from tests.conftest import Project, example_on_emulator
+from llmt.warehouse.duckdb import DuckDBWarehouse
+from tests.conftest import Project, example_on_emulator, on_postgres
 from tests.emulator import Emulator
+from tests.pg import PgDatabase
 
 MakeProject = Callable[[dict[str, str]], Project]
 
@@ -89,8 +89,9 @@ def test_debug_fails_on_an_unknown_price_an_old_state_and_a_project_that_does_no
     project = make_project({})
     project.write("models/insights.sql", (project.root / "models" / "insights.sql").read_text().replace(
         "unique_key='review_id'", "unique_key='review_id', model='gpt-nobody-knows'"))
-    with duckdb.connect(str(project.root / "demo.duckdb")) as conn:
-        migrate(conn, "_llmt", upto=8)
+    old = DuckDBWarehouse(str(project.root / "demo.duckdb"), project.root, state_version=8)
+    old.execute("SELECT 1")  # opened: its state made, at version 8
+    old.close()
     code, found = checks(project)
     assert code == 1
     assert "no price for model `gpt-nobody-knows`" in found["model insights"]["detail"]
@@ -102,3 +103,15 @@ def test_debug_fails_on_an_unknown_price_an_old_state_and_a_project_that_does_no
     code, found = checks(project)
     assert code == 1 and set(found) == {"project", "ok"}
     assert found["project"]["detail"] == "models/broken.sql:1: 'nope' is undefined"
+
+
+def test_debug_opens_a_postgresql_warehouse_and_names_one_it_cannot_reach(example: Project, pg: PgDatabase) -> None:
+    on_postgres(example, pg, schema="main")
+    code, found = checks(example)
+    check = found["warehouse (postgres)"]
+    assert code == 0 and check["ok"], check
+    assert "its state is readable: 0 open batch(es)" in check["detail"] and "postgresql://" in check["detail"]
+    on_postgres(example, pg, schema="main", port=1, connect_timeout=1)  # nothing listens there
+    code, found = checks(example)
+    check = found["warehouse (postgres)"]
+    assert code == 1 and not check["ok"] and "cannot connect to the PostgreSQL warehouse" in check["detail"], check

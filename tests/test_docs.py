@@ -19,7 +19,8 @@ import pytest
 
 from llmt.docs.lineage import NODE_H, NODE_W, layout
 from tests.browser import Browser
-from tests.conftest import Project
+from tests.conftest import Project, on_postgres
+from tests.pg import PgDatabase
 
 MakeProject = Callable[[dict[str, str]], Project]
 
@@ -60,6 +61,10 @@ def test_docs_of_a_project_not_built_yet(project: Project) -> None:
     result = project.llmt("docs", "generate")
     assert result.code == 0, result.err
     assert "nothing is built on target `dev` yet" in result.err
+    result = project.llmt("docs", "generate", "--output", "json")
+    assert result.code == 0 and json.loads(result.out) == {
+        "index": str(project.root / "target" / "index.html"), "catalog": str(project.root / "target" / "catalog.json"),
+        "models": 2, "built": 0, "target": "dev"}
     assert catalog(project)["nodes"] == {} and not (project.root / "demo.duckdb").exists()
     page = (project.root / "target" / "index.html").read_text()
     assert "Not built on target `dev` yet." in page
@@ -164,3 +169,22 @@ def test_docs_serve_serves_the_page_on_localhost_until_ctrl_c(example: Project, 
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+def test_catalog_and_page_on_postgres(example: Project, pg: PgDatabase) -> None:
+    on_postgres(example, pg, schema="main")
+    result = example.llmt("docs", "generate")
+    assert result.code == 0 and "nothing is built" not in result.err, result.err  # a server: nothing built yet
+    assert catalog(example)["nodes"] == {}
+    assert example.llmt("run").code == 0 and example.llmt("docs", "generate").code == 0
+    data = catalog(example)
+    assert set(data["nodes"]) == {"model.stg_reviews", "model.review_insights", "model.product_sentiment"}
+    insights = data["nodes"]["model.review_insights"]
+    assert insights["metadata"]["schema"] == "main" and insights["metadata"]["type"] == "BASE TABLE"
+    assert insights["columns"]["issues"]["type"] == "text[]" and insights["columns"]["review_id"]["type"] == "bigint"
+    [(rows,)] = pg.query("select count(*) from main.review_insights")
+    assert insights["stats"]["row_count"]["value"] == rows == insights["stats"]["llmt_ok_rows"]["value"]
+    assert insights["stats"]["llmt_cost_usd_fake"]["value"] > 0
+    assert data["sources"]["source.raw.reviews"]["stats"]["row_count"]["value"] == 300
+    page = (example.root / "target" / "index.html").read_text()
+    assert "llmt run, success" in page

@@ -32,9 +32,9 @@ def generate_docs(project: Project, console: Console) -> Generated:
     specs: dict[str, LlmSpec] = {n: build_spec(project, node) for n, node in project.nodes.items() if node.is_llm}
     write_manifest(project, specs)
     config = project.target.warehouse
-    built = config.path != ":memory:" and (project.dir / config.path).is_file()
+    built = config.exists(project.dir)
     with logs.step("read the catalog"):
-        wh = open_warehouse(config, project.dir, console, read_only=True) if built else None
+        wh = open_warehouse(config, project.dir, console, read_only=True, target=project.target_name) if built else None
         try:
             catalog = read_catalog(project, wh)
         finally:
@@ -47,6 +47,10 @@ def generate_docs(project: Project, console: Console) -> Generated:
     index.parent.mkdir(parents=True, exist_ok=True)
     index.write_text(html, encoding="utf-8")
     done = Generated(index, catalog_path, len(project.nodes), len(catalog.nodes))
+    if console.json_output:
+        console.json({"index": str(index), "catalog": str(catalog_path), "models": done.models, "built": done.built,
+                      "target": project.target_name})
+        return done
     if not built:
         console.warn(f"nothing is built on target `{project.target_name}` yet: the page shows the project without "
                      "column types or row counts (`llmt run`, then `llmt docs generate` again)")
