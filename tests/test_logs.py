@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from llmt import logs
-from tests.conftest import Project, example_on_emulator
+from tests.conftest import Project, example_on_emulator, on_postgres
 from tests.emulator import Emulator
+from tests.pg import PgDatabase
 
 
 def log_lines(project: Project) -> list[dict[str, Any]]:
@@ -101,3 +102,18 @@ def test_secrets_never_reach_the_log(example: Project, monkeypatch: pytest.Monke
     for shown in (text, result.err):
         for secret in (key, password, "s3cret-in-url", "s3cret-in-dsn"):
             assert secret not in shown
+
+
+def test_on_postgresql_the_sql_is_logged_and_the_password_never(project: Project, pg: PgDatabase) -> None:
+    """A password given in project.yml (the test server trusts loopback: it is sent and ignored) is scrubbed
+    wherever it would appear, here in a model's SQL."""
+    password = "pg-Literal-Secret-9"
+    on_postgres(project, pg, schema="main", password=password)
+    project.write("models/note.sql", f"select '{password}' as note")
+    result = project.llmt("--debug", "run")
+    assert result.code == 0, result.err
+    sql = [e for e in log_lines(project) if e["event"] == "sql"]
+    assert any(e["msg"].startswith('CREATE VIEW "main"."stg_reviews"') for e in sql)
+    assert any("note" in e["msg"] for e in sql)
+    for shown in ((project.root / "logs" / "llmt.log").read_text(), result.err):
+        assert password not in shown
