@@ -44,7 +44,7 @@ def new_run_id() -> str:
 
 
 def pipeline_options(project: Project, options: LlmOptions) -> LlmOptions:
-    """Apply the target's `max_requests_per_batch` and `poll_interval` provider options."""
+    """Apply the target's `threads` and its `max_requests_per_batch` and `poll_interval` provider options."""
     provider = project.target.provider.options()
     where = str(project.dir / "project.yml")
     limit = provider.get("max_requests_per_batch", options.max_requests_per_batch)
@@ -54,7 +54,8 @@ def pipeline_options(project: Project, options: LlmOptions) -> LlmOptions:
     poll = provider.get("poll_interval", options.poll_interval)
     if not isinstance(poll, int | float) or poll <= 0:
         raise ConfigError(f"`poll_interval` must be a positive number of seconds, got {poll!r}", where=where)
-    return replace(options, max_requests_per_batch=limit, poll_interval=float(poll))
+    threads = options.threads if options.threads is not None else project.target.threads
+    return replace(options, max_requests_per_batch=limit, poll_interval=float(poll), threads=threads)
 
 
 def make_providers(project: Project) -> Providers:

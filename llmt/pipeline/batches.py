@@ -77,9 +77,10 @@ class Batches:
 
     # -- lifecycle --------------------------------------------------------------------------
     def submit(self, rows: list[ShardRow]) -> dict[str, Exception]:
-        """Bring shards to `submitted` (a shard whose file is gone before upload is abandoned), several at a time:
-        the provider's calls run in a pool, and each one's outcome is recorded here, on the caller's thread,
-        before the next call for that shard. Returns the error of each shard that could not be submitted."""
+        """Bring shards to `submitted` (a shard whose file is gone before upload is abandoned): their files are
+        uploaded several at a time, then their batches created in order; each call's outcome is recorded here, on
+        the caller's thread, before the next call for that shard. Returns the error of each shard that could not
+        be submitted."""
         errors: dict[str, Exception] = {}
         for row in rows:
             if row.status == "written" and not Path(row.path).is_file():
@@ -103,8 +104,14 @@ class Batches:
             crash_point("after_create")
             return info
 
-        for row, info in self._calls(create, [r for r in rows if r.status == "uploaded"], errors):
-            self._update(row, batch_id=info.batch_id, batch_status=info.status, status="submitted")
+        for row in rows:  # in order, one at a time (creating is quick; uploading is what takes long)
+            if row.status == "uploaded" and row.shard_id not in errors:
+                try:
+                    info = create(row)
+                except Exception as exc:
+                    errors[row.shard_id] = exc
+                    continue
+                self._update(row, batch_id=info.batch_id, batch_status=info.status, status="submitted")
         return errors
 
     def _calls(self, call: Callable[[ShardRow], T], rows: list[ShardRow], errors: dict[str, Exception]

@@ -57,6 +57,7 @@ class LlmOptions:
     reask: bool = False  # --reask: ask again for rows that already have an answer (pays again)
     max_failed_share: float | None = None  # --max-failed-share: overrides the project's and the models'
     fail_fast: bool = False  # --fail-fast: the first failed node stops the run
+    threads: int | None = None  # --threads: SQL models built at once where the engine allows (default: the target's)
     # asked before --reask pays again for a model's stored answers (the question); False stops the run. None:
     # nobody to ask (the library; the CLI asks on a terminal and refuses without one unless --yes)
     confirm: Callable[[str], bool] | None = None
@@ -366,7 +367,9 @@ class NodeRun:
                     f"{held.model})" if held and held.requests else "")
             others = sum(usd for name, usd in self.budgets.held.items() if name != self.name)
             check_budget(self.name, bound, committed_usd(self.ctx) + self.store.run_usage(self.ctx.run_id).cost_usd
-                         + others, self.budgets.run, note)
+                         + others, self.budgets.run,
+                         note + (f" (other models of this run hold ${others:.4f} back for their escalations)"
+                                 if others else ""))
             check_budget(self.name, bound, committed_usd(self.ctx, self.name) + self.result.cost_usd
                          - self.spent_before, own_budget, note)
             if held:

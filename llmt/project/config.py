@@ -38,6 +38,7 @@ class ProviderConfig(BaseModel):
 class TargetConfig(Strict):
     warehouse: WarehouseConfig = WarehouseConfig()
     provider: ProviderConfig = ProviderConfig()
+    threads: int = Field(1, ge=1)  # SQL models built at once where the engine has several writers (dbt's)
 
 
 OUTCOME_NAMES = ("refused", "truncated", "content_filter", "invalid_json", "schema_violation", "http_error",
