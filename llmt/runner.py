@@ -11,7 +11,8 @@ from pathlib import Path
 from llmt.artifacts import write_compiled, write_manifest, write_run_results
 from llmt.console import Reporter
 from llmt.cost import Budget, PriceTable, price_table
-from llmt.errors import ConfigError
+from llmt.errors import ConfigError, LlmtError
+from llmt.notify import notify_config, run_notice, send
 from llmt.pipeline.batches import Batches
 from llmt.pipeline.context import Providers, RunContext
 from llmt.pipeline.llm import Budgets, LlmOptions, NodeRun, model_place
@@ -198,37 +199,59 @@ def run(
     calls = Callbacks(llm_run, lambda result: judge_llm(result, *failed_share_limit(project, result.name, options)),
                       finished, hooks)
     scheduler = Scheduler(project, names, wh, store, context, options, calls)
-    status, ended = "error", False
+    status, exit_code, ended = "error", 1, False
     try:
         scheduler.run()
-        status, ended = ("error" if report.failed else "success"), True
+        ended = True
+        status = "error" if report.failed else "success"
+        exit_code = 1 if report.failed or scheduler.vetoed else 0
     except KeyboardInterrupt:
-        status = "interrupted"
+        status, exit_code = "interrupted", 130
+        raise
+    except LlmtError as exc:
+        exit_code = exc.exit_code
         raise
     finally:
         scheduler.close()
-        if scheduler.batches is not None and not (ended and scheduler.stopped_by is None):
+        still_open = _open_by_model(scheduler.batches)
+        if still_open is not None and not (ended and scheduler.stopped_by is None):
             what = ("interrupted" if status == "interrupted" else "stopped by --fail-fast" if ended
                     else "stopped by the error")
-            _say_what_is_open(scheduler.batches, reporter, what)
+            _say_what_is_open(still_open, reporter, what)
         order = {n: i for i, n in enumerate(names)}
         report.results.sort(key=lambda r: order[r.name])
         report.seconds = time.monotonic() - started
         store.finish_run(report.run_id, status)
+        notify = notify_config(project)
+        notice = run_notice(project, report.run_id, command, _NOTICE_STATUS.get(exit_code, "error"), exit_code,
+                            report.seconds, report.results, still_open or {},
+                            scheduler.batches.collected_runs if scheduler.batches else ()) if notify else None
         if context is not None:
             context.providers.close()
         if warehouse is None:
             wh.close()
         write_run_results(project, report.run_id, [r.as_dict() for r in report.results], report.seconds, command)
+        if notify is not None and notice is not None:
+            send(project, notify, notice, reporter)
     return report
 
 
-def _say_what_is_open(batches: Batches, reporter: Reporter, what: str) -> None:
-    """When a run ends early (Ctrl-C, --fail-fast, an error): the batches still open, per model, and that the
-    next run collects them."""
+_NOTICE_STATUS = {0: "success", 130: "interrupted"}
+
+
+def _open_by_model(batches: Batches | None) -> dict[str, int] | None:
+    """The batches still open per model (None: the run has no LLM model)."""
+    if batches is None:
+        return None
     by_node: dict[str, int] = {}
     for row in batches.open_shards():
         by_node[row.node] = by_node.get(row.node, 0) + 1
+    return by_node
+
+
+def _say_what_is_open(by_node: dict[str, int], reporter: Reporter, what: str) -> None:
+    """When a run ends early (Ctrl-C, --fail-fast, an error): the batches still open, per model, and that the
+    next run collects them."""
     if by_node:
         reporter.warn(f"{what}: {sum(by_node.values())} batch(es) still open ("
                       + ", ".join(f"{node}: {n}" for node, n in by_node.items())

@@ -49,6 +49,7 @@ class Batches:
         self.provider = run.providers.batch
         self.cancelled_by_user: set[str] = set()  # models a collected batch of which `llmt cancel` cancelled
         self.collected: set[str] = set()  # shards collected by this process
+        self.collected_runs: set[str] = set()  # earlier runs whose shards this one collected
 
     def open_shards(self, node: str | None = None) -> list[ShardRow]:
         """This provider's shards not collected yet (of one model, or all)."""
@@ -205,6 +206,8 @@ class Batches:
             for row, _ in group:
                 row.status = "collected"
                 self.collected.add(row.shard_id)
+                if row.run_id != self.run.run_id:
+                    self.collected_runs.add(row.run_id)
             totals.update(counts)
         return dict(totals)
 
@@ -231,8 +234,9 @@ class Batches:
         out = []
         for row in rows:
             entry: dict[str, Any] = {
-                "node": row.node, "shard_id": row.shard_id, "batch_id": row.batch_id, "status": row.status,
-                "requests": row.n_requests, "completed": None, "failed": None, "age_s": None, "expires_in_s": None,
+                "node": row.node, "run_id": row.run_id, "shard_id": row.shard_id, "batch_id": row.batch_id,
+                "status": row.status, "requests": row.n_requests, "completed": None, "failed": None, "age_s": None,
+                "expires_in_s": None,
             }
             if row.batch_id is not None:
                 info = self.provider.retrieve(row.batch_id)
