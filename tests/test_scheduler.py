@@ -6,11 +6,13 @@ exist while others are still open, never how long anything took (the wall time i
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from tests.conftest import Project
 from tests.emulator import Emulator, fixtures
@@ -145,3 +147,58 @@ def test_fail_fast_stops_the_run_at_the_first_failure_and_says_what_is_open(make
     assert "insights: resuming 1 open batch(es)" in again.err
     assert project.query("select distinct _llmt_status from main.insights") == [("ok",)]
     assert project.query("select count(*) from _llmt.shards") == [(1,)]
+
+
+def plans(project: Project) -> dict[str, dict[str, float]]:
+    result = project.llmt("plan", "--output", "json")
+    assert result.code == 0, result.err
+    return {m["model"]: m for m in json.loads(result.out)["models"]}
+
+
+def test_models_started_together_share_the_run_budget(make_project: MakeProject) -> None:
+    project = make_project({"models/insights_b.sql": llm_model("analyse_b", "stg_reviews"),
+                            "prompts/analyse_b.md": prompt("the second team")})
+    assert project.llmt("run", "-s", "stg_reviews").code == 0
+    cost = {name: plan["batch_usd_max"] for name, plan in plans(project).items()}
+    # enough for either model, not for both: the second to start sees what the first committed
+    result = project.llmt("run", "--max-cost", f"{max(cost.values()) * 1.5:.10f}")
+    assert result.code == 1
+    assert "`insights_b` would submit" in result.err and "already committed" in result.err
+    assert project.query("select distinct node from _llmt.shards") == [("insights",)]
+    assert project.query("select distinct _llmt_status from main.insights") == [("ok",)]
+
+
+def test_what_a_model_holds_back_for_its_escalation_is_not_spent_by_another(make_project: MakeProject) -> None:
+    escalate = ", escalate={'model': 'gpt-4o', 'max_share': 0.5}"
+    project = make_project({"models/insights.sql": llm_model("analyse", "stg_reviews", extra=escalate),
+                            "models/insights_b.sql": llm_model("analyse_b", "stg_reviews"),
+                            "prompts/analyse_b.md": prompt("the second team")})
+    assert project.llmt("run", "-s", "stg_reviews").code == 0
+    plan = plans(project)
+    first, held, second = (plan["insights"]["batch_usd_max"], plan["insights"]["escalation_usd_max"],
+                           plan["insights_b"]["batch_usd_max"])
+    assert held > 0
+    # insights with its escalation fits, and so would both models' first rounds, but not all three together
+    budget = first + max(held, second) * 1.001
+    result = project.llmt("run", "--max-cost", f"{budget:.10f}")
+    assert result.code == 1
+    assert "`insights_b` would submit" in result.err
+    assert f"other models of this run hold ${held:.4f} back for their escalations" in result.err
+    assert project.query("select distinct node from _llmt.shards") == [("insights",)]
+
+
+def test_open_batches_are_shown_as_plain_lines_off_a_terminal(make_project: MakeProject, emulator: Emulator,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("OPENAI_BASE_URL", emulator.base_url)
+    emulator.step_per_poll = True  # each poll moves a batch one stage on: validating, in progress, finalizing
+    project = make_project({"models/insights_b.sql": llm_model("analyse_b", "stg_reviews"),
+                            "prompts/analyse_b.md": prompt("the second team")})
+    on_openai(project)
+    result = project.llmt("run", "--target", "openai")
+    assert result.code == 0, result.err
+    for node in ("insights", "insights_b"):
+        batch = batch_of(emulator, node)
+        # a line when a batch's status changes: model, batch, status, requests done of all, age
+        assert re.search(rf"^  {node} {batch}: in_progress 0/4 \d+m\d\ds$", result.err, re.M), result.err
+        assert re.search(rf"^  {node} {batch}: finalizing 4/4 \d+m\d\ds$", result.err, re.M), result.err
