@@ -79,8 +79,8 @@ def mode_options(func: F) -> F:
 def schedule_options(func: F) -> F:
     """--fail-fast and --threads (run, build)."""
     func = click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N",
-                        help="SQL models built at once on engines with several writers (default: the target's "
-                        "`threads`, 1). DuckDB has one writer: it builds one at a time whatever N. LLM models' "
+                        help="dbt's habit (default: the target's `threads`, 1). Every engine builds one SQL model "
+                        "at a time for now (DuckDB has one writer; a run works on one connection); LLM models' "
                         "batches are all in flight at once regardless, e.g. --threads 4.")(func)
     func = click.option("--fail-fast", "-x", is_flag=True,
                         help="Stop the run at the first failed model; open batches stay open (the next run "

@@ -57,7 +57,7 @@ class LlmOptions:
     reask: bool = False  # --reask: ask again for rows that already have an answer (pays again)
     max_failed_share: float | None = None  # --max-failed-share: overrides the project's and the models'
     fail_fast: bool = False  # --fail-fast: the first failed node stops the run
-    threads: int | None = None  # --threads: SQL models built at once where the engine allows (default: the target's)
+    threads: int | None = None  # --threads (dbt's; not used yet: every engine builds one SQL model at a time)
     # asked before --reask pays again for a model's stored answers (the question); False stops the run. None:
     # nobody to ask (the library; the CLI asks on a terminal and refuses without one unless --yes)
     confirm: Callable[[str], bool] | None = None
