@@ -101,6 +101,7 @@ class Warehouse(ABC):
     CTE_MATERIALIZED: ClassVar[str] = "MATERIALIZED"  # what makes a CTE be computed once (`WITH x AS ... (...)`)
     QUOTE: ClassVar[str] = '"'  # quotes identifiers
     FENCE: ClassVar[str] = ""  # ends a subquery whose expressions must be computed once per row, not per use
+    ROW_PER_KEY: ClassVar[bool] = True  # False: one_row_per_key_sql may repeat a key (its reader keeps the first)
 
     def __init__(self, schema: str, state_schema: str) -> None:
         self.schema = schema  # where models are built
@@ -318,7 +319,9 @@ class Warehouse(ABC):
     @abstractmethod
     def one_row_per_key_sql(self, source: str, columns: Sequence[str], keys: str, staged: bool) -> str:
         """A select of one row of ``source`` (`i`) per request key of relation ``keys``: its `_llmt_request_key`
-        and ``columns`` (quoted). ``staged``: ``source`` is a table llmt staged."""
+        and ``columns`` (quoted). ``staged``: ``source`` is a table llmt staged. Rows sharing a key have the same
+        inputs, so any of them will do; without `ROW_PER_KEY` a key may come more than once (see
+        render.first_per_key)."""
 
     def unstored_sql(self, source: str, stored: str, on: Sequence[str]) -> str:
         """`FROM <source> c WHERE <condition>`: the rows of ``source`` (alias `c`) that have no row in ``stored``

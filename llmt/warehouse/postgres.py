@@ -60,6 +60,7 @@ class PostgresWarehouse(Warehouse):
     dialect = "postgres"
     RESULT_FILES = False
     FENCE = " OFFSET 0"  # (the planner would otherwise parse an answer's JSON once per field)
+    ROW_PER_KEY = False
 
     def __init__(self, config: PostgresConfig, target: str, reporter: Reporter | None = None, *,
                  read_only: bool = False, scratch: bool = False, application: str = "llmt") -> None:
@@ -507,10 +508,9 @@ class PostgresWarehouse(Warehouse):
 
     def one_row_per_key_sql(self, source: str, columns: Sequence[str], keys: str, staged: bool) -> str:
         cols = "".join(f", i.{c}" for c in columns)
-        if staged:  # a table: one row per key by its row's address (sorting the texts is slow)
-            return (f"SELECT i._llmt_request_key{cols} FROM {source} i WHERE i.ctid IN (SELECT min(s.ctid) FROM "
-                    f"{source} s JOIN {keys} k ON k._llmt_request_key = s._llmt_request_key "
-                    "GROUP BY s._llmt_request_key)")
+        if staged:  # a semi join: dropping a key's later rows as they stream is cheaper than any SQL way here
+            return (f"SELECT i._llmt_request_key{cols} FROM {source} i "
+                    f"WHERE EXISTS (SELECT 1 FROM {keys} k WHERE k._llmt_request_key = i._llmt_request_key)")
         return (f"SELECT DISTINCT ON (i._llmt_request_key) i._llmt_request_key{cols} FROM {source} i "
                 f"WHERE EXISTS (SELECT 1 FROM {keys} k WHERE k._llmt_request_key = i._llmt_request_key) "
                 "ORDER BY i._llmt_request_key")
