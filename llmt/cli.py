@@ -397,8 +397,9 @@ def debug(project_dir: Path, target: str | None, vars_: str | None, output: str)
 @click.option("--retry-failed", is_flag=True,
               help="Also ask again for the rows of LLM models whose attempts failed (what failed such a model).")
 @spend_options
+@schedule_options
 def retry(project_dir: Path, target: str | None, vars_: str | None, output: str, retry_failed: bool,
-          timeout: float | None, max_cost: float | None) -> None:
+          timeout: float | None, max_cost: float | None, fail_fast: bool, threads: int | None) -> None:
     """Run again only the models and tests that failed or were skipped in the last `llmt run`, `build` or `test`
     (read from target/run_results.json), with the same command, on the same target.
 
@@ -406,6 +407,7 @@ def retry(project_dir: Path, target: str | None, vars_: str | None, output: str,
     Examples:
       llmt retry
       llmt retry --retry-failed   # an LLM model failed on its failed rows: ask for them again
+      llmt retry --fail-fast      # stop at the first model that fails again
     """
     from llmt.pipeline.llm import LlmOptions
     from llmt.retry import last_run, retry_project, retry_target
@@ -413,7 +415,8 @@ def retry(project_dir: Path, target: str | None, vars_: str | None, output: str,
     _start_log(project_dir)
     last = last_run(project_dir)
     project = _load(project_dir, retry_target(last, target), vars_)
-    options = LlmOptions(retry_failed=retry_failed, timeout=timeout, max_cost=max_cost)
+    options = LlmOptions(retry_failed=retry_failed, timeout=timeout, max_cost=max_cost, fail_fast=fail_fast,
+                         threads=threads)
     sys.exit(1 if retry_project(project, last, _console(output), options) else 0)
 
 

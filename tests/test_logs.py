@@ -76,7 +76,7 @@ def test_secrets_never_reach_the_log(example: Project, monkeypatch: pytest.Monke
     """The API key (from the environment, sent on every provider call), a password in an environment variable,
     and a password in a connection URL and in a key=value DSN that a model's SQL carries."""
     key, password = "sk-proj-Zq81xSecretKeyValue", "hunter2-Pg-Secret"
-    api = Emulator(api_key=key).start()
+    api = Emulator(api_key=key, step_per_poll=True).start()  # (a batch takes a few polls: the run waits)
     base_url = api.base_url
     try:
         monkeypatch.setenv("OPENAI_API_KEY", key)
@@ -98,6 +98,7 @@ def test_secrets_never_reach_the_log(example: Project, monkeypatch: pytest.Monke
     assert {("POST", "/files", 200), ("POST", "/batches", 200)} <= made
     assert any(m == "GET" and p.startswith("/batches/batch_") and s == 200 for m, p, s in made)
     assert all(e["level"] == "debug" and e["seconds"] is not None for e in calls)
+    assert any(e["event"] == "step" and e["step"] == "waiting for batches" for e in log_lines(example))
     assert "postgresql://app:***@db.internal" in text and "password=***" in text
     for shown in (text, result.err):
         for secret in (key, password, "s3cret-in-url", "s3cret-in-dsn"):

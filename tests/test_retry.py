@@ -88,3 +88,14 @@ def test_retry_after_build_and_test_runs_the_failed_tests_again(make_project: Ma
     result = project.llmt("retry")
     assert result.code == 0, result.err
     assert results(project) == {"test.few_reviews": "pass"}
+
+
+def test_retry_fail_fast_stops_at_the_first_model_that_fails_again(make_project: MakeProject) -> None:
+    failing = BROKEN["models/numbers.sql"]
+    project = make_project({"models/bad_a.sql": failing, "models/bad_b.sql": failing})
+    assert project.llmt("run", "-s", "bad_a", "bad_b").code == 1
+    assert results(project) == {"model.bad_a": "error", "model.bad_b": "error"}  # independent: both tried
+    result = project.llmt("retry", "--fail-fast")
+    assert result.code == 1, result.err
+    assert sorted(results(project).values()) == ["error", "skipped"]  # the second was not started
+    assert "on 2 model(s): bad_a, bad_b" in project.llmt("retry").err  # the skipped one is retried too
