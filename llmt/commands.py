@@ -133,9 +133,10 @@ def show_model(project: Project, model: str, limit: int, console: Console) -> No
                           hint="`llmt ls` lists the models.")
     wh = open_warehouse(project, console)
     try:
-        if wh.relation_kind(project.schema, model) is None:
+        schema = project.nodes[base].schema
+        if wh.relation_kind(schema, model) is None:
             raise ConfigError(f"`{model}` has not been built yet", hint=f"Run `llmt run -s {base}` first.")
-        columns, rows = wh.query(f"SELECT * FROM {wh.relation(project.schema, model)} LIMIT {int(limit)}")
+        columns, rows = wh.query(f"SELECT * FROM {wh.relation(schema, model)} LIMIT {int(limit)}")
     finally:
         wh.close()
     if console.json_output:

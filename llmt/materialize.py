@@ -20,12 +20,13 @@ def materialize_sql(wh: Warehouse, project: Project, node: Node, full_refresh: b
         if not read:
             raise
         raise NodeError(exc.message, where=exc.where, hint=f"{exc.hint} {read}" if exc.hint else read) from None
-    persist_docs(wh, project.schema, node.name, node_docs(node))
+    persist_docs(wh, node.schema, node.name, node_docs(node))
     return rows
 
 
 def _build(wh: Warehouse, project: Project, node: Node, full_refresh: bool) -> int | None:
-    schema, where = project.schema, node.rel_path
+    schema, where = node.schema, node.rel_path
+    wh.create_schema(schema)
     table = wh.relation(schema, node.name)
     kind = wh.relation_kind(schema, node.name)
     mat = node.materialized

@@ -19,7 +19,7 @@ from llmt.compile import (
 )
 from llmt.errors import CompileError, ConfigError, did_you_mean
 from llmt.graph import Graph, GraphNode
-from llmt.project.config import ProjectConfig, TargetConfig, check_node_config, folder_config
+from llmt.project.config import ProjectConfig, TargetConfig, check_node_config, folder_config, schema_name
 from llmt.project.properties import ColumnProps, ModelProps, PropertiesFile
 from llmt.project.yamlfile import line_of, read_yaml, validate
 from llmt.textfile import read_text
@@ -43,6 +43,7 @@ class Node:
     description: str = ""
     columns: list[ColumnProps] = field(default_factory=list)
     props: ModelProps | None = None
+    schema: str = ""  # the database schema it is built in (its config's `schema`: schema_name)
 
     @property
     def materialized(self) -> str:
@@ -136,7 +137,7 @@ def load_project(
     files = _discover_models(project_dir, config)
     nodes: dict[str, Node] = {}
     for name, (file, rel) in files.items():
-        nodes[name] = Node(name, file, rel, read_text(file), {}, relation(schema, name))
+        nodes[name] = Node(name, file, rel, read_text(file), {}, relation(schema, name), schema=schema)
     project = Project(
         project_dir, config, target_name, config.targets[target_name],
         {**config.vars, **(cli_vars or {})}, nodes, sources, Graph([]), prop_files,
@@ -152,11 +153,18 @@ def load_project(
         node = nodes[model_props.name]
         node.props, node.description, node.columns = model_props, model_props.description, model_props.columns
         check_node_config(model_props.config, _where(prop_path, ["models", index, "config"]))
+    for node in nodes.values():  # the schema its folder or properties give (its own config() may change it)
+        _place(node, schema, _outer_config(project, node).get("schema"))
     context = SqlContext({n.name: n.relation for n in nodes.values()}, sources, project.vars, "")
     for node in list(nodes.values()):
         _compile_node(project, node, replace(context, this=node.relation))
         if node.config.get("enabled", True) is False:
             del nodes[node.name]
+    moved = [n for n in nodes.values() if _place(n, schema, n.config.get("schema"))]
+    if moved:  # a model's config() named its schema: the models that ref it are compiled with its relation
+        context = SqlContext({n.name: n.relation for n in nodes.values()}, sources, project.vars, "")
+        for node in nodes.values():
+            _compile_node(project, node, replace(context, this=node.relation))
     project.parse_cache.save()
     project.graph = Graph(
         GraphNode(n.name, n.rel_path, tuple(n.tags), tuple(dict.fromkeys(n.refs))) for n in nodes.values()
@@ -168,16 +176,44 @@ def _compile_node(project: Project, node: Node, context: SqlContext) -> None:
     captured = Captured()
     node.compiled_sql = render_model_sql(node.raw_sql, node.rel_path, context, captured, project.parse_cache)
     check_node_config(captured.config, node.rel_path)
-    folders = list(Path(node.rel_path).parent.parts[1:])
-    merged: dict[str, Any] = {}
-    defaults = folder_config(project.config.models, project.name, folders)
+    node.config = {**_outer_config(project, node), **captured.config}
+    node.refs, node.sources = captured.refs, captured.sources
+    if node.is_llm:
+        _check_schema_key(project, node)
+    check_sql(node.compiled_sql, node.rel_path, node.raw_sql, project.dialect, project.parse_cache)
+
+
+def _outer_config(project: Project, node: Node) -> dict[str, Any]:
+    """A model's config from its folder (`+key` in project.yml) and its properties, the latter winning."""
+    defaults = folder_config(project.config.models, project.name, list(Path(node.rel_path).parent.parts[1:]))
     check_node_config(defaults, "project.yml (models:)")
     props = {**({"tags": node.props.tags} if node.props.tags else {}), **node.props.config} if node.props else {}
-    for layer in (defaults, props, captured.config):
-        merged.update(layer)
-    node.config = merged
-    node.refs, node.sources = captured.refs, captured.sources
-    check_sql(node.compiled_sql, node.rel_path, node.raw_sql, project.dialect, project.parse_cache)
+    return {**defaults, **props}
+
+
+def _place(node: Node, target_schema: str, custom: Any) -> bool:
+    """Put ``node`` in the schema its config names (``custom``); True when that moved it."""
+    schema = schema_name(target_schema, custom)
+    moved, node.schema, node.relation = schema != node.schema, schema, relation(schema, node.name)
+    return moved
+
+
+def _check_schema_key(project: Project, node: Node) -> None:
+    """`schema` was the name of an LLM model's answer schema before it meant the database schema (dbt's): a
+    project that still names a JSON schema with it gets an error saying which key to use."""
+    value = node.config.get("schema")
+    if value is None or "output_schema" in node.config:
+        return
+    found = [f"schemas/{value}{ext}" for ext in (".json", ".yml", ".yaml") if (project.dir / "schemas" /
+                                                                            f"{value}{ext}").is_file()]
+    if found:
+        raise ConfigError(
+            f"`schema` is the database schema a model is built in, and `{node.name}` sets it to `{value}`, the name "
+            f"of its answer's JSON schema ({found[0]})", where=node.rel_path,
+            hint=f"Name the answer's JSON schema with output_schema='{value}' in config() (`output_schema:` in "
+            "models/*.yml, `+output_schema:` in project.yml); keep `schema` only for a database schema "
+            f"(`{project.schema}_<schema>`).",
+        )
 
 
 def _discover_models(project_dir: Path, config: ProjectConfig) -> dict[str, tuple[Path, str]]:

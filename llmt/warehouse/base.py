@@ -150,6 +150,10 @@ class Warehouse(ABC):
     def relation_kind(self, schema: str, name: str) -> str | None:
         """'table', 'view' or None."""
 
+    def create_schema(self, schema: str) -> None:
+        """Create ``schema`` unless it exists (a model's custom schema)."""
+        self.execute(f"CREATE SCHEMA IF NOT EXISTS {self.quote(schema)}")
+
     @abstractmethod
     def create_table(self, table: str, select: str, params: Params = None, *,
                      compression: Mapping[str, str] | None = None, where: str | None = None) -> None:
