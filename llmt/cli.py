@@ -50,7 +50,8 @@ def refresh_options(func: F) -> F:
     func = click.option("--retry-failed", is_flag=True,
                         help="Ask again for rows whose attempts failed in earlier runs.")(func)
     func = click.option("--full-refresh", is_flag=True,
-                        help="Rebuild tables from scratch (LLM answers come from the store: free).")(func)
+                        help="Build every model, even a view or table nothing it reads changed for, and tables "
+                        "from scratch (LLM answers come from the store: free), e.g. llmt run --full-refresh.")(func)
     return func
 
 

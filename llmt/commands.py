@@ -108,7 +108,9 @@ def run_project(
             console.info(f"{sum(still_open.values())} batch(es) still open ({', '.join(still_open)}): "
                          "`llmt status` shows them; the next `llmt run` collects them.")
     counts = _statuses(report)
-    console.info(f"Done in {report.seconds:.1f}s: {counts['success']} ok, {counts['warn']} warn, "
+    unchanged = sum(r.unchanged for r in report.results)
+    console.info(f"Done in {report.seconds:.1f}s: {counts['success']} ok"
+                 + (f" ({unchanged} unchanged, not built again)" if unchanged else "") + f", {counts['warn']} warn, "
                  f"{counts['error']} error(s), {counts['skipped']} skipped.")
     for r in report.results:
         if r.status in ("warn", "error") and r.message:

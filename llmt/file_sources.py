@@ -11,6 +11,7 @@ next run (as git does with its index)."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -44,10 +45,11 @@ def load_file_source(wh: Warehouse, store: StateStore, project_dir: Path, source
     stamp = _stamp(project_dir, source)
     stored = store.fingerprint("source", name) if wh.relation_kind(schema, name) == "table" else None
     newest = max((f[2] for f in stamp["files"]), default=0)
-    if stored is not None and {k: v for k, v in stored.items() if k != "loaded_ns"} == stamp \
+    if stored is not None and {k: v for k, v in stored.items() if k not in ("loaded_ns", "content")} == stamp \
             and int(stored.get("loaded_ns", 0)) > newest + RACY_NS:
         return
     loaded_ns = time.time_ns()  # before reading: a change while it reads makes the next run read it again
+    content = _content_hash(source.files)
     table = wh.relation(schema, name)
     try:
         wh.load_files(table, reader_sql(file_reader(source.file or ""), source.files, source.options))
@@ -59,7 +61,21 @@ def load_file_source(wh: Warehouse, store: StateStore, project_dir: Path, source
             hint="Fix the file, or tell DuckDB's reader how to read it with `options:` under the source table "
             "(e.g. delim, header, quote, escape, encoding, columns, types, dateformat, ignore_errors).",
         ) from None
-    store.set_fingerprint("source", name, {**stamp, "loaded_ns": loaded_ns})
+    # what the models that read it see (model_state.py): the files' content, unless they may have changed
+    # between being hashed and being read (then this load's own version, which no other load has)
+    same = _stamp(project_dir, source) == stamp and newest < loaded_ns - RACY_NS
+    store.set_fingerprint("source", name, {**stamp, "loaded_ns": loaded_ns,
+                                           "content": content if same else f"{content}:{loaded_ns}"})
+
+
+def _content_hash(files: Iterable[Path]) -> str:
+    """A hash of the bytes of ``files``: a file saved again unchanged leaves the models that read it as
+    they are."""
+    digest = hashlib.sha256()
+    for path in files:
+        with path.open("rb") as f:
+            digest.update(hashlib.file_digest(f, "sha256").digest())
+    return digest.hexdigest()[:32]
 
 def _stamp(project_dir: Path, source: Source) -> dict[str, Any]:
     files = []

@@ -15,7 +15,7 @@ from llmt.console import Reporter
 from llmt.cost import Budget, PriceTable, price_table
 from llmt.errors import ConfigError, LlmtError
 from llmt.file_sources import load_file_sources
-from llmt.materialize import materialize_sql
+from llmt.model_state import ModelState
 from llmt.pipeline.batches import Batches
 from llmt.pipeline.context import Providers, RunContext
 from llmt.pipeline.llm import Budgets, LlmOptions, LlmResult, NodeRun, model_place
@@ -40,12 +40,13 @@ class NodeResult:
     message: str = ""
     rows: int | None = None
     llm: LlmResult | None = None
+    unchanged: bool = False  # success without a build: nothing it reads changed since it was built
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "unique_id": f"model.{self.name}", "name": self.name, "materialized": self.materialized,
             "status": self.status, "execution_time": round(self.seconds, 3), "message": self.message,
-            "rows": self.rows,
+            "rows": self.rows, "unchanged": self.unchanged,
         }
         if self.llm is not None:
             out["llm"] = self.llm.as_dict()
@@ -215,6 +216,7 @@ def run(
     failed_upstream: dict[str, str] = {}  # node -> why its descendants are skipped ("failed", ...)
     interrupted = False
     try:
+        state = ModelState(wh, store, project, report.run_id, options.full_refresh)
         for name in names:
             node = project.nodes[name]
             blocked = [p for p in project.graph.ancestors(name) if p in failed_upstream]
@@ -234,7 +236,8 @@ def run(
                 load_file_sources(wh, store, project, node.sources)  # when their files changed
                 if node.is_llm:
                     assert context is not None and batches is not None
-                    result.llm = NodeRun(context, batches, model_place(project, name, context.batches_dir),
+                    place = replace(model_place(project, name, context.batches_dir), reads=state.staging(node))
+                    result.llm = NodeRun(context, batches, place,
                                          specs[name], options, budgets(project, name, options),
                                          lambda: fake_answers(project)).run()
                     result.rows = result.llm.rows
@@ -242,8 +245,9 @@ def run(
                     if result.status == "error":
                         failed_upstream[name] = "failed"
                 else:
-                    with wh.transaction():
-                        result.rows = materialize_sql(wh, project, node, options.full_refresh)
+                    result.rows, result.unchanged = state.build(node)
+                    if result.unchanged:
+                        result.message = "unchanged since its last build: not built again"
             except LlmtError as exc:
                 if exc.exit_code == 2:  # a usage or config error: stop, exit code 2
                     raise
@@ -286,6 +290,8 @@ def _say_what_is_open(batches: Batches, reporter: Reporter) -> None:
 
 
 def _line(r: NodeResult) -> str:
+    if r.unchanged:
+        return f"skip  {r.name} [{r.materialized}] (unchanged)"
     mark = {"success": "ok   ", "warn": "WARN ", "error": "ERROR", "skipped": "skip "}[r.status]
     extra = ""
     if r.llm is not None:

@@ -44,6 +44,7 @@ class Node:
     columns: list[ColumnProps] = field(default_factory=list)
     props: ModelProps | None = None
     schema: str = ""  # the database schema it is built in (its config's `schema`: schema_name)
+    selected: list[str] | None = None  # an LLM model's select's columns, when sqlglot can tell them
 
     @property
     def materialized(self) -> str:
@@ -178,9 +179,10 @@ def _compile_node(project: Project, node: Node, context: SqlContext) -> None:
     check_node_config(captured.config, node.rel_path)
     node.config = {**_outer_config(project, node), **captured.config}
     node.refs, node.sources = captured.refs, captured.sources
+    check_sql(node.compiled_sql, node.rel_path, node.raw_sql, project.dialect, project.parse_cache)
     if node.is_llm:
         _check_schema_key(project, node)
-    check_sql(node.compiled_sql, node.rel_path, node.raw_sql, project.dialect, project.parse_cache)
+        node.selected = project.parse_cache.select_columns(node.compiled_sql, project.dialect)
 
 
 def _outer_config(project: Project, node: Node) -> dict[str, Any]:
@@ -296,5 +298,6 @@ def _load_properties(
                     if table.options:
                         _check_options(table.file, table.options, path, ["sources", i, "tables", j, "options"])
                     sources[key] = Source(src.name, table.name, where, src.schema_, table.identifier, table.file,
-                                          matched, table.options, state_schema)
+                                          matched, table.options, state_schema,
+                                          table.loaded_at_field or src.loaded_at_field)
     return models, sources, parsed_files

@@ -41,12 +41,14 @@ class SourceTableProps(TableProps):
     identifier: str | None = None
     file: str | None = None  # a path or a glob, relative to the project directory
     options: dict[str, Any] = Field(default_factory=dict)  # handed to DuckDB's reader of the file
+    loaded_at_field: str | None = None  # dbt's: a column every load sets (model_state.py signs the table by it)
 
 
 class SourceProps(Props):
     name: str
     description: str = ""
     schema_: str | None = Field(None, alias="schema")
+    loaded_at_field: str | None = None  # the default of its tables
     tables: list[SourceTableProps] = Field(default_factory=list)
     meta: dict[str, Any] = Field(default_factory=dict)
 
