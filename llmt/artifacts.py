@@ -22,12 +22,16 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def write_compiled(project: Project, names: list[str], sql: dict[str, str] | None = None) -> None:
-    """Each model's compiled SQL (or its text in ``sql``) under target/compiled/."""
+    """Each model's compiled SQL (or its text in ``sql``) under target/compiled/; a file that already holds it is
+    left alone (writing costs a hundred times more than reading: the no-op run of a large project)."""
     for name in names:
         node = project.nodes[name]
         path = project.target_dir / "compiled" / node.rel_path
+        text = (sql or {}).get(name, node.compiled_sql)
+        if path.is_file() and path.read_text(encoding="utf-8") == text:
+            continue
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text((sql or {}).get(name, node.compiled_sql), encoding="utf-8")
+        path.write_text(text, encoding="utf-8")
 
 
 def write_manifest(project: Project, specs: dict[str, LlmSpec]) -> None:

@@ -10,25 +10,27 @@ from llmt.project import Node, Project
 from llmt.warehouse.base import Warehouse
 
 
-def materialize_sql(wh: Warehouse, project: Project, node: Node, full_refresh: bool) -> int | None:
-    """Build one SQL model and write its descriptions as comments (caller holds the transaction). Returns rows
-    written for tables."""
+def materialize_sql(wh: Warehouse, project: Project, node: Node, full_refresh: bool, kind: str | None,
+                    docs: bool = True) -> int | None:
+    """Build one SQL model (``kind``: what its relation is now, 'table', 'view' or None) and, with ``docs``,
+    write its descriptions as comments (caller holds the transaction). Returns rows written for tables."""
     read = columns_hint(wh, project, node.sources)  # asked before: an error ends the transaction
     try:
-        rows = _build(wh, project, node, full_refresh)
+        rows = _build(wh, project, node, full_refresh, kind)
     except NodeError as exc:
         if not read:
             raise
         raise NodeError(exc.message, where=exc.where, hint=f"{exc.hint} {read}" if exc.hint else read) from None
-    persist_docs(wh, node.schema, node.name, node_docs(node))
+    if docs:
+        persist_docs(wh, node.schema, node.name, node_docs(node))
     return rows
 
 
-def _build(wh: Warehouse, project: Project, node: Node, full_refresh: bool) -> int | None:
+def _build(wh: Warehouse, project: Project, node: Node, full_refresh: bool, kind: str | None) -> int | None:
     schema, where = node.schema, node.rel_path
-    wh.create_schema(schema)
+    if kind is None:
+        wh.create_schema(schema)
     table = wh.relation(schema, node.name)
-    kind = wh.relation_kind(schema, node.name)
     mat = node.materialized
     if mat == "view":
         wh.replace_view(table, _select(project.render(node, False)), kind, where=where)
@@ -39,11 +41,12 @@ def _build(wh: Warehouse, project: Project, node: Node, full_refresh: bool) -> i
     if mat == "incremental" and kind == "table" and not full_refresh:
         increment = wh.temp_table("_llmt_increment", _select(project.render(node, True)), where=where)
         try:
-            if node.unique_key:
+            if node.unique_key and increment.rows:
                 same = " AND ".join(f"i.{wh.quote(k)} = t.{wh.quote(k)}" for k in node.unique_key)
                 wh.execute(f"DELETE FROM {table} AS t WHERE EXISTS (SELECT 1 FROM {increment.name} i WHERE {same})",
                            where=where)
-            wh.insert_by_name(table, increment.name, where=where)
+            if increment.rows:
+                wh.insert_by_name(table, increment.name, where=where)
         finally:
             wh.drop_temp(increment)
         return increment.rows

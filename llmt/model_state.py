@@ -34,6 +34,7 @@ from typing import Any
 
 from llmt.compile import Source
 from llmt.errors import ConfigError
+from llmt.file_sources import load_file_sources
 from llmt.materialize import materialize_sql
 from llmt.persist_docs import node_docs, persist_docs
 from llmt.project import Node, Project
@@ -59,6 +60,14 @@ class ModelState:
         self._models = store.fingerprints("model")  # one query; updated as this run builds
         self._relations: dict[tuple[str, str], str] | None = None  # read when first needed
         self._signatures: dict[tuple[str, str], str | None] = {}  # of the sources llmt did not build, this run
+        self._loaded: set[tuple[str, str]] = set()  # the file sources checked (and loaded when changed) this run
+
+    def load_sources(self, node: Node) -> None:
+        """Load the file sources ``node`` reads whose files changed (each once per run: a run reads one state
+        of its sources)."""
+        keys = set(node.sources) - self._loaded
+        load_file_sources(self.wh, self.store, self.project, keys)
+        self._loaded |= keys
 
     # -- building -----------------------------------------------------------------------------------
     def build(self, node: Node) -> tuple[int | None, bool]:
@@ -75,18 +84,21 @@ class ModelState:
                     self._record(node, {**stored, "docs": docs})
             rows = stored.get("rows")
             return (int(rows) if isinstance(rows, int) else None), True
-        incremental = (node.materialized == "incremental" and not self.full_refresh
-                       and self._kind(node) == "table")
-        with self.wh.transaction():
-            rows = materialize_sql(self.wh, self.project, node, self.full_refresh)
+        kind = self._kind(node)
+        incremental = node.materialized == "incremental" and not self.full_refresh and kind == "table"
+        with self.wh.transaction():  # (an incremental model's table keeps its comments)
+            rows = materialize_sql(self.wh, self.project, node, self.full_refresh, kind,
+                                   docs=not incremental or stored.get("docs") != docs)
             if incremental and not rows and stored.get("version"):
                 version = stored["version"]  # an empty increment changed no row
             elif fingerprint is not None:
                 version = fingerprint
             else:  # rows that only this build has
                 version = _hash([self.run_id, node.name])
-            self._record(node, {"build": fingerprint, "version": version, "docs": docs,
-                                "rows": rows if node.materialized != "incremental" else None})
+            value = {"build": fingerprint, "version": version, "docs": docs,
+                     "rows": rows if node.materialized != "incremental" else None}
+            if value != stored:
+                self._record(node, value)
         return rows, False
 
     def staging(self, node: Node) -> str | None:

@@ -14,7 +14,6 @@ from llmt.artifacts import write_compiled, write_manifest, write_run_results
 from llmt.console import Reporter
 from llmt.cost import Budget, PriceTable, price_table
 from llmt.errors import ConfigError, LlmtError
-from llmt.file_sources import load_file_sources
 from llmt.model_state import ModelState
 from llmt.pipeline.batches import Batches
 from llmt.pipeline.context import Providers, RunContext
@@ -233,7 +232,7 @@ def run(
             t0 = time.monotonic()
             result = NodeResult(name, node.materialized, "success")
             try:
-                load_file_sources(wh, store, project, node.sources)  # when their files changed
+                state.load_sources(node)  # when their files changed
                 if node.is_llm:
                     assert context is not None and batches is not None
                     place = replace(model_place(project, name, context.batches_dir), reads=state.staging(node))

@@ -193,3 +193,12 @@ def test_an_llm_model_skips_staging_while_nothing_it_reads_changed(make_project:
     drawn = project.query("SELECT review_id, drawn FROM insights ORDER BY review_id")
     assert project.llmt("run", "--full-refresh").code == 0  # --full-refresh stages again
     assert project.query("SELECT review_id, drawn FROM insights ORDER BY review_id") != drawn
+
+
+def test_a_changed_description_is_written_without_a_build(state_project: Project) -> None:
+    state_project.write("models/props.yml", "models:\n  - name: dim_products\n    description: One row per product.\n"
+                        "  - name: inc_reviews\n    description: Reviews, added as they come.\n")
+    assert _built(state_project) == {"inc_reviews"}
+    assert state_project.query("SELECT table_name, comment FROM duckdb_tables() WHERE table_name IN "
+                               "('dim_products', 'inc_reviews') ORDER BY 1") == [
+        ("dim_products", "One row per product."), ("inc_reviews", "Reviews, added as they come.")]
