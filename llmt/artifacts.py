@@ -40,7 +40,7 @@ def write_manifest(project: Project, specs: dict[str, LlmSpec]) -> None:
         entry: dict[str, Any] = {
             "name": node.name, "path": node.rel_path, "relation": node.relation,
             "materialized": node.materialized, "tags": node.tags, "depends_on": sorted(set(node.refs)),
-            "sources": sorted({f"{s}.{t}" for s, t in node.sources}),
+            "sources": sorted({f"{s}.{t}" for s, t in node.sources}), "seeds": sorted(set(node.seeds)),
             "config": node.config, "description": node.description,
         }
         spec = specs.get(node.name)
@@ -58,6 +58,8 @@ def write_manifest(project: Project, specs: dict[str, LlmSpec]) -> None:
         "sources": {f"source.{s}.{t}": {"where": src.where, "file": src.file, "files": [str(f) for f in src.files],
                                         "options": src.options}
                     for (s, t), src in project.sources.items()},
+        "seeds": {f"seed.{s.name}": {"name": s.name, "path": s.rel_path, "relation": s.relation, "config": s.config,
+                                     "description": s.description} for s in project.seeds.values()},
     })
 
 

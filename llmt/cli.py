@@ -207,6 +207,29 @@ def run(project_dir: Path, target: str | None, vars_: str | None, select: tuple[
 
 @cli.command()
 @project_options
+@select_options
+@output_option
+@click.option("--full-refresh", is_flag=True, help="Load every selected seed, even those whose file did not change.")
+def seed(project_dir: Path, target: str | None, vars_: str | None, select: tuple[str, ...], exclude: tuple[str, ...],
+         output: str, full_refresh: bool) -> None:
+    """Load the CSV files under seeds/ into tables (one per file, named after it), each again only when its file
+    changed; models read them with ref('name'). `llmt build` loads the seeds its models read first.
+
+    \b
+    Examples:
+      llmt seed                      # every seed whose file changed
+      llmt seed -s country_codes     # one seed
+      llmt seed --full-refresh       # load them all again
+    """
+    from llmt.seeding import seed_project
+
+    report = seed_project(_load(project_dir, target, vars_), list(select), list(exclude), _console(output),
+                          full_refresh)
+    sys.exit(1 if report.failed else 0)
+
+
+@cli.command()
+@project_options
 @output_option
 @click.argument("model")
 @click.option("--limit", "-n", default=10, show_default=True, help="Rows to show.")

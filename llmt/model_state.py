@@ -33,7 +33,7 @@ import json
 from typing import Any
 
 from llmt.compile import Source
-from llmt.errors import ConfigError
+from llmt.errors import ConfigError, NodeError
 from llmt.file_sources import load_file_sources
 from llmt.materialize import materialize_sql
 from llmt.persist_docs import node_docs, persist_docs
@@ -73,6 +73,7 @@ class ModelState:
     def build(self, node: Node) -> tuple[int | None, bool]:
         """Build SQL model ``node`` unless nothing it reads changed since its last build: (its rows, whether it
         was skipped). A skipped model's descriptions are written when they changed."""
+        self._check_seeds(node)
         stored = self._models.get(node.name, {})
         fingerprint = self.fingerprint(node)
         docs = _hash(node_docs(node))
@@ -104,6 +105,7 @@ class ModelState:
     def staging(self, node: Node) -> str | None:
         """The fingerprint of what LLM model ``node``'s select reads, when its staging may be skipped while that
         stays the same (not with --full-refresh or `state: always`)."""
+        self._check_seeds(node)
         return None if self.full_refresh else self.fingerprint(node)
 
     # -- fingerprints -------------------------------------------------------------------------------
@@ -124,6 +126,11 @@ class ModelState:
             if version is None:
                 return None
             parts.append(["source", *key, version])
+        for name in sorted(set(node.seeds)):
+            loaded = self.store.fingerprint("seed", name)  # (a seed loaded by another tool has none)
+            if loaded is None or not loaded.get("content"):
+                return None
+            parts.append(["seed", name, self.project.seeds[name].schema, loaded["content"]])
         return _hash(parts)
 
     def version(self, name: str) -> str | None:
@@ -165,11 +172,24 @@ class ModelState:
     def _always(self, node: Node) -> bool:
         return node.config.get("state") == "always"
 
+    def _check_seeds(self, node: Node) -> None:
+        """A model reading a seed that was never loaded fails saying so (`llmt run` does not load seeds)."""
+        for name in node.seeds:
+            seed = self.project.seeds[name]
+            if self._kind_of(seed.schema, name) != "table":
+                raise NodeError(f"`{node.name}` reads seed `{name}` ({seed.rel_path}), which is not loaded",
+                                where=node.rel_path, hint="Run `llmt seed` (or `llmt build`, which loads seeds "
+                                "first); `llmt run` does not load seeds, as in dbt.")
+
     def _kind(self, node: Node) -> str | None:
+        return self._kind_of(node.schema, node.name)
+
+    def _kind_of(self, schema: str, name: str) -> str | None:
         if self._relations is None:
-            schemas = sorted({n.schema for n in self.project.nodes.values()})
+            project = self.project
+            schemas = sorted({n.schema for n in project.nodes.values()} | {s.schema for s in project.seeds.values()})
             self._relations = self.wh.relation_kinds(schemas)
-        return self._relations.get((node.schema, node.name))
+        return self._relations.get((schema, name))
 
     def _exists(self, node: Node) -> bool:
         return self._kind(node) == node.materialized

@@ -40,10 +40,12 @@ class NodeResult:
     rows: int | None = None
     llm: LlmResult | None = None
     unchanged: bool = False  # success without a build: nothing it reads changed since it was built
+    resource_type: str = "model"  # or seed
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "unique_id": f"model.{self.name}", "name": self.name, "materialized": self.materialized,
+            "unique_id": f"{self.resource_type}.{self.name}", "name": self.name, "resource_type": self.resource_type,
+            "materialized": self.materialized,
             "status": self.status, "execution_time": round(self.seconds, 3), "message": self.message,
             "rows": self.rows, "unchanged": self.unchanged,
         }
@@ -254,7 +256,7 @@ def run(
                 failed_upstream[name] = "failed"
             result.seconds = time.monotonic() - t0
             report.results.append(result)
-            reporter.info(_line(result))
+            reporter.info(node_line(result))
             if hooks is not None and result.status in ("success", "warn") and (veto := hooks.after(name, result)):
                 failed_upstream[name] = veto
     except KeyboardInterrupt:
@@ -288,7 +290,8 @@ def _say_what_is_open(batches: Batches, reporter: Reporter) -> None:
         reporter.warn("interrupted: no batch is open; the next `llmt run` sends what is still pending")
 
 
-def _line(r: NodeResult) -> str:
+def node_line(r: NodeResult) -> str:
+    """A node's line in the output of `llmt run` (and `llmt seed`)."""
     if r.unchanged:
         return f"skip  {r.name} [{r.materialized}] (unchanged)"
     mark = {"success": "ok   ", "warn": "WARN ", "error": "ERROR", "skipped": "skip "}[r.status]

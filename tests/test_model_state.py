@@ -202,3 +202,9 @@ def test_a_changed_description_is_written_without_a_build(state_project: Project
     assert state_project.query("SELECT table_name, comment FROM duckdb_tables() WHERE table_name IN "
                                "('dim_products', 'inc_reviews') ORDER BY 1") == [
         ("dim_products", "One row per product."), ("inc_reviews", "Reviews, added as they come.")]
+
+
+def test_new_reader_options_of_a_file_source_rebuild_what_reads_it(state_project: Project) -> None:
+    state_project.write("models/sources.yml", FILES["models/sources.yml"].replace(
+        "file: data/products.csv}", "file: data/products.csv, options: {all_varchar: true}}"))
+    assert _built(state_project) == {"stg_products", "dim_products", "by_product", "inc_reviews"}

@@ -112,7 +112,9 @@ class ProjectConfig(Strict):
     vars: dict[str, Any] = Field(default_factory=dict)
     llm: LlmDefaults = LlmDefaults()
     models: dict[str, Any] = Field(default_factory=dict)
+    seeds: dict[str, Any] = Field(default_factory=dict)  # folder config of seeds (`+key`), as `models:`
     model_paths: list[str] = Field(default_factory=lambda: ["models"], alias="model-paths")
+    seed_paths: list[str] = Field(default_factory=lambda: ["seeds"], alias="seed-paths")
 
 
 MATERIALIZATIONS = ("view", "table", "incremental", "llm")

@@ -21,6 +21,7 @@ from llmt.errors import CompileError, ConfigError, did_you_mean
 from llmt.graph import Graph, GraphNode
 from llmt.project.config import ProjectConfig, TargetConfig, check_node_config, folder_config, schema_name
 from llmt.project.properties import ColumnProps, ModelProps, PropertiesFile
+from llmt.project.seeds import Seed, discover_seeds
 from llmt.project.yamlfile import line_of, read_yaml, validate
 from llmt.textfile import read_text
 from llmt.warehouse import dialect
@@ -38,8 +39,9 @@ class Node:
     config: dict[str, Any]
     relation: str
     compiled_sql: str = ""
-    refs: list[str] = field(default_factory=list)
+    refs: list[str] = field(default_factory=list)  # the models it reads
     sources: list[tuple[str, str]] = field(default_factory=list)
+    seeds: list[str] = field(default_factory=list)  # the seeds it reads (with ref(), as in dbt)
     description: str = ""
     columns: list[ColumnProps] = field(default_factory=list)
     props: ModelProps | None = None
@@ -79,6 +81,7 @@ class Project:
     graph: Graph
     properties: list[tuple[Path, PropertiesFile]] = field(default_factory=list)  # every models/*.yml, parsed
     parse_cache: ParseCache = field(default_factory=ParseCache)
+    seeds: dict[str, Seed] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -97,9 +100,14 @@ class Project:
         """The SQL dialect of the target's engine (sqlglot's name): models are written in it."""
         return dialect(self.target.warehouse.type)
 
+    def relations(self) -> dict[str, str]:
+        """What ref() gives for each name: a model's or a seed's relation."""
+        seeds = {s.name: s.relation for s in self.seeds.values()}
+        return {**seeds, **{n.name: n.relation for n in self.nodes.values()}}
+
     def sql_context(self, node: Node, incremental: bool = False) -> SqlContext:
         return SqlContext(
-            node_names={n.name: n.relation for n in self.nodes.values()},
+            node_names=self.relations(),
             sources=self.sources,
             vars=self.vars,
             this=node.relation,
@@ -136,13 +144,19 @@ def load_project(
     schema = warehouse.schema_
     props, sources, prop_files = _load_properties(project_dir, config, warehouse.state_schema)
     files = _discover_models(project_dir, config)
+    seeds = discover_seeds(project_dir, config, schema, [
+        (_where(path, ["seeds", i]), seed) for path, parsed in prop_files for i, seed in enumerate(parsed.seeds)])
+    clash = sorted(seeds.keys() & files.keys())
+    if clash:
+        raise ConfigError(f"a seed and a model are both named `{clash[0]}`: {seeds[clash[0]].rel_path} and "
+                          f"{files[clash[0]][1]}", hint="ref() names one of them: rename the seed or the model file.")
     nodes: dict[str, Node] = {}
     for name, (file, rel) in files.items():
         nodes[name] = Node(name, file, rel, read_text(file), {}, relation(schema, name), schema=schema)
     project = Project(
         project_dir, config, target_name, config.targets[target_name],
         {**config.vars, **(cli_vars or {})}, nodes, sources, Graph([]), prop_files,
-        ParseCache(project_dir / "target" / PARSE_CACHE),
+        ParseCache(project_dir / "target" / PARSE_CACHE), seeds,
     )
     for prop_path, index, model_props in props:
         if model_props.name not in nodes:
@@ -156,14 +170,14 @@ def load_project(
         check_node_config(model_props.config, _where(prop_path, ["models", index, "config"]))
     for node in nodes.values():  # the schema its folder or properties give (its own config() may change it)
         _place(node, schema, _outer_config(project, node).get("schema"))
-    context = SqlContext({n.name: n.relation for n in nodes.values()}, sources, project.vars, "")
+    context = SqlContext(project.relations(), sources, project.vars, "")
     for node in list(nodes.values()):
         _compile_node(project, node, replace(context, this=node.relation))
         if node.config.get("enabled", True) is False:
             del nodes[node.name]
     moved = [n for n in nodes.values() if _place(n, schema, n.config.get("schema"))]
     if moved:  # a model's config() named its schema: the models that ref it are compiled with its relation
-        context = SqlContext({n.name: n.relation for n in nodes.values()}, sources, project.vars, "")
+        context = SqlContext(project.relations(), sources, project.vars, "")
         for node in nodes.values():
             _compile_node(project, node, replace(context, this=node.relation))
     project.parse_cache.save()
@@ -178,7 +192,9 @@ def _compile_node(project: Project, node: Node, context: SqlContext) -> None:
     node.compiled_sql = render_model_sql(node.raw_sql, node.rel_path, context, captured, project.parse_cache)
     check_node_config(captured.config, node.rel_path)
     node.config = {**_outer_config(project, node), **captured.config}
-    node.refs, node.sources = captured.refs, captured.sources
+    node.refs = [r for r in captured.refs if r not in project.seeds]
+    node.seeds = [r for r in captured.refs if r in project.seeds]
+    node.sources = captured.sources
     check_sql(node.compiled_sql, node.rel_path, node.raw_sql, project.dialect, project.parse_cache)
     if node.is_llm:
         _check_schema_key(project, node)
@@ -277,7 +293,8 @@ def _load_properties(
     models: list[tuple[Path, int, ModelProps]] = []
     sources: dict[tuple[str, str], Source] = {}
     parsed_files: list[tuple[Path, PropertiesFile]] = []
-    for folder in config.model_paths:
+    folders = dict.fromkeys([*config.model_paths, *config.seed_paths])  # seeds' properties may be beside them
+    for folder in folders:
         files = sorted([*(project_dir / folder).rglob("*.yml"), *(project_dir / folder).rglob("*.yaml")])
         for path in files:
             data = read_yaml(path)

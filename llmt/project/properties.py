@@ -37,6 +37,10 @@ class ModelProps(TableProps):
     evals: dict[str, Any] = Field(default_factory=dict)  # field -> thresholds, checked by llmt.testing.evals
 
 
+class SeedProps(TableProps):
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
 class SourceTableProps(TableProps):
     identifier: str | None = None
     file: str | None = None  # a path or a glob, relative to the project directory
@@ -57,4 +61,5 @@ class PropertiesFile(Props):
     version: int | None = None
     sources: list[SourceProps] = Field(default_factory=list)
     models: list[ModelProps] = Field(default_factory=list)
+    seeds: list[SeedProps] = Field(default_factory=list)
     unit_tests: list[Any] = Field(default_factory=list)
