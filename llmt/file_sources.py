@@ -22,7 +22,7 @@ from typing import Any
 from llmt.compile import Source
 from llmt.errors import NodeError
 from llmt.project import Project
-from llmt.warehouse.base import DatabaseError, Warehouse
+from llmt.warehouse.base import UnreadableFiles, Warehouse
 from llmt.warehouse.files import file_reader, reader_sql
 from llmt.warehouse.store import StateStore
 
@@ -82,7 +82,7 @@ def load_files(wh: Warehouse, store: StateStore, project_dir: Path, files: FileT
     wh.create_schema(files.schema)
     try:
         wh.load_files(wh.relation(files.schema, files.table), reader_sql(files.reader, files.files, files.options))
-    except DatabaseError as exc:
+    except UnreadableFiles as exc:
         raise NodeError(f"DuckDB cannot read {files.what}: " + _reader_error(exc.detail), where=files.where,
                         hint=files.hint) from None
     # what the models that read it see (model_state.py): the files' content, unless they may have changed
