@@ -10,7 +10,7 @@ from collections.abc import Callable
 import duckdb
 import pytest
 
-from tests.conftest import BASE_FILES, Project
+from tests.conftest import BASE_FILES, Project, on_postgres
 
 MakeProject = Callable[[dict[str, str]], Project]
 
@@ -60,18 +60,27 @@ def _edit(project: Project, rel: str, text: str) -> None:
 
 
 def _shop(project: Project, *statements: str) -> None:
+    """Change the warehouse behind llmt's back (another tool loading its tables)."""
+    if project.pg is not None:
+        for sql in statements:
+            project.pg.execute(sql)
+        return
     with duckdb.connect(str(project.root / "demo.duckdb")) as conn:
         for sql in statements:
             conn.execute(sql)
 
 
-@pytest.fixture
-def state_project(make_project: MakeProject) -> Project:
+@pytest.fixture(params=["duckdb", "postgres"])
+def state_project(request: pytest.FixtureRequest, make_project: MakeProject) -> Project:
+    """The project built once, on DuckDB or in schema `public` of a PostgreSQL database (so that the tests' queries
+    name its tables alike)."""
     project = make_project(FILES)
+    if request.param == "postgres":
+        on_postgres(project, request.getfixturevalue("pg"), schema="public")
     _shop(project, "CREATE SCHEMA shop",
-          "CREATE TABLE shop.orders AS SELECT range AS id, range * 1.5 AS amount FROM range(100)",
-          "CREATE TABLE shop.events AS SELECT range AS id, TIMESTAMP '2026-01-01' + range * INTERVAL 1 HOUR "
-          "AS loaded_at FROM range(10)")
+          "CREATE TABLE shop.orders AS SELECT g AS id, g * 1.5 AS amount FROM generate_series(0, 99) AS t(g)",
+          "CREATE TABLE shop.events AS SELECT g AS id, TIMESTAMP '2026-01-01' + g * INTERVAL '1 hour' "
+          "AS loaded_at FROM generate_series(0, 9) AS t(g)")
     for rel in ("data/reviews.csv", "data/products.csv"):
         _edit(project, rel, (project.root / rel).read_text())
     assert _built(project) == SQL_MODELS  # the first run builds everything
@@ -199,8 +208,10 @@ def test_a_changed_description_is_written_without_a_build(state_project: Project
     state_project.write("models/props.yml", "models:\n  - name: dim_products\n    description: One row per product.\n"
                         "  - name: inc_reviews\n    description: Reviews, added as they come.\n")
     assert _built(state_project) == {"inc_reviews"}
-    assert state_project.query("SELECT table_name, comment FROM duckdb_tables() WHERE table_name IN "
-                               "('dim_products', 'inc_reviews') ORDER BY 1") == [
+    comments = ("SELECT relname, obj_description(oid) FROM pg_class WHERE relkind = 'r' AND relname IN "
+                if state_project.pg is not None else "SELECT table_name, comment FROM duckdb_tables() WHERE "
+                "table_name IN ")
+    assert state_project.query(comments + "('dim_products', 'inc_reviews') ORDER BY 1") == [
         ("dim_products", "One row per product."), ("inc_reviews", "Reviews, added as they come.")]
 
 
