@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import BASE_FILES, Project
+from tests.conftest import BASE_FILES, Project, on_postgres
 
 MakeProject = Callable[[dict[str, str]], Project]
 
@@ -55,9 +55,12 @@ def _edit(project: Project, rel: str, text: str) -> None:
     os.utime(project.root / rel, (past, past))
 
 
-@pytest.fixture
-def seeded(make_project: MakeProject) -> Project:
+@pytest.fixture(params=["duckdb", "postgres"])
+def seeded(request: pytest.FixtureRequest, make_project: MakeProject) -> Project:
+    """The project with its seeds, on DuckDB or PostgreSQL (models in schema `main` on both)."""
     project = make_project(SEEDS)
+    if request.param == "postgres":
+        on_postgres(project, request.getfixturevalue("pg"), schema="main")
     for rel in ("seeds/countries.csv", "seeds/lookups/ratings.csv"):
         _edit(project, rel, SEEDS[rel])
     return project
@@ -70,12 +73,14 @@ def test_seed_loads_each_csv_into_a_table_that_ref_reads(seeded: Project) -> Non
     assert seeded.query("SELECT code, name, population FROM main.countries ORDER BY code") == [
         ("007", "Bond Land", 7), ("044", "United Kingdom", 67000000)]  # column_types kept the leading zeros
     assert seeded.query("SELECT stars, label FROM main_lookups.ratings ORDER BY stars") == [(1, "bad"), (5, "great")]
-    assert seeded.query("SELECT comment FROM duckdb_tables() WHERE table_name = 'countries'") == [("Country codes.",)]
+    comment = ("SELECT obj_description('main.countries'::regclass)" if seeded.pg is not None
+               else "SELECT comment FROM duckdb_tables() WHERE table_name = 'countries'")
+    assert seeded.query(comment) == [("Country codes.",)]
     entries = json.loads((seeded.root / "target" / "run_results.json").read_text())["results"]
     assert {(e["unique_id"], e["resource_type"], e["status"]) for e in entries} == {
         ("seed.countries", "seed", "success"), ("seed.ratings", "seed", "success")}
     assert seeded.llmt("run", "-s", "by_country").code == 0
-    assert seeded.query("SELECT code, label FROM by_country ORDER BY code") == [("007", "great"), ("044", "great")]
+    assert seeded.query("SELECT code, label FROM main.by_country ORDER BY code") == [("007", "great"), ("044", "great")]
     manifest = json.loads((seeded.root / "target" / "manifest.json").read_text())
     assert manifest["nodes"]["model.by_country"]["seeds"] == ["countries", "ratings"]
     assert manifest["seeds"]["seed.ratings"]["relation"] == '"main_lookups"."ratings"'
@@ -92,7 +97,7 @@ def test_a_seed_is_loaded_again_only_when_its_file_or_config_changed(seeded: Pro
     assert not loaded["countries"]["unchanged"] and loaded["countries"]["rows"] == 3 and loaded["ratings"]["unchanged"]
     built = _results(seeded, "run")
     assert not built["by_country"]["unchanged"] and built["other"]["unchanged"]  # only what reads it is built
-    assert seeded.query("SELECT count(*) FROM by_country") == [(3,)]
+    assert seeded.query("SELECT count(*) FROM main.by_country") == [(3,)]
     seeded.write("seeds/properties.yml", SEEDS["seeds/properties.yml"].replace("{code: VARCHAR}",
                                                                               "{code: VARCHAR, population: DOUBLE}"))
     assert not _results(seeded, "seed")["countries"]["unchanged"]  # its config changed: loaded again
