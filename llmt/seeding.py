@@ -15,7 +15,8 @@ from llmt.graph import Graph, GraphNode
 from llmt.persist_docs import node_docs, persist_docs
 from llmt.project import Project
 from llmt.project.seeds import Seed
-from llmt.runner import NodeResult, RunReport, new_run_id, node_line, open_warehouse
+from llmt.runner import RunReport, new_run_id, node_line, open_warehouse
+from llmt.scheduler import NodeResult
 from llmt.warehouse.base import Warehouse
 from llmt.warehouse.store import StateStore
 
