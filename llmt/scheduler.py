@@ -1,12 +1,13 @@
 """How a run proceeds: the selected nodes by readiness, not one after another.
 
-A node is ready when every selected node it depends on (directly or through others) has finished. SQL models
-are built as soon as they are ready; an LLM model whose inputs are ready starts its run (`NodeRun.steps`), which
-goes as far as it can — stage, render, record, submit — and then waits for its batches. Every model's waits
-are in one `InFlight`: shards are submitted together, open batches of all models polled together, and a model
-goes on (collects, sends its next round, escalates, builds its output) as soon as its batches ended; when it
-finishes, its children become ready. Steps run one at a time on this thread, so the warehouse has one writer,
-never held while waiting, and each model's budget gate sees what every other model committed.
+A node is ready when every selected node it depends on (directly or through others) has finished. SQL models are
+built as soon as they are ready (or skipped when nothing they read changed: model_state.py); an LLM model whose
+inputs are ready starts its run (`NodeRun.steps`), which goes as far as it can — stage, render, record, submit —
+and then waits for its batches. Every model's waits are in one `InFlight`: shards are submitted together, open
+batches of all models polled together, and a model goes on (collects, sends its next round, escalates, builds its
+output) as soon as its batches ended; when it finishes, its children become ready. Steps run one at a time on
+this thread, so the warehouse has one writer, never held while waiting, and each model's budget gate sees what
+every other model committed.
 
 A failed node skips its descendants only; with ``fail_fast`` the first failure stops the run (nothing remote is
 cancelled: open batches are collected by the next run).
