@@ -45,7 +45,7 @@ def last_run(project_dir: Path) -> LastRun:
         last = LastRun(str(meta["run_id"]), str(meta["command"]), meta.get("target"))
         for result in results:
             kind, _, name = str(result["unique_id"]).partition(".")
-            if result["status"] in RETRIED:
+            if result["status"] in RETRIED and kind != "seed":  # (build loads again the seeds its models read)
                 (last.models if kind == "model" else last.tests).append(name)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UsageError(f"cannot read the last run's results in {path} ({exc})", hint=hint) from None

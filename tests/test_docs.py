@@ -188,3 +188,29 @@ def test_catalog_and_page_on_postgres(example: Project, pg: PgDatabase) -> None:
     assert data["sources"]["source.raw.reviews"]["stats"]["row_count"]["value"] == 300
     page = (example.root / "target" / "index.html").read_text()
     assert "llmt run, success" in page
+
+
+def test_seeds_and_models_in_custom_schemas_in_the_catalog_and_the_graph(make_project: MakeProject) -> None:
+    project = make_project({
+        "seeds/countries.csv": "code,name\n007,Bond Land\n044,United Kingdom\n",
+        "seeds/properties.yml": """
+            seeds:
+              - name: countries
+                description: Country codes.
+                columns:
+                  - name: code
+                    data_tests: [unique]
+            """,
+        "models/by_country.sql": "{{ config(materialized='table', schema='marts') }}\n"
+                                 "select code, name from {{ ref('countries') }}\n",
+    })
+    assert project.llmt("seed").code == 0 and project.llmt("run").code == 0
+    assert project.llmt("docs", "generate").code == 0
+    data = catalog(project)
+    assert data["nodes"]["seed.countries"]["stats"]["row_count"]["value"] == 2
+    assert data["nodes"]["model.by_country"]["metadata"]["schema"] == "main_marts"
+    assert data["nodes"]["model.by_country"]["stats"]["row_count"]["value"] == 2
+    page = (project.root / "target" / "index.html").read_text()
+    assert 'data-from="seed.countries" data-to="model.by_country"' in page
+    assert 'id="card-seed.countries"' in page and "Country codes." in page
+    assert "unique_seed_countries_code (unique on code)" in page

@@ -99,3 +99,20 @@ def test_retry_fail_fast_stops_at_the_first_model_that_fails_again(make_project:
     assert result.code == 1, result.err
     assert sorted(results(project).values()) == ["error", "skipped"]  # the second was not started
     assert "on 2 model(s): bad_a, bad_b" in project.llmt("retry").err  # the skipped one is retried too
+
+
+def test_retry_after_build_with_a_broken_seed_retries_its_readers_which_load_it_again(
+        make_project: MakeProject) -> None:
+    project = make_project({
+        "seeds/countries.csv": "code,name\n007,Bond Land\n",
+        "seeds/properties.yml": "seeds:\n  - name: countries\n    config: {column_types: {cod: VARCHAR}}\n",
+        "models/by_country.sql": "{{ config(materialized='table') }}\nselect code from {{ ref('countries') }}\n",
+    })
+    assert project.llmt("build", "-s", "by_country").code == 1
+    assert results(project)["seed.countries"] == "error" and results(project)["model.by_country"] == "skipped"
+    project.write("seeds/properties.yml", "seeds:\n  - name: countries\n    config: {column_types: {code: VARCHAR}}\n")
+    result = project.llmt("retry")
+    assert result.code == 0, result.err
+    assert "no longer in the project" not in result.err and "on 1 model(s): by_country" in result.err
+    assert results(project)["seed.countries"] == "success"
+    assert project.query("select code from main.by_country") == [("007",)]

@@ -66,8 +66,8 @@ def _tests(project: Project) -> dict[str, Tested]:
 
     out: dict[str, Tested] = {}
     for test in collect_tests(project):
-        if test.attached.startswith("source:"):
-            owners = [f"source.{test.attached.removeprefix('source:')}"]
+        if test.attached.startswith(("source:", "seed:")):
+            owners = [test.attached.replace(":", ".", 1)]
         else:
             owners = [f"model.{m}" for m in (test.depends_on if test.kind == "singular" else [test.attached])]
         for owner in owners:

@@ -50,7 +50,7 @@ class LlmState:
 @dataclass
 class Catalog:
     target: str
-    nodes: dict[str, Relation] = field(default_factory=dict)  # by unique id: model.<name>
+    nodes: dict[str, Relation] = field(default_factory=dict)  # by unique id: model.<name>, seed.<name>
     sources: dict[str, Relation] = field(default_factory=dict)  # source.<source>.<table>
     llm: dict[str, LlmState] = field(default_factory=dict)  # by model name
 
@@ -99,13 +99,18 @@ def read_catalog(project: Project, wh: Warehouse | None) -> Catalog:
         return catalog
     store = StateStore(wh)
     for name, node in project.nodes.items():
-        relation = _describe(wh, project.schema, name)
+        schema = node.schema or project.schema
+        relation = _describe(wh, schema, name)
         if relation is None:
             continue
         catalog.nodes[f"model.{name}"] = relation
         if node.is_llm:
-            catalog.llm[name] = LlmState(status_counts(wh, project.schema, name), store.model_spend(name),
+            catalog.llm[name] = LlmState(status_counts(wh, schema, name), store.model_spend(name),
                                          store.last_run(name))
+    for name, seed in project.seeds.items():
+        relation = _describe(wh, seed.schema, name)
+        if relation is not None:
+            catalog.nodes[f"seed.{name}"] = relation
     for (source, table), src in project.sources.items():
         schema, name = src.loaded_table if src.file is not None else (src.schema or project.schema,
                                                                         src.identifier or table)

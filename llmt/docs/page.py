@@ -44,11 +44,14 @@ def render(page: Page) -> str:
     labels: dict[str, tuple[str, str]] = {}
     for (source, table) in sorted(project.sources):
         labels[f"source.{source}.{table}"] = (f"{source}.{table}", "source")
+    for seed in sorted(project.seeds):
+        labels[f"seed.{seed}"] = (seed, "seed")
     for name in project.graph.order():
         node = project.nodes[name]
         uid = f"model.{name}"
         labels[uid] = (name, node.materialized)
         parents[uid] = [*(f"source.{s}.{t}" for s, t in dict.fromkeys(node.sources)),
+                        *(f"seed.{r}" for r in dict.fromkeys(node.seeds)),
                         *(f"model.{r}" for r in dict.fromkeys(node.refs))]
     graph = svg(layout(list(labels), parents), parents, labels)
     children: dict[str, list[str]] = {uid: [] for uid in labels}
@@ -56,6 +59,7 @@ def render(page: Page) -> str:
         for up in ups:
             children[up].append(uid)
     cards = [_source_card(page, uid, children[uid]) for uid in labels if uid.startswith("source.")]
+    cards += [_seed_card(page, uid, children[uid]) for uid in labels if uid.startswith("seed.")]
     cards += [_model_card(page, name, parents[f"model.{name}"], children[f"model.{name}"])
               for name in project.graph.order()]
     listing = "".join(f'<li><a href="#{escape(uid)}" data-id="{escape(uid)}"><span class="dot kind-{escape(kind)}">'
@@ -209,3 +213,16 @@ def _source_card(page: Page, uid: str, downs: list[str]) -> str:
     body += [_columns(relation, declared.columns if declared else [], tested), _tests(tested),
              _links("Used by", downs)]
     return _card(uid, f"{source}.{table}", "source", body)
+
+
+def _seed_card(page: Page, uid: str, downs: list[str]) -> str:
+    seed = page.project.seeds[uid.removeprefix("seed.")]
+    relation = page.catalog.nodes.get(uid)
+    tested = page.tests.get(uid, Tested())
+    body = [f'<p class="path mono">{escape(seed.rel_path)} · {escape(seed.relation)}</p>']
+    if seed.description:
+        body.append(f'<p class="desc">{escape(seed.description)}</p>')
+    body.append(f'<p class="note">Not loaded on target `{escape(page.project.target_name)}` yet (`llmt seed`).</p>'
+                if relation is None else f'<p class="stat">{relation.rows} rows</p>')
+    body += [_columns(relation, seed.columns, tested), _tests(tested), _links("Used by", downs)]
+    return _card(uid, seed.name, "seed", body)
