@@ -107,7 +107,8 @@ class OpenAIBatchProvider(BatchProvider):
                     return found
             try:
                 batch = self.client.with_options(max_retries=0).batches.create(
-                    input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h",
+                    input_file_id=file_id, endpoint=shard.endpoint,  # type: ignore[arg-type]
+                    completion_window="24h",
                     metadata=dict(shard.metadata),
                 )
                 return _info(batch)

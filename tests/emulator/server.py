@@ -6,9 +6,9 @@
     emu.stop()
 
 Endpoints: ``POST/GET /v1/files``, ``GET/DELETE /v1/files/{id}``, ``GET /v1/files/{id}/content``,
-``POST/GET /v1/batches``, ``GET /v1/batches/{id}``, ``POST /v1/batches/{id}/cancel`` and
-``POST /v1/chat/completions``, with OpenAI's object shapes and error bodies
-``{"error": {"message", "type", "param", "code"}}``. Answers come from
+``POST/GET /v1/batches``, ``GET /v1/batches/{id}``, ``POST /v1/batches/{id}/cancel``,
+``POST /v1/chat/completions`` and ``POST /v1/embeddings`` (batches of either), with OpenAI's object shapes and
+error bodies ``{"error": {"message", "type", "param", "code"}}``. Answers come from
 :func:`llmt.providers.synth.answer_line`, the same as the fake provider's.
 """
 
@@ -27,6 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+from llmt.providers.embeddings import ENDPOINT as EMBEDDINGS
 from llmt.providers.fake import BATCH_ENDPOINTS, MAX_REQUESTS
 from llmt.providers.synth import answer_line, error_body, invalid_request, request_seed
 from tests.emulator.faults import FaultInjector, HttpFault
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     import openai
 
 FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+CHAT = "/v1/chat/completions"
 JSON = dict[str, Any]
 
 
@@ -181,8 +183,8 @@ class Emulator:
             return 200, self.store.view(self.record(batch.group(1)))
         if batch and method == "POST" and batch.group(2):
             return 200, self.cancel(batch.group(1))
-        if path == "/v1/chat/completions" and method == "POST":
-            return self.chat(_json_body(body))
+        if path in (CHAT, EMBEDDINGS) and method == "POST":
+            return self.realtime(path, _json_body(body))
         raise ApiError(404, invalid_request(f"Invalid URL ({method} {path})"))
 
     def file(self, file_id: str) -> Any:
@@ -279,7 +281,8 @@ class Emulator:
             raise ApiError(400, invalid_request(f"Cannot cancel a batch with status '{status}'."))
         return obj
 
-    def chat(self, body: JSON) -> tuple[int, JSON]:
+    def realtime(self, url: str, body: JSON) -> tuple[int, JSON]:
+        """A chat completion or embeddings request, answered now."""
         seen = self.store.seen
         with self.store.lock:
             seen.realtime += 1
@@ -291,18 +294,13 @@ class Emulator:
         try:
             if self.realtime_delay:
                 self.stopping.wait(self.realtime_delay)  # server-side latency: requests overlap
-            return self._chat(body)
+            return self._answer(url, body)
         finally:
             with self.store.lock:
                 seen.realtime_in_flight -= 1
 
-    def _chat(self, body: JSON) -> tuple[int, JSON]:
-        request = {
-            "custom_id": request_seed(body),
-            "method": "POST",
-            "url": "/v1/chat/completions",
-            "body": body,
-        }
+    def _answer(self, url: str, body: JSON) -> tuple[int, JSON]:
+        request = {"custom_id": request_seed(body), "method": "POST", "url": url, "body": body}
         kind = self.faults.realtime_kind()
         attempt = f"realtime-{self.store.seen.realtime}"
         line, _ = answer_line(request, faults=self.faults.lines, batch_id=attempt, seq=0, kind=kind)
