@@ -18,6 +18,7 @@ from llmt.file_sources import load_file_sources
 from llmt.materialize import materialize_sql
 from llmt.pipeline.batches import Batches
 from llmt.pipeline.context import Providers, RunContext
+from llmt.pipeline.embed import EmbeddingRun, embedding_specs
 from llmt.pipeline.llm import Budgets, LlmOptions, LlmResult, NodeRun, model_place
 from llmt.pipeline.realtime import Limits
 from llmt.pipeline.rekey import fake_answers
@@ -200,6 +201,7 @@ def run(
 ) -> RunReport:
     started = time.monotonic()
     specs = llm_specs(project, names)  # every compile error before anything runs
+    embeddings = embedding_specs(project, names, prices(project))
     options = pipeline_options(project, options)
     write_compiled(project, names)
     write_manifest(project, specs)
@@ -208,7 +210,7 @@ def run(
     if wh.lasting:
         reporter.warn("the warehouse is `:memory:`: tables and stored answers are lost when this command ends")
     # the provider is configured before anything runs, so that its configuration errors come first
-    context = make_context(project, wh, reporter, report.run_id) if specs else None
+    context = make_context(project, wh, reporter, report.run_id) if specs or embeddings else None
     store = StateStore(wh)
     store.start_run(report.run_id, project.name, command)
     batches = Batches(context) if context is not None else None
@@ -232,11 +234,12 @@ def run(
             result = NodeResult(name, node.materialized, "success")
             try:
                 load_file_sources(wh, store, project, node.sources)  # when their files changed
-                if node.is_llm:
+                if node.sends:
                     assert context is not None and batches is not None
-                    result.llm = NodeRun(context, batches, model_place(project, name, context.batches_dir),
-                                         specs[name], options, budgets(project, name, options),
-                                         lambda: fake_answers(project)).run()
+                    place, limits = model_place(project, name, context.batches_dir), budgets(project, name, options)
+                    result.llm = (NodeRun(context, batches, place, specs[name], options, limits,
+                                          lambda: fake_answers(project)) if node.is_llm else
+                                  EmbeddingRun(context, batches, place, embeddings[name], options, limits)).run()
                     result.rows = result.llm.rows
                     judge_llm(result, *failed_share_limit(project, name, options))
                     if result.status == "error":

@@ -40,23 +40,13 @@ def classify(line: dict[str, Any], validator: AnswerValidator) -> Attempt:
     """One batch output/error line -> an Attempt (the realtime path). `collect_files` does the same to
     whole result files in SQL: tests/test_collect_sql.py checks that the two agree."""
     key = str(line.get("custom_id"))
-    error = line.get("error")
-    response = line.get("response") or {}
-    if error and not response:
-        code = str(error.get("code") or "")
-        outcome = {"batch_expired": "expired", "batch_cancelled": "cancelled"}.get(code, "http_error")
-        return Attempt(key, outcome, error_code=code, detail=str(error.get("message") or "")[:500])
-    status = int(response.get("status_code") or 0)
-    body = response.get("body") or {}
-    if status != 200:
-        err = body.get("error") or {}
-        return Attempt(
-            key, "http_error", status_code=status, error_code=str(err.get("code") or err.get("type") or ""),
-            detail=str(err.get("message") or "")[:500],
-        )
+    unanswered = failed(line, key)
+    if unanswered is not None:
+        return unanswered
+    body = line["response"].get("body") or {}
     usage = body.get("usage") or {}
     att = Attempt(
-        key, "ok", status_code=status,
+        key, "ok", status_code=200,
         prompt_tokens=int(usage.get("prompt_tokens") or 0),
         completion_tokens=int(usage.get("completion_tokens") or 0),
         cached_tokens=int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0),
@@ -86,6 +76,25 @@ def classify(line: dict[str, Any], validator: AnswerValidator) -> Attempt:
             else:
                 att.detail = reason[:500]
     return att
+
+
+def failed(line: dict[str, Any], key: str) -> Attempt | None:
+    """The attempt of a result line (for ``key``) that got no answer (an `error`) or an HTTP error; None when its
+    response is a 200, whatever the endpoint."""
+    error = line.get("error")
+    response = line.get("response") or {}
+    if error and not response:
+        code = str(error.get("code") or "")
+        outcome = {"batch_expired": "expired", "batch_cancelled": "cancelled"}.get(code, "http_error")
+        return Attempt(key, outcome, error_code=code, detail=str(error.get("message") or "")[:500])
+    status = int(response.get("status_code") or 0)
+    if status != 200:
+        err = (response.get("body") or {}).get("error") or {}
+        return Attempt(
+            key, "http_error", status_code=status, error_code=str(err.get("code") or err.get("type") or ""),
+            detail=str(err.get("message") or "")[:500],
+        )
+    return None
 
 
 def collect_files(wh: Warehouse, *, finished: list[Finished], validator: AnswerValidator, source: Source,

@@ -115,13 +115,14 @@ class ProjectConfig(Strict):
     model_paths: list[str] = Field(default_factory=lambda: ["models"], alias="model-paths")
 
 
-MATERIALIZATIONS = ("view", "table", "incremental", "llm")
+MATERIALIZATIONS = ("view", "table", "incremental", "llm", "embedding")
 GENERATION_KEYS = ("model", "temperature", "top_p", "seed", "max_output_tokens")
 EXECUTION_KEYS = tuple(Execution.model_fields)
 LLM_KEYS = ("prompt", "output_schema", *GENERATION_KEYS, "max_attempts", "max_failed_share", "budget_usd",
             *EXECUTION_KEYS)
+EMBEDDING_KEYS = ("column", "dimensions", "inputs_per_request")  # an embedding model's own (pipeline/embed.py)
 NODE_CONFIG_KEYS = ("materialized", "tags", "unique_key", "enabled", "description", "schema_tests", "persist_docs",
-                    *LLM_KEYS)
+                    *LLM_KEYS, *EMBEDDING_KEYS)
 PERSIST_DOCS_KEYS = ("relation", "columns")
 
 
@@ -153,7 +154,8 @@ def check_node_config(config: dict[str, Any], where: str) -> dict[str, Any]:
             isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
         ):
             raise ConfigError("`unique_key` must be a column name or a list of them", where=where)
-        if key in ("max_output_tokens", "max_attempts", "seed") and not isinstance(value, int):
+        if key in ("max_output_tokens", "max_attempts", "seed", "dimensions", "inputs_per_request") and (
+                not isinstance(value, int) or isinstance(value, bool)):
             raise ConfigError(f"`{key}` must be an integer, got {value!r}", where=where)
         if key in ("enabled", "schema_tests") and not isinstance(value, bool):
             raise ConfigError(f"`{key}` must be true or false, got {value!r}", where=where)

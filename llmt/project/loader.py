@@ -64,6 +64,15 @@ class Node:
     def is_llm(self) -> bool:
         return self.materialized == "llm"
 
+    @property
+    def is_embedding(self) -> bool:
+        return self.materialized == "embedding"
+
+    @property
+    def sends(self) -> bool:
+        """Whether its rows are sent to a provider (an LLM or an embedding model): its table shows answers."""
+        return self.is_llm or self.is_embedding
+
 
 @dataclass
 class Project:
@@ -102,6 +111,7 @@ class Project:
             vars=self.vars,
             this=node.relation,
             incremental=incremental,
+            engine=self.target.warehouse.type,
         )
 
     def render(self, node: Node, incremental: bool) -> str:
@@ -152,7 +162,8 @@ def load_project(
         node = nodes[model_props.name]
         node.props, node.description, node.columns = model_props, model_props.description, model_props.columns
         check_node_config(model_props.config, _where(prop_path, ["models", index, "config"]))
-    context = SqlContext({n.name: n.relation for n in nodes.values()}, sources, project.vars, "")
+    context = SqlContext({n.name: n.relation for n in nodes.values()}, sources, project.vars, "",
+                         engine=warehouse.type)
     for node in list(nodes.values()):
         _compile_node(project, node, replace(context, this=node.relation))
         if node.config.get("enabled", True) is False:

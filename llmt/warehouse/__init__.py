@@ -18,6 +18,13 @@ def dialect(engine: str) -> str:
     return DIALECTS[engine]
 
 
+def engine_class(engine: str) -> type[Warehouse]:
+    """The Warehouse class of an engine, for its SQL hooks that need no connection."""
+    from llmt.warehouse.duckdb import DuckDBWarehouse
+
+    return {"duckdb": DuckDBWarehouse}[engine]
+
+
 def open_warehouse(config: WarehouseConfig, project_dir: Path, reporter: Reporter | None = None, *,
                    read_only: bool = False, memory: bool = False) -> Warehouse:
     """The warehouse a target's `warehouse:` names (connected on first use). ``read_only``: nothing can be
