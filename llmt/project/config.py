@@ -65,6 +65,8 @@ class ModelPrice(Strict):
     max_input: int | None = Field(None, gt=0)
     max_output: int | None = Field(None, gt=0)
     long_context: LongContext | None = None
+    training: float | None = Field(None, ge=0)  # fine-tuning it: USD per 1M training tokens
+    training_example_tokens: int | None = Field(None, gt=0)  # the most tokens one training example may have
 
 
 class Escalate(Strict):

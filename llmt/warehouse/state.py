@@ -176,7 +176,7 @@ MIGRATIONS: list[tuple[int, str]] = [
         """
         ALTER TABLE {s}.shards ADD COLUMN endpoint VARCHAR;
         CREATE TABLE {s}.finetune_jobs (
-            submission VARCHAR PRIMARY KEY, node VARCHAR, base_model VARCHAR, suffix VARCHAR,
+            submission VARCHAR PRIMARY KEY, base_model VARCHAR, suffix VARCHAR,
             training_path VARCHAR, validation_path VARCHAR, training_sha256 VARCHAR, validation_sha256 VARCHAR,
             training_file_id VARCHAR, validation_file_id VARCHAR, job_id VARCHAR, status VARCHAR,
             fine_tuned_model VARCHAR, trained_tokens BIGINT, estimate_usd DOUBLE, error VARCHAR,
