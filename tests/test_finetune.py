@@ -249,3 +249,11 @@ def test_the_emulator_fails_a_job_whose_training_file_breaks_the_rules(emulator:
     assert failed.status == "failed" and failed.error is not None and "at least 10" in str(failed.error.message)
     assert [j.id for j in client.fine_tuning.jobs.list(metadata={"llmt_submission": "s1"})] == [job.id]
     assert list(client.fine_tuning.jobs.list(metadata={"llmt_submission": "other"})) == []
+
+
+@pytest.mark.parametrize("command", [["export"], ["export", "finetune"], ["finetune"], ["finetune", "submit"],
+                                     ["finetune", "status"]])
+def test_the_new_commands_have_help_with_an_example(command: list[str]) -> None:
+    got = subprocess.run([sys.executable, "-m", "llmt", *command, "--help"], capture_output=True, text=True,
+                         timeout=60)
+    assert got.returncode == 0 and "Example" in got.stdout and "llmt " in got.stdout, got.stdout + got.stderr
