@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from llmt.providers.embeddings import fake_vector
-from tests.conftest import Project
+from tests.conftest import Project, project_yml
 from tests.emulator import Emulator, fixtures
 
 emulator = fixtures.emulator
@@ -29,19 +29,7 @@ ARTICLES = [
     ("KB-4", "Printer offline", "The printer shows offline: restart the printer and check the cable"),
     ("KB-5", "Refund", "Ask for a refund within 30 days of the purchase"),
 ]
-PROJECT = """
-    name: demo
-    target: dev
-    targets:
-      dev:
-        warehouse: {path: demo.duckdb}
-        provider: {type: fake}
-      openai:
-        warehouse: {path: demo.duckdb}
-        provider: {type: openai, poll_interval: 0.01, max_retries: 1, timeout: 10}
-    llm:
-      max_attempts: 2
-    """
+PROJECT = project_yml("poll_interval: 0.01, max_retries: 1, timeout: 10")
 MODEL = """
     {{ config(materialized='embedding', column='body', unique_key='article_id', dimensions=64,
               inputs_per_request=2) }}

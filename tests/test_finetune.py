@@ -15,7 +15,7 @@ import pytest
 
 from llmt.finetune_data import default_epochs
 from llmt.tokens import RequestCounter
-from tests.conftest import Project
+from tests.conftest import Project, project_yml
 from tests.emulator import Emulator, fixtures
 
 emulator = fixtures.emulator
@@ -25,23 +25,10 @@ WORDS = ["battery", "screen", "cable", "sound", "delivery", "price", "charger", 
 REVIEWS = "review_id,product,review_text\n" + "".join(
     f"{i},{'Phone' if i % 2 else 'Cable'},The {WORDS[i % 10]} {'broke' if i % 3 else 'works'} after {i} days\n"
     for i in range(1, 41)) + "41,Phone,The screen broke after 1 days\n"  # the same request as row 1
-PROJECT = """
-    name: demo
-    target: dev
-    targets:
-      dev:
-        warehouse: {path: demo.duckdb}
-        provider: {type: fake}
-      openai:
-        warehouse: {path: demo.duckdb}
-        provider: {type: openai, max_retries: 0, timeout: 10}
-    llm:
-      model: gpt-4o-mini
-      temperature: 0
-      max_attempts: 2
-      prices:
-        tiny-base: {input: 1.0, cached_input: 1.0, output: 1.0, training: 2.0, training_example_tokens: 75}
-    """
+PROJECT = project_yml("max_retries: 0, timeout: 10", """
+    prices:
+      tiny-base: {input: 1.0, cached_input: 1.0, output: 1.0, training: 2.0, training_example_tokens: 75}
+    """)
 
 
 @pytest.fixture
@@ -257,3 +244,9 @@ def test_the_new_commands_have_help_with_an_example(command: list[str]) -> None:
     got = subprocess.run([sys.executable, "-m", "llmt", *command, "--help"], capture_output=True, text=True,
                          timeout=60)
     assert got.returncode == 0 and "Example" in got.stdout and "llmt " in got.stdout, got.stdout + got.stderr
+
+
+def test_a_create_whose_answer_is_lost_is_found_again_not_repeated(exported: Project, emulator: Emulator) -> None:
+    emulator.faults.drop_after_commit_next(1, path="/v1/fine_tuning/jobs", method="POST")  # created, then hung up
+    job = submit(exported)
+    assert len(emulator.finetuning.created) == 1 and job["job_id"] == emulator.finetuning.created[0]["id"]

@@ -33,16 +33,6 @@ TICKETS = {
     "T-7": "Printer prints blank pages after the paper jam",
 }
 FILES = {
-    "project.yml": """
-        name: demo
-        target: dev
-        targets:
-          dev:
-            warehouse: {path: demo.duckdb}
-            provider: {type: fake}
-        llm:
-          model: gpt-4o-mini
-        """,
     "models/sources.yml": """
         sources:
           - name: raw

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -18,13 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmt.errors import ProviderError
+from llmt.providers.openai_batch import create_once
 from llmt.tokens import RequestCounter
 
 if TYPE_CHECKING:
     import openai
 
 TERMINAL = ("succeeded", "failed", "cancelled")
-CREATE_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -100,8 +99,6 @@ class OpenAIFineTuner(FineTuner):
 
     def create_job(self, *, model: str, training_file: str, validation_file: str | None, suffix: str | None,
                    epochs: int | None, submission: str) -> JobInfo:
-        import openai
-
         params: dict[str, Any] = {"model": model, "training_file": training_file,
                                   "metadata": {"llmt_submission": submission}}
         if validation_file:
@@ -110,21 +107,8 @@ class OpenAIFineTuner(FineTuner):
             params["suffix"] = suffix
         if epochs is not None:
             params["method"] = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": epochs}}}
-        delay = self.backoff
-        for attempt in range(1, CREATE_TRIES + 1):
-            try:
-                return _info(self.client.with_options(max_retries=0).fine_tuning.jobs.create(**params))
-            except (openai.APIConnectionError, openai.InternalServerError, openai.RateLimitError) as exc:
-                found = self.find_job(submission)  # it may have been created before the failure
-                if found is not None:
-                    return found
-                if attempt == CREATE_TRIES:
-                    raise _error("create the fine-tuning job", exc) from None
-                time.sleep(delay)
-                delay *= 2
-            except openai.APIError as exc:
-                raise _error("create the fine-tuning job", exc) from None
-        raise AssertionError("unreachable")
+        return create_once("create the fine-tuning job", lambda: _info(self.client.with_options(
+            max_retries=0).fine_tuning.jobs.create(**params)), lambda: self.find_job(submission), self.backoff, _error)
 
     def retrieve(self, job_id: str) -> JobInfo:
         import openai
