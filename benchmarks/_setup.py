@@ -8,7 +8,20 @@ import hashlib
 import shutil
 from pathlib import Path
 
-from benchmarks._common import ROOT, WORK, HoldProvider, Phases, data_file, review_project, stopwatch
+import duckdb
+
+from benchmarks._common import (
+    ROOT,
+    WORK,
+    HoldProvider,
+    Phases,
+    data_file,
+    database_name,
+    postgres_admin,
+    review_project,
+    stopwatch,
+    warehouse_yaml,
+)
 from llmt.console import Reporter
 from llmt.pipeline import llm
 from llmt.pipeline.batches import Batches
@@ -67,9 +80,8 @@ def write_outputs(project: Project, remote: Path, failures: bool) -> int:
     mix = "CASE " + "".join(
         f"WHEN h % 1000 < {sum(n for _, n in FAILURE_MIX[: i + 1])} THEN '{kind}' " for i, (kind, _) in
         enumerate(FAILURE_MIX)) + "ELSE 'ok' END" if failures else "'ok'"
-    assert isinstance(wh, DuckDBWarehouse)  # the fixtures are written with DuckDB's SQL
     try:
-        conn = wh.connection
+        conn = _duckdb_state(wh)  # the fixtures are written with DuckDB's SQL
         shards = [r[0] for r in conn.execute(
             "SELECT shard_id FROM _llmt.shards WHERE status = 'submitted' ORDER BY shard_id").fetchall()]
         for shard_id in shards:
@@ -132,6 +144,22 @@ def write_outputs(project: Project, remote: Path, failures: bool) -> int:
     return total
 
 
+def _duckdb_state(wh: Warehouse) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the warehouse's `_llmt.shards` and `_llmt.shard_requests` (the warehouse's own
+    connection when it is DuckDB; else an in-memory copy)."""
+    if isinstance(wh, DuckDBWarehouse):
+        return wh.connection
+    conn = duckdb.connect(":memory:")
+    conn.execute("CREATE SCHEMA _llmt")
+    conn.execute("CREATE TABLE _llmt.shards (shard_id VARCHAR, status VARCHAR)")
+    conn.execute("CREATE TABLE _llmt.shard_requests (shard_id VARCHAR, request_key VARCHAR)")
+    for table, columns in (("shards", "shard_id, status"), ("shard_requests", "shard_id, request_key")):
+        rows = wh.fetchall(f"SELECT {columns} FROM {wh.state_table(table)}")
+        conn.execute(f"INSERT INTO _llmt.{table} SELECT unnest(?::VARCHAR[]), unnest(?::VARCHAR[])",
+                     [[r[0] for r in rows], [r[1] for r in rows]])
+    return conn
+
+
 class ServeProvider(HoldProvider):
     """Every batch is completed; its output and error files are the ones `write_outputs` wrote."""
 
@@ -180,12 +208,14 @@ def _stamp(rows: int) -> str:
     return h.hexdigest()[:16]
 
 
-def answered_project(rows: int, name: str) -> Path:
-    """A copy, in WORK/<name>, of a project over ``rows`` reviews whose every row is answered."""
-    cache = WORK / f"answered-{rows}"
+def answered_project(rows: int, name: str, engine: str = "duckdb") -> Path:
+    """A copy, in WORK/<name>, of a project over ``rows`` reviews whose every row is answered (PostgreSQL: with
+    a copy of the answered database)."""
+    cached = f"answered-{rows}" + ("-postgres" if engine == "postgres" else "")
+    cache = WORK / cached
     stamp = cache / ".stamp"
-    if not (stamp.is_file() and stamp.read_text() == _stamp(rows)):
-        root = review_project(f"answered-{rows}", data_file(rows))
+    if not (stamp.is_file() and stamp.read_text() == _stamp(rows) and _database_kept(engine, cached)):
+        root = review_project(cached, data_file(rows), engine=engine)
         project = load_project(root)
         prepare(project)
         write_outputs(project, root / "remote", failures=False)
@@ -197,4 +227,24 @@ def answered_project(rows: int, name: str) -> Path:
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(cache, dest, ignore=shutil.ignore_patterns(".stamp"))
+    if engine == "postgres":
+        yml = dest / "project.yml"
+        old = warehouse_line(yml)
+        new = "    warehouse: " + warehouse_yaml(engine, name, template=cached)
+        yml.write_text(yml.read_text().replace(old, new))
     return dest
+
+
+def _database_kept(engine: str, name: str) -> bool:
+    """Whether the cached project's database is still there (PostgreSQL's are on the server)."""
+    if engine != "postgres":
+        return True
+    import psycopg
+
+    with psycopg.connect(postgres_admin(), autocommit=True) as conn:
+        found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database_name(name)]).fetchone()
+    return found is not None
+
+
+def warehouse_line(yml: Path) -> str:
+    return next(line for line in yml.read_text().splitlines() if line.strip().startswith("warehouse:"))

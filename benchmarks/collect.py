@@ -17,14 +17,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import Phases, data_file, parse_args, peak_rss_mb, result, review_project
+from benchmarks._common import Phases, data_file, engine_fields, parse_args, peak_rss_mb, result, review_project
 from benchmarks._setup import collect, prepare, write_outputs
 from llmt.project.loader import load_project
 
 
 def main() -> None:
     args = parse_args("collect: parse + validate + store answers, rebuild the output table")
-    root = review_project(f"collect-{args.rows}", data_file(args.rows))
+    root = review_project(f"collect-{args.rows}", data_file(args.rows), engine=args.engine)
     project = load_project(root)
     prepare(project)
     lines = write_outputs(project, root / "remote", failures=True)
@@ -35,7 +35,7 @@ def main() -> None:
     # store_answers_per_s: the collect phase alone (download, parse, validate, store: DESIGN.md's "collect")
     result("collect", rows=args.rows, answers=answers, ok=counts.get("ok", 0), seconds=seconds,
            answers_per_s=round(answers / seconds), store_answers_per_s=round(answers / phases.seconds["collect"]),
-           phases=phases.text(), peak_rss_mb=round(peak_rss_mb()))
+           phases=phases.text(), peak_rss_mb=round(peak_rss_mb()), **engine_fields(args.engine))
 
 
 if __name__ == "__main__":

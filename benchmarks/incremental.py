@@ -24,7 +24,7 @@ from benchmarks._setup import answered_project
 
 def main() -> None:
     args = parse_args("incremental: 1% of rows changed, find and prepare them")
-    root = answered_project(args.rows, f"incremental-{args.rows}")
+    root = answered_project(args.rows, f"incremental-{args.rows}", args.engine)
     edited = WORK / "data" / f"reviews-{args.rows}-edited.parquet"
     changed = edit_reviews(data_file(args.rows), edited)
     sources = root / "models" / "sources.yml"

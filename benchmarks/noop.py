@@ -17,13 +17,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import parse_args, result, timed_process
+from benchmarks._common import engine_fields, parse_args, result, timed_process
 from benchmarks._setup import answered_project
 
 
 def main() -> None:
     args = parse_args("no-op: llmt run when every row is answered", repeat=(int, 3, "runs to time (median)"))
-    root = answered_project(args.rows, f"noop-{args.rows}")
+    root = answered_project(args.rows, f"noop-{args.rows}", args.engine)
     times, rss = [], 0.0
     for _ in range(args.repeat):
         seconds, peak, out, _ = timed_process(
@@ -33,7 +33,7 @@ def main() -> None:
         times.append(seconds)
         rss = max(rss, peak)
     result("noop", rows=args.rows, seconds=statistics.median(times), runs=",".join(f"{t:.2f}" for t in times),
-           peak_rss_mb=round(rss))
+           peak_rss_mb=round(rss), **engine_fields(args.engine))
 
 
 if __name__ == "__main__":

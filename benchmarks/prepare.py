@@ -23,6 +23,7 @@ from benchmarks._common import (
     HoldProvider,
     Phases,
     data_file,
+    engine_fields,
     parse_args,
     peak_rss_mb,
     result,
@@ -41,7 +42,7 @@ def main() -> None:
                       duckdb_threads=(int, 0, "DuckDB's threads (default: one per core; 1: everything on one core)"))
     data = data_file(args.rows)
     settings = f"{{threads: {args.duckdb_threads}}}" if args.duckdb_threads else "{}"
-    root = review_project(f"prepare-{args.rows}", data, settings=settings)
+    root = review_project(f"prepare-{args.rows}", data, settings=settings, engine=args.engine)
     project = load_project(root)
     wh = open_warehouse(project)
     run(project, ["stg_reviews"], Reporter(), llm.LlmOptions(), warehouse=wh)  # the upstream view
@@ -59,7 +60,7 @@ def main() -> None:
            shards=shards, seconds=prepare_s,
            rows_per_s=round(args.rows / prepare_s), render_rows_per_s=round(res.requests / phases.seconds["render"]),
            output_s=phases.seconds.get("output", 0.0),
-           phases=phases.text(), peak_rss_mb=round(peak_rss_mb()))
+           phases=phases.text(), peak_rss_mb=round(peak_rss_mb()), **engine_fields(args.engine))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Run every benchmark and write benchmarks/results.md (machine, date, figures, commands).
 
-    python benchmarks/run.py                 # 100k and 1M rows: under 15 minutes on 2 cores (about 11)
+    python benchmarks/run.py                 # 100k and 1M rows, and PostgreSQL at 1M: about 20 minutes on 2 cores
     python benchmarks/run.py --sizes 1000 --e2e-rows 1000 --dbt-rows 1000 --out /tmp/r.md   # a quick look
 
 Each benchmark runs in its own process; its `RESULT` line is echoed and parsed.
@@ -116,6 +116,22 @@ def table(results: Results, sizes: list[int], e2e_rows: int, dbt_rows: int, repe
                      f"{f(results, 'vs_dbt', 'llmt_noop_s', '{:.1f}')} s, dbt "
                      f"{f(results, 'vs_dbt', 'dbt_noop_s', '{:.1f}')} s: dbt takes "
                      f"{f(results, 'vs_dbt', 'noop_ratio', '{:.1f}')}x as long |")
+    pg = [k for k in results if k.endswith("-pg")]
+    if pg:
+        lines += ["", f"PostgreSQL beside DuckDB at {big:,} rows, in the same run (the server: "
+                  f"{results[pg[0]].get('server', 'see below').replace('_', ' ')}; peak RSS is llmt's process, the "
+                  "server's own memory apart):", "",
+                  "| benchmark | target (PostgreSQL) | DuckDB | PostgreSQL |", "|---|---|---|---|"]
+        for name, target, key, field, fmt in (
+                ("1. prepare, rows/s", ">= 30,000", "prepare", "rows_per_s", "{:,.0f}"),
+                ("2. collect + rebuild, answers/s", ">= 50,000", "collect", "answers_per_s", "{:,.0f}"),
+                ("3. no-op `llmt run`, s", "< 3 s", "noop", "seconds", "{:.2f}")):
+            lines.append(f"| {name} | {target} | {f(results, f'{key}@{big}', field, fmt)} | "
+                         f"{f(results, f'{key}@{big}-pg', field, fmt)} |")
+        rss = [max((float(results[k].get("peak_rss_mb") or results[k]["process_peak_rss_mb"])
+                    for k in (f"{b}@{big}{suffix}" for b in ("prepare", "collect", "noop")) if k in results),
+                   default=0.0) for suffix in ("", "-pg")]
+        lines.append(f"| 5. peak RSS of 1-3 | < 1 GB | {rss[0]:,.0f} MB | {rss[1]:,.0f} MB |")
     return lines
 
 
@@ -137,6 +153,7 @@ def main() -> None:
     parser.add_argument("--dbt-rows", type=int, default=1_000_000)
     parser.add_argument("--models", type=int, default=500, help="models of the startup project")
     parser.add_argument("--skip-dbt", action="store_true")
+    parser.add_argument("--skip-postgres", action="store_true", help="no PostgreSQL figures (see --engine postgres)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of prepare and collect at each size (median kept)")
     parser.add_argument("--out", type=Path, default=HERE / "results.md")
     parser.add_argument("--duckdb-memory-limit", default="512MB",
@@ -157,8 +174,12 @@ def main() -> None:
         # the median of several runs (one run on a shared VM is a lottery), taken in turns, so that a slow
         # stretch of the machine costs one run of each benchmark rather than every run of one
         repeated = {f"prepare@{n}": ["prepare.py", "--rows", str(n)], f"collect@{n}": ["collect.py", "--rows", str(n)]}
+        postgres = n == max(sizes) and not args.skip_postgres
         if n == max(sizes):
             repeated["prepare@one-core"] = ["prepare.py", "--rows", str(n), "--duckdb-threads", "1"]
+        if postgres:
+            for name in ("prepare", "collect"):
+                repeated[f"{name}@{n}-pg"] = [f"{name}.py", "--rows", str(n), "--engine", "postgres"]
         runs: dict[str, list[list[dict[str, str]]]] = {key: [] for key in repeated}
         for _ in range(args.repeat):
             for key, (script, *script_args) in repeated.items():
@@ -167,6 +188,8 @@ def main() -> None:
             keep([median(key.split("@")[0], found)], "@" + key.split("@")[1])
         for name in ("noop", "incremental"):
             keep(bench(f"{name}.py", "--rows", str(n)), f"@{n}")
+        if postgres:
+            keep(bench("noop.py", "--rows", str(n), "--engine", "postgres"), f"@{n}-pg")
     keep(bench("e2e.py", "--rows", str(args.e2e_rows)))
     keep(bench("startup.py", "--models", str(args.models)))
     if not args.skip_dbt:

@@ -199,25 +199,28 @@ def _open_elsewhere(project: Project, wh: Warehouse) -> list[dict[str, Any]]:
     """Per other target whose warehouse file exists: its open batches per model, read from its state (its
     provider is not asked: its credentials may not be at hand). A target sharing this target's file and
     provider has its batches listed with this target's."""
-    from llmt.errors import LlmtError
+    from llmt.errors import ConfigError, LlmtError
     from llmt.warehouse import open_warehouse
     from llmt.warehouse.store import StateStore
 
     out = []
     here = project.target.warehouse
     for name, target in project.config.targets.items():
-        path = target.warehouse.path
-        file = None if path == ":memory:" else (project.dir / path).resolve()
-        same = file is not None and path == here.path and target.warehouse.state_schema == here.state_schema
-        if name == project.target_name or file is None or not file.is_file() or (
+        place = target.warehouse.location(project.dir)
+        same = place == here.location(project.dir) and target.warehouse.state_schema == here.state_schema
+        if name == project.target_name or place is None or not target.warehouse.exists(project.dir) or (
                 same and target.provider.type == project.target.provider.type):
             continue
-        entry: dict[str, Any] = {"target": name, "warehouse": path, "open_batches": 0, "models": {}, "error": None}
+        entry: dict[str, Any] = {"target": name, "warehouse": target.warehouse.label, "open_batches": 0, "models": {},
+                                 "error": None}
         # (this process holds this target's file when they share it: another connection to it could not read it)
-        other = wh if same else open_warehouse(target.warehouse.model_copy(update={"lock_timeout": 0}), project.dir,
-                                               read_only=True)
+        quick = {"lock_timeout": 0, **({"connect_timeout": 3} if target.warehouse.type == "postgres" else {})}
+        other = wh if same else open_warehouse(target.warehouse.model_copy(update=quick), project.dir,
+                                               read_only=True, target=name)
         try:
             entry["models"] = StateStore(other).open_counts(target.provider.type)
+        except ConfigError:  # a server that cannot be reached now (not this target's): not listed
+            continue
         except LlmtError as exc:  # e.g. a running llmt holds it
             entry["error"] = exc.message.splitlines()[0]
         finally:
@@ -290,8 +293,8 @@ def plan_project(
     embeddings = embedding_specs(project, names, table)
     plans = []
     blocked: list[str] = []
-    fresh = config.path == ":memory:" or not (project.dir / config.path).is_file()
-    wh = open_warehouse(config, project.dir, console, read_only=not fresh, memory=fresh)
+    fresh = not config.exists(project.dir)
+    wh = open_warehouse(config, project.dir, console, read_only=not fresh, memory=fresh, target=project.target_name)
     try:
         if fresh:
             blocked = build_inputs(wh, project, [*specs, *embeddings])

@@ -123,13 +123,13 @@ class PriceTable:
         p = self.price(model)
         r, long = p.rates, p.long_rates
         if long is None or p.long_above is None:
-            rate, params = "?::DOUBLE", [r.input, r.cached_input, r.output]
+            rate, params = "?::DOUBLE PRECISION", [r.input, r.cached_input, r.output]
         else:
-            rate = "(CASE WHEN prompt_tokens > ? THEN ?::DOUBLE ELSE ?::DOUBLE END)"
+            rate = "(CASE WHEN prompt_tokens > ? THEN ?::DOUBLE PRECISION ELSE ?::DOUBLE PRECISION END)"
             params = [p.long_above, long.input, r.input, p.long_above, long.cached_input, r.cached_input,
                       p.long_above, long.output, r.output]
         sql = (f"(greatest(prompt_tokens - cached_tokens, 0) * {rate} + cached_tokens * {rate} "
-               f"+ completion_tokens * {rate}) * ?::DOUBLE * ?::DOUBLE")
+               f"+ completion_tokens * {rate}) * ?::DOUBLE PRECISION * ?::DOUBLE PRECISION")
         return sql, [*params, PER_TOKEN, p.factor(batch)]
 
     def cache_savings(self, model: str, cached: int, batch: bool) -> float:

@@ -19,7 +19,7 @@ from typing import Any
 from llmt.compile import Source
 from llmt.errors import NodeError
 from llmt.project import Project
-from llmt.warehouse.base import DatabaseError, Warehouse
+from llmt.warehouse.base import UnreadableFiles, Warehouse
 from llmt.warehouse.files import file_reader, reader_sql
 from llmt.warehouse.store import StateStore
 
@@ -51,7 +51,7 @@ def load_file_source(wh: Warehouse, store: StateStore, project_dir: Path, source
     table = wh.relation(schema, name)
     try:
         wh.load_files(table, reader_sql(file_reader(source.file or ""), source.files, source.options))
-    except DatabaseError as exc:
+    except UnreadableFiles as exc:
         raise NodeError(
             f"DuckDB cannot read source `{source.source_name}.{source.table_name}` ({source.file}): "
             + _reader_error(exc.detail),

@@ -44,10 +44,10 @@ from llmt.pipeline.spec import build_spec
 from llmt.project import Project
 from llmt.prompts import PromptRenderer
 from llmt.providers import make_finetuner
-from llmt.runner import new_run_id, prices
+from llmt.runner import application_name, new_run_id, open_warehouse, prices
 from llmt.testing.collect import collect_tests
 from llmt.testing.execute import failing_rows_sql
-from llmt.warehouse import open_warehouse
+from llmt.warehouse import open_warehouse as open_target_warehouse
 from llmt.warehouse.base import DatabaseError, Warehouse
 from llmt.warehouse.finetuning import (
     FineTuneJobs,
@@ -95,10 +95,11 @@ def export_finetune(project: Project, model: str, output: Path, console: Console
     limits = Limits.of(prices(project), base_model or spec.model)
     validation_path = validation_output or output.with_name(f"{output.stem}.validation{output.suffix}")
     config = project.target.warehouse
-    if config.path == ":memory:" or not (project.dir / config.path).is_file():
+    if config.type == "duckdb" and (config.path == ":memory:" or not (project.dir / config.path).is_file()):
         raise ConfigError(f"`{model}` has not been built on target `{project.target_name}`",
                           hint=f"Run `llmt run -s {model}` (and `llmt test`) first.")
-    wh = open_warehouse(config, project.dir, console, read_only=True)
+    wh = open_target_warehouse(config, project.dir, console, read_only=True, target=project.target_name,
+                               application=application_name(project))
     try:
         table = wh.relation(project.schema, model)
         if wh.relation_kind(project.schema, model) is None:
@@ -236,7 +237,7 @@ def submit_finetune(project: Project, training: Path, console: Console, *, model
     checked = check_file(validation, limits, minimum=1) if validation is not None else Tally()
     cost = estimate(limits, tally, checked, epochs)
     shas = _sha256(training), _sha256(validation) if validation is not None else None
-    wh = open_warehouse(project.target.warehouse, project.dir, console)
+    wh = open_warehouse(project, console)
     provider = project.target.provider
     tuner = make_finetuner(provider.type, provider.options(), project_dir=project.dir, target_dir=project.target_dir)
     try:
@@ -285,7 +286,7 @@ def submit_finetune(project: Project, training: Path, console: Console, *, model
 
 def finetune_status(project: Project, console: Console) -> list[JobRow]:
     """Every recorded submission; the jobs not finished are asked for their status (and recorded)."""
-    wh = open_warehouse(project.target.warehouse, project.dir, console)
+    wh = open_warehouse(project, console)
     provider = project.target.provider
     tuner = make_finetuner(provider.type, provider.options(), project_dir=project.dir, target_dir=project.target_dir)
     try:

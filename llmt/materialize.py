@@ -1,5 +1,5 @@
-"""SQL materializations: view, table, incremental (delete+insert on unique_key, or append); then the model's
-descriptions as comments (persist_docs)."""
+"""SQL materializations: view, table, incremental (dbt's strategies: append, delete+insert or merge on
+unique_key); then the model's descriptions as comments (persist_docs)."""
 
 from __future__ import annotations
 
@@ -37,12 +37,19 @@ def _build(wh: Warehouse, project: Project, node: Node, full_refresh: bool) -> i
         kind = None
     if mat == "incremental" and kind == "table" and not full_refresh:
         increment = wh.temp_table("_llmt_increment", _select(project.render(node, True)), where=where)
+        strategy = node.config.get("incremental_strategy") or ("delete+insert" if node.unique_key else "append")
+        if strategy != "append" and not node.unique_key:
+            raise NodeError(f"incremental_strategy `{strategy}` needs a unique_key", where=where,
+                            hint="Set unique_key in the model's config, or use incremental_strategy='append'.")
         try:
-            if node.unique_key:
-                same = " AND ".join(f"i.{wh.quote(k)} = t.{wh.quote(k)}" for k in node.unique_key)
-                wh.execute(f"DELETE FROM {table} AS t WHERE EXISTS (SELECT 1 FROM {increment.name} i WHERE {same})",
-                           where=where)
-            wh.insert_by_name(table, increment.name, where=where)
+            if strategy == "merge":
+                wh.merge(table, increment.name, node.unique_key, where=where)
+            else:
+                if strategy == "delete+insert":
+                    same = " AND ".join(f"i.{wh.quote(k)} = t.{wh.quote(k)}" for k in node.unique_key)
+                    wh.execute(f"DELETE FROM {table} AS t WHERE EXISTS (SELECT 1 FROM {increment.name} i "
+                               f"WHERE {same})", where=where)
+                wh.insert_by_name(table, increment.name, where=where)
         finally:
             wh.drop_temp(increment)
         return increment.rows

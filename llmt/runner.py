@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -175,7 +177,13 @@ def judge_llm(result: NodeResult, limit: float, where: str) -> None:
 
 def open_warehouse(project: Project, reporter: Reporter | None = None) -> Warehouse:
     """The target's warehouse; ``reporter`` hears when opening it waits for another program's lock."""
-    return open_target_warehouse(project.target.warehouse, project.dir, reporter)
+    return open_target_warehouse(project.target.warehouse, project.dir, reporter, target=project.target_name,
+                                 application=application_name(project))
+
+
+def application_name(project: Project) -> str:
+    """How a server names llmt's connection (PostgreSQL shows it to whoever waits for the state's lock)."""
+    return f"llmt {' '.join(sys.argv[1:2]) or 'library'} ({project.name}/{project.target_name}, pid {os.getpid()})"
 
 
 def llm_specs(project: Project, names: list[str]) -> dict[str, LlmSpec]:

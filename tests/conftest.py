@@ -6,15 +6,17 @@ import json
 import shutil
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
+import yaml
 
 from llmt.cli import main
+from tests.pg import PgDatabase, PgServer
 
 SCHEMA = {
     "type": "object",
@@ -87,6 +89,7 @@ class Project:
         self.root = root
         self.capsys = capsys
         self.db = db
+        self.pg: PgDatabase | None = None  # the target's PostgreSQL database (on_postgres), else DuckDB's file
 
     def write(self, rel: str, text: str) -> Path:
         path = self.root / rel
@@ -112,6 +115,8 @@ class Project:
         return Result(code, captured.out, captured.err)
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
+        if self.pg is not None:
+            return self.pg.query(sql)
         with duckdb.connect(str(self.root / self.db), read_only=True) as conn:
             return conn.execute(sql).fetchall()
 
@@ -168,6 +173,33 @@ def example_on_emulator(project: Project, **options: Any) -> None:
     extra = "".join(f"      {key}: {value}\n" for key, value in options.items())
     (project.root / "project.yml").write_text(yml.replace(anchor, anchor + extra), encoding="utf-8")
     project.db = "reviews_openai.duckdb"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> PgServer:
+    """The PostgreSQL server every test of the session shares (tests/pg.py)."""
+    return PgServer()
+
+
+@pytest.fixture
+def pg(pg_server: PgServer) -> Iterator[PgDatabase]:
+    """A database of its own on the shared PostgreSQL server, dropped after the test."""
+    name = pg_server.create_database()
+    try:
+        yield PgDatabase(pg_server, name)
+    finally:
+        pg_server.drop_database(name)
+
+
+def on_postgres(project: Project, db: PgDatabase, schema: str = "analytics", **warehouse: Any) -> Project:
+    """Point the project's default target at ``db`` (models in ``schema``); ``project.query`` then reads it."""
+    text = (project.root / "project.yml").read_text(encoding="utf-8")
+    config = yaml.safe_load(text)
+    name = config.get("target") or next(iter(config["targets"]))
+    config["targets"][name]["warehouse"] = {"type": "postgres", "dsn": db.uri, "schema": schema, **warehouse}
+    (project.root / "project.yml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    project.pg = db
+    return project
 
 
 @pytest.fixture

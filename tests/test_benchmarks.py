@@ -4,12 +4,15 @@ runs its llmt side only, and the emulator listens on loopback)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.pg import PgServer
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
@@ -34,6 +37,9 @@ def run_script(script: str, work: Path, *args: str, env: dict[str, str] | None =
         ("prepare.py", ["--rows", "300", "--duckdb-threads", "1"], ["rows_per_s", "duckdb_threads"]),
         ("collect.py", ["--rows", "300"], ["answers_per_s", "store_answers_per_s", "answers", "ok"]),
         ("noop.py", ["--rows", "300", "--repeat", "1"], ["seconds", "peak_rss_mb"]),
+        ("prepare.py", ["--rows", "300", "--engine", "postgres"], ["rows_per_s", "server"]),
+        ("collect.py", ["--rows", "300", "--engine", "postgres"], ["answers_per_s", "server"]),
+        ("noop.py", ["--rows", "300", "--repeat", "1", "--engine", "postgres"], ["seconds", "server"]),
         ("incremental.py", ["--rows", "300"], ["seconds", "requests", "changed"]),
         ("e2e.py", ["--rows", "200"], ["seconds", "requests", "batches"]),
         ("startup.py", ["--models", "20", "--repeat", "1"], ["help_s", "ls_s", "ls_cold_s"]),
@@ -42,11 +48,23 @@ def run_script(script: str, work: Path, *args: str, env: dict[str, str] | None =
                                                                                      "vss_installed"]),
     ],
 )
-def test_benchmark_prints_its_result_line(tmp_path: Path, script: str, args: list[str], fields: list[str]) -> None:
+def test_benchmark_prints_its_result_line(tmp_path: Path, script: str, args: list[str], fields: list[str],
+                                         request: pytest.FixtureRequest) -> None:
+    if "postgres" in args:  # its databases are dropped afterwards
+        server: PgServer = request.getfixturevalue("pg_server")
+        request.addfinalizer(lambda: drop_benchmark_databases(server, tmp_path))
     found = run_script(script, tmp_path, *args)
     assert found["bench"] == script.removesuffix(".py")
     for field in fields:
         assert found.get(field), (field, found)
+
+
+def drop_benchmark_databases(server: PgServer, work: Path) -> None:
+    suffix = hashlib.sha256(str(work).encode()).hexdigest()[:6]  # (benchmarks/_common.py: database_name)
+    with server.admin() as conn:
+        for (name,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
+                                    [f"bench\\_%\\_{suffix}"]).fetchall():
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')  # type: ignore[arg-type]
 
 
 def test_memory_runs_benchmarks_one_to_four(tmp_path: Path) -> None:

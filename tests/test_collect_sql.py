@@ -1,6 +1,7 @@
-"""Collecting a batch classifies its result files in DuckDB: every outcome, detail, token count and
-cost equals what `classify` (the realtime path) gives the same line, and every submitted key gets
-exactly one attempt whatever the files hold (duplicates, unreadable lines, unknown ids)."""
+"""Collecting a batch: every outcome, detail, token count and cost equals what `classify` (the realtime path)
+gives the same line, and every submitted key gets exactly one attempt whatever the files hold (duplicates,
+unreadable lines, unknown ids). Each test runs on DuckDB (which classifies the result files in SQL) and on
+PostgreSQL (lines classified by `classify`, reconciled in SQL)."""
 
 from __future__ import annotations
 
@@ -20,12 +21,16 @@ from llmt.pipeline.batches import Batches
 from llmt.pipeline.collect import classify
 from llmt.pipeline.context import Providers, RunContext
 from llmt.pipeline.realtime import Limits
+from llmt.project.config import PostgresConfig
 from llmt.providers.base import BatchInfo, BatchLineError, BatchProvider, Shard
 from llmt.schema import to_strict
 from llmt.validate import AnswerValidator
+from llmt.warehouse.base import Warehouse
 from llmt.warehouse.duckdb import DuckDBWarehouse
+from llmt.warehouse.postgres import PostgresWarehouse
 from llmt.warehouse.store import ShardRow, StateStore
 from tests.conftest import SCHEMA
+from tests.pg import PgDatabase
 
 STRICT = to_strict(SCHEMA, where="test")
 VALID = '{"sentiment":"positive","score":7,"issues":[],"competitor":null}'
@@ -108,9 +113,9 @@ class Serve(BatchProvider):
 
 
 class Harness:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, wh: Warehouse) -> None:
         self.root = root
-        self.wh = DuckDBWarehouse("state.duckdb", root)
+        self.wh = wh
         self.run = RunContext("run-1", "demo", self.wh, StateStore(self.wh), Providers(Serve(), None, Limits()), PRICES,
                               Reporter(), root, root / "batches")
         self.batches = Batches(self.run)
@@ -151,9 +156,14 @@ class Harness:
         return {r[0]: r[1:] for r in rows}
 
 
-@pytest.fixture
-def h(tmp_path: Path) -> Iterator[Harness]:
-    harness = Harness(tmp_path)
+@pytest.fixture(params=["duckdb", "postgres"])
+def h(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
+    if request.param == "postgres":
+        db: PgDatabase = request.getfixturevalue("pg")
+        wh: Warehouse = PostgresWarehouse(PostgresConfig(type="postgres", dsn=db.uri), "test")
+    else:
+        wh = DuckDBWarehouse("state.duckdb", tmp_path)
+    harness = Harness(tmp_path, wh)
     yield harness
     harness.wh.close()
 

@@ -2,9 +2,9 @@
 
 Each test starts the OpenAI emulator in this process and runs `python -m llmt run --target openai`
 as a real subprocess with ``LLMT_CRASH_AT=<point>`` (see llmt/llmt/crash.py), so the kill
-happens exactly where ``kill -9`` would: open DuckDB transactions, half-written files and
-in-flight HTTP requests are left as a real crash leaves them. The second run, without the
-crash point, must end with every row answered once, no shard's batch created twice, no request
+happens exactly where ``kill -9`` would: open transactions (of DuckDB, or of a PostgreSQL server: each
+test runs on both), half-written files and in-flight HTTP requests are left as a real crash leaves them. The
+second run, without the crash point, must end with every row answered once, no shard's batch created twice, no request
 answered twice and nothing left pending.
 """
 
@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import psycopg
 import pytest
 
 from llmt.crash import POINTS
 from tests.conftest import BASE_FILES
 from tests.emulator import Emulator, fixtures
+from tests.pg import PgDatabase
 
 emulator = fixtures.emulator
 
@@ -60,11 +62,20 @@ AFTER_CREATE = ("after_create", "waiting", "after_download", "mid_store")
 IN_PROGRESS = 3600.0  # virtual seconds a batch stays in progress at the "waiting" point
 
 
-def make_project(root: Path) -> Path:
+POSTGRES: dict[Path, str] = {}  # project -> the PostgreSQL database of its `openai` target
+
+
+def make_project(root: Path, pg: PgDatabase | None = None) -> Path:
+    """The project; with ``pg``, its `openai` target's warehouse is that database (models in schema `main`)."""
     csv = "review_id,product,review_text\n" + "".join(
         f"{i},Phone,{text}\n" for i, text in enumerate(TEXTS, start=1)
     )
-    files = {**BASE_FILES, "project.yml": PROJECT_YML, "data/reviews.csv": csv}
+    yml = PROJECT_YML
+    if pg is not None:
+        yml = yml.replace("openai:\n        warehouse: {path: demo.duckdb}",
+                          f"openai:\n        warehouse: {{type: postgres, dsn: '{pg.uri}', schema: main}}")
+        POSTGRES[root] = pg.uri
+    files = {**BASE_FILES, "project.yml": yml, "data/reviews.csv": csv}
     for rel, text in files.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,8 +95,17 @@ def llmt_run(root: Path, emu: Emulator, crash_at: str | None = None) -> subproce
 
 
 def query(root: Path, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    if root in POSTGRES:
+        with psycopg.connect(POSTGRES[root]) as pg:
+            return pg.execute(sql.replace("?", "%s"), params or []).fetchall()  # type: ignore[arg-type]
     with duckdb.connect(str(root / "demo.duckdb"), read_only=True) as conn:
         return conn.execute(sql, params or []).fetchall()
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def engine(request: pytest.FixtureRequest) -> PgDatabase | None:
+    """The warehouse of the `openai` target: DuckDB's file, or a database on the PostgreSQL server."""
+    return request.getfixturevalue("pg") if request.param == "postgres" else None
 
 
 def answered_per_batch(emu: Emulator) -> dict[str, Counter[str]]:
@@ -122,13 +142,13 @@ def crash(root: Path, emu: Emulator, point: str) -> None:
 
 @pytest.mark.parametrize("point", POINTS)
 def test_killed_run_is_resumed_without_losing_or_repeating_work(
-    point: str, emulator: Emulator, tmp_path: Path
+    point: str, emulator: Emulator, tmp_path: Path, engine: PgDatabase | None
 ) -> None:
     # each look at a batch moves it at most one stage, so batches are still open when the process dies
     emulator.step_per_poll = True
     if point == "waiting":  # the batches stay in progress until the clock moves on: killed while open
         emulator.timing.in_progress = IN_PROGRESS
-    root = make_project(tmp_path / "demo")
+    root = make_project(tmp_path / "demo", engine)
 
     crash(root, emulator, point)
     before = {str(b["metadata"]["shard_id"]): str(b["id"]) for b in emulator.seen.batches}
@@ -149,7 +169,7 @@ def test_killed_run_is_resumed_without_losing_or_repeating_work(
     assert again.returncode == 0, f"the run after the kill at {point} failed:\n{again.stdout}\n{again.stderr}"
 
     # every input row has exactly one answer in the output table
-    assert query(root, "SELECT _llmt_status, count(*) FROM main.insights GROUP BY ALL") == [("ok", ROWS)]
+    assert query(root, "SELECT _llmt_status, count(*) FROM main.insights GROUP BY 1") == [("ok", ROWS)]
     assert query(root, "SELECT count(DISTINCT review_id), count(*) FROM main.insights") == [(ROWS, ROWS)]
     assert query(root, "SELECT count(*) FROM main.insights WHERE sentiment IS NULL OR score IS NULL") == [(0,)]
     assert query(root, "SELECT count(*) FROM main.insights__errors") == [(0,)]
@@ -161,7 +181,7 @@ def test_killed_run_is_resumed_without_losing_or_repeating_work(
     keys = query(root, "SELECT DISTINCT _llmt_request_key FROM main.insights")
     assert len(keys) == REQUESTS
     assert query(root, "SELECT count(*), count(DISTINCT request_key) FROM _llmt.answers") == [(REQUESTS, REQUESTS)]
-    ok_attempts = query(root, "SELECT request_key, count(*) FROM _llmt.attempts WHERE outcome = 'ok' GROUP BY ALL")
+    ok_attempts = query(root, "SELECT request_key, count(*) FROM _llmt.attempts WHERE outcome = 'ok' GROUP BY 1")
     assert sorted(ok_attempts) == sorted((k, 1) for (k,) in keys)
     assert query(root, "SELECT count(*) FROM _llmt.attempts WHERE outcome <> 'ok'") == [(0,)]
 
@@ -183,7 +203,7 @@ def test_killed_run_is_resumed_without_losing_or_repeating_work(
     collected = query(root, "SELECT shard_id, batch_id FROM _llmt.shards WHERE status = 'collected' ORDER BY 1")
     assert dict(collected) == after
     # the killed run is marked as such, and shard files it never recorded are gone
-    assert query(root, "SELECT status, count(*) FROM _llmt.runs GROUP BY ALL ORDER BY 1") == [
+    assert query(root, "SELECT status, count(*) FROM _llmt.runs GROUP BY 1 ORDER BY 1") == [
         ("interrupted", 1), ("success", 1)
     ]
     batches = root / "target" / "batches" / "openai" / "insights"  # the target's own folder
@@ -191,10 +211,11 @@ def test_killed_run_is_resumed_without_losing_or_repeating_work(
     assert inputs == set(after)
 
 
-def test_kill_while_storing_rolls_the_shard_back(emulator: Emulator, tmp_path: Path) -> None:
+def test_kill_while_storing_rolls_the_shard_back(emulator: Emulator, tmp_path: Path,
+                                                 engine: PgDatabase | None) -> None:
     """Killed between inserting attempts and answers: the transaction leaves nothing behind, the shard
     stays submitted (so the next run collects it again) and its results were downloaded."""
-    root = make_project(tmp_path / "demo")
+    root = make_project(tmp_path / "demo", engine)
     crash(root, emulator, "mid_store")
 
     submitted = query(root, "SELECT shard_id, batch_id FROM _llmt.shards WHERE status = 'submitted' ORDER BY 1")

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Project
+from tests.conftest import Project, on_postgres
 from tests.emulator import Emulator, FaultInjector, HttpFault, fixtures
 
 emulator = fixtures.emulator  # the fixture
@@ -41,9 +41,13 @@ def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
 
 
-@pytest.fixture
-def oa(make_project: MakeProject, emulator: Emulator) -> Project:
-    return openai_project(make_project, emulator)
+@pytest.fixture(params=["duckdb", "postgres"])
+def oa(request: pytest.FixtureRequest, make_project: MakeProject, emulator: Emulator) -> Project:
+    """The project on the emulator; its warehouse DuckDB's file, or a database on the PostgreSQL server (models
+    in schema `main` on both)."""
+    project = openai_project(make_project, emulator)
+    return on_postgres(project, request.getfixturevalue("pg"), schema="main") if request.param == "postgres" \
+        else project
 
 
 # --------------------------------------------------------------------------- helpers

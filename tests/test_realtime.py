@@ -14,7 +14,7 @@ import pytest
 
 from llmt.pipeline import realtime
 from llmt.pipeline.realtime import Limits, RateLimiter
-from tests.conftest import Project
+from tests.conftest import Project, on_postgres
 from tests.emulator import Emulator, fixtures
 
 emulator = fixtures.emulator
@@ -24,12 +24,16 @@ CHAT = "/v1/chat/completions"
 ROWS_CSV = "review_id,product,review_text\n" + "".join(f"{i},P{i % 2},review text number {i}\n" for i in range(1, 9))
 
 
-@pytest.fixture
-def rt(make_project: MakeProject, emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Project:
-    """8 distinct requests, an openai target on the emulator; `mode` set per test in project.yml."""
+@pytest.fixture(params=["duckdb", "postgres"])
+def rt(request: pytest.FixtureRequest, make_project: MakeProject, emulator: Emulator,
+       monkeypatch: pytest.MonkeyPatch) -> Project:
+    """8 distinct requests, an openai target on the emulator (its warehouse DuckDB's file, or a database on the
+    PostgreSQL server); `mode` set per test in project.yml."""
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     monkeypatch.setenv("OPENAI_BASE_URL", emulator.base_url)
     project = make_project({"data/reviews.csv": ROWS_CSV})
+    if request.param == "postgres":
+        on_postgres(project, request.getfixturevalue("pg"), schema="main")
     set_yaml(project, provider="{type: openai, poll_interval: 0.01, concurrency: 3, max_retries: 4}")
     return project
 

@@ -7,26 +7,21 @@ from pathlib import Path
 import duckdb
 
 from llmt.warehouse.duckdb import DuckDBWarehouse
-from llmt.warehouse.state import MIGRATIONS, migrate, migration_sql
+from llmt.warehouse.state import migrate
 
 
-def state_at(path: Path, version: int) -> duckdb.DuckDBPyConnection:
-    """A database whose state schema is at ``version``."""
-    conn = duckdb.connect(str(path))
-    conn.execute('CREATE SCHEMA "_llmt"')
-    conn.execute('CREATE TABLE "_llmt".schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)')
-    for number, sql in MIGRATIONS[:version]:
-        conn.execute(migration_sql(conn, sql, '"_llmt"'))
-        conn.execute('INSERT INTO "_llmt".schema_version VALUES (?, now())', [number])
-    return conn
+def state_at(path: Path, version: int) -> tuple[DuckDBWarehouse, duckdb.DuckDBPyConnection]:
+    """A warehouse whose state schema is at ``version``, and its connection."""
+    wh = DuckDBWarehouse(str(path), path.parent, state_version=version)
+    return wh, wh.connection
 
 
 def test_version_5_keeps_the_stored_answers_and_drops_their_primary_key(tmp_path: Path) -> None:
-    conn = state_at(tmp_path / "state.duckdb", 4)
+    wh, conn = state_at(tmp_path / "state.duckdb", 4)
     conn.execute("INSERT INTO _llmt.answers (request_key, answer, model) VALUES ('k1', '{}', 'gpt-4o-mini')")
     assert conn.execute("SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'answers'").fetchone() == (2,)
 
-    assert migrate(conn, "_llmt", upto=6) == 6
+    assert migrate(wh, "_llmt", upto=6) == 6
     assert conn.execute("SELECT request_key, answer, model FROM _llmt.answers").fetchall() == [
         ("k1", "{}", "gpt-4o-mini")]
     # the primary key (and the NOT NULL it implied) is gone; the columns are the same
@@ -36,11 +31,11 @@ def test_version_5_keeps_the_stored_answers_and_drops_their_primary_key(tmp_path
         "cached_tokens"]
     ddl = conn.execute("SELECT sql FROM duckdb_tables() WHERE table_name = 'answers'").fetchone()
     assert ddl is not None and "answer VARCHAR USING COMPRESSION ZSTD," in ddl[0]  # a new file's storage has it
-    assert migrate(conn, "_llmt", upto=6) == 6  # applied once
+    assert migrate(wh, "_llmt", upto=6) == 6  # applied once
 
 
 def test_version_6_keeps_every_row_and_stores_request_keys_uncompressed(tmp_path: Path) -> None:
-    conn = state_at(tmp_path / "state.duckdb", 5)
+    wh, conn = state_at(tmp_path / "state.duckdb", 5)
     conn.execute("INSERT INTO _llmt.answers VALUES ('k1', '{}', 'gpt-4o-mini', 'insights', 's1', "
                  "'2026-01-02 03:04:05', 10, 2, 0)")
     conn.execute("INSERT INTO _llmt.attempts VALUES ('s1', 'k1', 'r1', 'insights', 'gpt-4o-mini', 'ok', 200, NULL, "
@@ -50,7 +45,7 @@ def test_version_6_keeps_every_row_and_stores_request_keys_uncompressed(tmp_path
     before = {t: (conn.execute(f"DESCRIBE _llmt.{t}").fetchall(), conn.execute(f"SELECT * FROM _llmt.{t}").fetchall())
               for t in tables}
 
-    assert migrate(conn, "_llmt", upto=6) == 6
+    assert migrate(wh, "_llmt", upto=6) == 6
     for table in tables:
         assert (conn.execute(f"DESCRIBE _llmt.{table}").fetchall(),
                 conn.execute(f"SELECT * FROM _llmt.{table}").fetchall()) == before[table]
@@ -59,7 +54,7 @@ def test_version_6_keeps_every_row_and_stores_request_keys_uncompressed(tmp_path
 
 
 def test_version_7_records_the_provider_kind_and_makes_every_timestamp_an_instant(tmp_path: Path) -> None:
-    conn = state_at(tmp_path / "state.duckdb", 6)
+    wh, conn = state_at(tmp_path / "state.duckdb", 6)
     conn.execute("SET TimeZone = 'America/New_York'")  # the naive times were written in this zone
     at = "'2026-01-02 03:04:05'"
     conn.execute(f"INSERT INTO _llmt.shards (shard_id, provider, created_at, updated_at) VALUES ('sf', 'fake', {at}, "
@@ -72,7 +67,7 @@ def test_version_7_records_the_provider_kind_and_makes_every_timestamp_an_instan
     conn.execute(f"INSERT INTO _llmt.runs VALUES ('r1', 'demo', 'run', {at}, {at}, 'success')")
     conn.execute(f"INSERT INTO _llmt.eval_runs VALUES ('r1', 'insights', 'h', 'f', 'h', 1, 1, {at})")
 
-    assert migrate(conn, "_llmt", upto=7) == 7
+    assert migrate(wh, "_llmt", upto=7) == 7
     # fake and openai shards say who answered; realtime shards did not record it (the re-key decides)
     for table in ("answers", "attempts"):
         assert dict(conn.execute(f"SELECT shard_id, provider FROM _llmt.{table}").fetchall()) == {
@@ -106,7 +101,7 @@ def test_plan_replays_every_migration_for_a_warehouse_without_state(tmp_path: Pa
 
 
 def test_version_9_moves_what_table_comments_recorded_into_the_fingerprints_table(tmp_path: Path) -> None:
-    conn = state_at(tmp_path / "state.duckdb", 8)
+    wh, conn = state_at(tmp_path / "state.duckdb", 8)
     conn.execute("CREATE TABLE _llmt.input__insights (x INTEGER)")
     conn.execute("COMMENT ON TABLE _llmt.input__insights IS "
                  ''''llmt-stage {"keys": "llmt-request-v2", "layout": "l"}' ''')
@@ -115,7 +110,7 @@ def test_version_9_moves_what_table_comments_recorded_into_the_fingerprints_tabl
     conn.execute("CREATE TABLE _llmt.other (x INTEGER)")
     conn.execute("COMMENT ON TABLE _llmt.other IS 'llmt-stage {}'")  # not a staged table: left alone
 
-    assert migrate(conn, "_llmt", upto=9) == 9
+    assert migrate(wh, "_llmt", upto=9) == 9
     assert conn.execute("SELECT kind, name, value FROM _llmt.fingerprints ORDER BY 1").fetchall() == [
         ("source", "source__raw__reviews", '{"version": 1}'),
         ("stage", "insights", '{"keys": "llmt-request-v2", "layout": "l"}')]

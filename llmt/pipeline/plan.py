@@ -13,7 +13,7 @@ from llmt.materialize import materialize_sql
 from llmt.pipeline.context import ModelPlace
 from llmt.pipeline.embed import EmbeddingSpec, check_columns
 from llmt.pipeline.escalate import escalation_reserve
-from llmt.pipeline.render import count_exactly, render_lines, screen
+from llmt.pipeline.render import count_exactly, first_per_key, render_lines, screen
 from llmt.pipeline.spec import KEY_VERSION, LlmSpec, send_mode
 from llmt.pipeline.stage import inputs_of
 from llmt.project import Project
@@ -81,8 +81,8 @@ def plan_node(wh: Warehouse, store: StateStore, place: ModelPlace, spec: LlmSpec
     tiers = {False: _Tier(), True: _Tier()}  # by long-context or not
     too_long: list[tuple[str, int]] = []
     largest = 0
-    lines = render_lines(wh.stream(pending + (f" LIMIT {int(sample)}" if sample is not None else "")), spec.columns,
-                         spec)
+    sampled = wh.stream(pending + (f" LIMIT {int(sample)}" if sample is not None else ""))
+    lines = render_lines(first_per_key(wh, sampled), spec.columns, spec)
     for _key, _line, n in screen(lines, limits, too_long, exact=True):
         tier = tiers[limits.long_above is not None and n > limits.long_above]
         tier.requests += 1

@@ -17,13 +17,13 @@ from llmt.warehouse.base import DatabaseError, Warehouse
 
 @contextmanager
 def warehouse_reader(project: Project, reporter: Reporter) -> Iterator[Warehouse | None]:
-    """The target's warehouse, read-only (waiting for a writer's lock), or None when it has no file yet (or is in
-    memory)."""
+    """The target's warehouse, read-only (waiting for a writer's lock), or None when it holds nothing yet (a
+    DuckDB file not made yet, or in memory)."""
     config = project.target.warehouse
-    if config.path == ":memory:" or not (project.dir / config.path).is_file():
+    if not config.exists(project.dir):
         yield None
         return
-    wh = open_warehouse(config, project.dir, reporter, read_only=True)
+    wh = open_warehouse(config, project.dir, reporter, read_only=True, target=project.target_name)
     try:
         yield wh
     finally:

@@ -79,14 +79,15 @@ def render_pending(
     wh: Warehouse, select: str, columns: list[str], spec: LlmSpec, memo: TokenMemo | None = None,
 ) -> Iterator[tuple[str, bytes, int]]:
     """What `render_lines` gives without ``exact`` for the rows of ``select`` (a request key, then
-    ``columns``), read from the warehouse. When the prompt is text and `{{ column }}` only (and its system
-    message has no variables), its text columns are read as their UTF-8 bytes and joined as bytes: DuckDB hands
-    over bytes at half the cost of text, and the line wants bytes (benchmarks/README.md)."""
+    ``columns``, from `one_row_per_key_sql`), read from the warehouse. When the prompt is text and
+    `{{ column }}` only (and its system message has no variables), its text columns are read as their UTF-8
+    bytes and joined as bytes: DuckDB hands over bytes at half the cost of text, and the line wants bytes
+    (benchmarks/README.md)."""
     described = [(c.name, c.type.family) for c in wh.describe(select)]
     texts = {name for name, family in described[1:] if family == "text"}
     utf8 = PromptRenderer(spec.prompt).utf8_renderer(columns, texts) if texts else None
     if utf8 is None:
-        yield from render_lines(wh.stream(select), columns, spec, exact=False, memo=memo)
+        yield from render_lines(first_per_key(wh, wh.stream(select)), columns, spec, exact=False, memo=memo)
         return
     system, body = utf8
     renderer = _LineRenderer(spec, columns, memo)
@@ -97,7 +98,16 @@ def render_pending(
         user_json = utf8_json(body(row[1:]))
         return row[0], renderer.data(row[0], system, user_json), renderer.counter.bound_chat(system, len(user_json))
 
-    yield from map(line, wh.stream(f"SELECT {read} FROM ({select}) AS _llmt_pending"))
+    yield from map(line, first_per_key(wh, wh.stream(f"SELECT {read} FROM ({select}) AS _llmt_pending")))
+
+
+def first_per_key(wh: Warehouse, rows: Iterator[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+    """``rows`` of `one_row_per_key_sql` (a request key first), each key once: its later rows are dropped
+    where the engine may repeat keys (`ROW_PER_KEY`)."""
+    if wh.ROW_PER_KEY:
+        return rows
+    seen: set[str] = set()
+    return (row for row in rows if not (row[0] in seen or seen.add(row[0])))  # type: ignore[func-returns-value]
 
 
 class _LineRenderer:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from llmt.errors import ConfigError, did_you_mean
 
@@ -13,16 +14,73 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
-LOCK_TIMEOUT = 300.0  # seconds llmt waits for another program to release the DuckDB file, by default
+LOCK_TIMEOUT = 300.0  # seconds llmt waits for another run of the same project and target, by default
 
 
-class WarehouseConfig(Strict):
+class DuckDBConfig(Strict):
     type: Literal["duckdb"] = "duckdb"
     path: str = ":memory:"
     schema_: str = Field("main", alias="schema")
     state_schema: str = "_llmt"
     settings: dict[str, str | int | float | bool] = Field(default_factory=dict)  # DuckDB's, e.g. memory_limit
     lock_timeout: float = Field(LOCK_TIMEOUT, ge=0)
+
+    def location(self, project_dir: Path) -> str | None:
+        """Where the warehouse's state lives (its file), shown to users; None: in memory."""
+        return None if self.path == ":memory:" else str((project_dir / self.path).resolve())
+
+    @property
+    def label(self) -> str:
+        """The warehouse as the target names it, for messages."""
+        return self.path
+
+    def exists(self, project_dir: Path) -> bool:
+        """Whether the warehouse holds anything yet (a DuckDB file is made by the first run)."""
+        return self.path != ":memory:" and (project_dir / self.path).is_file()
+
+
+class PostgresConfig(Strict):
+    """A PostgreSQL server: `dsn` (a libpq connection string or URI) and/or its parts; strings may use
+    `{{ env_var('NAME') }}` (rendered when connecting, never stored). Other settings come from libpq's
+    environment (PGHOST, PGPASSWORD, ~/.pgpass, ...)."""
+
+    type: Literal["postgres"]
+    dsn: str | None = None
+    host: str | None = None
+    port: int | None = None
+    user: str | None = None
+    password: str | None = None
+    dbname: str | None = None
+    sslmode: str | None = None
+    schema_: str = Field("public", alias="schema")
+    state_schema: str = "_llmt"
+    connect_timeout: int = Field(10, gt=0)  # seconds
+    statement_timeout: float | None = Field(None, gt=0)  # seconds a statement may run (the server's default)
+    lock_timeout: float = Field(LOCK_TIMEOUT, ge=0)
+
+    def location(self, project_dir: Path) -> str | None:
+        """The server and database, without user or password."""
+        return self.label
+
+    @property
+    def label(self) -> str:
+        from llmt.warehouse.postgres_connect import describe_location
+
+        return describe_location(self)
+
+    def exists(self, project_dir: Path) -> bool:
+        return True
+
+
+def _warehouse_type(value: Any) -> str:
+    return str(value.get("type", "duckdb") if isinstance(value, dict) else getattr(value, "type", "duckdb"))
+
+
+WarehouseConfig = Annotated[
+    Annotated[DuckDBConfig, Tag("duckdb")] | Annotated[PostgresConfig, Tag("postgres")],
+    Discriminator(_warehouse_type, custom_error_type="warehouse_type",
+                  custom_error_message="`type` must be duckdb or postgres"),
+]
 
 
 class ProviderConfig(BaseModel):
@@ -36,7 +94,7 @@ class ProviderConfig(BaseModel):
 
 
 class TargetConfig(Strict):
-    warehouse: WarehouseConfig = WarehouseConfig()
+    warehouse: WarehouseConfig = DuckDBConfig()
     provider: ProviderConfig = ProviderConfig()
 
 
@@ -123,8 +181,9 @@ EXECUTION_KEYS = tuple(Execution.model_fields)
 LLM_KEYS = ("prompt", "output_schema", *GENERATION_KEYS, "max_attempts", "max_failed_share", "budget_usd",
             *EXECUTION_KEYS)
 EMBEDDING_KEYS = ("column", "dimensions", "inputs_per_request")  # an embedding model's own (pipeline/embed.py)
-NODE_CONFIG_KEYS = ("materialized", "tags", "unique_key", "enabled", "description", "schema_tests", "persist_docs",
-                    *LLM_KEYS, *EMBEDDING_KEYS)
+NODE_CONFIG_KEYS = ("materialized", "tags", "unique_key", "incremental_strategy", "enabled", "description",
+                    "schema_tests", "persist_docs", *LLM_KEYS, *EMBEDDING_KEYS)
+INCREMENTAL_STRATEGIES = ("append", "delete+insert", "merge")  # dbt's names
 PERSIST_DOCS_KEYS = ("relation", "columns")
 
 
@@ -156,6 +215,12 @@ def check_node_config(config: dict[str, Any], where: str) -> dict[str, Any]:
             isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
         ):
             raise ConfigError("`unique_key` must be a column name or a list of them", where=where)
+        if key == "incremental_strategy" and value not in INCREMENTAL_STRATEGIES:
+            raise ConfigError(
+                f"unknown incremental_strategy `{value}`.{did_you_mean(str(value), INCREMENTAL_STRATEGIES)}",
+                where=where,
+                hint="Use append (the default without unique_key), delete+insert (the default with one) or merge.",
+            )
         if key in ("max_output_tokens", "max_attempts", "seed", "dimensions", "inputs_per_request") and (
                 not isinstance(value, int) or isinstance(value, bool)):
             raise ConfigError(f"`{key}` must be an integer, got {value!r}", where=where)

@@ -56,7 +56,6 @@ from llmt.warehouse import open_warehouse
 from llmt.warehouse.base import DatabaseError, Warehouse
 from llmt.warehouse.store import StateStore
 
-GIVEN_SCHEMA = "_llmt_given"  # where given source() and `this` rows live during a unit test
 _REF = re.compile(r"""\A\s*ref\(\s*['"]([^'"]+)['"]\s*\)\s*\Z""")
 _SOURCE = re.compile(r"""\A\s*source\(\s*['"]([^'"]+)['"]\s*,\s*['"]([^'"]+)['"]\s*\)\s*\Z""")
 
@@ -185,21 +184,22 @@ def run_unit_test(project: Project, test: UnitTest) -> TestResult:
 
 def _model_sql(project: Project, test: UnitTest, wh: Warehouse, scratch: Path) -> str:
     """Create the given inputs and render the model's SQL over them."""
-    wh.execute(f"CREATE SCHEMA IF NOT EXISTS {wh.quote(GIVEN_SCHEMA)}")
+    given_schema = wh.state_schema + "_given"  # where given source() and `this` rows live (`_llmt_given`)
+    wh.execute(f"CREATE SCHEMA IF NOT EXISTS {wh.quote(given_schema)}")
     refs: set[str] = set()
     sources: set[tuple[str, str]] = set()
-    this = test.node.relation
+    this = relation(wh.schema, test.node.name)
     for k, given in enumerate(test.props.given):
         where = test.at("given", k)
         ref, source = _REF.match(given.input), _SOURCE.match(given.input)
         if ref and ref[1] in project.nodes:
-            name = relation(project.schema, ref[1])
+            name = relation(wh.schema, ref[1])
             refs.add(ref[1])
         elif source and (source[1], source[2]) in project.sources:
-            name = relation(GIVEN_SCHEMA, f"{source[1]}__{source[2]}")
+            name = relation(given_schema, f"{source[1]}__{source[2]}")
             sources.add((source[1], source[2]))
         elif given.input.strip() == "this":
-            name = this = relation(GIVEN_SCHEMA, "this")
+            name = this = relation(given_schema, "this")
         else:
             raise ConfigError(
                 f"unit test `{test.name}`: cannot use input `{given.input}`", where=where,
@@ -208,8 +208,8 @@ def _model_sql(project: Project, test: UnitTest, wh: Warehouse, scratch: Path) -
             )
         create_table(wh, name, given.rows, given.format, scratch, where)
     ctx = SqlContext(
-        {n: relation(project.schema, n) for n in project.nodes},
-        {key: Source(key[0], key[1], src.where, GIVEN_SCHEMA, f"{key[0]}__{key[1]}")
+        {n: relation(wh.schema, n) for n in project.nodes},
+        {key: Source(key[0], key[1], src.where, given_schema, f"{key[0]}__{key[1]}")
          for key, src in project.sources.items()},
         {**project.vars, **test.props.overrides.vars}, this, test.props.overrides.macros.get("is_incremental", False),
     )
@@ -240,8 +240,9 @@ def _select(wh: Warehouse, sql: str, test: UnitTest) -> tuple[list[str], list[tu
 
 
 def _scratch_warehouse(project: Project, scratch: Path) -> Warehouse:
-    """A throwaway in-memory warehouse of the target's engine, with its schemas."""
-    return open_warehouse(project.target.warehouse, scratch, memory=True)
+    """A throwaway warehouse of the target's engine (DuckDB: in memory; PostgreSQL: schemas of its own, in a
+    transaction rolled back at the end), whose schemas stand for the target's."""
+    return open_warehouse(project.target.warehouse, scratch, memory=True, target=project.target_name)
 
 
 def _run_sql(project: Project, test: UnitTest, scratch: Path) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -263,9 +264,9 @@ def _run_llm(project: Project, test: UnitTest, scratch: Path) -> tuple[list[str]
         run = RunContext(new_run_id(), project.name, wh, StateStore(wh), Providers(provider, None, Limits()),
                          prices(project), Reporter(), scratch, scratch / "batches")
         # the model's select over the given rows; batch files go to the scratch directory, never to target/
-        place = ModelPlace(test.node.name, test.node.rel_path, sql, project.schema, scratch / "batches")
+        place = ModelPlace(test.node.name, test.node.rel_path, sql, wh.schema, scratch / "batches")
         NodeRun(run, Batches(run), place, spec, LlmOptions(), Budgets()).run()
-        return _select(wh, f"SELECT * FROM {wh.relation(project.schema, test.node.name)}", test)
+        return _select(wh, f"SELECT * FROM {wh.relation(wh.schema, test.node.name)}", test)
     finally:
         wh.close()
 

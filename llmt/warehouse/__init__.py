@@ -1,4 +1,5 @@
-"""Warehouses behind one interface (base.py): DuckDB (duckdb.py); llmt's state tables (state.py, store.py)."""
+"""Warehouses behind one interface (base.py): DuckDB (duckdb.py), PostgreSQL (postgres.py); llmt's state tables
+(state.py, store.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ if TYPE_CHECKING:
     from llmt.warehouse.base import Warehouse
 
 
-DIALECTS = {"duckdb": "duckdb"}  # each engine's SQL dialect, by sqlglot's name (known before connecting)
+# each engine's SQL dialect, by sqlglot's name (known before connecting)
+DIALECTS = {"duckdb": "duckdb", "postgres": "postgres"}
 
 
 def dialect(engine: str) -> str:
@@ -26,10 +28,22 @@ def engine_class(engine: str) -> type[Warehouse]:
 
 
 def open_warehouse(config: WarehouseConfig, project_dir: Path, reporter: Reporter | None = None, *,
-                   read_only: bool = False, memory: bool = False) -> Warehouse:
-    """The warehouse a target's `warehouse:` names (connected on first use). ``read_only``: nothing can be
-    written to it (`llmt plan`); ``memory``: a throwaway in-memory database of the same engine, with the
-    target's schemas."""
+                   read_only: bool = False, memory: bool = False, target: str = "", application: str = "llmt"
+                   ) -> Warehouse:
+    """The warehouse a target's `warehouse:` names (connected on first use). ``read_only``: nothing it does is
+    kept (`llmt plan`); ``memory``: a throwaway warehouse of the same engine (DuckDB: in memory; PostgreSQL:
+    schemas of its own in a transaction that is rolled back), with the target's schemas' roles.
+    ``application``: how the server names the connection (PostgreSQL shows it to whoever waits for it)."""
+    if config.type == "postgres":
+        try:
+            from llmt.warehouse.postgres import PostgresWarehouse
+        except ImportError:
+            from llmt.errors import ConfigError
+
+            raise ConfigError(f"target `{target}` has a PostgreSQL warehouse, and the PostgreSQL driver is not "
+                              "installed", hint="Install it: pip install 'llmt[postgres]'.") from None
+        return PostgresWarehouse(config, target, reporter, read_only=read_only, scratch=memory,
+                                 application=application)
     from llmt.warehouse.duckdb import DuckDBWarehouse
 
     path = ":memory:" if memory else config.path

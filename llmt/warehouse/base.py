@@ -48,6 +48,17 @@ class DatabaseError(NodeError):
         self.detail = detail or message
 
 
+class UnreadableFiles(DatabaseError):
+    """The reader of files (`load_files`) could not read them."""
+
+
+class WarehouseError(DatabaseError):
+    """The target's warehouse cannot do what llmt asks, whatever the model (the connection was lost, a
+    privilege is missing, a statement ran out of time): the command stops (exit code 2)."""
+
+    exit_code = 2
+
+
 @dataclass(frozen=True)
 class SqlType:
     """A column's type: the engine's own name for it, its family (the canonical text of keys.py is per family:
@@ -89,6 +100,8 @@ class Warehouse(ABC):
     COMPRESSION: ClassVar[bool] = False  # llmt chooses how each column is stored (create_table's compression)
     CTE_MATERIALIZED: ClassVar[str] = "MATERIALIZED"  # what makes a CTE be computed once (`WITH x AS ... (...)`)
     QUOTE: ClassVar[str] = '"'  # quotes identifiers
+    FENCE: ClassVar[str] = ""  # ends a subquery whose expressions must be computed once per row, not per use
+    ROW_PER_KEY: ClassVar[bool] = True  # False: one_row_per_key_sql may repeat a key (its reader keeps the first)
 
     def __init__(self, schema: str, state_schema: str) -> None:
         self.schema = schema  # where models are built
@@ -113,6 +126,11 @@ class Warehouse(ABC):
     @abstractmethod
     def close(self) -> None:
         """Close the connection for good (the end of a command)."""
+
+    def migration_sql(self, version: int, sql: str, schema: str) -> str:
+        """The statements of state migration ``version`` (state.py: ``sql``) for the state schema ``schema``, in
+        the engine's SQL (where the engine lets llmt choose how columns are stored, it says so here)."""
+        return sql.format(s=quoted(schema), zstd="", keys="")
 
     # -- statements ---------------------------------------------------------------------------------
     @abstractmethod
@@ -162,6 +180,13 @@ class Warehouse(ABC):
             self.execute(f"DROP {kind.upper()} {table}")
         self.execute(f"CREATE TABLE {table} AS {select}", where=where)
 
+    def swap_table(self, new: str, schema: str, name: str, kind: str | None) -> None:
+        """Put the table ``new`` (just built, in ``schema``) in the place of ``schema.name`` (``kind``: what is
+        there now: 'table', 'view' or None)."""
+        if kind is not None:
+            self.execute(f"DROP {kind.upper()} {self.relation(schema, name)}")
+        self.execute(f"ALTER TABLE {new} RENAME TO {self.quote(name)}")
+
     def replace_view(self, table: str, select: str, kind: str | None, *, where: str | None = None) -> None:
         """The view ``table`` over ``select`` (``kind``: what is there now)."""
         if kind is not None:
@@ -173,10 +198,23 @@ class Warehouse(ABC):
         names = ", ".join(self.quote(c.name) for c in self.describe(f"SELECT * FROM {source}"))
         self.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {source}", where=where)
 
+    def merge(self, table: str, source: str, keys: Sequence[str], *, where: str | None = None) -> None:
+        """Update the rows of ``table`` whose ``keys`` match a row of relation ``source`` and insert the others
+        (SQL's MERGE; columns by name)."""
+        names = [self.quote(c.name) for c in self.describe(f"SELECT * FROM {source}")]
+        on = " AND ".join(f"t.{self.quote(k)} = s.{self.quote(k)}" for k in keys)
+        updates = ", ".join(f"{n} = s.{n}" for n in names if n not in {self.quote(k) for k in keys})
+        values = ", ".join(f"s.{n}" for n in names)
+        values = ", ".join(f"s.{n}" for n in names)
+        self.execute(f"MERGE INTO {table} AS t USING {source} AS s ON {on} "
+                     + (f"WHEN MATCHED THEN UPDATE SET {updates} " if updates else "")
+                     + f"WHEN NOT MATCHED THEN INSERT ({', '.join(names)}) VALUES ({values})", where=where)
+
     @abstractmethod
     def load_files(self, table: str, reader: str, untyped: str | None = None) -> None:
         """``table`` made anew from files, read by a DuckDB reader (files.py: `read_csv([...], ...)`); a column
-        the reader finds no type for (only nulls) gets type ``untyped`` when given."""
+        the reader finds no type for (only nulls) gets type ``untyped`` when given. Raises UnreadableFiles when
+        the reader fails."""
 
     @abstractmethod
     def load_rows(self, table: str, columns: Mapping[str, Sequence[Any]], types: Mapping[str, str]) -> None:
@@ -250,7 +288,11 @@ class Warehouse(ABC):
             parts += [self.string(("," if i else "") + name),
                       self.canonical_sql(prefix + self.quote(column.name), column.type)]
         parts.append(self.string("}"))
-        return self.sha256_sql(" || ".join(parts))
+        return self.sha256_sql(self.concat_sql(parts))
+
+    def concat_sql(self, parts: Sequence[str]) -> str:
+        """SQL joining texts (none of them NULL)."""
+        return " || ".join(parts)
 
     def legacy_input_hash_sql(self, names: Sequence[str], alias: str) -> str:
         """SQL of the input hash of request keys before version 3 (DuckDB's JSON of the columns ``names``): only
@@ -277,7 +319,15 @@ class Warehouse(ABC):
     @abstractmethod
     def one_row_per_key_sql(self, source: str, columns: Sequence[str], keys: str, staged: bool) -> str:
         """A select of one row of ``source`` (`i`) per request key of relation ``keys``: its `_llmt_request_key`
-        and ``columns`` (quoted). ``staged``: ``source`` is a table llmt staged."""
+        and ``columns`` (quoted). ``staged``: ``source`` is a table llmt staged. Rows sharing a key have the same
+        inputs, so any of them will do; without `ROW_PER_KEY` a key may come more than once (see
+        render.first_per_key)."""
+
+    def unstored_sql(self, source: str, stored: str, on: Sequence[str]) -> str:
+        """`FROM <source> c WHERE <condition>`: the rows of ``source`` (alias `c`) that have no row in ``stored``
+        with the same ``on`` columns (more conditions may follow with AND)."""
+        same = " AND ".join(f"a.{k} = c.{k}" for k in on)
+        return f"FROM {source} c WHERE NOT EXISTS (SELECT 1 FROM {stored} a WHERE {same})"
 
     @abstractmethod
     def arg_max_sql(self, value: str, by: str) -> str:
@@ -300,8 +350,14 @@ class Warehouse(ABC):
         return f"{struct}.{self.quote(name)}"
 
     @abstractmethod
-    def json_structure_sql(self, answer: str, structure: Any) -> str:
-        """SQL turning ``answer`` (a JSON text) into a struct of typed fields (schema.json_structure)."""
+    def answer_sql(self, answer: str, structure: Any) -> str:
+        """SQL parsing ``answer`` (a JSON text) once per row, for `answer_field_sql` to read its fields
+        (``structure``: each field's, schema.json_structure)."""
+
+    @abstractmethod
+    def answer_field_sql(self, parsed: str, name: str, structure: Any) -> str:
+        """SQL of the field ``name`` of a parsed answer, typed as its ``structure`` says (`sql_type`); NULL
+        where the answer has no such value."""
 
     @abstractmethod
     def sql_type(self, structure: Any) -> str:

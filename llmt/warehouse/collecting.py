@@ -1,5 +1,6 @@
-"""Storing collected attempts and answers, and DuckDB's fast path to them: batch result files read,
-classified and reconciled in SQL (`RESULT_FILES`).
+"""Storing collected attempts and answers: batch result lines classified in Python and reconciled in SQL
+(`collect_lines`), or, on engines that read files (`RESULT_FILES`: DuckDB), read, classified and reconciled in
+SQL (`collect_result_files`).
 
 Collection is idempotent: an attempt already stored (shard, key) is not stored again, and a key already
 answered keeps its answer (unless ``replace``, --reask). Caller holds the transaction.
@@ -7,7 +8,7 @@ answered keeps its answer (unless ``replace``, --reask). Caller holds the transa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,24 +72,19 @@ def collect_result_files(wh: Warehouse, *, finished: list[Finished], invalid: In
     names = [f for f, _ in files]
     lines = wh.temp_table("_llmt_lines", CLASSIFY_SQL.format(source=source_sql),
                           [names, [s for _, s in files], names] if files else [])
-    ended: dict[str, list[Any]] = {"shard_id": [], "unanswered": [], "error_code": [], "detail": []}
-    for f in finished:
-        unanswered = UNANSWERED.get(f.batch_status, "missing")
-        for name, value in zip(ended, (f.shard_id, unanswered, f.batch_error if unanswered == "batch_failed" else None,
-                                       f"no result line (batch {f.batch_status})"), strict=True):
-            ended[name].append(value)
-    ended_table = wh.temp_rows("_llmt_ended", ended, dict.fromkeys(ended, "VARCHAR"))
+    ended_table = _ended(wh, finished)
     answers = [r[0] for r in wh.fetchall(f"SELECT DISTINCT answer FROM {lines.name} WHERE outcome IS NULL")]
     several = bool(wh.scalar(f"SELECT count(*) > count(DISTINCT request_key) FROM {lines.name}"))
     cost_sql, cost_params = cost
-    reconcile = RECONCILE_SQL.format(s=wh.state, cost=cost_sql, best=BEST_OF_SEVERAL if several else "judged")
+    reconcile = RECONCILE_SQL.format(s=wh.state, cost=cost_sql, n="rowid",
+                                     best=BEST_OF_SEVERAL if several else "judged")
     # Answers are validated in a thread (Python) while DuckDB (which lets go of the GIL) reconciles, taking
     # every answer as valid; the invalid ones are then marked. A key with several lines needs to know which
     # of its lines are valid first.
     with ThreadPoolExecutor(1, thread_name_prefix="llmt-validate") as pool:
         validated = pool.submit(invalid, answers)
         if not several:
-            wh.execute(reconcile, cost_params)
+            wh.temp_table("_llmt_collected", reconcile, cost_params)
         found = validated.result()
     bad = wh.temp_rows("_llmt_invalid", dict(zip(("answer", "outcome", "detail"), found, strict=True)),
                        dict.fromkeys(("answer", "outcome", "detail"), "VARCHAR"))
@@ -96,7 +92,7 @@ def collect_result_files(wh: Warehouse, *, finished: list[Finished], invalid: In
     wh.execute(f"UPDATE {marked} SET outcome = i.outcome, detail = i.detail, answer = NULL FROM {bad.name} i "
                f"WHERE {marked}.answer = i.answer")
     if several:
-        wh.execute(reconcile, cost_params)
+        wh.temp_table("_llmt_collected", reconcile, cost_params)
     for table in (lines, bad, ended_table):
         wh.drop_temp(table)
     collected = TempTable("_llmt_collected")
@@ -106,21 +102,74 @@ def collect_result_files(wh: Warehouse, *, finished: list[Finished], invalid: In
     return counts
 
 
+# classified lines: shard_id and n (the order read), then what `Lines` gives, in this order
+LINE_TYPES = {"shard_id": "VARCHAR", "n": "BIGINT", **{k: v for k, v in ATTEMPT_TYPES.items()
+                                                      if k not in ("shard_id", "cost_usd")}}
+LOAD_ROWS = 50_000  # classified lines loaded at a time (memory stays flat in the number of lines)
+Lines = Callable[[Finished], Iterable[Sequence[Any]]]  # a shard's classified result lines, in the files' order
+
+
+def collect_lines(wh: Warehouse, *, finished: list[Finished], read: Lines, source: Source,
+                  cost: tuple[str, list[float]], replace: bool = False) -> dict[str, int]:
+    """What `collect_result_files` does, on engines that do not read result files in SQL: ``read`` classifies
+    and validates each shard's lines in Python (`LINE_TYPES` without shard_id and n: an answer only when
+    ok), which are loaded in bulk and reconciled in SQL as there. Returns outcome counts."""
+    names = [n for n in LINE_TYPES if n not in ("shard_id", "n")]
+    lines = wh.temp_rows("_llmt_lines", {n: [] for n in LINE_TYPES}, LINE_TYPES)
+    n = 0
+    for f in finished:
+        chunk: list[Sequence[Any]] = []
+        for line in read(f):
+            chunk.append(line)
+            if len(chunk) >= LOAD_ROWS:
+                n = _load_lines(wh, lines, f.shard_id, chunk, names, n)
+        n = _load_lines(wh, lines, f.shard_id, chunk, names, n)
+    ended = _ended(wh, finished)
+    several = bool(wh.scalar(f"SELECT count(*) > count(DISTINCT request_key) FROM {lines.name}"))
+    cost_sql, cost_params = cost
+    collected = wh.temp_table("_llmt_collected", RECONCILE_SQL.format(
+        s=wh.state, cost=cost_sql, n="n", best=BEST_OF_SEVERAL_PORTABLE if several else "judged"), cost_params)
+    for table in (lines, ended):
+        wh.drop_temp(table)
+    counts = {str(k): int(v) for k, v in
+              wh.fetchall(f"SELECT outcome, count(*) FROM {collected.name} GROUP BY outcome")}
+    insert_collected(wh, collected, source, replace, distinct_keys=not several)
+    return counts
+
+
+def _load_lines(wh: Warehouse, lines: TempTable, shard_id: str, chunk: list[Sequence[Any]], names: list[str],
+                n: int) -> int:
+    if chunk:
+        columns: dict[str, Sequence[Any]] = {"shard_id": [shard_id] * len(chunk), "n": range(n, n + len(chunk)),
+                                             **dict(zip(names, zip(*chunk, strict=True), strict=True))}
+        wh.load_rows(lines.name, columns, LINE_TYPES)
+        n += len(chunk)
+        chunk.clear()
+    return n
+
+
+def _ended(wh: Warehouse, finished: list[Finished]) -> TempTable:
+    """Each ended shard's outcome for the keys its batch left unanswered (`_llmt_ended`)."""
+    ended: dict[str, list[Any]] = {"shard_id": [], "unanswered": [], "error_code": [], "detail": []}
+    for f in finished:
+        unanswered = UNANSWERED.get(f.batch_status, "missing")
+        for name, value in zip(ended, (f.shard_id, unanswered, f.batch_error if unanswered == "batch_failed" else None,
+                                       f"no result line (batch {f.batch_status})"), strict=True):
+            ended[name].append(value)
+    return wh.temp_rows("_llmt_ended", ended, dict.fromkeys(ended, "VARCHAR"))
+
+
 def insert_collected(wh: Warehouse, collected: TempTable, source: Source, replace: bool,
                      distinct_keys: bool = False) -> None:
     """Insert the attempts of ``collected`` not stored yet, then its ok answers whose keys have none stored
-    (``replace``: replacing the stored ones); drops it. Stored keys are found by probing the stored ones with the
-    collected ones (a semi join): a small store does not hash every stored key. ``distinct_keys``: the caller
-    knows that no key is ok twice (no key had two result lines)."""
+    (``replace``: replacing the stored ones); drops it. ``distinct_keys``: the caller knows that no key is ok
+    twice (no key had two result lines)."""
     s, c = wh.state, collected.name
     wh.execute(
         f"""INSERT INTO {s}.attempts
         SELECT c.shard_id, c.request_key, ?, ?, ?, c.outcome, c.status_code, c.error_code, c.detail,
                c.prompt_tokens, c.completion_tokens, c.cached_tokens, now(), c.cost_usd, ?, ?
-        FROM {c} c ANTI JOIN (
-            SELECT a.shard_id, a.request_key FROM {s}.attempts a
-            SEMI JOIN {c} k ON k.shard_id = a.shard_id AND k.request_key = a.request_key) d
-          ON d.shard_id = c.shard_id AND d.request_key = c.request_key""",
+        {wh.unstored_sql(c, f"{s}.attempts", ("shard_id", "request_key"))}""",
         [source.run_id, source.node, source.model, source.batch, source.provider],
     )
     crash_point("mid_store")
@@ -130,15 +179,13 @@ def insert_collected(wh: Warehouse, collected: TempTable, source: Source, replac
         f"SELECT count(*) > count(DISTINCT request_key) FROM {c} WHERE outcome = 'ok'"))
     # a key answered in two shards collected together (not expected: a key is in one open shard at a time)
     # keeps the first shard's answer, as when they are collected one by one
-    first = "QUALIFY row_number() OVER (PARTITION BY c.request_key ORDER BY c.shard_id) = 1" if twice else ""
+    first = (f"AND NOT EXISTS (SELECT 1 FROM {c} f WHERE f.request_key = c.request_key AND f.outcome = 'ok' "
+             "AND f.shard_id < c.shard_id)" if twice else "")
     wh.execute(
         f"""INSERT INTO {s}.answers
         SELECT c.request_key, c.answer, ?, ?, c.shard_id, now(), c.prompt_tokens, c.completion_tokens, c.cached_tokens,
                ?
-        FROM {c} c ANTI JOIN (
-            SELECT a.request_key FROM {s}.answers a SEMI JOIN {c} k ON k.request_key = a.request_key) d
-          ON d.request_key = c.request_key
-        WHERE c.outcome = 'ok' {first}""",
+        {wh.unstored_sql(c, f"{s}.answers", ("request_key",))} AND c.outcome = 'ok' {first}""",
         [source.model, source.node, source.provider],
     )
     wh.drop_temp(collected)
@@ -202,9 +249,8 @@ FROM c
 # one attempt per submitted key of each ended shard: its best line (an answer not yet marked invalid is ok),
 # else the batch's unanswered outcome; priced
 RECONCILE_SQL = """
-CREATE OR REPLACE TEMP TABLE _llmt_collected AS
 WITH judged AS (
-    SELECT shard_id, request_key, rowid AS n, coalesce(outcome, 'ok') AS outcome, answer, status_code, error_code,
+    SELECT shard_id, request_key, {n} AS n, coalesce(outcome, 'ok') AS outcome, answer, status_code, error_code,
            detail, prompt_tokens, completion_tokens, cached_tokens
     FROM _llmt_lines
 ),
@@ -224,3 +270,5 @@ SELECT *, {cost} AS cost_usd FROM attempts
 # so it is left out when no key has two lines)
 BEST_OF_SEVERAL = ("judged WHERE n IN "
                    "(SELECT arg_min(n, (outcome <> 'ok', n)) FROM judged GROUP BY shard_id, request_key)")
+BEST_OF_SEVERAL_PORTABLE = ("judged WHERE n IN (SELECT coalesce(min(CASE WHEN outcome = 'ok' THEN n END), min(n)) "
+                            "FROM judged GROUP BY shard_id, request_key)")

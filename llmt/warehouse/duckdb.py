@@ -21,9 +21,9 @@ import duckdb
 from llmt.console import Reporter
 from llmt.errors import ConfigError, LockTimeout
 from llmt.project.config import LOCK_TIMEOUT
-from llmt.warehouse.base import Column, DatabaseError, Params, SqlType, Warehouse, quoted, sql_string
+from llmt.warehouse.base import Column, DatabaseError, Params, SqlType, UnreadableFiles, Warehouse, quoted, sql_string
 from llmt.warehouse.duckdb_files import attach_read_only, duckdb_config, open_database, wait_for_lock
-from llmt.warehouse.state import LATEST, MIGRATIONS, SCHEMA_VERSION_DDL, migrate, migration_sql, zstd_available
+from llmt.warehouse.state import KEYS, LATEST, MIGRATIONS, SCHEMA_VERSION_DDL, migrate
 
 FETCH_ROWS = 5_000  # rows fetched at a time by `stream`
 INTEGERS = frozenset({"tinyint", "smallint", "integer", "bigint", "hugeint", "utinyint", "usmallint", "uinteger",
@@ -34,6 +34,18 @@ FAMILIES = {"varchar": "text", "uuid": "text", "enum": "text", "decimal": "decim
             "timestamp_ns": "timestamp", "list": "list", "array": "list", "struct": "struct",
             **dict.fromkeys(INTEGERS, "integer")}
 TIMESTAMP_FORMAT = "'%Y-%m-%dT%H:%M:%S.%f'"
+# what a state migration does to the DuckDB warehouses that earlier versions of llmt wrote, besides the shared
+# statements (state.py): 9 copies the fingerprints they kept as COMMENTs
+LEGACY = {
+    9: """
+        INSERT INTO {s}.fingerprints SELECT 'stage', substr(table_name, 8), substr(comment, 12), now()
+        FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = {name}
+          AND starts_with(table_name, 'input__') AND starts_with(comment, 'llmt-stage ');
+        INSERT INTO {s}.fingerprints SELECT 'source', table_name, substr(comment, 13), now()
+        FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = {name}
+          AND starts_with(table_name, 'source__') AND starts_with(comment, 'llmt-source ');
+        """,
+}
 
 
 class DuckDBWarehouse(Warehouse):
@@ -45,8 +57,9 @@ class DuckDBWarehouse(Warehouse):
 
     def __init__(self, path: str, project_dir: Path, schema: str = "main", state_schema: str = "_llmt",
                  settings: dict[str, str | int | float | bool] | None = None, lock_timeout: float = LOCK_TIMEOUT,
-                 reporter: Reporter | None = None, *, read_only: bool = False) -> None:
+                 reporter: Reporter | None = None, *, read_only: bool = False, state_version: int = LATEST) -> None:
         super().__init__(schema, state_schema)
+        self.state_version = state_version  # the state's version once opened (older ones: tests of migrations)
         self.memory = path == ":memory:"
         self.path = path if self.memory else str((project_dir / path).resolve())
         self.settings = settings or {}
@@ -74,7 +87,7 @@ class DuckDBWarehouse(Warehouse):
             if self.read_only:
                 self._stand_in_state(self._conn)
             else:
-                migrate(self._conn, self.state_schema)
+                migrate(self, self.state_schema, self.state_version)
                 self._conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.quote(self.schema)}")
         return self._conn
 
@@ -110,7 +123,7 @@ class DuckDBWarehouse(Warehouse):
             memory = f"{self.state}.main"
             conn.execute(SCHEMA_VERSION_DDL.format(s=memory))
             for _, sql in MIGRATIONS:
-                conn.execute(migration_sql(conn, sql, memory))
+                conn.execute(self._render(sql, memory))
             return
         row = conn.execute(f"SELECT max(version) FROM {self.state}.schema_version").fetchone()
         if row is None or (row[0] or 0) < LATEST:
@@ -118,6 +131,16 @@ class DuckDBWarehouse(Warehouse):
                 f"the llmt state in {self.path} is at version {row[0] if row else 0}; this llmt reads version {LATEST}",
                 hint="Run `llmt status` once: it brings the state up to date (changing nothing else).",
             )
+
+    def migration_sql(self, version: int, sql: str, schema: str) -> str:
+        legacy = LEGACY.get(version, "").format(s=quoted(schema), name=sql_string(schema))
+        return self._render(sql, quoted(schema)) + legacy
+
+    def _render(self, sql: str, state: str) -> str:
+        """A migration's statements for the state schema ``state`` (quoted): answer texts stored with ZSTD (where
+        the file's storage version has it), request keys uncompressed (see `create_table`)."""
+        return sql.format(s=state, zstd=" USING COMPRESSION zstd" if zstd_available(self.connection) else "",
+                          keys=f" USING COMPRESSION {KEYS}")
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -212,13 +235,19 @@ class DuckDBWarehouse(Warehouse):
         self.execute(f"INSERT INTO {table} {select}", params, where=where)
 
     def load_files(self, table: str, reader: str, untyped: str | None = None) -> None:
-        columns = self.describe(f"SELECT * FROM {reader}")
+        try:
+            columns = self.describe(f"SELECT * FROM {reader}")
+        except DatabaseError as exc:
+            raise UnreadableFiles(exc.message, detail=exc.detail) from None
         select = "SELECT " + ", ".join(
             f"CAST({self.quote(c.name)} AS {untyped}) AS {self.quote(c.name)}" if untyped and c.type.name == '"NULL"'
             else self.quote(c.name) for c in columns) + f" FROM {reader}"
         texts = [c.name for c in columns if c.type.name == "VARCHAR"]
         self.execute(f"DROP TABLE IF EXISTS {table}")
-        self.create_table(table, select, compression=dict.fromkeys(texts, "zstd"))  # ZSTD: see create_table
+        try:
+            self.create_table(table, select, compression=dict.fromkeys(texts, "zstd"))  # ZSTD: see create_table
+        except DatabaseError as exc:
+            raise UnreadableFiles(exc.message, detail=exc.detail) from None
 
     def load_rows(self, table: str, columns: Mapping[str, Sequence[Any]], types: Mapping[str, str]) -> None:
         if not columns or not len(next(iter(columns.values()))):
@@ -300,6 +329,14 @@ class DuckDBWarehouse(Warehouse):
         return (f"SELECT DISTINCT ON (i._llmt_request_key) i._llmt_request_key{cols} FROM {source} i "
                 f"SEMI JOIN {keys} k ON k._llmt_request_key = i._llmt_request_key ORDER BY i._llmt_request_key")
 
+    def unstored_sql(self, source: str, stored: str, on: Sequence[str]) -> str:
+        """The stored rows are found by probing them with the source's (a semi join), then left out (an anti
+        join): a small source does not hash every stored row."""
+        probe = " AND ".join(f"k.{k} = a.{k}" for k in on)
+        same = " AND ".join(f"d.{k} = c.{k}" for k in on)
+        return (f"FROM {source} c ANTI JOIN (SELECT {', '.join(f'a.{k}' for k in on)} FROM {stored} a "
+                f"SEMI JOIN {source} k ON {probe}) d ON {same} WHERE true")
+
     def arg_max_sql(self, value: str, by: str) -> str:
         return f"arg_max({value}, {by})"
 
@@ -312,8 +349,11 @@ class DuckDBWarehouse(Warehouse):
     def try_double_sql(self, expr: str) -> str:
         return f"TRY_CAST({expr} AS DOUBLE)"
 
-    def json_structure_sql(self, answer: str, structure: Any) -> str:
+    def answer_sql(self, answer: str, structure: Any) -> str:
         return f"json_transform({answer}, {sql_string(json.dumps(structure))})"
+
+    def answer_field_sql(self, parsed: str, name: str, structure: Any) -> str:
+        return self.field_sql(parsed, name)
 
     def vector_type(self, dimensions: int) -> str:
         return f"FLOAT[{int(dimensions)}]"
@@ -353,6 +393,14 @@ def sql_type(kind: Any) -> SqlType:
     if family == "struct":
         return SqlType(str(kind), family, tuple((str(n), sql_type(t)) for n, t in kind.children))
     return SqlType(str(kind), family)
+
+
+def zstd_available(conn: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the database's storage version has ZSTD for strings (1.2 and later)."""
+    row = conn.execute("SELECT tags['storage_version'] FROM duckdb_databases() WHERE database_name = "
+                       "current_database()").fetchone()
+    version = re.match(r"v(\d+)\.(\d+)", str(row[0]) if row else "")
+    return version is not None and (int(version[1]), int(version[2])) >= (1, 2)
 
 
 def database_error(exc: duckdb.Error, where: str | None) -> DatabaseError:

@@ -105,7 +105,7 @@ class _Rows:
     def __init__(self, wh: Warehouse, out: Output, extra: TempTable) -> None:
         self.wh = wh
         answers = wh.state_table("answers")
-        self.uk, self.columns, self.fields = out.unique_key, [c.name for c in out.columns], [f for f, _ in out.fields]
+        self.uk, self.columns, self.fields = out.unique_key, [c.name for c in out.columns], list(out.fields)
         # the input columns that neither the unique key nor the request key (a hash of the prompt's columns) covers
         self.free = [c for c in self.columns if c not in out.referenced and c not in out.unique_key]
         referenced = [c for c in out.columns if c.name in set(out.referenced)]
@@ -127,16 +127,16 @@ class _Rows:
         self.meta = (f"{status} AS _llmt_status, {pick('request_key', 'answer_key')} AS _llmt_answer_key, "
                      f"{pick('model', 'model')} AS _llmt_model, "
                      f"{pick('answered_at', 'answered_at')} AS _llmt_answered_at")
-        self.answer = wh.json_structure_sql(pick("answer", "answer"), dict(out.fields))
+        self.answer = wh.answer_sql(pick("answer", "answer"), dict(out.fields))
 
     def sql(self, where: str = "") -> str:
         """Every output column, for the staged rows ``where`` selects."""
         q = self.wh.quote
         cols = [*(f"j.{q(c)}" for c in self.columns),
-                *(f"{self.wh.field_sql('j._llmt_answer', f)} AS {q(f)}" for f in self.fields),
+                *(f"{self.wh.answer_field_sql('j._llmt_answer', f, kind)} AS {q(f)}" for f, kind in self.fields),
                 *(f"j.{m}" for m in META_COLUMNS)]
         return (f"SELECT {', '.join(cols)} FROM (SELECT i.*, {self.answer} AS _llmt_answer, {self.meta} "
-                f"{self.joins} {where}) j")
+                f"{self.joins} {where}{self.wh.FENCE}) j")
 
     def now(self) -> str:
         """Each row's unique key, hash of its free columns, request, status and answer (without reading answer
@@ -182,17 +182,13 @@ def _extra_sql(wh: Warehouse, prev: str | None, out: Output, since_run: str | No
 def _rebuild(wh: Warehouse, schema: str, name: str, prev_kind: str | None, rows: _Rows) -> None:
     """Replace the output table with all its rows; long texts stored with ZSTD. No order is imposed: sorting
     the rows by the unique key costs as much as writing them (rows mostly come in the staged order)."""
-    out, new = wh.relation(schema, name), wh.relation(schema, name + "__llmt_new")
+    new = wh.relation(schema, name + "__llmt_new")
     described = wh.describe(rows.sql())
     wh.execute(f"DROP TABLE IF EXISTS {new}")
     texts = [c.name for c in described if c.type.family == "text" and c.name not in KEY_COLUMNS]
     wh.create_table(new, rows.sql(), compression={**dict.fromkeys(_long_texts(wh, rows, texts), "zstd"),
                                                   **dict.fromkeys(KEY_COLUMNS, KEYS)})
-    if prev_kind == "view":
-        wh.execute(f"DROP VIEW {out}")
-    elif prev_kind == "table":
-        wh.execute(f"DROP TABLE {out}")
-    wh.execute(f"ALTER TABLE {new} RENAME TO {wh.quote(name)}")
+    wh.swap_table(new, schema, name, prev_kind)
 
 
 def _long_texts(wh: Warehouse, rows: _Rows, texts: list[str]) -> set[str]:

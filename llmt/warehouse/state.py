@@ -23,13 +23,14 @@ against budgets.
 
 from __future__ import annotations
 
-import re
+from typing import TYPE_CHECKING
 
-import duckdb
+from llmt.warehouse.base import quoted
 
-from llmt.warehouse.base import quoted, sql_string
+if TYPE_CHECKING:
+    from llmt.warehouse.base import Warehouse
 
-KEYS = "uncompressed"  # how request keys (hex digests) are stored: see warehouse/duckdb.py create_table
+KEYS = "uncompressed"  # how request keys (hex digests) are stored where the engine lets llmt choose (DuckDB)
 
 MIGRATIONS: list[tuple[int, str]] = [
     (
@@ -60,7 +61,7 @@ MIGRATIONS: list[tuple[int, str]] = [
         """
         ALTER TABLE {s}.shards ADD COLUMN input_tokens BIGINT;
         ALTER TABLE {s}.shards ADD COLUMN max_output_tokens BIGINT;
-        ALTER TABLE {s}.attempts ADD COLUMN cost_usd DOUBLE;
+        ALTER TABLE {s}.attempts ADD COLUMN cost_usd DOUBLE PRECISION;
         ALTER TABLE {s}.attempts ADD COLUMN batch BOOLEAN;
         """,
     ),
@@ -72,7 +73,7 @@ MIGRATIONS: list[tuple[int, str]] = [
             n_rows INTEGER, answered INTEGER, created_at TIMESTAMP, PRIMARY KEY (run_id, node));
         CREATE TABLE {s}.eval_metrics (
             run_id VARCHAR, node VARCHAR, template_hash VARCHAR, field VARCHAR, metric VARCHAR,
-            value DOUBLE, n INTEGER);
+            value DOUBLE PRECISION, n INTEGER);
         CREATE TABLE {s}.eval_answers (
             run_id VARCHAR, node VARCHAR, template_hash VARCHAR, eval_row BIGINT, request_key VARCHAR,
             status VARCHAR, answer VARCHAR, expected VARCHAR);
@@ -115,7 +116,7 @@ MIGRATIONS: list[tuple[int, str]] = [
             shard_id VARCHAR, request_key VARCHAR{keys}, run_id VARCHAR, node VARCHAR, model VARCHAR,
             outcome VARCHAR, status_code INTEGER, error_code VARCHAR, detail VARCHAR,
             prompt_tokens BIGINT, completion_tokens BIGINT, cached_tokens BIGINT,
-            created_at TIMESTAMP, cost_usd DOUBLE, batch BOOLEAN);
+            created_at TIMESTAMP, cost_usd DOUBLE PRECISION, batch BOOLEAN);
         INSERT INTO {s}.attempts_v6 SELECT * FROM {s}.attempts;
         DROP TABLE {s}.attempts;
         ALTER TABLE {s}.attempts_v6 RENAME TO attempts;
@@ -179,61 +180,29 @@ MIGRATIONS: list[tuple[int, str]] = [
             submission VARCHAR PRIMARY KEY, base_model VARCHAR, suffix VARCHAR,
             training_path VARCHAR, validation_path VARCHAR, training_sha256 VARCHAR, validation_sha256 VARCHAR,
             training_file_id VARCHAR, validation_file_id VARCHAR, job_id VARCHAR, status VARCHAR,
-            fine_tuned_model VARCHAR, trained_tokens BIGINT, estimate_usd DOUBLE, error VARCHAR,
+            fine_tuned_model VARCHAR, trained_tokens BIGINT, estimate_usd DOUBLE PRECISION, error VARCHAR,
             created_at TIMESTAMPTZ, updated_at TIMESTAMPTZ);
         """,
     ),
 ]
-# what a migration does to the DuckDB warehouses that earlier versions of llmt wrote, besides the above
-DUCKDB_LEGACY = {
-    9: """
-        INSERT INTO {s}.fingerprints SELECT 'stage', substr(table_name, 8), substr(comment, 12), now()
-        FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = {name}
-          AND starts_with(table_name, 'input__') AND starts_with(comment, 'llmt-stage ');
-        INSERT INTO {s}.fingerprints SELECT 'source', table_name, substr(comment, 13), now()
-        FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = {name}
-          AND starts_with(table_name, 'source__') AND starts_with(comment, 'llmt-source ');
-        """,
-}
 SCHEMA_VERSION_DDL = ("CREATE TABLE IF NOT EXISTS {s}.schema_version "
                       "(version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ)")
 
 LATEST = MIGRATIONS[-1][0]
 
 
-def migrate(conn: duckdb.DuckDBPyConnection, schema: str, upto: int = LATEST) -> int:
-    """Bring the state schema to the latest version (or to ``upto``); returns the version."""
+def migrate(wh: Warehouse, schema: str, upto: int = LATEST) -> int:
+    """Bring the state schema ``schema`` to the latest version (or to ``upto``), each migration in a transaction
+    of its own, rendered for the warehouse's engine (`Warehouse.migration_sql`); returns the version."""
     s = quoted(schema)
-    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
-    conn.execute(SCHEMA_VERSION_DDL.format(s=s))
-    row = conn.execute(f"SELECT coalesce(max(version), 0) FROM {s}.schema_version").fetchone()
-    current = int(row[0]) if row else 0
+    wh.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
+    wh.execute(SCHEMA_VERSION_DDL.format(s=s))
+    current = int(wh.scalar(f"SELECT coalesce(max(version), 0) FROM {s}.schema_version") or 0)
     for version, sql in MIGRATIONS:
         if version <= current or version > upto:
             continue
-        conn.execute("BEGIN TRANSACTION")
-        try:
-            conn.execute(migration_sql(conn, sql, s))
-            if version in DUCKDB_LEGACY:
-                conn.execute(DUCKDB_LEGACY[version].format(s=s, name=sql_string(schema)))
-            conn.execute(f"INSERT INTO {s}.schema_version VALUES (?, now())", [version])
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with wh.transaction():
+            wh.execute(wh.migration_sql(version, sql, schema))
+            wh.execute(f"INSERT INTO {s}.schema_version VALUES (?, now())", [version])
         current = version
     return current
-
-
-def migration_sql(conn: duckdb.DuckDBPyConnection, sql: str, schema: str) -> str:
-    """A migration's statements for the state schema ``schema`` (quoted) of ``conn``'s database."""
-    return sql.format(s=schema, zstd=" USING COMPRESSION zstd" if zstd_available(conn) else "",
-                      keys=f" USING COMPRESSION {KEYS}")
-
-
-def zstd_available(conn: duckdb.DuckDBPyConnection) -> bool:
-    """Whether the database's storage version has ZSTD for strings (1.2 and later)."""
-    row = conn.execute("SELECT tags['storage_version'] FROM duckdb_databases() WHERE database_name = "
-                       "current_database()").fetchone()
-    version = re.match(r"v(\d+)\.(\d+)", str(row[0]) if row else "")
-    return version is not None and (int(version[1]), int(version[2])) >= (1, 2)

@@ -114,7 +114,8 @@ class StateStore:
         """Shards not collected yet (of one provider, or of one model)."""
         rows = self.wh.fetchall(
             f"SELECT {SHARD_COLUMNS} FROM {self.table('shards')} WHERE status IN ({self.open_list}) "
-            "AND (? IS NULL OR provider = ?) AND (? IS NULL OR node = ?) ORDER BY shard_id",
+            "AND (CAST(? AS VARCHAR) IS NULL OR provider = ?) AND (CAST(? AS VARCHAR) IS NULL OR node = ?) "
+            "ORDER BY shard_id",
             [provider, provider, node, node])
         return [ShardRow(*r) for r in rows]
 
@@ -201,7 +202,8 @@ class StateStore:
         return [(str(m), int(n or 0), int(i or 0), int(o or 0), bool(e), str(p)) for m, n, i, o, e, p in
                 self.wh.fetchall(
                     f"SELECT model, n_requests, input_tokens, n_requests * max_output_tokens, input_tokens_exact, "
-                    f"path FROM {self.table('shards')} WHERE status IN ({self.open_list}) AND (? IS NULL OR node = ?)",
+                    f"path FROM {self.table('shards')} WHERE status IN ({self.open_list}) "
+                    "AND (CAST(? AS VARCHAR) IS NULL OR node = ?)",
                     [node, node])]
 
     # -- attempts and answers -------------------------------------------------------------------------
@@ -210,7 +212,7 @@ class StateStore:
         row = self.wh.fetchone(
             "SELECT coalesce(sum(cost_usd), 0), coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), "
             f"coalesce(sum(cached_tokens), 0), max(model), count(CASE WHEN outcome <> 'ok' AND NOT {USES_ATTEMPT_SQL} "
-            f"THEN 1 END) FROM {self.table('attempts')} WHERE run_id = ? AND (? IS NULL OR node = ?)",
+            f"THEN 1 END) FROM {self.table('attempts')} WHERE run_id = ? AND (CAST(? AS VARCHAR) IS NULL OR node = ?)",
             [run_id, node, node])
         assert row is not None
         return Usage(float(row[0]), int(row[1]), int(row[2]), int(row[3]), row[4], int(row[5]))

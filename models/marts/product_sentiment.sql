@@ -25,8 +25,8 @@ per_product as (
         product,
         count(*)                                                          as review_count,
         round(avg(score), 2)                                              as avg_score,
-        round(count(*) filter (where sentiment = 'positive') / count(*), 3) as share_positive,
-        round(count(*) filter (where sentiment = 'negative') / count(*), 3) as share_negative,
+        round(avg(case when sentiment = 'positive' then 1.0 else 0 end), 3) as share_positive,
+        round(avg(case when sentiment = 'negative' then 1.0 else 0 end), 3) as share_negative,
         count(competitor_mentioned)                                       as competitor_mentions
     from insights
     group by product
