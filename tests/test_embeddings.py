@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from llmt.providers.embeddings import fake_vector
-from tests.conftest import Project, project_yml
+from tests.conftest import Project, on_postgres, project_yml
 from tests.emulator import Emulator, fixtures
 
 emulator = fixtures.emulator
@@ -52,6 +52,12 @@ def kb(make_project: MakeProject) -> Project:
     return make_project({"project.yml": PROJECT, "models/sources.yml": SOURCES, "models/insights.sql": "",
                          "models/stg_reviews.sql": "", "data/kb.csv": kb_csv(ARTICLES),
                          "models/kb_embeddings.sql": MODEL})
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def kb_anywhere(request: pytest.FixtureRequest, kb: Project) -> Project:
+    """The project's warehouse: DuckDB's file, or a database on the PostgreSQL server (schema `main` on both)."""
+    return on_postgres(kb, request.getfixturevalue("pg"), schema="main") if request.param == "postgres" else kb
 
 
 @pytest.fixture
@@ -116,37 +122,38 @@ def test_the_emulator_answers_embeddings_through_the_sdk_within_the_apis_limits(
 # -- embedding models on the fake provider ----------------------------------------------------------
 
 
-def test_an_embedding_model_writes_a_vector_column_and_a_rerun_sends_nothing(kb: Project) -> None:
-    first = result(kb)
+def test_an_embedding_model_writes_a_vector_column_and_a_rerun_sends_nothing(kb_anywhere: Project) -> None:
+    first = result(kb_anywhere)
     assert first["requests"] == 5 and first["answered"] == 5
-    columns = kb.query("select column_name, data_type from information_schema.columns "
-                       "where table_name = 'kb_embeddings' order by ordinal_position")
-    assert columns[:4] == [("article_id", "VARCHAR"), ("title", "VARCHAR"), ("body", "VARCHAR"),
-                           ("embedding", "FLOAT[64]")]
-    assert [c for c, _ in columns[4:]] == ["_llmt_status", "_llmt_request_key", "_llmt_answer_key", "_llmt_model",
-                                           "_llmt_answered_at"]
+    columns = kb_anywhere.query("select column_name from information_schema.columns "
+                                "where table_name = 'kb_embeddings' order by ordinal_position")
+    assert [c for c, in columns] == ["article_id", "title", "body", "embedding", "_llmt_status", "_llmt_request_key",
+                                     "_llmt_answer_key", "_llmt_model", "_llmt_answered_at"]
+    assert kb_anywhere.query("select pg_typeof(embedding)::text from main.kb_embeddings limit 1" if kb_anywhere.pg
+                             else "select typeof(embedding) from main.kb_embeddings limit 1") == [
+        ("real[]" if kb_anywhere.pg else "FLOAT[64]",)]
     # each row's vector is its own text's, although two texts share a line of the batch file
     for article, title, body in ARTICLES:
-        assert vectors(kb)[article] == pytest.approx(fake_vector(body, 64), abs=1e-6), title
-    lines = sent_lines(kb)
+        assert vectors(kb_anywhere)[article] == pytest.approx(fake_vector(body, 64), abs=1e-6), title
+    lines = sent_lines(kb_anywhere)
     assert [(line["custom_id"], len(line["body"]["input"])) for line in lines] == [("0+2", 2), ("2+2", 2), ("4+1", 1)]
     assert {line["url"] for line in lines} == {"/v1/embeddings"}
     assert lines[0]["body"] | {"input": None} == {"model": "text-embedding-3-small", "encoding_format": "float",
                                                   "dimensions": 64, "input": None}
-    assert result(kb)["requests"] == 0
-    assert kb.query("select count(*) from _llmt.attempts") == [(5,)]
+    assert result(kb_anywhere)["requests"] == 0
+    assert kb_anywhere.query("select count(*) from _llmt.attempts") == [(5,)]
 
 
-def test_an_edited_article_sends_one_input_and_a_title_change_none(kb: Project) -> None:
-    result(kb)
-    before = vectors(kb)
+def test_an_edited_article_sends_one_input_and_a_title_change_none(kb_anywhere: Project) -> None:
+    result(kb_anywhere)
+    before = vectors(kb_anywhere)
     edited = [*ARTICLES[:2], ("KB-3", "Invoices (PDF)", "Download every invoice as PDF"), *ARTICLES[3:]]
-    kb.write("data/kb.csv", kb_csv(edited))
-    assert result(kb)["requests"] == 1
-    after = vectors(kb)
+    kb_anywhere.write("data/kb.csv", kb_csv(edited))
+    assert result(kb_anywhere)["requests"] == 1
+    after = vectors(kb_anywhere)
     assert after["KB-3"] == pytest.approx(fake_vector("Download every invoice as PDF", 64), abs=1e-6)
     assert {k: v for k, v in after.items() if k != "KB-3"} == {k: v for k, v in before.items() if k != "KB-3"}
-    assert kb.query("select title from main.kb_embeddings where article_id = 'KB-3'") == [("Invoices (PDF)",)]
+    assert kb_anywhere.query("select title from main.kb_embeddings where article_id = 'KB-3'") == [("Invoices (PDF)",)]
 
 
 def test_empty_and_too_long_texts_are_failed_rows_counted_exactly_and_never_sent(kb: Project) -> None:

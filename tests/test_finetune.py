@@ -15,7 +15,7 @@ import pytest
 
 from llmt.finetune_data import default_epochs
 from llmt.tokens import RequestCounter
-from tests.conftest import Project, project_yml
+from tests.conftest import Project, on_postgres, project_yml
 from tests.emulator import Emulator, fixtures
 
 emulator = fixtures.emulator
@@ -34,6 +34,16 @@ PROJECT = project_yml("max_retries: 0, timeout: 10", """
 @pytest.fixture
 def answered(make_project: MakeProject) -> Project:
     project = make_project({"data/reviews.csv": REVIEWS, "project.yml": PROJECT})
+    assert project.llmt("run").code == 0
+    return project
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def answered_anywhere(request: pytest.FixtureRequest, make_project: MakeProject) -> Project:
+    """`answered` on DuckDB's file, or on a database of the PostgreSQL server (schema `main` on both)."""
+    project = make_project({"data/reviews.csv": REVIEWS, "project.yml": PROJECT})
+    if request.param == "postgres":
+        on_postgres(project, request.getfixturevalue("pg"), schema="main")
     assert project.llmt("run").code == 0
     return project
 
@@ -85,7 +95,8 @@ def test_export_writes_each_answered_request_with_its_answer_checked_counted_and
     assert (train.read_bytes(), valid.read_bytes()) == before
 
 
-def test_rows_failing_the_models_tests_or_the_where_are_left_out(answered: Project) -> None:
+def test_rows_failing_the_models_tests_or_the_where_are_left_out(answered_anywhere: Project) -> None:
+    answered = answered_anywhere
     answered.write("models/insights.yml", """
         models:
           - name: insights
@@ -214,7 +225,8 @@ def test_a_killed_submit_goes_on_without_a_second_job(point: str, exported: Proj
     assert exported.query("select job_id from _llmt.finetune_jobs") == [(emulator.finetuning.created[0]["id"],)]
 
 
-def test_offline_the_fake_provider_fine_tunes_at_once(answered: Project) -> None:
+def test_offline_the_fake_provider_fine_tunes_at_once(answered_anywhere: Project) -> None:
+    answered = answered_anywhere
     export(answered)
     got = answered.llmt("finetune", "submit", str(answered.root / "out/train.jsonl"), "--model", "gpt-4o-mini",
                         "--output", "json")

@@ -3,15 +3,14 @@ retrieved context is part of the request key."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from typing import ClassVar
 
 import pytest
 
-from llmt.errors import CompileError
 from llmt.providers.embeddings import fake_vector
-from llmt.warehouse.base import Warehouse
-from tests.conftest import Project
+from tests.conftest import Project, on_postgres
+from tests.pg import PgDatabase
 
 MakeProject = Callable[[dict[str, str]], Project]
 
@@ -153,9 +152,8 @@ def test_mistakes_in_the_macro_are_compile_errors_at_the_models_line(support: Pr
         assert got.code == 2 and says in got.err and "models/hits.sql:2" in got.err, got.err
 
 
-def test_an_engine_without_vector_functions_says_so() -> None:
-    class Other(Warehouse):  # only its class-level SQL hook is used
-        dialect: ClassVar[str] = "postgres"
-
-    with pytest.raises(CompileError, match="the postgres engine has no vector similarity function"):
-        Other.nearest_sql("q", "d", ["id"], ["doc"], "embedding", 3)
+def test_an_engine_without_vector_functions_says_so(support: Project, pg: PgDatabase) -> None:
+    on_postgres(support, pg)
+    got = support.llmt("compile", "-s", "hits")
+    assert got.code == 2 and "the postgres engine has no vector similarity function" in got.err, got.err
+    assert re.search(r"models/(hits|answers)\.sql:\d+: nearest_neighbors", got.err), got.err  # the file and line

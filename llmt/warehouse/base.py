@@ -365,9 +365,9 @@ class Warehouse(ABC):
 
     def vector_type(self, dimensions: int) -> str:
         """The engine's column type of a fixed-size vector of ``dimensions`` floats (an embedding model's
-        `embedding` column); it is also that answer field's structure for `json_structure_sql`."""
+        `embedding` column); it is also that answer field's structure for `answer_sql` and `answer_field_sql`."""
         raise DatabaseError(f"the {self.dialect} warehouse has no vector column type: embedding models need one",
-                            hint="Build embedding models on a DuckDB target.")
+                            hint="Build embedding models on a DuckDB or PostgreSQL target.")
 
     @classmethod
     def nearest_sql(cls, queries: str, documents: str, query_key: Sequence[str], document_key: Sequence[str],
