@@ -52,7 +52,7 @@ def model_run(project: Project, wh: Warehouse, provider: BatchProvider, options:
                             ("rebuild_output", "output")):
             phases.wrap(llm, attr, phase)
         phases.wrap(context.store, "record_shards", "record")
-        phases.wrap(batches, "drive", "submit")
+        phases.wrap(batches, "submit", "submit")
     return node_run, batches
 
 
@@ -186,8 +186,9 @@ def collect(project: Project, remote: Path, phases: Phases | None = None) -> tup
         if phases is not None:
             phases.wrap(batches, "collect", "collect")
         with stopwatch() as t:
-            counts = batches.drive(batches.open_shards(node_run.name), wait=True, timeout=None, poll=0.01,
-                                   work_dir=node_run.work_dir)
+            rows = batches.open_shards(node_run.name)
+            ended = batches.wait(rows, None, 0.01)
+            counts = batches.collect([(row, ended[row.shard_id]) for row in rows], node_run.work_dir)
             with stopwatch() as t_out:
                 llm.rebuild_output(node_run.ctx, node_run.place, node_run.spec)
             with stopwatch() as t_close:

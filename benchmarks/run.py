@@ -116,6 +116,11 @@ def table(results: Results, sizes: list[int], e2e_rows: int, dbt_rows: int, repe
                      f"{f(results, 'vs_dbt', 'llmt_noop_s', '{:.1f}')} s, dbt "
                      f"{f(results, 'vs_dbt', 'dbt_noop_s', '{:.1f}')} s: dbt takes "
                      f"{f(results, 'vs_dbt', 'noop_ratio', '{:.1f}')}x as long |")
+    parallel = results.get("parallel", {})
+    lines.append(f"| 9. independent LLM models in one run, batches of {f(results, 'parallel', 'latency_s', '{:g}')} s: "
+                 "the batch latencies waited (wall time less llmt's own work, ÷ one batch's latency) | ~1 | "
+                 + "; ".join(f"{k.split('_')[1]} models {v}" for k, v in parallel.items()
+                             if k.startswith("models_") and k.endswith("_x")) + " |")
     pg = [k for k in results if k.endswith("-pg")]
     if pg:
         lines += ["", f"PostgreSQL beside DuckDB at {big:,} rows, in the same run (the server: "
@@ -154,6 +159,7 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=500, help="models of the startup project")
     parser.add_argument("--skip-dbt", action="store_true")
     parser.add_argument("--skip-postgres", action="store_true", help="no PostgreSQL figures (see --engine postgres)")
+    parser.add_argument("--latency", type=float, default=5.0, help="seconds each emulated batch takes (parallel.py)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of prepare and collect at each size (median kept)")
     parser.add_argument("--out", type=Path, default=HERE / "results.md")
     parser.add_argument("--duckdb-memory-limit", default="512MB",
@@ -191,6 +197,7 @@ def main() -> None:
         if postgres:
             keep(bench("noop.py", "--rows", str(n), "--engine", "postgres"), f"@{n}-pg")
     keep(bench("e2e.py", "--rows", str(args.e2e_rows)))
+    keep(bench("parallel.py", "--latency", str(args.latency)))
     keep(bench("startup.py", "--models", str(args.models)))
     if not args.skip_dbt:
         keep(bench("vs_dbt.py", "--rows", str(args.dbt_rows)))

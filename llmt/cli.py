@@ -76,6 +76,18 @@ def mode_options(func: F) -> F:
     return func
 
 
+def schedule_options(func: F) -> F:
+    """--fail-fast and --threads (run, build)."""
+    func = click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N",
+                        help="dbt's habit (default: the target's `threads`, 1). Every engine builds one SQL model "
+                        "at a time for now (DuckDB has one writer; a run works on one connection); LLM models' "
+                        "batches are all in flight at once regardless, e.g. --threads 4.")(func)
+    func = click.option("--fail-fast", "-x", is_flag=True,
+                        help="Stop the run at the first failed model; open batches stay open (the next run "
+                        "collects them), e.g. llmt run --fail-fast.")(func)
+    return func
+
+
 def _load(project_dir: Path, target: str | None, vars_: str | None) -> Project:
     from llmt.errors import ConfigError
     from llmt.project import load_project
@@ -177,11 +189,13 @@ def ls(project_dir: Path, target: str | None, vars_: str | None, select: tuple[s
 @mode_options
 @click.option("--sample", type=click.IntRange(min=1), default=None, metavar="N",
               help="Send at most N of each model's pending requests (a deterministic choice; re-run for more).")
+@schedule_options
 def run(project_dir: Path, target: str | None, vars_: str | None, select: tuple[str, ...],
         exclude: tuple[str, ...], output: str, full_refresh: bool, no_wait: bool, retry_failed: bool,
         timeout: float | None, max_cost: float | None, mode: str | None, no_canary: bool, sample: int | None,
-        reask: bool, yes: bool, max_failed_share: float | None) -> None:
-    """Run models in DAG order: SQL models are built, LLM models send only new rows.
+        reask: bool, yes: bool, max_failed_share: float | None, fail_fast: bool, threads: int | None) -> None:
+    """Run models by readiness: SQL models are built as soon as their parents are, every LLM model whose
+    inputs are ready sends its new rows at once, and all open batches are polled together.
 
     \b
     Examples:
@@ -192,6 +206,7 @@ def run(project_dir: Path, target: str | None, vars_: str | None, select: tuple[
       llmt run --sample 20           # try the prompt on 20 requests first
       llmt run --mode realtime       # small urgent work: chat completions now
       llmt run --max-failed-share 0  # CI: any failed row fails the run
+      llmt run --fail-fast           # stop at the first failed model
     """
     from llmt.commands import confirm_reask, run_project
     from llmt.pipeline.llm import LlmOptions
@@ -199,7 +214,8 @@ def run(project_dir: Path, target: str | None, vars_: str | None, select: tuple[
     console = _console(output)
     options = LlmOptions(full_refresh=full_refresh, wait=not no_wait, retry_failed=retry_failed, timeout=timeout,
                          max_cost=max_cost, sample=sample, mode=mode, canary=not no_canary, reask=reask,
-                         max_failed_share=max_failed_share, confirm=confirm_reask(reask, yes, console))
+                         max_failed_share=max_failed_share, confirm=confirm_reask(reask, yes, console),
+                         fail_fast=fail_fast, threads=threads)
     report = run_project(_load(project_dir, target, vars_), list(select), list(exclude), console, options)
     sys.exit(1 if report.failed else 0)
 
@@ -323,10 +339,12 @@ def test_(project_dir: Path, target: str | None, vars_: str | None, select: tupl
 @refresh_options
 @spend_options
 @mode_options
+@schedule_options
 def build(project_dir: Path, target: str | None, vars_: str | None, select: tuple[str, ...],
           exclude: tuple[str, ...], output: str, junit_xml: Path | None, store_failures: bool,
           full_refresh: bool, retry_failed: bool, timeout: float | None, max_cost: float | None,
-          mode: str | None, no_canary: bool, reask: bool, yes: bool, max_failed_share: float | None) -> None:
+          mode: str | None, no_canary: bool, reask: bool, yes: bool, max_failed_share: float | None,
+          fail_fast: bool, threads: int | None) -> None:
     """Run and test models in DAG order: unit tests before a model, its data tests right after it.
     A failing error-severity test skips everything downstream of it.
 
@@ -342,7 +360,7 @@ def build(project_dir: Path, target: str | None, vars_: str | None, select: tupl
     console = _console(output)
     options = LlmOptions(full_refresh=full_refresh, retry_failed=retry_failed, timeout=timeout, max_cost=max_cost,
                          mode=mode, canary=not no_canary, reask=reask, max_failed_share=max_failed_share,
-                         confirm=confirm_reask(reask, yes, console))
+                         confirm=confirm_reask(reask, yes, console), fail_fast=fail_fast, threads=threads)
     report = build_project(_load(project_dir, target, vars_), list(select), list(exclude), console,
                            options, junit_xml, store_failures)
     sys.exit(1 if report.failed else 0)

@@ -147,19 +147,25 @@ def show_model(project: Project, model: str, limit: int, console: Console) -> No
 def batch_status(project: Project, console: Console) -> dict[str, Any]:
     """Every open batch of the target with its status, counts, age and expiry, spend per model, and how many
     batches other targets have open; collects nothing."""
+    from llmt.notify import ended_notice, ended_runs, notify_config, send
     from llmt.pipeline.batches import Batches
     from llmt.runner import make_context, new_run_id, open_warehouse
 
     wh = open_warehouse(project, console)
     context = make_context(project, wh, console, new_run_id())
+    notify = notify_config(project)
     try:
         batches = Batches(context)
         rows = batches.describe(batches.open_shards())
         spend = context.store.ledger()
         elsewhere = _open_elsewhere(project, wh)
+        ended = ended_runs(rows, context.store) if notify is not None else []
     finally:
         context.providers.close()
         wh.close()
+    for run_id, entries in ended:  # the batches an earlier run left open have all ended: `llmt run` collects them
+        assert notify is not None
+        send(project, notify, ended_notice(project, run_id, entries), console)
     entries = [{"model": r[0], "llm_model": r[1], "provider": r[2], "today_usd": r[3] or 0.0, "month_usd": r[4] or 0.0,
                 "total_usd": r[5] or 0.0, "prompt_tokens": r[6], "completion_tokens": r[7]} for r in spend]
     # what the fake provider's answers would have cost is simulated: never part of the real spend

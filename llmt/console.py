@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 
@@ -22,6 +23,27 @@ class _NullBar:
         pass
 
     def update(self, completed: int) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class OpenBatch:
+    """One open batch as the live view of a run shows it."""
+
+    model: str
+    batch: str  # its id at the provider
+    status: str
+    done: int  # requests answered or failed so far
+    total: int
+    age_s: float | None  # since the provider created it
+
+
+class Board(Protocol):
+    def show(self, batches: Sequence[OpenBatch]) -> None: ...
+
+
+class _NullBoard:
+    def show(self, batches: Sequence[OpenBatch]) -> None:
         pass
 
 
@@ -41,8 +63,13 @@ class Reporter:
 
     @contextmanager
     def bars(self, items: Sequence[tuple[str, int]]) -> Iterator[list[Bar]]:
-        """Several bars shown together (e.g. one per open batch)."""
+        """Several bars shown together."""
         yield [_NullBar() for _ in items]
+
+    @contextmanager
+    def board(self) -> Iterator[Board]:
+        """The live view of every open batch of a run (all models), shown while the run waits."""
+        yield _NullBoard()
 
 
 class _PlainBar:
@@ -64,6 +91,48 @@ class _PlainBar:
             print(f"  {self.description}: {self.done}/{self.total}", file=self.out, flush=True)
 
 
+class _PlainBoard:
+    """Open batches as plain lines: a line for a batch when its status changes, or its counts at most every few
+    seconds."""
+
+    def __init__(self, out: Any, shown: dict[str, tuple[str, int, float]]) -> None:
+        self.out = out
+        self.shown = shown  # batch -> (status, done, when) of its last line, kept across the run's waits
+
+    def show(self, batches: Sequence[OpenBatch]) -> None:
+        now = time.monotonic()
+        for b in batches:
+            status, done, when = self.shown.get(b.batch, ("", -1, 0.0))
+            if b.status != status or (b.done != done and now - when >= 5):
+                self.shown[b.batch] = (b.status, b.done, now)
+                print(f"  {b.model} {b.batch}: {b.status} {b.done}/{b.total}{_age(b.age_s)}", file=self.out,
+                      flush=True)
+
+
+class _RichBoard:
+    def __init__(self, live: Any) -> None:
+        self.live = live
+
+    def show(self, batches: Sequence[OpenBatch]) -> None:
+        from rich.table import Table
+
+        table = Table(title=f"{len(batches)} open batch(es)", title_justify="left", box=None, pad_edge=False)
+        for col, justify in (("model", "left"), ("batch", "left"), ("status", "left"), ("done", "right"),
+                             ("age", "right")):
+            table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        for b in batches:
+            table.add_row(b.model, b.batch, b.status, f"{b.done}/{b.total}", _age(b.age_s).strip())
+        self.live.update(table, refresh=True)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    minutes, secs = divmod(int(max(seconds, 0)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f" {hours}h{minutes:02d}m" if hours else f" {minutes}m{secs:02d}s"
+
+
 class _RichBar:
     def __init__(self, progress: Any, task: Any) -> None:
         self.progress, self.task = progress, task
@@ -80,6 +149,7 @@ class Console(Reporter):
         self.quiet = quiet or json_output
         self.json_output = json_output
         self.tty = sys.stderr.isatty()
+        self.board_lines: dict[str, tuple[str, int, float]] = {}
 
     def _rich(self, stderr: bool = True) -> Any:
         from rich.console import Console as RichConsole
@@ -124,6 +194,19 @@ class Console(Reporter):
             console=self._rich(), transient=True,
         ) as progress:
             yield [_RichBar(progress, progress.add_task(d, total=max(t, 1))) for d, t in items]
+
+    @contextmanager
+    def board(self) -> Iterator[Board]:
+        if self.quiet:
+            yield _NullBoard()
+            return
+        if not self.tty:
+            yield _PlainBoard(sys.stderr, self.board_lines)
+            return
+        from rich.live import Live
+
+        with Live(console=self._rich(), transient=True, auto_refresh=False) as live:
+            yield _RichBoard(live)
 
     def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         """A table on stdout (rich on a terminal, aligned plain text otherwise)."""

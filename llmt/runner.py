@@ -1,4 +1,4 @@
-"""Run selected nodes in DAG order; a failed node skips everything downstream of it."""
+"""A run of the selected nodes (the scheduler is in scheduler.py), and what its stages are given."""
 
 from __future__ import annotations
 
@@ -6,22 +6,19 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from llmt.artifacts import write_compiled, write_manifest, write_run_results
 from llmt.console import Reporter
 from llmt.cost import Budget, PriceTable, price_table
 from llmt.errors import ConfigError, LlmtError
-from llmt.file_sources import load_file_sources
-from llmt.materialize import materialize_sql
+from llmt.notify import notify_config, run_notice, send
 from llmt.pipeline.batches import Batches
 from llmt.pipeline.context import Providers, RunContext
 from llmt.pipeline.embed import EmbeddingRun, embedding_specs
-from llmt.pipeline.llm import Budgets, LlmOptions, LlmResult, NodeRun, model_place
+from llmt.pipeline.llm import Budgets, LlmOptions, NodeRun, model_place
 from llmt.pipeline.realtime import Limits
 from llmt.pipeline.rekey import fake_answers
 from llmt.pipeline.render import MAX_REQUESTS_PER_BATCH
@@ -29,30 +26,10 @@ from llmt.pipeline.spec import LlmSpec, build_spec, escalation_spec
 from llmt.project import Project
 from llmt.providers import make_provider, make_realtime_provider
 from llmt.providers.base import RealtimeProvider
+from llmt.scheduler import Callbacks, NodeHooks, NodeResult, Scheduler
 from llmt.warehouse import open_warehouse as open_target_warehouse
 from llmt.warehouse.base import Warehouse
 from llmt.warehouse.store import StateStore
-
-
-@dataclass
-class NodeResult:
-    name: str
-    materialized: str
-    status: str  # dbt's: success | warn (an LLM model with failed rows, or stopped) | error | skipped
-    seconds: float = 0.0
-    message: str = ""
-    rows: int | None = None
-    llm: LlmResult | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "unique_id": f"model.{self.name}", "name": self.name, "materialized": self.materialized,
-            "status": self.status, "execution_time": round(self.seconds, 3), "message": self.message,
-            "rows": self.rows,
-        }
-        if self.llm is not None:
-            out["llm"] = self.llm.as_dict()
-        return out
 
 
 @dataclass
@@ -66,21 +43,12 @@ class RunReport:
         return any(r.status == "error" for r in self.results)
 
 
-@dataclass
-class NodeHooks:
-    """Run around each node by `llmt build` (its tests). A message returned by `before` skips the node;
-    one returned by `after` (e.g. "failed test `x`") skips the node's descendants and says why."""
-
-    before: Callable[[str], str | None]
-    after: Callable[[str, NodeResult], str | None]
-
-
 def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
 
 
 def pipeline_options(project: Project, options: LlmOptions) -> LlmOptions:
-    """Apply the target's `max_requests_per_batch` and `poll_interval` provider options."""
+    """Apply the target's `threads` and its `max_requests_per_batch` and `poll_interval` provider options."""
     provider = project.target.provider.options()
     where = str(project.dir / "project.yml")
     limit = provider.get("max_requests_per_batch", options.max_requests_per_batch)
@@ -90,7 +58,8 @@ def pipeline_options(project: Project, options: LlmOptions) -> LlmOptions:
     poll = provider.get("poll_interval", options.poll_interval)
     if not isinstance(poll, int | float) or poll <= 0:
         raise ConfigError(f"`poll_interval` must be a positive number of seconds, got {poll!r}", where=where)
-    return replace(options, max_requests_per_batch=limit, poll_interval=float(poll))
+    threads = options.threads if options.threads is not None else project.target.threads
+    return replace(options, max_requests_per_batch=limit, poll_interval=float(poll), threads=threads)
 
 
 def make_providers(project: Project) -> Providers:
@@ -132,12 +101,14 @@ def prices(project: Project) -> PriceTable:
     return price_table(project.config.llm.prices)
 
 
-def budgets(project: Project, node: str, options: LlmOptions) -> Budgets:
+def budgets(project: Project, node: str, options: LlmOptions, held: dict[str, float] | None = None) -> Budgets:
+    """A model's budgets; ``held``: what the models of the run hold back for their escalations (shared)."""
     run = [Budget(options.max_cost, "--max-cost")] if options.max_cost is not None else []
     if project.config.llm.budget_usd is not None:
         run.append(Budget(project.config.llm.budget_usd, "budget_usd under `llm:` in project.yml"))
     own = project.nodes[node].config.get("budget_usd")
-    return Budgets(run, [Budget(float(own), f"budget_usd of model `{node}`")] if own is not None else [])
+    return Budgets(run, [Budget(float(own), f"budget_usd of model `{node}`")] if own is not None else [],
+                   {} if held is None else held)
 
 
 def failed_share_limit(project: Project, node: str, options: LlmOptions) -> tuple[float, str]:
@@ -207,6 +178,7 @@ def run(
     command: str = "run",
     hooks: NodeHooks | None = None,
 ) -> RunReport:
+    """Run the selected nodes (``names``, in DAG order) by readiness: see scheduler.py."""
     started = time.monotonic()
     specs = llm_specs(project, names)  # every compile error before anything runs
     embeddings = embedding_specs(project, names, prices(project))
@@ -221,82 +193,90 @@ def run(
     context = make_context(project, wh, reporter, report.run_id) if specs or embeddings else None
     store = StateStore(wh)
     store.start_run(report.run_id, project.name, command)
-    batches = Batches(context) if context is not None else None
-    failed_upstream: dict[str, str] = {}  # node -> why its descendants are skipped ("failed", ...)
-    interrupted = False
+    deadline = None if options.timeout is None else started + options.timeout  # --timeout bounds the whole run
+    held: dict[str, float] = {}  # what each model holds back for its escalation, seen by the others' budgets
+
+    def llm_run(name: str) -> NodeRun | EmbeddingRun:
+        assert context is not None and scheduler.batches is not None
+        place, limits = model_place(project, name, context.batches_dir), budgets(project, name, options, held)
+        if name in embeddings:
+            return EmbeddingRun(context, scheduler.batches, place, embeddings[name], options, limits,
+                                deadline=deadline)
+        return NodeRun(context, scheduler.batches, place, specs[name], options, limits, lambda: fake_answers(project),
+                       deadline=deadline)
+
+    def finished(result: NodeResult) -> None:
+        report.results.append(result)
+        reporter.info(_line(result))
+
+    calls = Callbacks(llm_run, lambda result: judge_llm(result, *failed_share_limit(project, result.name, options)),
+                      finished, hooks)
+    scheduler = Scheduler(project, names, wh, store, context, options, calls)
+    status, exit_code, ended = "error", 1, False
     try:
-        for name in names:
-            node = project.nodes[name]
-            blocked = [p for p in project.graph.ancestors(name) if p in failed_upstream]
-            why = None
-            if blocked:
-                failed_upstream[name] = failed_upstream[blocked[0]]
-                why = f"upstream `{blocked[0]}` {failed_upstream[name]}"
-            elif hooks is not None and (why := hooks.before(name)):
-                failed_upstream[name] = "was skipped"
-            if why:
-                report.results.append(NodeResult(name, node.materialized, "skipped", message=f"skipped: {why}"))
-                reporter.info(f"skip  {name} ({why.replace('`', '')})")
-                continue
-            t0 = time.monotonic()
-            result = NodeResult(name, node.materialized, "success")
-            try:
-                load_file_sources(wh, store, project, node.sources)  # when their files changed
-                if node.sends:
-                    assert context is not None and batches is not None
-                    place, limits = model_place(project, name, context.batches_dir), budgets(project, name, options)
-                    result.llm = (NodeRun(context, batches, place, specs[name], options, limits,
-                                          lambda: fake_answers(project)) if node.is_llm else
-                                  EmbeddingRun(context, batches, place, embeddings[name], options, limits)).run()
-                    result.rows = result.llm.rows
-                    judge_llm(result, *failed_share_limit(project, name, options))
-                    if result.status == "error":
-                        failed_upstream[name] = "failed"
-                else:
-                    with wh.transaction():
-                        result.rows = materialize_sql(wh, project, node, options.full_refresh)
-            except LlmtError as exc:
-                if exc.exit_code == 2:  # a usage or config error: stop, exit code 2
-                    raise
-                result.status, result.message = "error", exc.render()
-                failed_upstream[name] = "failed"
-            result.seconds = time.monotonic() - t0
-            report.results.append(result)
-            reporter.info(_line(result))
-            if hooks is not None and result.status in ("success", "warn") and (veto := hooks.after(name, result)):
-                failed_upstream[name] = veto
+        scheduler.run()
+        ended = True
+        status = "error" if report.failed else "success"
+        exit_code = 1 if report.failed or scheduler.vetoed else 0
     except KeyboardInterrupt:
-        interrupted = True
-        if batches is not None:
-            _say_what_is_open(batches, reporter)
+        status, exit_code = "interrupted", 130
+        raise
+    except LlmtError as exc:
+        exit_code = exc.exit_code
         raise
     finally:
+        scheduler.close()
+        still_open = _open_by_model(scheduler.batches)
+        if still_open is not None and not (ended and scheduler.stopped_by is None):
+            what = ("interrupted" if status == "interrupted" else "stopped by --fail-fast" if ended
+                    else "stopped by the error")
+            _say_what_is_open(still_open, reporter, what)
+        order = {n: i for i, n in enumerate(names)}
+        report.results.sort(key=lambda r: order[r.name])
         report.seconds = time.monotonic() - started
-        status = "interrupted" if interrupted else "error" if report.failed else "success"
         store.finish_run(report.run_id, status)
+        notify = notify_config(project)
+        notice = run_notice(project, report.run_id, command, _NOTICE_STATUS.get(exit_code, "error"), exit_code,
+                            report.seconds, report.results, still_open or {},
+                            scheduler.batches.collected_runs if scheduler.batches else ()) if notify else None
         if context is not None:
             context.providers.close()
         if warehouse is None:
             wh.close()
         write_run_results(project, report.run_id, [r.as_dict() for r in report.results], report.seconds, command)
+        if notify is not None and notice is not None:
+            send(project, notify, notice, reporter)
     return report
 
 
-def _say_what_is_open(batches: Batches, reporter: Reporter) -> None:
-    """On Ctrl-C: the batches still open, per model, and that the next run collects them."""
+_NOTICE_STATUS = {0: "success", 130: "interrupted"}
+
+
+def _open_by_model(batches: Batches | None) -> dict[str, int] | None:
+    """The batches still open per model (None: the run has no LLM model)."""
+    if batches is None:
+        return None
     by_node: dict[str, int] = {}
     for row in batches.open_shards():
         by_node[row.node] = by_node.get(row.node, 0) + 1
+    return by_node
+
+
+def _say_what_is_open(by_node: dict[str, int], reporter: Reporter, what: str) -> None:
+    """When a run ends early (Ctrl-C, --fail-fast, an error): the batches still open, per model, and that the
+    next run collects them."""
     if by_node:
-        reporter.warn(f"interrupted: {sum(by_node.values())} batch(es) still open ("
+        reporter.warn(f"{what}: {sum(by_node.values())} batch(es) still open ("
                       + ", ".join(f"{node}: {n}" for node, n in by_node.items())
                       + "); they go on at the provider, and the next `llmt run` collects them before it sends "
                       "anything (`llmt status` shows them, `llmt cancel` stops them)")
     else:
-        reporter.warn("interrupted: no batch is open; the next `llmt run` sends what is still pending")
+        reporter.warn(f"{what}: no batch is open; the next `llmt run` sends what is still pending")
 
 
 def _line(r: NodeResult) -> str:
+    if r.status == "skipped":
+        return f"skip  {r.name} ({r.message.removeprefix('skipped: ').replace('`', '')})"
     mark = {"success": "ok   ", "warn": "WARN ", "error": "ERROR", "skipped": "skip "}[r.status]
     extra = ""
     if r.llm is not None:

@@ -42,6 +42,8 @@ def run_script(script: str, work: Path, *args: str, env: dict[str, str] | None =
         ("noop.py", ["--rows", "300", "--repeat", "1", "--engine", "postgres"], ["seconds", "server"]),
         ("incremental.py", ["--rows", "300"], ["seconds", "requests", "changed"]),
         ("e2e.py", ["--rows", "200"], ["seconds", "requests", "batches"]),
+        ("parallel.py", ["--rows", "20", "--latency", "0.05", "--models", "1,2"],
+         ["models_1_x", "models_2_x", "models_2_own_s"]),
         ("startup.py", ["--models", "20", "--repeat", "1"], ["help_s", "ls_s", "ls_cold_s"]),
         ("vs_dbt.py", ["--rows", "200", "--models", "12", "--no-dbt", "1"], ["llmt_full_s", "skipped"]),
         ("retrieval.py", ["--queries", "50", "--documents", "20", "--dims", "16"], ["seconds", "cpu_s", "pairs_per_s",

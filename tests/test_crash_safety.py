@@ -230,3 +230,58 @@ def test_kill_while_storing_rolls_the_shard_back(emulator: Emulator, tmp_path: P
     assert downloaded == [f"{first}.output.jsonl"]
     lines = (batches / downloaded[0]).read_text(encoding="utf-8").splitlines()
     assert len(lines) == PER_BATCH and all(json.loads(line)["response"]["status_code"] == 200 for line in lines)
+
+
+# the n-th time each point is reached in a run of two models of three shards each: both models have work in
+# flight then (the second one's shards written or recorded, or their batches created, while the first's are)
+TWO_MODELS_AT = {"after_write": 2, "after_record": 2, "after_upload": 4, "after_create": 4, "waiting": 6,
+                 "after_download": 1, "mid_store": 1}
+
+
+def two_models(root: Path, pg: PgDatabase | None) -> Path:
+    """The crash-safety project with a second LLM model over the same rows (its own prompt: its own requests)."""
+    make_project(root, pg)
+    (root / "models" / "insights_b.sql").write_text(
+        "{{ config(materialized='llm', prompt='analyse_b', output_schema='analysis', unique_key='review_id') }}\n"
+        "select review_id, product, review_text from {{ ref('stg_reviews') }}\n", encoding="utf-8")
+    (root / "prompts" / "analyse_b.md").write_text(
+        "---\nsystem: You analyse reviews for the second team.\n---\nReview: {{ review_text }}\n", encoding="utf-8")
+    return root
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_a_run_killed_with_two_models_in_flight_is_resumed(point: str, emulator: Emulator, tmp_path: Path,
+                                                            engine: PgDatabase | None) -> None:
+    emulator.step_per_poll = True
+    if point == "waiting":
+        emulator.timing.in_progress = IN_PROGRESS
+    root = two_models(tmp_path / "demo", engine)
+
+    crash(root, emulator, f"{point}:{TWO_MODELS_AT[point]}")
+    recorded = {node for (node,) in query(root, "SELECT DISTINCT node FROM _llmt.shards")}
+    written_b = list((root / "target" / "batches" / "openai" / "insights_b").glob("*.jsonl"))
+    assert "insights" in recorded and ("insights_b" in recorded or written_b), (point, recorded)
+    before = {str(b["metadata"]["shard_id"]): str(b["id"]) for b in emulator.seen.batches}
+    if point == "waiting":
+        assert len(before) == 2 * SHARDS and not emulator.seen.answered
+        emulator.advance(IN_PROGRESS)
+        emulator.timing.in_progress = 0
+
+    again = llmt_run(root, emulator)
+    assert again.returncode == 0, f"the run after the kill at {point} failed:\n{again.stdout}\n{again.stderr}"
+    keys: list[str] = []
+    for table in ("insights", "insights_b"):
+        assert query(root, f"SELECT _llmt_status, count(*) FROM main.{table} GROUP BY 1") == [("ok", ROWS)]
+        table_keys = [k for (k,) in query(root, f"SELECT DISTINCT _llmt_request_key FROM main.{table}")]
+        assert len(table_keys) == REQUESTS
+        keys += table_keys
+    assert query(root, "SELECT count(*), count(DISTINCT request_key) FROM _llmt.answers") == [(len(keys), len(keys))]
+    assert query(root, "SELECT count(*) FROM _llmt.attempts WHERE outcome <> 'ok'") == [(0,)]
+    assert query(root, "SELECT count(*) FROM _llmt.shards WHERE status <> 'collected'") == [(0,)]
+    # no batch created twice, no request sent or answered twice; the batches created before the kill were found
+    per_shard = emulator.seen.batches_per("shard_id")
+    assert len(per_shard) == 2 * SHARDS and set(per_shard.values()) == {1}, per_shard
+    assert Counter(c for ids in batch_requests(emulator).values() for c in ids) == Counter(keys)
+    assert emulator.seen.answered == Counter(keys)
+    after = {str(b["metadata"]["shard_id"]): str(b["id"]) for b in emulator.seen.batches}
+    assert {shard: after[shard] for shard in before} == before

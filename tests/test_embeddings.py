@@ -282,3 +282,23 @@ def test_a_killed_embedding_run_is_resumed_without_repeating_paid_work(point: st
     assert set(emulator.seen.answered.values()) == {1}  # no line answered twice
     assert on_emulator.query("select count(*), count(distinct request_key) from _llmt.attempts "
                              "where outcome = 'ok'") == [(5, 5)]
+
+
+def test_embedding_models_have_their_batches_in_flight_at_once(on_emulator: Project, emulator: Emulator) -> None:
+    from tests.test_stop import start_run
+
+    on_emulator.write("models/kb_titles.sql", MODEL.replace("column='body'", "column='title'"))
+    for _ in range(2):
+        emulator.faults.next_batch(stall_after=0)  # each batch answers nothing until it is let go
+    run = start_run(on_emulator.root, emulator, "sk-test")
+    try:
+        # one model at a time would wait on the first batch forever: both exist while neither has ended
+        emulator.wait_for(lambda: len(emulator.seen.batches) == 2, timeout=60)
+        assert sorted(b["metadata"]["node"] for b in emulator.seen.batches) == ["kb_embeddings", "kb_titles"]
+    finally:
+        for b in emulator.seen.batches:
+            emulator.release(str(b["id"]))
+        _, err = run.communicate(timeout=60)
+    assert run.returncode == 0, err
+    titles = dict(on_emulator.query("select article_id, embedding from main.kb_titles"))
+    assert titles["KB-1"] == pytest.approx(fake_vector("Paper jam", 64), abs=1e-6)

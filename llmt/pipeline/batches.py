@@ -12,12 +12,15 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
+from llmt.console import Board, OpenBatch
 from llmt.cost import PriceTable
 from llmt.crash import crash_point
 from llmt.pipeline.collect import collect_files
@@ -35,6 +38,11 @@ CHAT = "/v1/chat/completions"  # where a shard's requests go, unless it says oth
 # database file), while the distinct answers held for validation (~180 bytes each) stay bounded
 COLLECT_REQUESTS = 1_000_000
 DOWNLOADS_AT_ONCE = 4  # a group's result files are downloaded this many at a time
+CALLS_AT_ONCE = 8  # uploads, creates and polls of several shards at a time
+MAX_POLL = 60.0  # seconds: the longest pause between two polls
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class Batches:
@@ -45,6 +53,8 @@ class Batches:
         self.store = run.store
         self.provider = run.providers.batch
         self.cancelled_by_user: set[str] = set()  # models a collected batch of which `llmt cancel` cancelled
+        self.collected: set[str] = set()  # shards collected by this process
+        self.collected_runs: set[str] = set()  # earlier runs whose shards this one collected
 
     def open_shards(self, node: str | None = None) -> list[ShardRow]:
         """This provider's shards not collected yet (of one model, or all)."""
@@ -73,64 +83,106 @@ class Batches:
                      row.endpoint or CHAT)
 
     # -- lifecycle --------------------------------------------------------------------------
-    def submit(self, row: ShardRow) -> None:
-        """Bring a shard to `submitted` (or abandon it when its file is gone before upload)."""
-        spec = self._spec(row)
-        resumed = row.status == "uploaded"  # an earlier process may have created its batch already
-        if row.status == "written":
-            if not spec.path.is_file():
+    def submit(self, rows: list[ShardRow]) -> dict[str, Exception]:
+        """Bring shards to `submitted` (a shard whose file is gone before upload is abandoned): their files are
+        uploaded several at a time, then their batches created in order; each call's outcome is recorded here, on
+        the caller's thread, before the next call for that shard. Returns the error of each shard that could not
+        be submitted."""
+        errors: dict[str, Exception] = {}
+        for row in rows:
+            if row.status == "written" and not Path(row.path).is_file():
                 self._update(row, status="abandoned", error="shard file missing before upload")
-                return
-            file_id = self.provider.upload(spec)
+        # an earlier process may have created the batch of a shard it uploaded: only those are looked for
+        # (listing batches can take many pages)
+        resumed = {r.shard_id for r in rows if r.status == "uploaded"}
+
+        def upload(row: ShardRow) -> str:
+            file_id = self.provider.upload(self._spec(row))
             crash_point("after_upload")
+            return file_id
+
+        for row, file_id in self._calls(upload, [r for r in rows if r.status == "written"], errors):
             self._update(row, file_id=file_id, status="uploaded")
-        if row.status == "uploaded":
-            # listing batches can take many pages: only a shard uploaded by an earlier process can have one
-            found = self.provider.find_batch(spec) if resumed else None
+
+        def create(row: ShardRow) -> BatchInfo:
+            spec = self._spec(row)
+            found = self.provider.find_batch(spec) if row.shard_id in resumed else None
             info = found if found is not None else self.provider.create_batch(spec, str(row.file_id))
             crash_point("after_create")
-            self._update(row, batch_id=info.batch_id, batch_status=info.status, status="submitted")
+            return info
+
+        for row in rows:  # in order, one at a time (creating is quick; uploading is what takes long)
+            if row.status == "uploaded" and row.shard_id not in errors:
+                try:
+                    info = create(row)
+                except Exception as exc:
+                    errors[row.shard_id] = exc
+                    continue
+                self._update(row, batch_id=info.batch_id, batch_status=info.status, status="submitted")
+        return errors
+
+    def _calls(self, call: Callable[[ShardRow], T], rows: list[ShardRow], errors: dict[str, Exception]
+               ) -> Iterator[tuple[ShardRow, T]]:
+        """``call`` for each shard, several at a time; yields each shard with its result as they come (errors
+        into ``errors``)."""
+        if not rows:
+            return
+        pool = ThreadPoolExecutor(min(CALLS_AT_ONCE, len(rows)), thread_name_prefix="llmt-provider")
+        try:
+            futures = {pool.submit(call, row): row for row in rows}
+            for future in as_completed(futures):
+                row = futures[future]
+                try:
+                    yield row, future.result()
+                except Exception as exc:
+                    errors[row.shard_id] = exc
+        finally:  # on Ctrl-C, what has not started is not started
+            pool.shutdown(cancel_futures=True)
+
+    def poll(self, rows: list[ShardRow]) -> tuple[dict[str, BatchInfo], dict[str, Exception]]:
+        """Each submitted shard's batch as the provider has it now (several asked at a time); the statuses that
+        changed are recorded in one write. Returns the batches and the errors, by shard."""
+        infos: dict[str, BatchInfo] = {}
+        errors: dict[str, Exception] = {}
+
+        def retrieve(row: ShardRow) -> BatchInfo:
+            try:
+                info = self.provider.retrieve(str(row.batch_id))
+            except BatchNotFound as exc:
+                raise BatchNotFound(
+                    f"batch {row.batch_id} of model `{row.node}` is not found at the provider ({exc.message})",
+                    where=f"shard {row.shard_id}",
+                    hint="Did the API key, organization or base_url change? Switch back to collect it; "
+                    f"if it is gone for good, `llmt cancel -s {row.node}` forgets it and the next run "
+                    "sends its rows again.",
+                ) from None
+            crash_point("waiting")
+            return info
+
+        for row, info in self._calls(retrieve, rows, errors):
+            infos[row.shard_id] = info
+        changed = [(row, infos[row.shard_id].status) for row in rows
+                   if row.shard_id in infos and infos[row.shard_id].status != row.batch_status]
+        self.store.record_statuses([(row.shard_id, status) for row, status in changed])
+        for row, status in changed:
+            row.batch_status = status
+        return infos, errors
 
     def wait(self, rows: list[ShardRow], timeout: float | None, poll: float) -> dict[str, BatchInfo]:
-        """Poll submitted shards until their batches end (or the timeout), with a bar per batch fed by
-        its request counts. Polling backs off from ``poll`` to a minute; no connection is held."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pending = [r for r in rows if r.batch_id is not None]
-        done: dict[str, BatchInfo] = {}
-        delay = poll
-        items = [(f"{r.node} {r.batch_id}", r.n_requests) for r in pending]
-        self.run.warehouse.release()  # never hold the database while a provider works
-        with self.run.reporter.bars(items) as bars:
-            while True:
-                changed: list[tuple[ShardRow, str]] = []
-                for row, bar in zip(pending, bars, strict=True):
-                    if row.shard_id in done:
-                        continue
-                    try:
-                        info = self.provider.retrieve(str(row.batch_id))
-                    except BatchNotFound as exc:
-                        raise BatchNotFound(
-                            f"batch {row.batch_id} of model `{row.node}` is not found at the provider ({exc.message})",
-                            where=f"shard {row.shard_id}",
-                            hint="Did the API key, organization or base_url change? Switch back to collect it; "
-                            f"if it is gone for good, `llmt cancel -s {row.node}` forgets it and the next run "
-                            "sends its rows again.",
-                        ) from None
-                    crash_point("waiting")
-                    bar.update(info.completed + info.failed)
-                    if info.status != row.batch_status:
-                        changed.append((row, info.status))
-                    if info.terminal:
-                        done[row.shard_id] = info
-                self.store.record_statuses([(row.shard_id, status) for row, status in changed])  # one write a round
-                for row, status in changed:
-                    row.batch_status = status
-                if len(done) == len(pending) or (deadline is not None and time.monotonic() >= deadline):
-                    return done
-                self.run.warehouse.release()  # a status change was just recorded: do not hold the file while sleeping
-                pause = delay if deadline is None else min(delay, max(deadline - time.monotonic(), 0.0))
-                time.sleep(pause)
-                delay = min(delay * 1.5, 60.0)
+        """Poll submitted shards until their batches end (or the timeout); returns the ended ones."""
+        if not rows:
+            return {}
+        flight = InFlight(self, poll)
+        try:
+            flight.add("", Wait(rows, None if timeout is None else time.monotonic() + timeout))
+            while not (ready := flight.round()):
+                pass
+        finally:
+            flight.close()
+        got = ready[0][1]
+        if isinstance(got, Exception):
+            raise got
+        return got
 
     def collect(self, ended: list[tuple[ShardRow, BatchInfo]], work_dir: Path, replace: bool = False) -> dict[str, int]:
         """Download the results of ended batches, classify them, store attempts and answers (``replace``: new
@@ -165,6 +217,9 @@ class Batches:
                 self.cancelled_by_user.add(node)
             for row, _ in group:
                 row.status = "collected"
+                self.collected.add(row.shard_id)
+                if row.run_id != self.run.run_id:
+                    self.collected_runs.add(row.run_id)
             totals.update(counts)
         return dict(totals)
 
@@ -185,24 +240,15 @@ class Batches:
                     paths.append(dest)
         return paths
 
-    def drive(self, rows: list[ShardRow], *, wait: bool, timeout: float | None, poll: float,
-              work_dir: Path, replace: bool = False) -> dict[str, int]:
-        """Submit, wait for and collect the given shards; returns outcome counts."""
-        for row in rows:
-            self.submit(row)
-        submitted = [r for r in rows if r.status == "submitted"]
-        infos = self.wait(submitted, timeout if wait else 0.0, poll) if submitted else {}
-        return self.collect([(row, infos[row.shard_id]) for row in submitted if row.shard_id in infos], work_dir,
-                            replace)
-
     def describe(self, rows: list[ShardRow]) -> list[dict[str, Any]]:
         """What `llmt status` shows of open shards; reads the provider, collects nothing."""
         now = time.time()
         out = []
         for row in rows:
             entry: dict[str, Any] = {
-                "node": row.node, "shard_id": row.shard_id, "batch_id": row.batch_id, "status": row.status,
-                "requests": row.n_requests, "completed": None, "failed": None, "age_s": None, "expires_in_s": None,
+                "node": row.node, "run_id": row.run_id, "shard_id": row.shard_id, "batch_id": row.batch_id,
+                "status": row.status, "requests": row.n_requests, "completed": None, "failed": None, "age_s": None,
+                "expires_in_s": None,
             }
             if row.batch_id is not None:
                 info = self.provider.retrieve(row.batch_id)
@@ -262,3 +308,129 @@ def _describe_errors(info: BatchInfo) -> str | None:
     parts = [f"{e.code}" + (f" (line {e.line})" if e.line is not None else "") + f": {e.message}"
              for e in info.errors[:20]]
     return "; ".join(parts)[:2000] or None
+
+
+@dataclass
+class Wait:
+    """What a step of a model's run waits for: its shards' batches to end (those not submitted yet are submitted
+    first), until ``until`` (a `time.monotonic()` instant; None: no limit); without shards, a pause until
+    ``until``. The step goes on with the batches that ended, by shard id."""
+
+    shards: list[ShardRow]
+    until: float | None = None
+    # the shards are other models' (which submit and collect them): waited for until collected, or until no model
+    # of the run waits for them any more
+    foreign: bool = False
+
+
+Steps = Generator[Wait, dict[str, BatchInfo], R]
+
+
+class InFlight:
+    """The waits of every model of a run: their shards submitted together, their open batches polled together
+    with backoff (from ``poll`` seconds up to a minute, back to ``poll`` when new batches are added), shown in one
+    live view, without holding the warehouse while nothing can go on."""
+
+    def __init__(self, batches: Batches, poll: float) -> None:
+        self.batches, self.poll = batches, poll
+        self.waits: dict[str, Wait] = {}
+        self.infos: dict[str, BatchInfo] = {}  # the last poll of each open batch
+        self.delay = poll
+        self.view: AbstractContextManager[Board] | None = None
+        self.board: Board | None = None
+
+    def add(self, owner: str, wait: Wait) -> None:
+        self.waits[owner] = wait
+        if wait.shards and not wait.foreign:
+            self.delay = self.poll
+
+    def drop(self, owner: str) -> None:
+        self.waits.pop(owner, None)
+
+    def open(self) -> list[ShardRow]:
+        """The shards waited for that have not ended."""
+        return [r for w in self.waits.values() if not w.foreign for r in w.shards
+                if r.status == "submitted" and not (r.shard_id in self.infos and self.infos[r.shard_id].terminal)]
+
+    def round(self) -> list[tuple[str, dict[str, BatchInfo] | Exception]]:
+        """Submit the shards not submitted yet, poll the open batches, and return the owners that can go on:
+        with the batches of theirs that ended (all, or as many as had when their time was up), or with the
+        error that stops them. When none can, waits (with the warehouse released) and returns none."""
+        assert self.waits, "nothing to wait for"
+        failed: dict[str, Exception] = {}
+        fresh = [r for w in self.waits.values() if not w.foreign for r in w.shards
+                 if r.status in ("written", "uploaded")]
+        if fresh:
+            self._close_view()  # provider calls may take long; nothing is shown meanwhile
+            failed.update(self.batches.submit(fresh))
+        self.batches.run.warehouse.release()  # never hold the database while a provider works
+        polled, errors = self.batches.poll(self.open())
+        self.infos.update(polled)
+        failed.update(errors)
+        now = time.monotonic()
+        owned = {r.shard_id for w in self.waits.values() if not w.foreign for r in w.shards}
+        ready: list[tuple[str, dict[str, BatchInfo] | Exception]] = []
+        for owner, wait in list(self.waits.items()):
+            if wait.foreign:
+                if all(r.shard_id in self.batches.collected or r.shard_id not in owned for r in wait.shards) or (
+                        wait.until is not None and now >= wait.until):
+                    del self.waits[owner]
+                    ready.append((owner, {}))
+                continue
+            error = next((failed[r.shard_id] for r in wait.shards if r.shard_id in failed), None)
+            ended = {r.shard_id: self.infos[r.shard_id] for r in wait.shards
+                     if r.shard_id in self.infos and self.infos[r.shard_id].terminal}
+            ended_all = bool(wait.shards) and len(ended) == sum(r.status == "submitted" for r in wait.shards)
+            if error is not None or ended_all or (wait.until is not None and now >= wait.until):
+                del self.waits[owner]
+                for row in wait.shards:
+                    self.infos.pop(row.shard_id, None)
+                ready.append((owner, error if error is not None else ended))
+        if ready:
+            self._close_view()
+            return ready
+        self._sleep(now)
+        return []
+
+    def _sleep(self, now: float) -> None:
+        """Show the open batches and wait for the next poll (or the first wait whose time is up)."""
+        if self.board is None:
+            self.view = self.batches.run.reporter.board()
+            self.board = self.view.__enter__()
+        self.board.show([_open_batch(row, self.infos.get(row.shard_id)) for row in self.open()])
+        self.batches.run.warehouse.release()  # a status change was just recorded: not held while sleeping
+        pause = self.delay if self.open() else 1 << 30
+        for wait in self.waits.values():
+            if wait.until is not None:
+                pause = min(pause, max(wait.until - now, 0.0))
+        time.sleep(pause)
+        self.delay = min(self.delay * 1.5, MAX_POLL)
+
+    def _close_view(self) -> None:
+        if self.view is not None:
+            view, self.view, self.board = self.view, None, None
+            view.__exit__(None, None, None)
+
+    def finish(self, steps: Steps[R]) -> R:
+        """Run one model's steps to their end, waiting in place."""
+        try:
+            wait = next(steps)
+            while True:
+                self.add("", wait)
+                while not (ready := self.round()):
+                    pass
+                got = ready[0][1]
+                wait = steps.throw(got) if isinstance(got, Exception) else steps.send(got)
+        except StopIteration as stop:
+            return cast(R, stop.value)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._close_view()
+
+
+def _open_batch(row: ShardRow, info: BatchInfo | None) -> OpenBatch:
+    age = None if info is None or not info.created_at else time.time() - info.created_at
+    return OpenBatch(row.node, str(row.batch_id), info.status if info else str(row.batch_status),
+                     info.completed + info.failed if info else 0, row.n_requests, age)

@@ -119,8 +119,6 @@ def collect_files(wh: Warehouse, *, finished: list[Finished], validator: AnswerV
                          replace=replace)
 
 
-
-
 def _classified_lines(validator: AnswerValidator, finished: Finished) -> Iterator[tuple[Any, ...]]:
     """Each readable line of a shard's result files, classified (a line that is not a JSON object is skipped,
     as DuckDB's reader skips it); an answer text only when ok. (pydantic's JSON parser reads a line in half

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +31,7 @@ from llmt.cost import BudgetExceeded, PriceTable, check_budget
 from llmt.crash import crash_point
 from llmt.errors import CompileError, ConfigError, LlmtError
 from llmt.persist_docs import Docs, node_docs
-from llmt.pipeline.batches import Batches
+from llmt.pipeline.batches import Batches, InFlight, Steps, Wait
 from llmt.pipeline.collect import Attempt, store
 from llmt.pipeline.context import ModelPlace, RunContext
 from llmt.pipeline.embed_lines import (
@@ -48,6 +49,7 @@ from llmt.pipeline.llm import (
     LlmOptions,
     LlmResult,
     ReaskDeclined,
+    Step,
     committed_usd,
 )
 from llmt.pipeline.llm import _add as add_counts
@@ -56,6 +58,7 @@ from llmt.pipeline.realtime import REALTIME, Asker, RateLimiter, send_shard
 from llmt.pipeline.spec import KEY_VERSION, send_mode
 from llmt.project import Node, Project
 from llmt.project.config import EXECUTION_KEYS, Execution
+from llmt.providers.base import BatchInfo
 from llmt.providers.embeddings import DEFAULT_DIMENSIONS, ENDPOINT, FIXED_DIMENSIONS, MAX_INPUTS
 from llmt.schema import META_PREFIX
 from llmt.tokens import encoding, encoding_name
@@ -191,28 +194,33 @@ def embedding_output(run: RunContext, place: ModelPlace, spec: EmbeddingSpec, co
 
 
 class EmbeddingRun:
-    """One embedding model in one run: what NodeRun is to an LLM model."""
+    """One embedding model in one run: what NodeRun is to an LLM model (`steps()` yields wherever it waits, for
+    the scheduler; `run()` goes to the end, waiting in place)."""
 
     def __init__(self, run: RunContext, batches: Batches, place: ModelPlace, spec: EmbeddingSpec,
-                 options: LlmOptions, budgets: Budgets) -> None:
+                 options: LlmOptions, budgets: Budgets, *, deadline: float | None = None) -> None:
         self.ctx, self.batches, self.place, self.spec = run, batches, place, spec
         self.wh, self.store, self.options, self.budgets = run.warehouse, run.store, options, budgets
         self.name = place.name
         self.stage = stage_table(self.wh, place.name)
         self.result = LlmResult()
         self.since = run.run_id if options.retry_failed or options.reask else None
-        self.deadline = None if options.timeout is None else time.monotonic() + options.timeout
+        self.deadline = deadline if deadline is not None or options.timeout is None else (
+            time.monotonic() + options.timeout)
         self.rounds = 0
         self.columns: list[Column] = []
 
     def run(self) -> LlmResult:
+        return InFlight(self.batches, self.options.poll_interval).finish(self.steps())
+
+    def steps(self) -> Steps[LlmResult]:
         result = self.result
         self.batches.remove_unrecorded_files(self.place.work_dir)
         self.store.close_realtime(REALTIME, self.name)
         leftover = self.batches.open_shards(self.name)
         if leftover:
             self.ctx.reporter.info(f"  {self.name}: resuming {len(leftover)} open batch(es)")
-            self._drive(leftover)
+            yield from self._drive(leftover)
         with self.wh.transaction():
             select = self.place.select.strip().rstrip(";")
             described = self.wh.describe(select, where=self.place.where)
@@ -224,7 +232,7 @@ class EmbeddingRun:
         if self.options.reask:
             self._confirm_reask()
         if (result.cached < result.rows or self.options.reask) and not self._stopped():
-            self._send_all()
+            yield from self._send_all()
         result.answered = result.outcomes.get("ok", 0)
         result.open_batches = len(self.batches.open_shards(self.name))
         if self.options.reask:
@@ -253,14 +261,14 @@ class EmbeddingRun:
             raise ReaskDeclined(f"--reask of `{self.name}` was not confirmed: nothing was asked again",
                                 where=self.place.where, hint="Run without --reask to send only the new rows.")
 
-    def _send_all(self) -> None:
+    def _send_all(self) -> Step:
         """Rounds until nothing is pending; inputs that came back unanswered through no fault of their own are
         sent again after a pause that doubles, for at most MAX_UNLUCKY_ROUNDS such rounds (and within --timeout)."""
         unlucky_rounds = 0
         while True:
             unlucky_before = self.result.unlucky
             room = None if self.options.sample is None else self.options.sample - self.result.requests
-            if (room is not None and room <= 0) or not self._round(room):
+            if (room is not None and room <= 0) or not (yield from self._round(room)):
                 return
             if self._stopped() or not self.options.wait or self.options.sample is not None or self._out_of_time():
                 return
@@ -272,12 +280,12 @@ class EmbeddingRun:
                 pause = min(self.options.poll_interval * 2 ** unlucky_rounds, MAX_PAUSE)
                 self.ctx.reporter.info(f"  {self.name}: {self.result.unlucky - unlucky_before} input(s) came back "
                                        f"unanswered through no fault of their own; sending them again in {pause:g}s")
-                self.wh.release()
-                time.sleep(pause if self.deadline is None else min(pause, max(self.deadline - time.monotonic(), 0)))
+                until = time.monotonic() + pause
+                yield Wait([], until if self.deadline is None else min(until, self.deadline))
                 if self._out_of_time():
                     return
 
-    def _round(self, limit: int | None) -> int:
+    def _round(self, limit: int | None) -> Generator[Wait, dict[str, BatchInfo], int]:
         """Write, check the budget, record and send what is pending; returns how many inputs it sent."""
         spec, wh = self.spec, self.wh
         keys = pending_keys(wh, self.stage, spec.max_attempts, self.since, self.options.reask)
@@ -321,7 +329,7 @@ class EmbeddingRun:
         if self.options.reask:
             self.result.reasked += self.store.stored_of_shards([sh.shard_id for sh in shards])
         if batch:
-            self._drive(self.batches.open_shards(self.name))
+            yield from self._drive(self.batches.open_shards(self.name))
         else:
             for row in self.store.shards([sh.shard_id for sh in shards]):
                 add_counts(self.result.outcomes, send_shard(self.ctx, row, spec.provider, self.options.reask,
@@ -334,7 +342,8 @@ class EmbeddingRun:
                                                 completion=0, batch=batch) for sh in shards)
         self.result.estimate_usd += estimate
         spent = self.store.run_usage(self.ctx.run_id)
-        check_budget(self.name, estimate, committed_usd(self.ctx) + spent.cost_usd, self.budgets.run)
+        held = sum(usd for name, usd in self.budgets.held.items() if name != self.name)  # other models' escalations
+        check_budget(self.name, estimate, committed_usd(self.ctx) + spent.cost_usd + held, self.budgets.run)
         check_budget(self.name, estimate, committed_usd(self.ctx, self.name) + self.result.cost_usd,
                      self.budgets.model)
 
@@ -355,11 +364,12 @@ class EmbeddingRun:
         self.ctx.reporter.warn(f"{self.name}: {len(screened.empty)} empty input(s) and {len(screened.too_long)} "
                                f"over {self.spec.model}'s token limit: not sent, listed in {self.name}__errors")
 
-    def _drive(self, rows: list[ShardRow]) -> None:
-        remaining = None if self.deadline is None else max(self.deadline - time.monotonic(), 0.0)
-        add_counts(self.result.outcomes, self.batches.drive(rows, wait=self.options.wait, timeout=remaining,
-                                                      poll=self.options.poll_interval, work_dir=self.place.work_dir,
-                                                      replace=self.options.reask))
+    def _drive(self, rows: list[ShardRow]) -> Step:
+        """Submit the shards, wait for their batches to end (with --no-wait: a look at them), collect those that
+        ended."""
+        ended = yield Wait(rows, self.deadline if self.options.wait else time.monotonic())
+        add_counts(self.result.outcomes, self.batches.collect(
+            [(r, ended[r.shard_id]) for r in rows if r.shard_id in ended], self.place.work_dir, self.options.reask))
         self._add_spend()
 
     def _add_spend(self) -> None:

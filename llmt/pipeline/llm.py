@@ -4,14 +4,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmt.cost import Budget, BudgetExceeded, check_budget
 from llmt.crash import crash_point
 from llmt.errors import LlmtError, NodeError
-from llmt.pipeline.batches import Batches
+from llmt.pipeline.batches import Batches, InFlight, Steps, Wait
 from llmt.pipeline.collect import Attempt, store
 from llmt.pipeline.context import ModelPlace, RunContext
 from llmt.pipeline.escalate import EscalationBound, eligible_sql, escalation_reserve
@@ -27,6 +27,7 @@ from llmt.pipeline.render import (
 from llmt.pipeline.spec import LlmSpec, escalation_spec, send_mode
 from llmt.pipeline.stage import stage_inputs
 from llmt.project import Project
+from llmt.providers.base import BatchInfo
 from llmt.tokens import MEMO_FILE, TokenMemo
 from llmt.warehouse.base import Column, TempTable
 from llmt.warehouse.collecting import Source
@@ -55,6 +56,8 @@ class LlmOptions:
     canary: bool = True  # --no-canary turns it off
     reask: bool = False  # --reask: ask again for rows that already have an answer (pays again)
     max_failed_share: float | None = None  # --max-failed-share: overrides the project's and the models'
+    fail_fast: bool = False  # --fail-fast: the first failed node stops the run
+    threads: int | None = None  # --threads (dbt's; not used yet: every engine builds one SQL model at a time)
     # asked before --reask pays again for a model's stored answers (the question); False stops the run. None:
     # nobody to ask (the library; the CLI asks on a terminal and refuses without one unless --yes)
     confirm: Callable[[str], bool] | None = None
@@ -109,11 +112,18 @@ class ReaskDeclined(LlmtError):
     """The user said no to paying again for stored answers (--reask): nothing was re-asked."""
 
 
+Step = Generator[Wait, dict[str, BatchInfo], None]  # a part of a model's run that may wait
+
+
 class NodeRun:
-    """One LLM model in one run."""
+    """One LLM model in one run: `steps()` yields wherever it waits for batches (or pauses), so that a scheduler
+    can interleave the steps of several models on one thread; `run()` goes to the end, waiting in place."""
 
     def __init__(self, run: RunContext, batches: Batches, place: ModelPlace, spec: LlmSpec, options: LlmOptions,
-                 budgets: Budgets, pinned: Callable[[], list[object]] = list) -> None:
+                 budgets: Budgets, pinned: Callable[[], list[object]] = list, *,
+                 deadline: float | None = None) -> None:
+        """``deadline``: a `time.monotonic()` instant after which it waits no longer (default: --timeout from
+        now)."""
         self.ctx, self.batches, self.place, self.spec = run, batches, place, spec
         self.wh, self.store, self.reporter = run.warehouse, run.store, run.reporter
         self.options, self.budgets, self.pinned = options, budgets, pinned
@@ -122,13 +132,24 @@ class NodeRun:
         self.work_dir = place.work_dir
         self.result = LlmResult()
         self.since = run.run_id if options.retry_failed or options.reask else None
-        self.deadline = None if options.timeout is None else time.monotonic() + options.timeout
+        self.deadline = deadline if deadline is not None or options.timeout is None else (
+            time.monotonic() + options.timeout)
         self.rounds = 0  # rounds sent (shard ids are numbered by it)
         self.retrying = False  # after the first round of a send, requests sent again count as retries
         self.spent_before = 0.0  # spend of this run that the budget of what is being sent now does not count
         self.columns: list[Column] = []  # the select's columns, once staged
 
     def run(self) -> LlmResult:
+        """The model's run to its end, waiting in place (one model alone)."""
+        return InFlight(self.batches, self.options.poll_interval).finish(self.steps())
+
+    def steps(self) -> Steps[LlmResult]:
+        try:
+            return (yield from self._steps())
+        finally:
+            self.budgets.held.pop(self.name, None)
+
+    def _steps(self) -> Steps[LlmResult]:
         result = self.result
         # 1. finish what an earlier run left in flight (e.g. --no-wait) before sending anything new
         self.batches.remove_unrecorded_files(self.work_dir)
@@ -136,7 +157,7 @@ class NodeRun:
         leftover = self.batches.open_shards(self.name)
         if leftover:
             self.reporter.info(f"  {self.name}: resuming {len(leftover)} open batch(es)")
-            self._drive(leftover)
+            yield from self._drive(leftover)
         # 2. stage inputs with request keys (duplicate keys roll everything back); after an upgrade of the
         # request key, the answers stored under the older keys are first copied under the current ones
         escalated = escalation_spec(self.spec)
@@ -152,15 +173,21 @@ class NodeRun:
         if self.options.reask and not self._stopped():
             self._confirm_reask()
         if (result.cached < result.rows or self.options.reask) and not self._stopped():
-            self._send_all(self.spec, self.stage, self.options.sample, self.budgets.model)
+            yield from self._send_all(self.spec, self.stage, self.options.sample, self.budgets.model)
         # 4. the cascade: what the primary model failed or was unsure about goes to a stronger model
         if escalated is not None and self.options.wait and not self._out_of_time() and not self._stopped():
-            self._escalate(escalated)
+            yield from self._escalate(escalated)
+        # 5. requests of this model that another model of the run has in flight (identical requests are sent
+        # once): their answers are waited for, until the model that sent them has collected them
+        if self.options.wait and not self._out_of_time():
+            shared = self.store.open_shards_sharing(self.stage, self.name, self.batches.provider.name)
+            if shared:
+                yield Wait(shared, self.deadline, foreign=True)
         result.answered = result.outcomes.get("ok", 0)
         result.open_batches = len(self.batches.open_shards(self.name))
         if self.options.reask:
             result.cached = self.store.answered_outside_run(self.stage, self.ctx.run_id)
-        # 5. the output table follows the input; answers come from the store
+        # 6. the output table follows the input; answers come from the store
         self._rebuild()
         return result
 
@@ -181,7 +208,7 @@ class NodeRun:
         return False
 
     # -- sending ------------------------------------------------------------------------------
-    def _send_all(self, spec: LlmSpec, source: str, limit: int | None, own_budget: list[Budget]) -> None:
+    def _send_all(self, spec: LlmSpec, source: str, limit: int | None, own_budget: list[Budget]) -> Step:
         """Rounds until nothing is pending. Each round uses up an attempt of every request whose outcome was its
         own (so those end); requests that came back unanswered through no fault of their own are sent again
         after a pause that doubles, for at most MAX_UNLUCKY_ROUNDS such rounds (and within --timeout)."""
@@ -194,7 +221,7 @@ class NodeRun:
         execution = spec.execution
         if (mode == "batch" and self.options.canary and execution.canary_above is not None
                 and pending.rows > execution.canary_above):
-            self._canary(spec, source, own_budget, pending)
+            yield from self._canary(spec, source, own_budget, pending)
             pending = None  # the canary sent some
         unlucky_rounds = 0
         self.retrying = False
@@ -205,7 +232,7 @@ class NodeRun:
                 if pending is not None:
                     self.wh.drop_temp(pending)
                 return
-            if not self._round(spec, source, mode, room, own_budget, pending):
+            if not (yield from self._round(spec, source, mode, room, own_budget, pending)):
                 return
             pending = None  # the round changed what is pending
             self.retrying = True
@@ -224,8 +251,8 @@ class NodeRun:
                     f"  {self.name}: {unlucky} request(s) came back unanswered through no fault of their own "
                     f"(expired, cancelled, missing, rate-limited, server error or a full batch queue: no attempt "
                     f"used); sending them again in {pause:g}s")
-                self.wh.release()
-                time.sleep(pause if self.deadline is None else min(pause, max(self.deadline - time.monotonic(), 0)))
+                until = time.monotonic() + pause
+                yield Wait([], until if self.deadline is None else min(until, self.deadline))
                 if self._out_of_time():
                     return
 
@@ -237,7 +264,7 @@ class NodeRun:
         return pending_keys(self.wh, source, spec.max_attempts, self.since, self.options.reask)
 
     def _round(self, spec: LlmSpec, source: str, mode: str, limit: int | None, own_budget: list[Budget],
-               keys: TempTable | None = None) -> int:
+               keys: TempTable | None = None) -> Generator[Wait, dict[str, BatchInfo], int]:
         """Render, check the budget, record and send one round; returns how many requests it sent. ``keys``:
         the keys pending now, when they were just found (this round drops them)."""
         if keys is None:
@@ -295,7 +322,7 @@ class NodeRun:
         if self.options.reask and not self.retrying:
             self.result.reasked += self.store.stored_of_shards([sh.shard_id for sh in shards])
         if batch:
-            self._drive(self.batches.open_shards(self.name))
+            yield from self._drive(self.batches.open_shards(self.name))
         else:
             for row in self.store.shards([sh.shard_id for sh in shards]):
                 _add(self.result.outcomes, send_shard(self.ctx, row, spec.provider, self.options.reask))
@@ -338,10 +365,15 @@ class NodeRun:
             bound = estimate + (held.usd if held else 0.0)
             note = (f" (with up to ${held.usd:.4f} held back for escalating up to {held.requests} row(s) to "
                     f"{held.model})" if held and held.requests else "")
-            check_budget(self.name, bound, committed_usd(self.ctx) + self.store.run_usage(self.ctx.run_id).cost_usd,
-                         self.budgets.run, note)
+            others = sum(usd for name, usd in self.budgets.held.items() if name != self.name)
+            check_budget(self.name, bound, committed_usd(self.ctx) + self.store.run_usage(self.ctx.run_id).cost_usd
+                         + others, self.budgets.run,
+                         note + (f" (other models of this run hold ${others:.4f} back for their escalations)"
+                                 if others else ""))
             check_budget(self.name, bound, committed_usd(self.ctx, self.name) + self.result.cost_usd
                          - self.spent_before, own_budget, note)
+            if held:
+                self.budgets.held[self.name] = held.usd
             return estimate
 
         try:
@@ -383,11 +415,12 @@ class NodeRun:
         self.reporter.warn(f"{self.name}: {len(rows)} request(s) too long for {spec.model}'s context window: "
                            f"not sent, listed in {self.name}__errors (too_long)")
 
-    def _drive(self, rows: list[ShardRow]) -> None:
-        remaining = None if self.deadline is None else max(self.deadline - time.monotonic(), 0.0)
-        _add(self.result.outcomes, self.batches.drive(rows, wait=self.options.wait, timeout=remaining,
-                                                      poll=self.options.poll_interval, work_dir=self.work_dir,
-                                                      replace=self.options.reask))
+    def _drive(self, rows: list[ShardRow]) -> Step:
+        """Submit the shards, wait for their batches to end (with --no-wait: a look at them) and collect those
+        that ended."""
+        ended = yield Wait(rows, self.deadline if self.options.wait else time.monotonic())
+        _add(self.result.outcomes, self.batches.collect([(r, ended[r.shard_id]) for r in rows if r.shard_id in ended],
+                                                        self.work_dir, self.options.reask))
         self._add_spend()
 
     def _add_spend(self) -> None:
@@ -407,11 +440,11 @@ class NodeRun:
         return self.deadline is not None and time.monotonic() >= self.deadline
 
     # -- canary and cascade -----------------------------------------------------------------
-    def _canary(self, spec: LlmSpec, source: str, own_budget: list[Budget], keys: TempTable) -> None:
+    def _canary(self, spec: LlmSpec, source: str, own_budget: list[Budget], keys: TempTable) -> Step:
         """A few requests in realtime first: a broken prompt or schema fails in seconds."""
         execution = spec.execution
         before = dict(self.result.outcomes)
-        sent = self._round(spec, source, "realtime", execution.canary_size, own_budget, keys)
+        sent = yield from self._round(spec, source, "realtime", execution.canary_size, own_budget, keys)
         counts = {k: n - before.get(k, 0) for k, n in self.result.outcomes.items() if n - before.get(k, 0)}
         failed = sent - counts.get("ok", 0)
         rate = failed / sent if sent else 0.0
@@ -431,7 +464,7 @@ class NodeRun:
                 "--no-canary.",
             )
 
-    def _escalate(self, escalated: LlmSpec) -> None:
+    def _escalate(self, escalated: LlmSpec) -> Step:
         esc = self.spec.execution.escalate
         assert esc is not None
         source = f"({eligible_sql(self.wh, self.stage, self.columns, self.spec, escalated, self.place.where)})"
@@ -445,16 +478,20 @@ class NodeRun:
             self.reporter.warn(f"{self.name}: {eligible} row(s) qualify for escalation to {esc.model}; "
                                f"max_share {esc.max_share:g} allows {cap}")
         own = [Budget(esc.budget_usd, f"escalate.budget_usd of model `{self.name}`")] if esc.budget_usd else []
+        self.budgets.held.pop(self.name, None)  # what was held back for it is now committed shard by shard
         self.spent_before = self.result.cost_usd  # the escalation's own budget counts its spend only
         self.reporter.info(f"  {self.name}: escalating {min(eligible, cap)} row(s) to {esc.model}")
         before = self.result.requests + self.result.retried
-        self._send_all(escalated, source, before + cap, own)
+        yield from self._send_all(escalated, source, before + cap, own)
 
 
 @dataclass
 class Budgets:
     run: list[Budget] = field(default_factory=list)  # --max-cost, project budget_usd: all models of a run
     model: list[Budget] = field(default_factory=list)  # the model's own budget_usd
+    # USD each model of the run holds back for its escalation (shared by the models of a run): counted against
+    # the run's budgets of the others as if committed, until its escalation commits shard by shard
+    held: dict[str, float] = field(default_factory=dict)
 
 
 def committed_usd(run: RunContext, node: str | None = None) -> float:

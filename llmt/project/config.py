@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from llmt.errors import ConfigError, did_you_mean
 
@@ -93,9 +93,33 @@ class ProviderConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
+class NotifyConfig(Strict):
+    """Where a run's completion notice goes (see llmt/notify.py)."""
+
+    webhook: str | None = None  # a URL: the notice is POSTed to it as JSON
+    command: str | None = None  # a shell command: gets the notice as JSON on stdin
+    retries: int = Field(3, ge=0)  # tries after the first, with backoff
+    timeout: float = Field(10.0, gt=0)  # seconds per try
+
+    @field_validator("webhook")
+    @classmethod
+    def _http(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError("a webhook is an http:// or https:// URL")
+        return url
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> NotifyConfig:
+        if self.webhook is None and self.command is None:
+            raise ValueError("`notify:` needs a `webhook` (URL) or a `command` (or both)")
+        return self
+
+
 class TargetConfig(Strict):
     warehouse: WarehouseConfig = DuckDBConfig()
     provider: ProviderConfig = ProviderConfig()
+    threads: int = Field(1, ge=1)  # dbt's; every engine builds one SQL model at a time for now
+    notify: NotifyConfig | None = None  # replaces the project's `notify:` for this target
 
 
 OUTCOME_NAMES = ("refused", "truncated", "content_filter", "invalid_json", "schema_violation", "http_error",
@@ -171,6 +195,7 @@ class ProjectConfig(Strict):
     targets: dict[str, TargetConfig] = Field(default_factory=lambda: {"dev": TargetConfig()})
     vars: dict[str, Any] = Field(default_factory=dict)
     llm: LlmDefaults = LlmDefaults()
+    notify: NotifyConfig | None = None  # a run's completion notice (a target's `notify:` replaces it)
     models: dict[str, Any] = Field(default_factory=dict)
     model_paths: list[str] = Field(default_factory=lambda: ["models"], alias="model-paths")
 

@@ -16,7 +16,8 @@ from llmt.console import Console
 from llmt.file_sources import load_file_sources
 from llmt.pipeline.llm import LlmOptions
 from llmt.project import Project
-from llmt.runner import NodeHooks, NodeResult, RunReport, new_run_id, open_warehouse, run
+from llmt.runner import RunReport, new_run_id, open_warehouse, run
+from llmt.scheduler import NodeHooks, NodeResult
 from llmt.testing.collect import DataTest, collect_tests
 from llmt.testing.evals import EvalResult, run_evals
 from llmt.testing.execute import run_data_test

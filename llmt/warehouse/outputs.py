@@ -276,9 +276,10 @@ def _status_counts(wh: Warehouse, out: str) -> dict[str, int]:
 def _input_counts(wh: Warehouse, out: str, statuses: dict[str, int]) -> tuple[int, int, int]:
     """What `input_counts` gives, from the status counts and output table of a model without a cascade (not a
     join of every staged key with the answers, for the run after a collect)."""
-    dedup = int(wh.scalar(f"SELECT count(*) - count(DISTINCT _llmt_request_key) FROM {out} "
-                          "WHERE _llmt_status <> 'ok'") or 0)
-    return sum(statuses.values()), statuses["ok"], dedup
+    rows = sum(statuses.values())
+    dedup = 0 if statuses["ok"] == rows else int(wh.scalar(
+        f"SELECT count(*) - count(DISTINCT _llmt_request_key) FROM {out} WHERE _llmt_status <> 'ok'") or 0)
+    return rows, statuses["ok"], dedup
 
 
 def _output_fingerprint(wh: Warehouse, out: Output, since_run: str | None, staged: dict[str, Any] | None) -> str:

@@ -119,6 +119,20 @@ class StateStore:
             [provider, provider, node, node])
         return [ShardRow(*r) for r in rows]
 
+    def open_shards_sharing(self, source: str, node: str, provider: str) -> list[ShardRow]:
+        """Open shards of ``provider`` of models other than ``node`` that carry a request of ``source`` (a
+        relation with `_llmt_request_key`)."""
+        shards = self.table("shards")
+        if not self.scalar_int(f"SELECT count(*) FROM {shards} WHERE status IN ({self.open_list}) AND node <> ? "
+                               "AND provider = ?", [node, provider]):
+            return []  # the usual case, without looking at the requests
+        rows = self.wh.fetchall(
+            f"SELECT {SHARD_COLUMNS} FROM {shards} sh WHERE status IN ({self.open_list}) AND node <> ? "
+            f"AND provider = ? AND EXISTS (SELECT 1 FROM {self.table('shard_requests')} r JOIN {source} i "
+            "ON i._llmt_request_key = r.request_key WHERE r.shard_id = sh.shard_id) ORDER BY shard_id",
+            [node, provider])
+        return [ShardRow(*r) for r in rows]
+
     def open_counts(self, provider: str) -> dict[str, int]:
         """Open shards of one provider per model."""
         return {str(node): int(n) for node, n in self.wh.fetchall(

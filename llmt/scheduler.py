@@ -1,0 +1,219 @@
+"""How a run proceeds: the selected nodes by readiness, not one after another.
+
+A node is ready when every selected node it depends on (directly or through others) has finished. SQL models
+are built as soon as they are ready; an LLM model whose inputs are ready starts its run (`NodeRun.steps`), which
+goes as far as it can — stage, render, record, submit — and then waits for its batches. Every model's waits
+are in one `InFlight`: shards are submitted together, open batches of all models polled together, and a model
+goes on (collects, sends its next round, escalates, builds its output) as soon as its batches ended; when it
+finishes, its children become ready. Steps run one at a time on this thread, so the warehouse has one writer,
+never held while waiting, and each model's budget gate sees what every other model committed.
+
+A failed node skips its descendants only; with ``fail_fast`` the first failure stops the run (nothing remote is
+cancelled: open batches are collected by the next run).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from llmt.errors import LlmtError
+from llmt.file_sources import load_file_sources
+from llmt.materialize import materialize_sql
+from llmt.pipeline.batches import Batches, InFlight, Steps
+from llmt.pipeline.context import RunContext
+from llmt.pipeline.embed import EmbeddingRun
+from llmt.pipeline.llm import LlmOptions, LlmResult, NodeRun
+from llmt.project import Project
+from llmt.providers.base import BatchInfo
+from llmt.warehouse.base import Warehouse
+from llmt.warehouse.store import StateStore
+
+
+@dataclass
+class NodeResult:
+    name: str
+    materialized: str
+    status: str  # dbt's: success | warn (an LLM model with failed rows, or stopped) | error | skipped
+    seconds: float = 0.0
+    message: str = ""
+    rows: int | None = None
+    llm: LlmResult | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "unique_id": f"model.{self.name}", "name": self.name, "materialized": self.materialized,
+            "status": self.status, "execution_time": round(self.seconds, 3), "message": self.message,
+            "rows": self.rows,
+        }
+        if self.llm is not None:
+            out["llm"] = self.llm.as_dict()
+        return out
+
+
+@dataclass
+class NodeHooks:
+    """Run around each node by `llmt build` (its tests). A message returned by `before` skips the node;
+    one returned by `after` (e.g. "failed test `x`") skips the node's descendants and says why."""
+
+    before: Callable[[str], str | None]
+    after: Callable[[str, NodeResult], str | None]
+
+
+@dataclass
+class Started:
+    """An LLM model under way: its steps, and its result so far."""
+
+    steps: Steps[LlmResult]
+    result: NodeResult
+    t0: float
+
+
+@dataclass
+class Callbacks:
+    """What the scheduler asks of the runner: an LLM model's run and its verdict, and what to do with each
+    finished node's result."""
+
+    llm_run: Callable[[str], NodeRun | EmbeddingRun]  # an LLM model's run, or an embedding model's
+    judge: Callable[[NodeResult], None]
+    finished: Callable[[NodeResult], None]
+    hooks: NodeHooks | None = None
+
+
+class Scheduler:
+    def __init__(self, project: Project, names: list[str], wh: Warehouse, store: StateStore,
+                 context: RunContext | None, options: LlmOptions, calls: Callbacks) -> None:
+        self.project, self.wh, self.store, self.options, self.calls = project, wh, store, options, calls
+        self.todo = list(names)  # not started yet, in DAG order
+        position = {n: i for i, n in enumerate(names)}
+        # what each node waits for: the selected nodes upstream of it, in DAG order
+        self.upstream = {n: sorted(project.graph.ancestors(n) & position.keys(), key=position.__getitem__)
+                         for n in names}
+        self.flight = InFlight(Batches(context), options.poll_interval) if context is not None else None
+        self.batches = self.flight.batches if self.flight is not None else None
+        self.running: dict[str, Started] = {}
+        self.done: set[str] = set()
+        self.blocked: dict[str, str] = {}  # node -> why its descendants are skipped ("failed", ...)
+        self.stopped_by: str | None = None  # the failed node that stopped the run (--fail-fast)
+        self.vetoed = False  # a hook skipped a node or its descendants (`llmt build`: a test failed)
+
+    def run(self) -> None:
+        """Every node to its end (or until --fail-fast stops the run)."""
+        while True:
+            self._start_ready()
+            if self.stopped_by is not None or not self.running:
+                break
+            assert self.flight is not None
+            for name, got in self.flight.round():
+                self._advance(name, got)
+        if self.stopped_by is not None:
+            self._stop(f"--fail-fast: `{self.stopped_by}` failed")
+
+    def _start_ready(self) -> None:
+        """Start every node whose upstream nodes have all finished (and what becomes ready as they finish)."""
+        progress = True
+        while progress and self.stopped_by is None:
+            progress = False
+            for name in list(self.todo):
+                if all(u in self.done for u in self.upstream[name]):
+                    self.todo.remove(name)
+                    progress = True
+                    self._start(name)
+                    if self.stopped_by is not None:
+                        return
+
+    def _start(self, name: str) -> None:
+        node = self.project.nodes[name]
+        result = NodeResult(name, node.materialized, "success")
+        why = None
+        blocked = [u for u in self.upstream[name] if u in self.blocked]
+        if blocked:
+            self.blocked[name] = self.blocked[blocked[0]]
+            why = f"upstream `{blocked[0]}` {self.blocked[name]}"
+        elif self.calls.hooks is not None and (why := self.calls.hooks.before(name)):
+            self.blocked[name] = "was skipped"
+            self.vetoed = True
+        if why:
+            result.status, result.message = "skipped", f"skipped: {why}"
+            self._finish(name, result, None)
+            return
+        t0 = time.monotonic()
+        try:
+            load_file_sources(self.wh, self.store, self.project, node.sources)  # when their files changed
+            if node.sends:  # an LLM or embedding model
+                self.running[name] = Started(self.calls.llm_run(name).steps(), result, t0)
+                self._advance(name, None)
+                return
+            with self.wh.transaction():
+                result.rows = materialize_sql(self.wh, self.project, node, self.options.full_refresh)
+        except LlmtError as exc:
+            if exc.exit_code == 2:  # a usage or config error: stop, exit code 2
+                raise
+            result.status, result.message = "error", exc.render()
+        self._finish(name, result, t0)
+
+    def _advance(self, name: str, got: dict[str, BatchInfo] | Exception | None) -> None:
+        """Resume an LLM model's steps with what it waited for (or the error that ends its wait), up to its next
+        wait or its end."""
+        started = self.running[name]
+        result = started.result
+        try:
+            if got is None:
+                wait = next(started.steps)
+            elif isinstance(got, Exception):
+                wait = started.steps.throw(got)
+            else:
+                wait = started.steps.send(got)
+        except StopIteration as stop:
+            del self.running[name]
+            result.llm = stop.value
+            assert result.llm is not None
+            result.rows = result.llm.rows
+            self.calls.judge(result)
+        except LlmtError as exc:
+            del self.running[name]
+            if exc.exit_code == 2:
+                raise
+            result.status, result.message = "error", exc.render()
+        else:
+            assert self.flight is not None
+            self.flight.add(name, wait)
+            return
+        self._finish(name, result, started.t0)
+
+    def _finish(self, name: str, result: NodeResult, t0: float | None) -> None:
+        if t0 is not None:
+            result.seconds = time.monotonic() - t0
+        self.calls.finished(result)
+        if result.status == "error":
+            self.blocked[name] = "failed"
+            if self.options.fail_fast and self.stopped_by is None:
+                self.stopped_by = name
+        elif (result.status in ("success", "warn") and self.calls.hooks is not None
+              and (veto := self.calls.hooks.after(name, result))):
+            self.blocked[name] = veto
+            self.vetoed = True
+        self.done.add(name)
+
+    def _stop(self, why: str) -> None:
+        """End the run early: the models under way stop where they wait (their batches stay open), and the
+        nodes not started are skipped."""
+        for name, started in list(self.running.items()):
+            started.steps.close()
+            del self.running[name]
+            started.result.status, started.result.message = "skipped", f"stopped: {why}"
+            self._finish(name, started.result, started.t0)
+        for name in self.todo:
+            node = self.project.nodes[name]
+            self._finish(name, NodeResult(name, node.materialized, "skipped", message=f"skipped: {why}"), None)
+        self.todo = []
+
+    def close(self) -> None:
+        """After an error or Ctrl-C: every model under way stops where it is."""
+        for started in self.running.values():
+            started.steps.close()
+        self.running.clear()
+        if self.flight is not None:
+            self.flight.close()
