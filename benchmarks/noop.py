@@ -5,7 +5,8 @@ to exit.
 
 Setup (untimed, cached in benchmarks/.work/answered-<rows>/): a project over the generated reviews
 whose every row is answered. Timed: `python -m llmt run` on a copy of it, three times (the median is
-reported); each run rebuilds the staging view and finds that no row needs a request.
+reported); each run finds that nothing the LLM model's select reads changed since its inputs were staged (the
+staging view is not built again and the inputs are not read: model_state.py) and that no row needs a request.
 """
 
 from __future__ import annotations

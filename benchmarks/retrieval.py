@@ -1,4 +1,4 @@
-"""Benchmark 9, retrieval: the top k documents of every query row by cosine similarity, brute force, in the SQL
+"""Benchmark 10, retrieval: the top k documents of every query row by cosine similarity, brute force, in the SQL
 that `{{ nearest_neighbors(...) }}` writes for DuckDB (every query against every document, a top-k aggregate
 per query: DuckDBWarehouse.nearest_sql), over random vectors of `--dims` floats in two tables (FLOAT[n] columns,
 as embedding models write them). Times the CREATE TABLE of the neighbours (process already started, data

@@ -10,7 +10,8 @@ the script prints a `RESULT vs_dbt skipped=...` line and exits 0.
 
 Both tools get byte-identical model files (dbt's Jinja: ref, source, config, is_incremental, this)
 and read the same Parquet file as their source, each into its own DuckDB database. The second run
-is a no-op in the dbt sense: views and tables are rebuilt and incremental models find no new rows.
+is a no-op: dbt builds every view and table again, llmt only those whose inputs changed (none: state-aware
+runs, model_state.py); in both, incremental models run and find no new rows.
 """
 
 from __future__ import annotations

@@ -22,12 +22,16 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def write_compiled(project: Project, names: list[str], sql: dict[str, str] | None = None) -> None:
-    """Each model's compiled SQL (or its text in ``sql``) under target/compiled/."""
+    """Each model's compiled SQL (or its text in ``sql``) under target/compiled/; a file that already holds it is
+    left alone (writing costs a hundred times more than reading: the no-op run of a large project)."""
     for name in names:
         node = project.nodes[name]
         path = project.target_dir / "compiled" / node.rel_path
+        text = (sql or {}).get(name, node.compiled_sql)
+        if path.is_file() and path.read_text(encoding="utf-8") == text:
+            continue
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text((sql or {}).get(name, node.compiled_sql), encoding="utf-8")
+        path.write_text(text, encoding="utf-8")
 
 
 def write_manifest(project: Project, specs: dict[str, LlmSpec]) -> None:
@@ -36,7 +40,7 @@ def write_manifest(project: Project, specs: dict[str, LlmSpec]) -> None:
         entry: dict[str, Any] = {
             "name": node.name, "path": node.rel_path, "relation": node.relation,
             "materialized": node.materialized, "tags": node.tags, "depends_on": sorted(set(node.refs)),
-            "sources": sorted({f"{s}.{t}" for s, t in node.sources}),
+            "sources": sorted({f"{s}.{t}" for s, t in node.sources}), "seeds": sorted(set(node.seeds)),
             "config": node.config, "description": node.description,
         }
         spec = specs.get(node.name)
@@ -54,6 +58,8 @@ def write_manifest(project: Project, specs: dict[str, LlmSpec]) -> None:
         "sources": {f"source.{s}.{t}": {"where": src.where, "file": src.file, "files": [str(f) for f in src.files],
                                         "options": src.options}
                     for (s, t), src in project.sources.items()},
+        "seeds": {f"seed.{s.name}": {"name": s.name, "path": s.rel_path, "relation": s.relation, "config": s.config,
+                                     "description": s.description} for s in project.seeds.values()},
     })
 
 

@@ -50,7 +50,8 @@ def refresh_options(func: F) -> F:
     func = click.option("--retry-failed", is_flag=True,
                         help="Ask again for rows whose attempts failed in earlier runs.")(func)
     func = click.option("--full-refresh", is_flag=True,
-                        help="Rebuild tables from scratch (LLM answers come from the store: free).")(func)
+                        help="Build every model, even a view or table nothing it reads changed for, and tables "
+                        "from scratch (LLM answers come from the store: free), e.g. llmt run --full-refresh.")(func)
     return func
 
 
@@ -217,6 +218,29 @@ def run(project_dir: Path, target: str | None, vars_: str | None, select: tuple[
                          max_failed_share=max_failed_share, confirm=confirm_reask(reask, yes, console),
                          fail_fast=fail_fast, threads=threads)
     report = run_project(_load(project_dir, target, vars_), list(select), list(exclude), console, options)
+    sys.exit(1 if report.failed else 0)
+
+
+@cli.command()
+@project_options
+@select_options
+@output_option
+@click.option("--full-refresh", is_flag=True, help="Load every selected seed, even those whose file did not change.")
+def seed(project_dir: Path, target: str | None, vars_: str | None, select: tuple[str, ...], exclude: tuple[str, ...],
+         output: str, full_refresh: bool) -> None:
+    """Load the CSV files under seeds/ into tables (one per file, named after it), each again only when its file
+    changed; models read them with ref('name'). `llmt build` loads the seeds its models read first.
+
+    \b
+    Examples:
+      llmt seed                      # every seed whose file changed
+      llmt seed -s country_codes     # one seed
+      llmt seed --full-refresh       # load them all again
+    """
+    from llmt.seeding import seed_project
+
+    report = seed_project(_load(project_dir, target, vars_), list(select), list(exclude), _console(output),
+                          full_refresh)
     sys.exit(1 if report.failed else 0)
 
 

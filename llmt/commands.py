@@ -108,7 +108,9 @@ def run_project(
             console.info(f"{sum(still_open.values())} batch(es) still open ({', '.join(still_open)}): "
                          "`llmt status` shows them; the next `llmt run` collects them.")
     counts = _statuses(report)
-    console.info(f"Done in {report.seconds:.1f}s: {counts['success']} ok, {counts['warn']} warn, "
+    unchanged = sum(r.unchanged for r in report.results)
+    console.info(f"Done in {report.seconds:.1f}s: {counts['success']} ok"
+                 + (f" ({unchanged} unchanged, not built again)" if unchanged else "") + f", {counts['warn']} warn, "
                  f"{counts['error']} error(s), {counts['skipped']} skipped.")
     for r in report.results:
         if r.status in ("warn", "error") and r.message:
@@ -133,9 +135,10 @@ def show_model(project: Project, model: str, limit: int, console: Console) -> No
                           hint="`llmt ls` lists the models.")
     wh = open_warehouse(project, console)
     try:
-        if wh.relation_kind(project.schema, model) is None:
+        schema = project.nodes[base].schema
+        if wh.relation_kind(schema, model) is None:
             raise ConfigError(f"`{model}` has not been built yet", hint=f"Run `llmt run -s {base}` first.")
-        columns, rows = wh.query(f"SELECT * FROM {wh.relation(project.schema, model)} LIMIT {int(limit)}")
+        columns, rows = wh.query(f"SELECT * FROM {wh.relation(schema, model)} LIMIT {int(limit)}")
     finally:
         wh.close()
     if console.json_output:

@@ -43,6 +43,7 @@ class Source:
     files: tuple[Path, ...] = ()  # what it matched when the project loaded
     options: dict[str, Any] = field(default_factory=dict)  # handed to the DuckDB reader
     state_schema: str = "_llmt"  # where the files are loaded
+    loaded_at_field: str | None = None  # dbt's: a column every load of the table sets
 
     @property
     def loaded_table(self) -> tuple[str, str]:
@@ -107,7 +108,7 @@ def make_var(values: dict[str, Any]) -> Callable[..., Any]:
 
 
 _SQL_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
-_CACHE_FORMAT = 2  # bump when _SQL_ENV's settings or the file layout change
+_CACHE_FORMAT = 3  # bump when _SQL_ENV's settings or the file layout change
 _CACHE_MAGIC = b"llmt parse cache\n"
 
 
@@ -119,7 +120,8 @@ class ParseCache:
     """What loading a project reuses from the last load, in target/parse_cache.bin (dbt keeps
     target/partial_parse.msgpack for the same reason): the compiled code of each model's Jinja template
     by a hash of its text (as Jinja's own bytecode cache stores it), and hashes of compiled SQL that
-    sqlglot parsed without error. Templates are still rendered with the current refs, vars and
+    sqlglot parsed without error, with the output columns of LLM models' selects (so that a run that
+    parses nothing does not import sqlglot). Templates are still rendered with the current refs, vars and
     environment, and SQL not seen before is parsed, so errors are reported as without the cache. Entries
     are valid for one Python bytecode version and Jinja version (templates) and one sqlglot version
     (SQL); a missing, stale or corrupt file is ignored and rewritten. Compiled SQL is kept as hashes
@@ -130,11 +132,13 @@ class ParseCache:
         self.path = path
         self._templates: dict[str, CodeType] = {}
         self._good_sql: set[str] = set()
+        self._columns: dict[str, list[str] | None] = {}
         self._used_templates: dict[str, CodeType] = {}
         self._used_sql: set[str] = set()
+        self._used_columns: dict[str, list[str] | None] = {}
         if path is not None:
             self._read(path)
-        self._stored = (frozenset(self._templates), frozenset(self._good_sql))
+        self._stored = self._state(self._templates, self._good_sql, self._columns)
 
     def template(self, source: str) -> jinja2.Template:
         """The template of ``source`` in the SQL environment, compiled only when not cached."""
@@ -157,12 +161,27 @@ class ParseCache:
         self._good_sql.add(key)
         self._used_sql.add(key)
 
+    def select_columns(self, sql: str, dialect: str) -> list[str] | None:
+        """`select_columns` of ``sql``, parsed only when not cached."""
+        key = _digest(f"{dialect}\0{sql}")
+        if key not in self._columns:
+            self._columns[key] = select_columns(sql, dialect)
+        self._used_columns[key] = self._columns[key]
+        return self._columns[key]
+
+    @staticmethod
+    def _state(templates: dict[str, CodeType], sql: set[str], columns: dict[str, list[str] | None]) -> tuple[
+            frozenset[str], frozenset[str], frozenset[str]]:
+        return frozenset(templates), frozenset(sql), frozenset(columns)
+
     def save(self) -> None:
         """Write the entries used since the cache was read, when they differ from the file's; atomically
         (a temporary file renamed over it). A directory that cannot be written is left alone."""
-        if self.path is None or self._stored == (frozenset(self._used_templates), frozenset(self._used_sql)):
+        used = self._state(self._used_templates, self._used_sql, self._used_columns)
+        if self.path is None or self._stored == used:
             return
-        payload = marshal.dumps((_template_version(), self._used_templates, _sql_version(), sorted(self._used_sql)))
+        payload = marshal.dumps((_template_version(), self._used_templates, _sql_version(), sorted(self._used_sql),
+                                 self._used_columns))
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -172,7 +191,7 @@ class ParseCache:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
             return
-        self._stored = (frozenset(self._used_templates), frozenset(self._used_sql))
+        self._stored = used
 
     def _read(self, path: Path) -> None:
         try:
@@ -184,13 +203,15 @@ class ParseCache:
         if data[:head] != _CACHE_MAGIC or hashlib.sha256(payload).digest() != digest:
             return
         try:
-            template_version, templates, sql_version, good_sql = marshal.loads(payload)
+            template_version, templates, sql_version, good_sql, columns = marshal.loads(payload)
         except (EOFError, ValueError, TypeError):
             return
         if template_version == _template_version() and isinstance(templates, dict):
             self._templates = {k: v for k, v in templates.items() if isinstance(k, str) and isinstance(v, CodeType)}
-        if sql_version == _sql_version() and isinstance(good_sql, list):
+        if sql_version == _sql_version() and isinstance(good_sql, list) and isinstance(columns, dict):
             self._good_sql = {k for k in good_sql if isinstance(k, str)}
+            self._columns = {k: v for k, v in columns.items() if isinstance(k, str) and (
+                v is None or (isinstance(v, list) and all(isinstance(c, str) for c in v)))}
 
 
 @functools.cache

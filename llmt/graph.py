@@ -57,7 +57,8 @@ class _Atom:
 class Graph:
     """A DAG of nodes; edges run from a dependency (parent) to its dependents (children)."""
 
-    def __init__(self, nodes: Iterable[GraphNode]) -> None:
+    def __init__(self, nodes: Iterable[GraphNode], noun: str = "model") -> None:
+        self.noun = noun  # what its nodes are called in errors (`llmt seed` selects among seeds)
         self.nodes: dict[str, GraphNode] = {}
         for node in nodes:
             if node.name in self.nodes:
@@ -153,7 +154,7 @@ class Graph:
 
     def _known(self, name: str) -> str:
         if name not in self.nodes:
-            raise GraphError(f"no model named `{name}`.{did_you_mean(name, self.nodes)}")
+            raise GraphError(f"no {self.noun} named `{name}`.{did_you_mean(name, self.nodes)}")
         return name
 
     # -- selection ---------------------------------------------------------------------------

@@ -10,24 +10,27 @@ from llmt.project import Node, Project
 from llmt.warehouse.base import Warehouse
 
 
-def materialize_sql(wh: Warehouse, project: Project, node: Node, full_refresh: bool) -> int | None:
-    """Build one SQL model and write its descriptions as comments (caller holds the transaction). Returns rows
-    written for tables."""
+def materialize_sql(wh: Warehouse, project: Project, node: Node, full_refresh: bool, kind: str | None,
+                    docs: bool = True) -> int | None:
+    """Build one SQL model (``kind``: what its relation is now, 'table', 'view' or None) and, with ``docs``,
+    write its descriptions as comments (caller holds the transaction). Returns rows written for tables."""
     read = columns_hint(wh, project, node.sources)  # asked before: an error ends the transaction
     try:
-        rows = _build(wh, project, node, full_refresh)
+        rows = _build(wh, project, node, full_refresh, kind)
     except NodeError as exc:
         if not read:
             raise
         raise NodeError(exc.message, where=exc.where, hint=f"{exc.hint} {read}" if exc.hint else read) from None
-    persist_docs(wh, project.schema, node.name, node_docs(node))
+    if docs:
+        persist_docs(wh, node.schema, node.name, node_docs(node))
     return rows
 
 
-def _build(wh: Warehouse, project: Project, node: Node, full_refresh: bool) -> int | None:
-    schema, where = project.schema, node.rel_path
+def _build(wh: Warehouse, project: Project, node: Node, full_refresh: bool, kind: str | None) -> int | None:
+    schema, where = node.schema, node.rel_path
+    if kind is None:
+        wh.create_schema(schema)
     table = wh.relation(schema, node.name)
-    kind = wh.relation_kind(schema, node.name)
     mat = node.materialized
     if mat == "view":
         wh.replace_view(table, _select(project.render(node, False)), kind, where=where)
@@ -42,9 +45,10 @@ def _build(wh: Warehouse, project: Project, node: Node, full_refresh: bool) -> i
             raise NodeError(f"incremental_strategy `{strategy}` needs a unique_key", where=where,
                             hint="Set unique_key in the model's config, or use incremental_strategy='append'.")
         try:
-            if strategy == "merge":
+            # an empty increment runs no statement (its version stays: model_state.py)
+            if increment.rows and strategy == "merge":
                 wh.merge(table, increment.name, node.unique_key, where=where)
-            else:
+            elif increment.rows:
                 if strategy == "delete+insert":
                     same = " AND ".join(f"i.{wh.quote(k)} = t.{wh.quote(k)}" for k in node.unique_key)
                     wh.execute(f"DELETE FROM {table} AS t WHERE EXISTS (SELECT 1 FROM {increment.name} i "

@@ -6,11 +6,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from llmt.project import Node
+    from llmt.project.properties import ColumnProps
     from llmt.warehouse.base import Warehouse
+
+
+class Described(Protocol):
+    """A model or a seed: its config (`persist_docs`), description and described columns."""
+
+    config: dict[str, Any]
+
+    @property
+    def description(self) -> str: ...
+
+    @property
+    def columns(self) -> list[ColumnProps]: ...
 
 
 @dataclass(frozen=True)
@@ -21,7 +33,7 @@ class Docs:
     columns: Mapping[str, str] | None = None
 
 
-def node_docs(node: Node, columns: Mapping[str, str] | None = None) -> Docs:
+def node_docs(node: Described, columns: Mapping[str, str] | None = None) -> Docs:
     """A model's Docs: its description and its columns' from models/*.yml (which win over ``columns``, e.g. the
     descriptions of an output schema's properties), as its `persist_docs` config allows."""
     persist = node.config.get("persist_docs") or {}

@@ -14,6 +14,7 @@ from llmt.artifacts import write_compiled, write_manifest, write_run_results
 from llmt.console import Reporter
 from llmt.cost import Budget, PriceTable, price_table
 from llmt.errors import ConfigError, LlmtError
+from llmt.model_state import ModelState
 from llmt.notify import notify_config, run_notice, send
 from llmt.pipeline.batches import Batches
 from llmt.pipeline.context import Providers, RunContext
@@ -192,13 +193,15 @@ def run(
     # the provider is configured before anything runs, so that its configuration errors come first
     context = make_context(project, wh, reporter, report.run_id) if specs or embeddings else None
     store = StateStore(wh)
+    state = ModelState(wh, store, project, report.run_id, options.full_refresh)  # what can be skipped
     store.start_run(report.run_id, project.name, command)
     deadline = None if options.timeout is None else started + options.timeout  # --timeout bounds the whole run
     held: dict[str, float] = {}  # what each model holds back for its escalation, seen by the others' budgets
 
     def llm_run(name: str) -> NodeRun | EmbeddingRun:
         assert context is not None and scheduler.batches is not None
-        place, limits = model_place(project, name, context.batches_dir), budgets(project, name, options, held)
+        place = replace(model_place(project, name, context.batches_dir), reads=state.staging(project.nodes[name]))
+        limits = budgets(project, name, options, held)
         if name in embeddings:
             return EmbeddingRun(context, scheduler.batches, place, embeddings[name], options, limits,
                                 deadline=deadline)
@@ -207,11 +210,11 @@ def run(
 
     def finished(result: NodeResult) -> None:
         report.results.append(result)
-        reporter.info(_line(result))
+        reporter.info(node_line(result))
 
     calls = Callbacks(llm_run, lambda result: judge_llm(result, *failed_share_limit(project, result.name, options)),
                       finished, hooks)
-    scheduler = Scheduler(project, names, wh, store, context, options, calls)
+    scheduler = Scheduler(project, names, state, context, options, calls)
     status, exit_code, ended = "error", 1, False
     try:
         scheduler.run()
@@ -274,7 +277,10 @@ def _say_what_is_open(by_node: dict[str, int], reporter: Reporter, what: str) ->
         reporter.warn(f"{what}: no batch is open; the next `llmt run` sends what is still pending")
 
 
-def _line(r: NodeResult) -> str:
+def node_line(r: NodeResult) -> str:
+    """A node's line in the output of `llmt run` (and `llmt seed`)."""
+    if r.unchanged:
+        return f"skip  {r.name} [{r.materialized}] (unchanged)"
     if r.status == "skipped":
         return f"skip  {r.name} ({r.message.removeprefix('skipped: ').replace('`', '')})"
     mark = {"success": "ok   ", "warn": "WARN ", "error": "ERROR", "skipped": "skip "}[r.status]

@@ -1,12 +1,13 @@
 """How a run proceeds: the selected nodes by readiness, not one after another.
 
-A node is ready when every selected node it depends on (directly or through others) has finished. SQL models
-are built as soon as they are ready; an LLM model whose inputs are ready starts its run (`NodeRun.steps`), which
-goes as far as it can — stage, render, record, submit — and then waits for its batches. Every model's waits
-are in one `InFlight`: shards are submitted together, open batches of all models polled together, and a model
-goes on (collects, sends its next round, escalates, builds its output) as soon as its batches ended; when it
-finishes, its children become ready. Steps run one at a time on this thread, so the warehouse has one writer,
-never held while waiting, and each model's budget gate sees what every other model committed.
+A node is ready when every selected node it depends on (directly or through others) has finished. SQL models are
+built as soon as they are ready (or skipped when nothing they read changed: model_state.py); an LLM model whose
+inputs are ready starts its run (`NodeRun.steps`), which goes as far as it can — stage, render, record, submit —
+and then waits for its batches. Every model's waits are in one `InFlight`: shards are submitted together, open
+batches of all models polled together, and a model goes on (collects, sends its next round, escalates, builds its
+output) as soon as its batches ended; when it finishes, its children become ready. Steps run one at a time on
+this thread, so the warehouse has one writer, never held while waiting, and each model's budget gate sees what
+every other model committed.
 
 A failed node skips its descendants only; with ``fail_fast`` the first failure stops the run (nothing remote is
 cancelled: open batches are collected by the next run).
@@ -20,16 +21,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmt.errors import LlmtError
-from llmt.file_sources import load_file_sources
-from llmt.materialize import materialize_sql
+from llmt.model_state import ModelState
 from llmt.pipeline.batches import Batches, InFlight, Steps
 from llmt.pipeline.context import RunContext
 from llmt.pipeline.embed import EmbeddingRun
 from llmt.pipeline.llm import LlmOptions, LlmResult, NodeRun
 from llmt.project import Project
 from llmt.providers.base import BatchInfo
-from llmt.warehouse.base import Warehouse
-from llmt.warehouse.store import StateStore
 
 
 @dataclass
@@ -41,12 +39,15 @@ class NodeResult:
     message: str = ""
     rows: int | None = None
     llm: LlmResult | None = None
+    unchanged: bool = False  # success without a build: nothing it reads changed since it was built
+    resource_type: str = "model"  # or seed
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "unique_id": f"model.{self.name}", "name": self.name, "materialized": self.materialized,
+            "unique_id": f"{self.resource_type}.{self.name}", "name": self.name, "resource_type": self.resource_type,
+            "materialized": self.materialized,
             "status": self.status, "execution_time": round(self.seconds, 3), "message": self.message,
-            "rows": self.rows,
+            "rows": self.rows, "unchanged": self.unchanged,
         }
         if self.llm is not None:
             out["llm"] = self.llm.as_dict()
@@ -83,9 +84,9 @@ class Callbacks:
 
 
 class Scheduler:
-    def __init__(self, project: Project, names: list[str], wh: Warehouse, store: StateStore,
-                 context: RunContext | None, options: LlmOptions, calls: Callbacks) -> None:
-        self.project, self.wh, self.store, self.options, self.calls = project, wh, store, options, calls
+    def __init__(self, project: Project, names: list[str], state: ModelState, context: RunContext | None,
+                 options: LlmOptions, calls: Callbacks) -> None:
+        self.project, self.state, self.options, self.calls = project, state, options, calls
         self.todo = list(names)  # not started yet, in DAG order
         position = {n: i for i, n in enumerate(names)}
         # what each node waits for: the selected nodes upstream of it, in DAG order
@@ -141,13 +142,14 @@ class Scheduler:
             return
         t0 = time.monotonic()
         try:
-            load_file_sources(self.wh, self.store, self.project, node.sources)  # when their files changed
+            self.state.load_sources(node)  # when their files changed
             if node.sends:  # an LLM or embedding model
                 self.running[name] = Started(self.calls.llm_run(name).steps(), result, t0)
                 self._advance(name, None)
                 return
-            with self.wh.transaction():
-                result.rows = materialize_sql(self.wh, self.project, node, self.options.full_refresh)
+            result.rows, result.unchanged = self.state.build(node)  # unless nothing it reads changed
+            if result.unchanged:
+                result.message = "unchanged since its last build: not built again"
         except LlmtError as exc:
             if exc.exit_code == 2:  # a usage or config error: stop, exit code 2
                 raise

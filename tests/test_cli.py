@@ -153,7 +153,7 @@ def test_table_and_view_switch(project: Project) -> None:
     assert project.query(kind) == [("BASE TABLE",)]
 
 
-@pytest.mark.parametrize("command", ["init", "compile", "ls", "run", "show", "status", "cancel"])
+@pytest.mark.parametrize("command", ["init", "compile", "ls", "run", "seed", "show", "status", "cancel"])
 def test_every_command_has_help_with_an_example(project: Project, command: str) -> None:
     result = project.llmt(command, "--help")
     assert result.code == 0

@@ -268,22 +268,35 @@ def test_output_schema_is_set_in_file_in_properties_or_per_folder(make_project: 
                       "from_folder": ["other"]}
 
 
+NO_OUTPUT_SCHEMA = BASE_FILES["models/insights.sql"].replace("output_schema='analysis', ", "")
+
+
 @pytest.mark.parametrize(
-    ("files", "where"),
+    "files",
     [
-        ({"models/insights.sql": BASE_FILES["models/insights.sql"].replace("output_schema=", "schema=")},
-         "models/insights.sql"),
-        ({"models/props.yml": "models:\n  - name: stg_reviews\n    config: {schema: analytics}\n"},
-         "models/props.yml:3"),
-        ({"project.yml": BASE_FILES["project.yml"].rstrip() + "\n        models:\n          +schema: analysis\n"},
-         "project.yml (models:)"),
+        {"models/insights.sql": BASE_FILES["models/insights.sql"].replace("output_schema=", "schema=")},
+        {"models/insights.sql": NO_OUTPUT_SCHEMA,
+         "models/props.yml": "models:\n  - name: insights\n    config: {schema: analysis}\n"},
+        {"models/insights.sql": NO_OUTPUT_SCHEMA,
+         "project.yml": BASE_FILES["project.yml"].rstrip() + "\n        models:\n          +schema: analysis\n"},
     ],
     ids=["config()", "properties", "folder"],
 )
-def test_schema_in_a_model_config_says_which_key_to_use(make_project: MakeProject, files: dict[str, str],
-                                                         where: str) -> None:
+def test_an_llm_model_naming_its_json_schema_with_schema_is_told_which_key_to_use(
+        make_project: MakeProject, files: dict[str, str]) -> None:
     project = make_project(files)
     result = project.llmt("ls")
     assert result.code == 2 and "Traceback" not in result.err
-    assert where in result.err and "`schema` is not a model config key" in result.err, result.err
-    assert "output_schema='name'" in result.err and "database schemas per model are not supported yet" in result.err
+    assert "models/insights.sql" in result.err and "schemas/analysis.json" in result.err, result.err
+    assert "`schema` is the database schema" in result.err and "output_schema='analysis'" in result.err
+
+
+@pytest.mark.parametrize(("value", "message"), [("''", "`schema` must be the name of a database schema"),
+                                                ("3", "`schema` must be the name of a database schema"),
+                                                ("'alway'", "unknown `state: alway`. Did you mean `always`?")])
+def test_schema_and_state_config_values_are_checked(make_project: MakeProject, value: str, message: str) -> None:
+    key = "state" if "state" in message else "schema"
+    project = make_project({"models/stg_reviews.sql": f"{{{{ config({key}={value}) }}}}\n"
+                            + BASE_FILES["models/stg_reviews.sql"]})
+    result = project.llmt("ls")
+    assert result.code == 2 and message in result.err and "models/stg_reviews.sql" in result.err, result.err

@@ -66,3 +66,5 @@ class ModelPlace:
     select: str  # its inputs
     schema: str  # where its output and `<model>__errors` tables are built
     work_dir: Path  # its batch files
+    reads: str | None = None  # a fingerprint of what its select reads (model_state.py): staging is skipped while
+    # it is the one the inputs were staged with

@@ -517,7 +517,7 @@ def count_open_exactly(run: RunContext) -> bool:
 def model_place(project: Project, name: str, batches_dir: Path) -> ModelPlace:
     """Where a project's LLM model reads and writes."""
     node = project.nodes[name]
-    return ModelPlace(name, node.rel_path, project.render(node, False), project.schema, batches_dir / name)
+    return ModelPlace(name, node.rel_path, project.render(node, False), node.schema, batches_dir / name)
 
 
 def rebuild_output(run: RunContext, place: ModelPlace, spec: LlmSpec, columns: list[Column] | None = None,

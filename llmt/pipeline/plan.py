@@ -178,5 +178,5 @@ def build_inputs(wh: Warehouse, project: Project, names: list[str]) -> list[str]
     load_file_sources(wh, StateStore(wh), project, read)
     for name in project.graph.order():
         if name in needed and not project.nodes[name].sends and not after_llm(name):
-            materialize_sql(wh, project, project.nodes[name], True)
+            materialize_sql(wh, project, project.nodes[name], True, None)  # (a new database: nothing is there)
     return [name for name in names if after_llm(name)]

@@ -37,7 +37,7 @@ def next_build(wh: Warehouse | None, project: Project, node: Node, full_refresh:
         return node.compiled_sql, ""
     if full_refresh:
         return node.compiled_sql, "the full build (--full-refresh)"
-    if wh is None or wh.relation_kind(project.schema, node.name) != "table":
+    if wh is None or wh.relation_kind(node.schema, node.name) != "table":
         return node.compiled_sql, "the full build: the table does not exist yet"
     return project.render(node, True), "the incremental branch: the table exists (--full-refresh shows the full build)"
 

@@ -19,7 +19,6 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from llmt.compile import select_columns
 from llmt.errors import CompileError, ConfigError
 from llmt.persist_docs import Docs, node_docs
 from llmt.project import Node, Project
@@ -132,9 +131,8 @@ def build_spec(project: Project, node: Node, provider: str | None = None) -> Llm
             params[key] = value
     out_cols = list(json_structure(strict).items())
     variables = prompt.variables()
-    available = select_columns(node.compiled_sql, project.dialect)
-    if available is not None:
-        check_columns(node.name, node.rel_path, prompt, variables, node.unique_key, available, out_cols)
+    if node.selected is not None:
+        check_columns(node.name, node.rel_path, prompt, variables, node.unique_key, node.selected, out_cols)
     kind = provider or project.target.provider.type
     template_hash = _template_hash(params, strict, schema_name, prompt, kind)
     try:

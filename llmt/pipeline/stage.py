@@ -13,7 +13,7 @@ from llmt.warehouse.store import StateStore
 def inputs_of(spec: LlmSpec, place: ModelPlace) -> Inputs:
     """What is staged for ``spec``'s requests over the model's select."""
     return Inputs(place.name, place.select.strip().rstrip(";"), spec.columns, spec.unique_key, spec.template_hash,
-                  KEY_VERSION, place.where)
+                  KEY_VERSION, place.where, place.reads)
 
 
 def stage_inputs(wh: Warehouse, store: StateStore, place: ModelPlace, spec: LlmSpec) -> list[Column]:

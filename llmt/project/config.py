@@ -197,7 +197,9 @@ class ProjectConfig(Strict):
     llm: LlmDefaults = LlmDefaults()
     notify: NotifyConfig | None = None  # a run's completion notice (a target's `notify:` replaces it)
     models: dict[str, Any] = Field(default_factory=dict)
+    seeds: dict[str, Any] = Field(default_factory=dict)  # folder config of seeds (`+key`), as `models:`
     model_paths: list[str] = Field(default_factory=lambda: ["models"], alias="model-paths")
+    seed_paths: list[str] = Field(default_factory=lambda: ["seeds"], alias="seed-paths")
 
 
 MATERIALIZATIONS = ("view", "table", "incremental", "llm", "embedding")
@@ -207,7 +209,8 @@ LLM_KEYS = ("prompt", "output_schema", *GENERATION_KEYS, "max_attempts", "max_fa
             *EXECUTION_KEYS)
 EMBEDDING_KEYS = ("column", "dimensions", "inputs_per_request")  # an embedding model's own (pipeline/embed.py)
 NODE_CONFIG_KEYS = ("materialized", "tags", "unique_key", "incremental_strategy", "enabled", "description",
-                    "schema_tests", "persist_docs", *LLM_KEYS, *EMBEDDING_KEYS)
+                    "schema_tests", "persist_docs", "schema", "state", *LLM_KEYS, *EMBEDDING_KEYS)
+STATES = ("auto", "always")  # `state:` skip the build when nothing the model reads changed (auto), or never
 INCREMENTAL_STRATEGIES = ("append", "delete+insert", "merge")  # dbt's names
 PERSIST_DOCS_KEYS = ("relation", "columns")
 
@@ -215,15 +218,6 @@ PERSIST_DOCS_KEYS = ("relation", "columns")
 def check_node_config(config: dict[str, Any], where: str) -> dict[str, Any]:
     """Reject unknown keys and wrong types in a node's config (from any source)."""
     for key, value in config.items():
-        if key == "schema":  # dbt's database schema; llmt's JSON schema of an answer had this name before
-            raise ConfigError(
-                "`schema` is not a model config key: an LLM model's answer schema is `output_schema`, and database "
-                "schemas per model are not supported yet",
-                where=where,
-                hint="For the JSON schema of the answer write output_schema='name' in config() (`output_schema:` "
-                "in models/*.yml, `+output_schema:` in project.yml). Models are built in the schema of the "
-                "target's `warehouse:`.",
-            )
         if key not in NODE_CONFIG_KEYS:
             raise ConfigError(
                 f"unknown config key `{key}`.{did_you_mean(key, NODE_CONFIG_KEYS)}",
@@ -257,11 +251,24 @@ def check_node_config(config: dict[str, Any], where: str) -> dict[str, Any]:
                                           and all(isinstance(v, bool) for v in value.values())):
             raise ConfigError(f"`persist_docs` must map `relation` and `columns` to true or false, got {value!r}",
                               where=where, hint="Example: persist_docs: {relation: true, columns: false}.")
+        if key == "schema" and not (isinstance(value, str) and value.strip()):
+            raise ConfigError(f"`schema` must be the name of a database schema, got {value!r}", where=where,
+                              hint="Example: schema='marts' builds the model in `<target schema>_marts`.")
+        if key == "state" and value not in STATES:
+            raise ConfigError(f"unknown `state: {value}`.{did_you_mean(str(value), STATES)}", where=where,
+                              hint="`state: auto` (the default) skips a view or table whose SQL, config and "
+                              "inputs did not change since it was built; `state: always` builds it every run.")
         if key == "max_failed_share" and not (isinstance(value, int | float) and not isinstance(value, bool)
                                               and 0 <= value <= 1):
             raise ConfigError(f"`max_failed_share` must be a number from 0 to 1 (a share of the model's rows), "
                               f"got {value!r}", where=where)
     return config
+
+
+def schema_name(target_schema: str, custom: str | None) -> str:
+    """The database schema of a model or seed whose config names ``custom`` (dbt's `generate_schema_name`):
+    `<target schema>_<custom>`, so that targets never share a custom schema; the target's own without one."""
+    return target_schema if custom is None else f"{target_schema}_{custom.strip()}"
 
 
 def folder_config(models_cfg: dict[str, Any], project_name: str, folders: list[str]) -> dict[str, Any]:

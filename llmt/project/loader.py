@@ -19,8 +19,9 @@ from llmt.compile import (
 )
 from llmt.errors import CompileError, ConfigError, did_you_mean
 from llmt.graph import Graph, GraphNode
-from llmt.project.config import ProjectConfig, TargetConfig, check_node_config, folder_config
+from llmt.project.config import ProjectConfig, TargetConfig, check_node_config, folder_config, schema_name
 from llmt.project.properties import ColumnProps, ModelProps, PropertiesFile
+from llmt.project.seeds import Seed, discover_seeds
 from llmt.project.yamlfile import line_of, read_yaml, validate
 from llmt.textfile import read_text
 from llmt.warehouse import dialect
@@ -38,11 +39,14 @@ class Node:
     config: dict[str, Any]
     relation: str
     compiled_sql: str = ""
-    refs: list[str] = field(default_factory=list)
+    refs: list[str] = field(default_factory=list)  # the models it reads
     sources: list[tuple[str, str]] = field(default_factory=list)
+    seeds: list[str] = field(default_factory=list)  # the seeds it reads (with ref(), as in dbt)
     description: str = ""
     columns: list[ColumnProps] = field(default_factory=list)
     props: ModelProps | None = None
+    schema: str = ""  # the database schema it is built in (its config's `schema`: schema_name)
+    selected: list[str] | None = None  # an LLM model's select's columns, when sqlglot can tell them
 
     @property
     def materialized(self) -> str:
@@ -86,6 +90,7 @@ class Project:
     graph: Graph
     properties: list[tuple[Path, PropertiesFile]] = field(default_factory=list)  # every models/*.yml, parsed
     parse_cache: ParseCache = field(default_factory=ParseCache)
+    seeds: dict[str, Seed] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -104,9 +109,14 @@ class Project:
         """The SQL dialect of the target's engine (sqlglot's name): models are written in it."""
         return dialect(self.target.warehouse.type)
 
+    def relations(self) -> dict[str, str]:
+        """What ref() gives for each name: a model's or a seed's relation."""
+        seeds = {s.name: s.relation for s in self.seeds.values()}
+        return {**seeds, **{n.name: n.relation for n in self.nodes.values()}}
+
     def sql_context(self, node: Node, incremental: bool = False) -> SqlContext:
         return SqlContext(
-            node_names={n.name: n.relation for n in self.nodes.values()},
+            node_names=self.relations(),
             sources=self.sources,
             vars=self.vars,
             this=node.relation,
@@ -144,13 +154,19 @@ def load_project(
     schema = warehouse.schema_
     props, sources, prop_files = _load_properties(project_dir, config, warehouse.state_schema)
     files = _discover_models(project_dir, config)
+    seeds = discover_seeds(project_dir, config, schema, [
+        (_where(path, ["seeds", i]), seed) for path, parsed in prop_files for i, seed in enumerate(parsed.seeds)])
+    clash = sorted(seeds.keys() & files.keys())
+    if clash:
+        raise ConfigError(f"a seed and a model are both named `{clash[0]}`: {seeds[clash[0]].rel_path} and "
+                          f"{files[clash[0]][1]}", hint="ref() names one of them: rename the seed or the model file.")
     nodes: dict[str, Node] = {}
     for name, (file, rel) in files.items():
-        nodes[name] = Node(name, file, rel, read_text(file), {}, relation(schema, name))
+        nodes[name] = Node(name, file, rel, read_text(file), {}, relation(schema, name), schema=schema)
     project = Project(
         project_dir, config, target_name, config.targets[target_name],
         {**config.vars, **(cli_vars or {})}, nodes, sources, Graph([]), prop_files,
-        ParseCache(project_dir / "target" / PARSE_CACHE),
+        ParseCache(project_dir / "target" / PARSE_CACHE), seeds,
     )
     for prop_path, index, model_props in props:
         if model_props.name not in nodes:
@@ -162,12 +178,18 @@ def load_project(
         node = nodes[model_props.name]
         node.props, node.description, node.columns = model_props, model_props.description, model_props.columns
         check_node_config(model_props.config, _where(prop_path, ["models", index, "config"]))
-    context = SqlContext({n.name: n.relation for n in nodes.values()}, sources, project.vars, "",
-                         engine=warehouse.type)
+    for node in nodes.values():  # the schema its folder or properties give (its own config() may change it)
+        _place(node, schema, _outer_config(project, node).get("schema"))
+    context = SqlContext(project.relations(), sources, project.vars, "", engine=warehouse.type)
     for node in list(nodes.values()):
         _compile_node(project, node, replace(context, this=node.relation))
         if node.config.get("enabled", True) is False:
             del nodes[node.name]
+    moved = [n for n in nodes.values() if _place(n, schema, n.config.get("schema"))]
+    if moved:  # a model's config() named its schema: the models that ref it are compiled with its relation
+        context = SqlContext(project.relations(), sources, project.vars, "")
+        for node in nodes.values():
+            _compile_node(project, node, replace(context, this=node.relation))
     project.parse_cache.save()
     project.graph = Graph(
         GraphNode(n.name, n.rel_path, tuple(n.tags), tuple(dict.fromkeys(n.refs))) for n in nodes.values()
@@ -179,16 +201,47 @@ def _compile_node(project: Project, node: Node, context: SqlContext) -> None:
     captured = Captured()
     node.compiled_sql = render_model_sql(node.raw_sql, node.rel_path, context, captured, project.parse_cache)
     check_node_config(captured.config, node.rel_path)
-    folders = list(Path(node.rel_path).parent.parts[1:])
-    merged: dict[str, Any] = {}
-    defaults = folder_config(project.config.models, project.name, folders)
+    node.config = {**_outer_config(project, node), **captured.config}
+    node.refs = [r for r in captured.refs if r not in project.seeds]
+    node.seeds = [r for r in captured.refs if r in project.seeds]
+    node.sources = captured.sources
+    check_sql(node.compiled_sql, node.rel_path, node.raw_sql, project.dialect, project.parse_cache)
+    if node.is_llm:
+        _check_schema_key(project, node)
+        node.selected = project.parse_cache.select_columns(node.compiled_sql, project.dialect)
+
+
+def _outer_config(project: Project, node: Node) -> dict[str, Any]:
+    """A model's config from its folder (`+key` in project.yml) and its properties, the latter winning."""
+    defaults = folder_config(project.config.models, project.name, list(Path(node.rel_path).parent.parts[1:]))
     check_node_config(defaults, "project.yml (models:)")
     props = {**({"tags": node.props.tags} if node.props.tags else {}), **node.props.config} if node.props else {}
-    for layer in (defaults, props, captured.config):
-        merged.update(layer)
-    node.config = merged
-    node.refs, node.sources = captured.refs, captured.sources
-    check_sql(node.compiled_sql, node.rel_path, node.raw_sql, project.dialect, project.parse_cache)
+    return {**defaults, **props}
+
+
+def _place(node: Node, target_schema: str, custom: Any) -> bool:
+    """Put ``node`` in the schema its config names (``custom``); True when that moved it."""
+    schema = schema_name(target_schema, custom)
+    moved, node.schema, node.relation = schema != node.schema, schema, relation(schema, node.name)
+    return moved
+
+
+def _check_schema_key(project: Project, node: Node) -> None:
+    """`schema` was the name of an LLM model's answer schema before it meant the database schema (dbt's): a
+    project that still names a JSON schema with it gets an error saying which key to use."""
+    value = node.config.get("schema")
+    if value is None or "output_schema" in node.config:
+        return
+    found = [f"schemas/{value}{ext}" for ext in (".json", ".yml", ".yaml") if (project.dir / "schemas" /
+                                                                            f"{value}{ext}").is_file()]
+    if found:
+        raise ConfigError(
+            f"`schema` is the database schema a model is built in, and `{node.name}` sets it to `{value}`, the name "
+            f"of its answer's JSON schema ({found[0]})", where=node.rel_path,
+            hint=f"Name the answer's JSON schema with output_schema='{value}' in config() (`output_schema:` in "
+            "models/*.yml, `+output_schema:` in project.yml); keep `schema` only for a database schema "
+            f"(`{project.schema}_<schema>`).",
+        )
 
 
 def _discover_models(project_dir: Path, config: ProjectConfig) -> dict[str, tuple[Path, str]]:
@@ -250,7 +303,8 @@ def _load_properties(
     models: list[tuple[Path, int, ModelProps]] = []
     sources: dict[tuple[str, str], Source] = {}
     parsed_files: list[tuple[Path, PropertiesFile]] = []
-    for folder in config.model_paths:
+    folders = dict.fromkeys([*config.model_paths, *config.seed_paths])  # seeds' properties may be beside them
+    for folder in folders:
         files = sorted([*(project_dir / folder).rglob("*.yml"), *(project_dir / folder).rglob("*.yaml")])
         for path in files:
             data = read_yaml(path)
@@ -271,5 +325,6 @@ def _load_properties(
                     if table.options:
                         _check_options(table.file, table.options, path, ["sources", i, "tables", j, "options"])
                     sources[key] = Source(src.name, table.name, where, src.schema_, table.identifier, table.file,
-                                          matched, table.options, state_schema)
+                                          matched, table.options, state_schema,
+                                          table.loaded_at_field or src.loaded_at_field)
     return models, sources, parsed_files

@@ -37,16 +37,22 @@ class ModelProps(TableProps):
     evals: dict[str, Any] = Field(default_factory=dict)  # field -> thresholds, checked by llmt.testing.evals
 
 
+class SeedProps(TableProps):
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
 class SourceTableProps(TableProps):
     identifier: str | None = None
     file: str | None = None  # a path or a glob, relative to the project directory
     options: dict[str, Any] = Field(default_factory=dict)  # handed to DuckDB's reader of the file
+    loaded_at_field: str | None = None  # dbt's: a column every load sets (model_state.py signs the table by it)
 
 
 class SourceProps(Props):
     name: str
     description: str = ""
     schema_: str | None = Field(None, alias="schema")
+    loaded_at_field: str | None = None  # the default of its tables
     tables: list[SourceTableProps] = Field(default_factory=list)
     meta: dict[str, Any] = Field(default_factory=dict)
 
@@ -55,4 +61,5 @@ class PropertiesFile(Props):
     version: int | None = None
     sources: list[SourceProps] = Field(default_factory=list)
     models: list[ModelProps] = Field(default_factory=list)
+    seeds: list[SeedProps] = Field(default_factory=list)
     unit_tests: list[Any] = Field(default_factory=list)

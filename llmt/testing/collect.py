@@ -56,7 +56,7 @@ class DataTest:
 
 
 def sql_context(project: Project, this: str = "") -> SqlContext:
-    return SqlContext({n.name: n.relation for n in project.nodes.values()}, project.sources, project.vars, this)
+    return SqlContext(project.relations(), project.sources, project.vars, this)
 
 
 def rel_path(project: Project, path: Path) -> str:
@@ -93,6 +93,11 @@ def collect_tests(project: Project) -> list[DataTest]:
                 source = project.sources[(src.name, table.name)]
                 tests.extend(_table_tests(project, path, ["sources", i, "tables", j], table,
                                           f"source:{src.name}.{table.name}", source.sql(), None))
+        for i, seed_props in enumerate(parsed.seeds):
+            seed = project.seeds.get(seed_props.name)
+            if seed is not None:  # disabled seeds have no tests
+                tests.extend(_table_tests(project, path, ["seeds", i], seed_props, f"seed:{seed.name}",
+                                          seed.relation, None))
     tests.extend(derived_tests(project))
     tests.extend(singular_tests(project))
     return _unique_names(tests)
@@ -159,10 +164,11 @@ def _entry(
     if config.where:
         config = TestConfig(config.severity, config.warn_if, config.error_if,
                             _render(config.where, where, ctx, depends), config.store_failures)
-    base = [generic.name, where_node.replace("source:", "source_"), *([column] if column else [])]
+    shown = where_node.replace("source:", "source_").replace("seed:", "seed_")
+    base = [generic.name, shown, *([column] if column else [])]
     yield DataTest(
         str(custom_name) if custom_name else "_".join(base), generic.name, "properties", attached, where,
-        relation, column_sql, args, config, tuple(dict.fromkeys(depends)),
+        relation, column_sql, args, config, tuple(d for d in dict.fromkeys(depends) if d in project.nodes),
     )
 
 
@@ -252,7 +258,7 @@ def singular_tests(project: Project) -> list[DataTest]:
         if config is None:
             continue
         check_sql(sql, where, raw, project.dialect)
-        depends = tuple(dict.fromkeys(captured.refs))
+        depends = tuple(r for r in dict.fromkeys(captured.refs) if r in project.nodes)  # (seeds are loaded first)
         tests.append(DataTest(path.stem, "singular", "singular", ", ".join(depends) or where, where, config=config,
                               sql=sql, depends_on=depends))
     return tests

@@ -41,7 +41,7 @@ def run_data_test(
     result = TestResult(test.name, test.kind, test.origin, test.attached, test.where, severity=test.config.severity)
     try:
         for name in test.depends_on:
-            if wh.relation_kind(project.schema, name) is None:
+            if wh.relation_kind(project.nodes[name].schema, name) is None:
                 raise NodeError(f"`{name}` has not been built yet",
                                 hint=f"Run `llmt run -s {name}` first, or use `llmt build`.")
         sql = failing_rows_sql(wh, project, test)

@@ -18,6 +18,7 @@ from llmt.pipeline.llm import LlmOptions
 from llmt.project import Project
 from llmt.runner import RunReport, new_run_id, open_warehouse, run
 from llmt.scheduler import NodeHooks, NodeResult
+from llmt.seeding import load_seeds
 from llmt.testing.collect import DataTest, collect_tests
 from llmt.testing.evals import EvalResult, run_evals
 from llmt.testing.execute import run_data_test
@@ -63,11 +64,12 @@ def select_tests(project: Project, select: list[str], exclude: list[str], build:
     names = project.graph.select(models, skip_models) if models or not select else []
     chosen = set(names)
     reach = chosen | {a for n in names for a in project.graph.ancestors(n)} if build else chosen
+    seeded = {f"seed:{s}" for n in names for s in project.nodes[n].seeds} if build else set()  # build loads them
 
-    def wanted(name: str, depends: tuple[str, ...]) -> bool:
+    def wanted(name: str, depends: tuple[str, ...], attached: str = "") -> bool:
         if name in skip_named:
             return False
-        if name in named:
+        if name in named or attached in seeded:
             return True
         if not depends:
             return not select
@@ -75,7 +77,7 @@ def select_tests(project: Project, select: list[str], exclude: list[str], build:
         return set(depends) <= reach and bool(chosen & set(depends)) if build else bool(chosen & set(depends))
 
     order = {n: i for i, n in enumerate(project.graph.order())}
-    data = sorted((t for t in data if wanted(t.name, t.depends_on)),
+    data = sorted((t for t in data if wanted(t.name, t.depends_on, t.attached)),
                   key=lambda t: max((order[d] for d in t.depends_on), default=-1))
     unit = sorted((u for u in unit if wanted(u.name, (u.node.name,))), key=lambda u: order[u.node.name])
     return Selection(names, data, unit)
@@ -124,20 +126,27 @@ def build_project(
     console.info(f"Building {len(chosen.names)} model(s) with {len(chosen.unit)} unit test(s) and "
                  f"{len(chosen.data)} data test(s) on target `{project.target_name}`")
     wh = open_warehouse(project, console)
-    load_file_sources(wh, StateStore(wh), project, project.sources)  # the tests of sources come first
+    # the seeds the models read are loaded first (every seed when nothing is selected), then the files of file
+    # sources: the tests of seeds and sources come before the models
+    seeds = load_seeds(wh, project, sorted({s for n in chosen.names for s in project.nodes[n].seeds}) if select
+                       else list(project.seeds), console, options.full_refresh)
+    failed_seeds = {r.name for r in seeds if r.status == "error"}
+    load_file_sources(wh, StateStore(wh), project, project.sources)
     done: set[str] = set()
 
     def data_tests(tests: list[DataTest]) -> list[TestResult]:
         return [_add(report, run_data_test(wh, project, t, store_failures), console) for t in tests]
 
-    broken_sources = {r.attached.removeprefix("source:") for r in data_tests(first)
-                      if r.blocking and r.attached.startswith("source:")}
+    broken = {r.attached for r in data_tests(first) if r.blocking}  # `source:raw.reviews`, `seed:countries`
 
     def before(name: str) -> str | None:
         node = project.nodes[name]
-        bad = [f"{s}.{t}" for s, t in node.sources if f"{s}.{t}" in broken_sources]
+        if failed := [s for s in node.seeds if s in failed_seeds]:
+            return f"seed `{failed[0]}` failed to load"
+        bad = [f"source `{s}.{t}`" for s, t in node.sources if f"source:{s}.{t}" in broken]
+        bad += [f"seed `{s}`" for s in node.seeds if f"seed:{s}" in broken]
         if bad:
-            return f"a test of source `{bad[0]}` failed"
+            return f"a test of {bad[0]} failed"
         results = [_add(report, run_unit_test(project, u), console) for u in units.get(name, [])]
         failed = [r.name for r in results if r.blocking]
         return f"unit test `{failed[0]}` failed" if failed else None
@@ -152,6 +161,7 @@ def build_project(
                            hooks=NodeHooks(before, after_node))
     finally:
         wh.close()
+    report.nodes.results[:0] = seeds
     ran = {r.name for r in report.results}
     for name, tests in after.items():
         for test in tests:

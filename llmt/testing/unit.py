@@ -192,7 +192,7 @@ def _model_sql(project: Project, test: UnitTest, wh: Warehouse, scratch: Path) -
     for k, given in enumerate(test.props.given):
         where = test.at("given", k)
         ref, source = _REF.match(given.input), _SOURCE.match(given.input)
-        if ref and ref[1] in project.nodes:
+        if ref and (ref[1] in project.nodes or ref[1] in project.seeds):
             name = relation(wh.schema, ref[1])
             refs.add(ref[1])
         elif source and (source[1], source[2]) in project.sources:
@@ -208,7 +208,7 @@ def _model_sql(project: Project, test: UnitTest, wh: Warehouse, scratch: Path) -
             )
         create_table(wh, name, given.rows, given.format, scratch, where)
     ctx = SqlContext(
-        {n: relation(wh.schema, n) for n in project.nodes},
+        {n: relation(wh.schema, n) for n in project.relations()},
         {key: Source(key[0], key[1], src.where, given_schema, f"{key[0]}__{key[1]}")
          for key, src in project.sources.items()},
         {**project.vars, **test.props.overrides.vars}, this, test.props.overrides.macros.get("is_incremental", False),

@@ -169,6 +169,27 @@ class Warehouse(ABC):
         """'table', 'view' or None."""
 
     @abstractmethod
+    def relation_kinds(self, schemas: Sequence[str], name: str | None = None) -> dict[tuple[str, str], str]:
+        """Every table and view of ``schemas`` (named ``name``, when given), in one query: (schema, name) ->
+        'table' or 'view'."""
+
+    def content_signature(self, relation: str, changed_at: str | None = None) -> str:
+        """A fingerprint of the rows of ``relation`` (a source llmt did not build): their count and, given
+        ``changed_at`` (a column every insert and update sets), its largest value, which the engine reads
+        cheaply; otherwise an order-independent hash of every row (one scan), which sees every insert,
+        update and delete."""
+        if changed_at is not None:
+            row = self.fetchone(f"SELECT count(*), max({self.quote(changed_at)}) FROM {relation}")
+        else:
+            hashed = self.row_hash_sql([self.quote(c.name) for c in self.describe(f"SELECT * FROM {relation}")])
+            row = self.fetchone(f"SELECT count(*), {self.sum_hashes_sql(hashed)} FROM {relation}")
+        return ":".join(str(v) for v in row or ())
+
+    def create_schema(self, schema: str) -> None:
+        """Create ``schema`` unless it exists (a model's custom schema)."""
+        self.execute(f"CREATE SCHEMA IF NOT EXISTS {self.quote(schema)}")
+
+    @abstractmethod
     def create_table(self, table: str, select: str, params: Params = None, *,
                      compression: Mapping[str, str] | None = None, where: str | None = None) -> None:
         """CREATE TABLE ``table`` AS ``select``; ``compression``: a storage method per column, where the engine

@@ -212,11 +212,17 @@ class DuckDBWarehouse(Warehouse):
             raise database_error(exc, where) from None
 
     def relation_kind(self, schema: str, name: str) -> str | None:
-        row = self.fetchone("SELECT table_type FROM information_schema.tables WHERE table_catalog = "
-                            "current_database() AND table_schema = ? AND table_name = ?", [schema, name])
-        if row is None:
-            return None
-        return "view" if row[0] == "VIEW" else "table"
+        return self.relation_kinds([schema], name).get((schema, name))
+
+    def relation_kinds(self, schemas: Sequence[str], name: str | None = None) -> dict[tuple[str, str], str]:
+        """Read from DuckDB's catalog functions (information_schema, a view over them, costs ten times more)."""
+        rows = self.fetchall(
+            "SELECT schema_name, table_name, 'table' FROM duckdb_tables() WHERE database_name = current_database() "
+            "AND list_contains(?::VARCHAR[], schema_name) AND (? IS NULL OR table_name = ?) UNION ALL "
+            "SELECT schema_name, view_name, 'view' FROM duckdb_views() WHERE database_name = current_database() "
+            "AND list_contains(?::VARCHAR[], schema_name) AND (? IS NULL OR view_name = ?) AND NOT internal",
+            [list(schemas), name, name] * 2)
+        return {(str(s), str(n)): str(kind) for s, n, kind in rows}
 
     def create_table(self, table: str, select: str, params: Params = None, *,
                      compression: Mapping[str, str] | None = None, where: str | None = None) -> None:

@@ -70,6 +70,7 @@ def build_output(wh: Warehouse, store: StateStore, out: Output, since_run: str |
             and wh.relation_kind(out.schema, name + "__errors") == "table"):
         persist_docs(wh, out.schema, name, out.docs, META_DOCS)  # descriptions may have changed
         return {k: int(v) for k, v in staged["counts_out"].items()}  # built from the same inputs: nothing to do
+    wh.create_schema(out.schema)
     needed = ["_llmt_answer_key", *out.unique_key]  # the previous table can show stale answers only with these
     has_prev = prev_kind == "table" and int(wh.scalar(
         "SELECT count(*) FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "

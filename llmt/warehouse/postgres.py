@@ -265,6 +265,12 @@ class PostgresWarehouse(Warehouse):
                            [schema, name])
         return None if kind is None else "view" if kind in ("v", "m") else "table"
 
+    def relation_kinds(self, schemas: Sequence[str], name: str | None = None) -> dict[tuple[str, str], str]:
+        rows = self.fetchall("SELECT n.nspname, c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = "
+                             "c.relnamespace WHERE n.nspname = ANY(?::text[]) AND (?::text IS NULL OR c.relname = ?) "
+                             "AND c.relkind IN ('r', 'p', 'v', 'm')", [list(schemas), name, name])
+        return {(str(s), str(n)): "view" if kind in ("v", "m") else "table" for s, n, kind in rows}
+
     def create_table(self, table: str, select: str, params: Params = None, *,
                      compression: Mapping[str, str] | None = None, where: str | None = None) -> None:
         cursor = self._cursor(f"CREATE TABLE {table} AS {select}", params, where)

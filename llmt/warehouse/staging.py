@@ -5,7 +5,8 @@ whole row, to see which rows changed). Request keys cost a SHA-256 over the refe
 so they are computed only for rows that are new or changed: each row's row hash is compared with the staged
 one by unique key, changed rows are replaced, and when nothing changed (the usual nightly run) the staged
 table is left as it is. What was staged is recorded as a fingerprint (store.py): the layout, the rows'
-fingerprint and the version of the keys.
+fingerprint, the version of the keys, and the fingerprint of what the select reads (model_state.py): while that
+stays the same, the select is not even read again.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Inputs:
     template_hash: str
     key_version: str  # recorded with what is staged (an upgrade re-keys older versions: rekeying.py)
     where: str  # the model's file, for errors
+    reads: str | None = None  # a fingerprint of what the select reads, when known (model_state.py)
 
 
 def stage_table(wh: Warehouse, node: str) -> str:
@@ -63,6 +65,9 @@ def stage(wh: Warehouse, store: StateStore, inputs: Inputs, described: Sequence[
          [[c.name, c.type.name] for c in described], zone]).encode()).hexdigest()[:32]
     staged = staged_fingerprint(wh, store, inputs.node)
     keys = ", ".join(wh.quote(k) for k in inputs.unique_key)
+    if (staged is not None and inputs.reads is not None and staged.get("reads") == inputs.reads
+            and staged.get("layout") == layout and staged.get("keys") == inputs.key_version):
+        return  # nothing the select reads changed since these rows were staged: they are its rows
     if staged is None or staged.get("layout") != layout:
         wh.execute(f"DROP TABLE IF EXISTS {table}")
         texts = [c.name for c in described if c.type.name == "VARCHAR" and c.name not in inputs.unique_key]
@@ -74,8 +79,10 @@ def stage(wh: Warehouse, store: StateStore, inputs: Inputs, described: Sequence[
         rows = wh.temp_table("_llmt_rows", f"SELECT {keys}, {wh.row_hash_sql([wh.quote(c.name) for c in described])} "
                              f"AS _llmt_row_hash FROM ({inputs.select}) AS _llmt_select", where=inputs.where)
         try:
-            if _fingerprint(wh, rows.name) == staged.get("rows"):
-                return  # nothing changed (NULL and duplicate keys were refused when it was staged)
+            if _fingerprint(wh, rows.name) == staged.get("rows"):  # nothing changed (NULL and duplicate keys were
+                if staged.get("reads") != inputs.reads:  # refused when it was staged)
+                    store.set_fingerprint("stage", inputs.node, {**staged, "reads": inputs.reads})
+                return
             _check_keys(wh, rows.name, inputs)
             same = " AND ".join(f"k.{wh.quote(k)} = s.{wh.quote(k)}" for k in inputs.unique_key)
             wh.execute(f"DELETE FROM {table} s WHERE NOT EXISTS (SELECT 1 FROM {rows.name} k WHERE {same} "
@@ -90,7 +97,7 @@ def stage(wh: Warehouse, store: StateStore, inputs: Inputs, described: Sequence[
     kept = {"shape": staged["shape"]} if staged and "shape" in staged and staged.get("layout") == layout else {}
     # (the output's shape stays valid while the layout does: the output is then updated in place)
     store.set_fingerprint("stage", inputs.node, {**kept, "layout": layout, "rows": _fingerprint(wh, table),
-                                                 "keys": inputs.key_version})
+                                                 "keys": inputs.key_version, "reads": inputs.reads})
 
 
 def staged_fingerprint(wh: Warehouse, store: StateStore, node: str) -> dict[str, Any] | None:

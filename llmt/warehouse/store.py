@@ -280,14 +280,15 @@ class StateStore:
     # -- fingerprints ---------------------------------------------------------------------------------
     def fingerprint(self, kind: str, name: str) -> dict[str, Any] | None:
         """What llmt recorded of a thing it built (``kind``: `stage` of a model's inputs, `source` of a loaded
-        file source), or None."""
+        file source, `model` of a built view or table: model_state.py), or None."""
         value = self.wh.scalar(f"SELECT value FROM {self.table('fingerprints')} WHERE kind = ? AND name = ?",
                                [kind, name])
-        try:
-            loaded = json.loads(value) if value is not None else None
-        except ValueError:
-            return None
-        return loaded if isinstance(loaded, dict) else None
+        return _fingerprint(value)
+
+    def fingerprints(self, kind: str) -> dict[str, dict[str, Any]]:
+        """Every fingerprint of ``kind``, by name (in one query)."""
+        rows = self.wh.fetchall(f"SELECT name, value FROM {self.table('fingerprints')} WHERE kind = ?", [kind])
+        return {str(name): loaded for name, value in rows if (loaded := _fingerprint(value)) is not None}
 
     def set_fingerprint(self, kind: str, name: str, value: dict[str, Any]) -> None:
         table = self.table("fingerprints")
@@ -302,3 +303,12 @@ class StateStore:
     # -- helpers --------------------------------------------------------------------------------------
     def scalar_int(self, sql: str, params: Sequence[Any] | None = None) -> int:
         return int(self.wh.scalar(sql, params) or 0)
+
+
+def _fingerprint(value: str | None) -> dict[str, Any] | None:
+    """A stored fingerprint's JSON as a mapping (None when absent or damaged)."""
+    try:
+        loaded = json.loads(value) if value is not None else None
+    except ValueError:
+        return None
+    return loaded if isinstance(loaded, dict) else None
