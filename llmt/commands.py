@@ -129,8 +129,8 @@ def show_model(project: Project, model: str, limit: int, console: Console) -> No
     from llmt.runner import open_warehouse
 
     base = model.removesuffix("__errors")
-    if base not in project.nodes or (base != model and not project.nodes[base].is_llm):
-        names = [*project.nodes, *(f"{n}__errors" for n, node in project.nodes.items() if node.is_llm)]
+    if base not in project.nodes or (base != model and not project.nodes[base].sends):
+        names = [*project.nodes, *(f"{n}__errors" for n, node in project.nodes.items() if node.sends)]
         raise ConfigError(f"no model named `{model}`.{did_you_mean(model, names)}",
                           hint="`llmt ls` lists the models.")
     wh = open_warehouse(project, console)
@@ -284,11 +284,13 @@ def plan_project(
     project: Project, select: list[str], exclude: list[str], console: Console, sample: int | None,
     mode: str | None = None,
 ) -> list[ModelPlan]:
-    """Per LLM model: rows, new rows, requests, exact input tokens, output bounds, cost, escalation bound; totals.
+    """Per LLM (and embedding) model: rows, new rows, requests, exact input tokens, output bounds, cost, escalation
+    bound; totals.
     Read from the warehouse, read-only; on a project nobody has run yet, from its LLM models' inputs built in
     memory (nothing is written)."""
+    from llmt.pipeline.embed import embedding_specs
     from llmt.pipeline.llm import model_place
-    from llmt.pipeline.plan import build_inputs, plan_node
+    from llmt.pipeline.plan import build_inputs, plan_embedding, plan_node
     from llmt.runner import batches_dir, llm_specs, prices
     from llmt.warehouse import open_warehouse
     from llmt.warehouse.store import StateStore
@@ -297,24 +299,26 @@ def plan_project(
     specs = llm_specs(project, names)
     config = project.target.warehouse
     table = prices(project)
+    embeddings = embedding_specs(project, names, table)
     plans = []
     blocked: list[str] = []
     fresh = not config.exists(project.dir)
     wh = open_warehouse(config, project.dir, console, read_only=not fresh, memory=fresh, target=project.target_name)
     try:
         if fresh:
-            blocked = build_inputs(wh, project, list(specs))
+            blocked = build_inputs(wh, project, [*specs, *embeddings])
             console.info(f"Nothing has been built on target `{project.target_name}` yet: planning from the LLM "
                          "models' inputs built in memory (nothing is written).")
             for name in blocked:
                 console.warn(f"{name}: not planned: it reads an LLM model's answers, which do not exist yet "
                              f"(`llmt run -s +{name} --exclude {name}` first)")
-        for name, spec in specs.items():
-            if fresh and name in blocked:
+        for name in project.graph.order():
+            if (name not in specs and name not in embeddings) or (fresh and name in blocked):
                 continue
+            place = model_place(project, name, batches_dir(project))
             try:
-                plans.append(plan_node(wh, StateStore(wh), model_place(project, name, batches_dir(project)), spec,
-                                       table, sample, mode))
+                plans.append(plan_node(wh, StateStore(wh), place, specs[name], table, sample, mode) if name in specs
+                             else plan_embedding(wh, StateStore(wh), place, embeddings[name], table, sample, mode))
             except NodeError as exc:
                 raise NodeError(exc.message, where=exc.where,
                                 hint=f"Build its inputs first: `llmt run -s +{name} --exclude {name}`.") from None
@@ -326,7 +330,8 @@ def plan_project(
         return plans
     _plan_table(console, table.taken, table.batch_discount, plans, totals)
     for p in plans:
-        console.info(f"{p.model}: expected output from {p.expected_from}")
+        if p.output_tokens_max:
+            console.info(f"{p.model}: expected output from {p.expected_from}")
         if p.too_long:
             console.warn(f"{p.model}: {p.too_long} request(s) longer than {p.llm_model}'s context window allows: "
                          f"`llmt run` sends none of them and lists them in {p.model}__errors (too_long)")

@@ -78,6 +78,7 @@ class SqlContext:
     this: str
     incremental: bool = False
     macros: Macros = field(default_factory=Macros)
+    engine: str = "duckdb"  # the target warehouse's type (nearest_neighbors writes its SQL)
 
 
 def env_var(name: str, default: Any = _MISSING) -> str:
@@ -310,10 +311,34 @@ def render_model_sql(
         "env_var": env_var,
         "is_incremental": lambda: ctx.incremental,
         "this": ctx.this,
+        "nearest_neighbors": lambda *args, **kwargs: nearest_neighbors(ctx.engine, *args, **kwargs),
     }
     context = ctx.macros.bind(context, lambda f: cache.template(f.source, f.rel_path) if cache is not None
                               else compiled(_SQL_ENV, f.source, f.rel_path))
     return _render(lambda: cache.template(raw) if cache is not None else _SQL_ENV.from_string(raw), context, where)
+
+
+def nearest_neighbors(engine: str, queries: str, documents: str, k: int = 3, *, query_key: str | list[str],
+                      document_key: str | list[str], column: str = "embedding") -> str:
+    """`{{ nearest_neighbors(ref('a'), ref('b'), k=3, query_key='id', document_key='doc_id') }}`: a select of the
+    ``k`` rows of ``documents`` nearest to each row of ``queries`` by the cosine similarity of their vector
+    ``column`` (two embedding models' tables): the query key, the document key, `similarity` and `neighbor_rank`
+    (1: the nearest; ties go to the smallest document key). Written in the engine's SQL (Warehouse.nearest_sql)."""
+    from llmt.warehouse import engine_class
+
+    keys = [[key] if isinstance(key, str) else list(key) for key in (query_key, document_key)]
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise CompileError(f"nearest_neighbors: k must be a whole number of at least 1, got {k!r}")
+    if any(not names or not all(isinstance(n, str) and n for n in names) for names in keys):
+        raise CompileError("nearest_neighbors: query_key and document_key must each name a column (or a list)",
+                           hint="Example: nearest_neighbors(ref('ticket_embeddings'), ref('kb_embeddings'), k=3, "
+                           "query_key='ticket_id', document_key='article_id')")
+    clash = sorted(set(keys[0]) & {*keys[1], "similarity", "neighbor_rank"} | set(keys[1]) & {"similarity",
+                                                                                            "neighbor_rank"})
+    if clash:
+        raise CompileError(f"nearest_neighbors: the output would have column(s) {', '.join(clash)} twice",
+                           hint="Rename the key in a select of the embedding model first (e.g. `id AS article_id`).")
+    return engine_class(engine).nearest_sql(queries, documents, keys[0], keys[1], column, k)
 
 
 def check_sql(sql: str, where: str, raw: str, dialect: str, cache: ParseCache | None = None) -> None:

@@ -51,6 +51,8 @@ class Price:
     max_output: int | None = None
     long_above: int | None = None  # more input tokens than this: the whole request at `long_rates`
     long_rates: Rates | None = None
+    training: float | None = None  # fine-tuning it: USD per 1M training tokens
+    training_example_tokens: int | None = None  # the most tokens one of its training examples may have
 
     def factor(self, batch: bool) -> float:
         return 1.0 - self.batch_discount if batch else 1.0
@@ -85,6 +87,12 @@ class PriceTable:
                 "<USD>, output: <USD>, context_window: <tokens>}\n(zero is fine for a model that costs nothing).",
             )
         return found
+
+    def base(self, model: str) -> Price | None:
+        """The price of the model ``model`` fine-tunes (itself, or a fine-tuned model's base: ft:<base>:...), or
+        None when it is not listed."""
+        name = model.split(":")[1] if model.startswith("ft:") and model.count(":") >= 2 else model
+        return self.models.get(name) or self.models.get(DATE_SUFFIX.sub("", name))
 
     def check(self, model: str, max_output_tokens: int, where: str) -> None:
         """A known model, asked for no more output than it can give."""
@@ -175,6 +183,7 @@ def _price(name: str, value: dict[str, Any], default_discount: float) -> Price:
         float(value.get("batch_discount", default_discount)), value.get("context_window"), value.get("max_input"),
         value.get("max_output"), long["above"] if long else None,
         Rates(float(long["input"]), float(long["cached_input"]), float(long["output"])) if long else None,
+        value.get("training"), value.get("training_example_tokens"),
     )
 
 

@@ -4,8 +4,9 @@
 exactly as `kill -9` would at that line; `LLMT_CRASH_AT=<point>:<n>` the n-th time it does (with several
 models or shards in flight). Points: after_write (shard files written, not yet recorded), after_record,
 after_upload (file uploaded, its id not recorded), after_create (batch created, its id not recorded),
-waiting, after_download, mid_store (attempts inserted, answers not), and realtime_store (realtime answers
-stored, more requests still to send).
+waiting, after_download, mid_store (attempts inserted, answers not), realtime_store (realtime answers
+stored, more requests still to send), and for `llmt finetune submit` after_ft_upload (a training file
+uploaded, its id not recorded) and after_ft_create (the job created, its id not recorded).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections import Counter
 
 POINTS = ("after_write", "after_record", "after_upload", "after_create", "waiting", "after_download", "mid_store")
 REALTIME_POINTS = ("realtime_store",)  # after a realtime answer is stored
+FINETUNE_POINTS = ("after_ft_upload", "after_ft_create")
 
 _reached: Counter[str] = Counter()
 _lock = threading.Lock()  # uploads and polls reach their points from several threads

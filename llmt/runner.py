@@ -19,6 +19,7 @@ from llmt.model_state import ModelState
 from llmt.notify import notify_config, run_notice, send
 from llmt.pipeline.batches import Batches
 from llmt.pipeline.context import Providers, RunContext
+from llmt.pipeline.embed import EmbeddingRun, embedding_specs
 from llmt.pipeline.llm import Budgets, LlmOptions, NodeRun, model_place
 from llmt.pipeline.realtime import Limits
 from llmt.pipeline.rekey import fake_answers
@@ -182,6 +183,7 @@ def run(
     """Run the selected nodes (``names``, in DAG order) by readiness: see scheduler.py."""
     started = time.monotonic()
     specs = llm_specs(project, names)  # every compile error before anything runs
+    embeddings = embedding_specs(project, names, prices(project))
     options = pipeline_options(project, options)
     write_compiled(project, names)
     write_manifest(project, specs)
@@ -191,18 +193,22 @@ def run(
     if wh.lasting:
         reporter.warn("the warehouse is `:memory:`: tables and stored answers are lost when this command ends")
     # the provider is configured before anything runs, so that its configuration errors come first
-    context = make_context(project, wh, reporter, report.run_id) if specs else None
+    context = make_context(project, wh, reporter, report.run_id) if specs or embeddings else None
     store = StateStore(wh)
     state = ModelState(wh, store, project, report.run_id, options.full_refresh)  # what can be skipped
     store.start_run(report.run_id, project.name, command)
     deadline = None if options.timeout is None else started + options.timeout  # --timeout bounds the whole run
     held: dict[str, float] = {}  # what each model holds back for its escalation, seen by the others' budgets
 
-    def llm_run(name: str) -> NodeRun:
+    def llm_run(name: str) -> NodeRun | EmbeddingRun:
         assert context is not None and scheduler.batches is not None
         place = replace(model_place(project, name, context.batches_dir), reads=state.staging(project.nodes[name]))
-        return NodeRun(context, scheduler.batches, place, specs[name], options, budgets(project, name, options, held),
-                       lambda: fake_answers(project), deadline=deadline)
+        limits = budgets(project, name, options, held)
+        if name in embeddings:
+            return EmbeddingRun(context, scheduler.batches, place, embeddings[name], options, limits,
+                                deadline=deadline)
+        return NodeRun(context, scheduler.batches, place, specs[name], options, limits, lambda: fake_answers(project),
+                       deadline=deadline)
 
     def finished(result: NodeResult) -> None:
         report.results.append(result)

@@ -24,6 +24,7 @@ from llmt.errors import LlmtError
 from llmt.model_state import ModelState
 from llmt.pipeline.batches import Batches, InFlight, Steps
 from llmt.pipeline.context import RunContext
+from llmt.pipeline.embed import EmbeddingRun
 from llmt.pipeline.llm import LlmOptions, LlmResult, NodeRun
 from llmt.project import Project
 from llmt.providers.base import BatchInfo
@@ -76,7 +77,7 @@ class Callbacks:
     """What the scheduler asks of the runner: an LLM model's run and its verdict, and what to do with each
     finished node's result."""
 
-    llm_run: Callable[[str], NodeRun]
+    llm_run: Callable[[str], NodeRun | EmbeddingRun]  # an LLM model's run, or an embedding model's
     judge: Callable[[NodeResult], None]
     finished: Callable[[NodeResult], None]
     hooks: NodeHooks | None = None
@@ -142,7 +143,7 @@ class Scheduler:
         t0 = time.monotonic()
         try:
             self.state.load_sources(node)  # when their files changed
-            if node.is_llm:
+            if node.sends:  # an LLM or embedding model
                 self.running[name] = Started(self.calls.llm_run(name).steps(), result, t0)
                 self._advance(name, None)
                 return

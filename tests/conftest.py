@@ -67,6 +67,14 @@ BASE_FILES: dict[str, str] = {
 }
 
 
+def project_yml(openai: str, llm: str = "") -> str:
+    """The test project's project.yml with an `openai` target (provider options ``openai``) on the same database
+    as `dev`, and more `llm:` keys (``llm``: YAML)."""
+    target = f"  openai:\n    warehouse: {{path: demo.duckdb}}\n    provider: {{type: openai, {openai}}}\n"
+    extra = textwrap.indent(textwrap.dedent(llm).strip("\n") + "\n", "  ") if llm else ""
+    return textwrap.dedent(BASE_FILES["project.yml"]).replace("llm:\n", target + "llm:\n", 1) + extra
+
+
 @dataclass
 class Result:
     code: int

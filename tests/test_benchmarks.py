@@ -46,6 +46,8 @@ def run_script(script: str, work: Path, *args: str, env: dict[str, str] | None =
          ["models_1_x", "models_2_x", "models_2_own_s"]),
         ("startup.py", ["--models", "20", "--repeat", "1"], ["help_s", "ls_s", "ls_cold_s"]),
         ("vs_dbt.py", ["--rows", "200", "--models", "12", "--no-dbt", "1"], ["llmt_full_s", "skipped"]),
+        ("retrieval.py", ["--queries", "50", "--documents", "20", "--dims", "16"], ["seconds", "cpu_s", "pairs_per_s",
+                                                                                     "vss_installed"]),
     ],
 )
 def test_benchmark_prints_its_result_line(tmp_path: Path, script: str, args: list[str], fields: list[str],

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from llmt.warehouse.duckdb import DuckDBWarehouse
+from llmt.warehouse.state import LATEST
 from tests.conftest import Project, example_on_emulator, on_postgres
 from tests.emulator import Emulator
 from tests.pg import PgDatabase
@@ -96,7 +97,7 @@ def test_debug_fails_on_an_unknown_price_an_old_state_and_a_project_that_does_no
     assert code == 1
     assert "no price for model `gpt-nobody-knows`" in found["model insights"]["detail"]
     assert "llm: prices:" in found["model insights"]["hint"]
-    assert "this llmt reads version 9" in found["warehouse (duckdb)"]["detail"]
+    assert f"is at version 8; this llmt reads version {LATEST}" in found["warehouse (duckdb)"]["detail"]
     assert found["warehouse (duckdb)"]["hint"].startswith("Run `llmt status` once")
     assert found["provider (fake)"]["ok"]
     project.write("models/broken.sql", "select {{ nope }}\n")

@@ -110,7 +110,7 @@ def test_version_9_moves_what_table_comments_recorded_into_the_fingerprints_tabl
     conn.execute("CREATE TABLE _llmt.other (x INTEGER)")
     conn.execute("COMMENT ON TABLE _llmt.other IS 'llmt-stage {}'")  # not a staged table: left alone
 
-    assert migrate(wh, "_llmt") == 9
+    assert migrate(wh, "_llmt", upto=9) == 9
     assert conn.execute("SELECT kind, name, value FROM _llmt.fingerprints ORDER BY 1").fetchall() == [
         ("source", "source__raw__reviews", '{"version": 1}'),
         ("stage", "insights", '{"keys": "llmt-request-v2", "layout": "l"}')]

@@ -80,7 +80,7 @@ def test_llm_tests_on_a_sql_model_are_config_errors(make_project: MakeProject) -
     project = make_project({"models/insights.yml": "models: [{name: stg_reviews, tests: [all_answered]}]\n"})
     result = project.llmt("test")
     assert result.code == 2
-    assert "`all_answered` applies to LLM models only, and `stg_reviews` is not one" in result.err
+    assert "`all_answered` applies to LLM and embedding models only, and `stg_reviews` is neither" in result.err
     assert "models/insights.yml:1" in result.err
 
 

@@ -16,18 +16,23 @@ from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from llmt.console import Board, OpenBatch
+from llmt.cost import PriceTable
 from llmt.crash import crash_point
 from llmt.pipeline.collect import collect_files
 from llmt.pipeline.context import RunContext
+from llmt.pipeline.embed_lines import collect_embedding_files, schema_dimensions
 from llmt.providers.base import BatchInfo, BatchNotFound, Shard
+from llmt.providers.embeddings import ENDPOINT as EMBEDDINGS
 from llmt.validate import AnswerValidator
 from llmt.warehouse.collecting import Finished, Source
 from llmt.warehouse.store import ShardRow
 
+CHAT = "/v1/chat/completions"  # where a shard's requests go, unless it says otherwise
 # Ended shards of a model are collected together, up to this many requests at a time: one statement per step
 # for all of them is quicker than one per shard (and a transaction this large writes its rows straight to the
 # database file), while the distinct answers held for validation (~180 bytes each) stay bounded
@@ -74,7 +79,8 @@ class Batches:
     def _spec(self, row: ShardRow) -> Shard:
         meta = {"tool": "llmt", "project": self.run.project, "node": row.node, "shard_id": row.shard_id,
                 "run_id": row.run_id}
-        return Shard(row.shard_id, row.node, row.model, Path(row.path), row.n_requests, meta)
+        return Shard(row.shard_id, row.node, row.model, Path(row.path), row.n_requests, meta,
+                     row.endpoint or CHAT)
 
     # -- lifecycle --------------------------------------------------------------------------
     def submit(self, rows: list[ShardRow]) -> dict[str, Exception]:
@@ -190,12 +196,18 @@ class Batches:
                                  ",".join(sorted({e.code for e in info.errors})) or None)
                         for (row, info), paths in zip(group, downloaded, strict=True)]
             crash_point("after_download")
+            source = Source(self.run.run_id, node, model, batch=True, provider=self.provider.name)
             with self.run.warehouse.transaction():
-                counts = collect_files(
-                    self.run.warehouse, finished=finished, validator=AnswerValidator(json.loads(schema), node),
-                    source=Source(self.run.run_id, node, model, batch=True, provider=self.provider.name),
-                    cost=self.run.prices.cost_sql(model, batch=True), replace=replace,
-                )
+                if group[0][0].endpoint == EMBEDDINGS:
+                    counts = collect_embedding_files(
+                        self.run.warehouse, self.store.shard_keys, finished, source,
+                        partial(_embedding_cost, self.run.prices, model),
+                        schema_dimensions(json.loads(schema)), replace)
+                else:
+                    counts = collect_files(
+                        self.run.warehouse, finished=finished, validator=AnswerValidator(json.loads(schema), node),
+                        source=source, cost=self.run.prices.cost_sql(model, batch=True), replace=replace,
+                    )
                 self.store.mark_collected([(f.shard_id, f.batch_status, _describe_errors(info) or f.batch_error)
                                            for f, (_, info) in zip(finished, group, strict=True)])
                 # a batch cancelled by `llmt cancel` while this run was under way: the user's instruction to stop
@@ -273,6 +285,11 @@ class Batches:
             ended = [(r, infos[r.shard_id]) for r in submitted if r.node == node and r.shard_id in infos]
             totals.update(self.collect(ended, work_dir(node)))
         return dict(totals)
+
+
+def _embedding_cost(prices: PriceTable, model: str, tokens: int) -> float:
+    """What ``tokens`` embedded input tokens cost in a batch."""
+    return prices.cost(model, prompt=tokens, completion=0, batch=True)
 
 
 def _groups(ended: list[tuple[ShardRow, BatchInfo]]) -> list[list[tuple[ShardRow, BatchInfo]]]:

@@ -45,24 +45,13 @@ def classify(line: dict[str, Any], validator: AnswerValidator) -> Attempt:
     read them in SQL). On DuckDB `collect_files` does the same to whole files in SQL: tests/test_collect_sql.py
     checks that the two agree. A field of another type than the Batch API's reads as missing, as there."""
     key = str(line.get("custom_id"))
-    error = _object(line.get("error"))
-    response = _object(line.get("response"))
-    if error and not response:
-        code = str(error.get("code") or "")
-        outcome = {"batch_expired": "expired", "batch_cancelled": "cancelled"}.get(code, "http_error")
-        return Attempt(key, outcome, error_code=code, detail=str(error.get("message") or "")[:500])
-    status = response.get("status_code")
-    status = status if isinstance(status, int) else 0
-    body = _object(response.get("body"))
-    if status != 200:
-        err = _object(body.get("error"))
-        return Attempt(
-            key, "http_error", status_code=status, error_code=str(err.get("code") or err.get("type") or ""),
-            detail=str(err.get("message") or "")[:500],
-        )
+    unanswered = failed(line, key)
+    if unanswered is not None:
+        return unanswered
+    body = _object(_object(line.get("response")).get("body"))
     usage = _object(body.get("usage"))
     att = Attempt(
-        key, "ok", status_code=status,
+        key, "ok", status_code=200,
         prompt_tokens=int(usage.get("prompt_tokens") or 0),
         completion_tokens=int(usage.get("completion_tokens") or 0),
         cached_tokens=int(_object(usage.get("prompt_tokens_details")).get("cached_tokens") or 0),
@@ -92,6 +81,26 @@ def classify(line: dict[str, Any], validator: AnswerValidator) -> Attempt:
             else:
                 att.detail = reason[:500]
     return att
+
+
+def failed(line: dict[str, Any], key: str) -> Attempt | None:
+    """The attempt of a result line (for ``key``) that got no answer (an `error`) or an HTTP error; None when its
+    response is a 200, whatever the endpoint."""
+    error = _object(line.get("error"))
+    response = _object(line.get("response"))
+    if error and not response:
+        code = str(error.get("code") or "")
+        outcome = {"batch_expired": "expired", "batch_cancelled": "cancelled"}.get(code, "http_error")
+        return Attempt(key, outcome, error_code=code, detail=str(error.get("message") or "")[:500])
+    status = response.get("status_code")
+    status = status if isinstance(status, int) else 0
+    if status != 200:
+        err = _object(_object(response.get("body")).get("error"))
+        return Attempt(
+            key, "http_error", status_code=status, error_code=str(err.get("code") or err.get("type") or ""),
+            detail=str(err.get("message") or "")[:500],
+        )
+    return None
 
 
 def _object(value: Any) -> dict[str, Any]:

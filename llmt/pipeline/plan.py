@@ -1,6 +1,6 @@
-"""`llmt plan`: what a run would send and what it would cost. Reads the warehouse read-only (or, on a
-project nobody has run yet, a throwaway in-memory copy of the LLM models' inputs); sends nothing and
-writes nothing."""
+"""`llmt plan`: what a run would send and what it would cost, for LLM and embedding models. Reads the warehouse
+read-only (or, on a project nobody has run yet, a throwaway in-memory copy of the models' inputs); sends nothing
+and writes nothing."""
 
 from __future__ import annotations
 
@@ -11,13 +11,15 @@ from llmt.cost import PriceTable
 from llmt.file_sources import load_file_sources
 from llmt.materialize import materialize_sql
 from llmt.pipeline.context import ModelPlace
+from llmt.pipeline.embed import EmbeddingSpec, check_columns
 from llmt.pipeline.escalate import escalation_reserve
 from llmt.pipeline.render import count_exactly, first_per_key, render_lines, screen
-from llmt.pipeline.spec import LlmSpec, send_mode
+from llmt.pipeline.spec import KEY_VERSION, LlmSpec, send_mode
 from llmt.pipeline.stage import inputs_of
 from llmt.project import Project
+from llmt.tokens import encoding, encoding_name
 from llmt.warehouse.base import Warehouse
-from llmt.warehouse.staging import input_counts, keyed_select, pending_keys, pending_rows_sql
+from llmt.warehouse.staging import Inputs, input_counts, keyed_select, pending_keys, pending_rows_sql
 from llmt.warehouse.store import StateStore
 
 EXPECTED_SHARE_DEFAULT = 0.5  # expected output when a model has no answers yet: half of max_output_tokens
@@ -127,17 +129,54 @@ def plan_node(wh: Warehouse, store: StateStore, place: ModelPlace, spec: LlmSpec
     )
 
 
+def plan_embedding(wh: Warehouse, store: StateStore, place: ModelPlace, spec: EmbeddingSpec, prices: PriceTable,
+                   sample: int | None = None, mode: str | None = None) -> ModelPlan:
+    """What `llmt run` would send for an embedding model: its inputs without a stored embedding, counted exactly
+    (empty ones and those over the model's token limit are not sent), at the price of its mode."""
+    select = place.select.strip().rstrip(";")
+    described = wh.describe(select, where=place.where)
+    check_columns(spec, place.where, described)
+    view = wh.quote(f"llmt_plan_{place.name}")
+    inputs = Inputs(place.name, select, [spec.column], spec.unique_key, spec.template_hash, KEY_VERSION, place.where)
+    wh.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS {keyed_select(wh, inputs, described)}", where=place.where)
+    rows, answered, _ = input_counts(wh, store, view)
+    keys = pending_keys(wh, view, spec.max_attempts, None)
+    pending = pending_rows_sql(wh, view, [spec.column], keys, staged=False)
+    encode, limit = encoding(encoding_name(spec.model)).encode_ordinary, prices.price(spec.model).limits(0).limit
+    requests = tokens = too_long = 0
+    for _key, text in wh.stream(pending + (f" LIMIT {int(sample)}" if sample is not None else "")):
+        n = len(encode(text)) if text else 0
+        if n and (limit is None or n <= limit):
+            requests, tokens = requests + 1, tokens + n
+        too_long += bool(limit is not None and n > limit)
+    wh.drop_temp(keys)
+    open_rows = store.open_work(place.name)
+    open_usd = sum(prices.estimate(m, requests=n, prompt=t, completion=0, batch=True) for m, n, t, *_ in open_rows)
+    batch_usd, live_usd = (prices.estimate(spec.model, requests=requests, prompt=tokens, completion=0, batch=b)
+                           for b in (True, False))
+    chosen = send_mode(spec, requests, mode)
+    usd = batch_usd if chosen == "batch" else live_usd
+    return ModelPlan(
+        model=place.name, llm_model=spec.model, rows=rows, answered_rows=answered, new_rows=rows - answered,
+        requests=requests, too_long=too_long, input_tokens=tokens, output_tokens_max=0, output_tokens_expected=0,
+        expected_from="an embedding has no output tokens", batch_usd_expected=batch_usd, batch_usd_max=batch_usd,
+        live_usd_expected=live_usd, live_usd_max=live_usd, open_batches=len(open_rows), open_usd_max=open_usd,
+        mode=chosen, escalation_model=None, escalation_mode=None, escalation_requests_max=0,
+        escalation_input_tokens_max=0, escalation_output_tokens_max=0, escalation_usd_max=0.0, usd_expected=usd,
+        usd_max=usd)
+
+
 def build_inputs(wh: Warehouse, project: Project, names: list[str]) -> list[str]:
-    """Build the SQL models the LLM models ``names`` read from, in ``wh`` (a throwaway in-memory database),
-    with empty llmt state beside them. Returns the LLM models that read another LLM model's output (there is
-    none to read: they cannot be planned before it has run)."""
+    """Build the SQL models the LLM (or embedding) models ``names`` read from, in ``wh`` (a throwaway in-memory
+    database), with empty llmt state beside them. Returns those that read another LLM or embedding model's output
+    (there is none to read: they cannot be planned before it has run)."""
     def after_llm(name: str) -> bool:
-        return any(project.nodes[a].is_llm for a in project.graph.ancestors(name))
+        return any(project.nodes[a].sends for a in project.graph.ancestors(name))
 
     needed = {a for name in names for a in project.graph.ancestors(name)}
     read = [k for name in {*needed, *names} for k in project.nodes[name].sources]
     load_file_sources(wh, StateStore(wh), project, read)
     for name in project.graph.order():
-        if name in needed and not project.nodes[name].is_llm and not after_llm(name):
+        if name in needed and not project.nodes[name].sends and not after_llm(name):
             materialize_sql(wh, project, project.nodes[name], True, None)  # (a new database: nothing is there)
     return [name for name in names if after_llm(name)]

@@ -1,4 +1,4 @@
-"""Realtime mode: send a shard's requests to the chat completions endpoint with bounded
+"""Realtime mode: send a shard's requests to the chat completions (or embeddings) endpoint with bounded
 concurrency and request/token rate limits, storing every answer as soon as it arrives.
 
 A realtime shard is recorded like a batch shard (provider `realtime`; its attempts and answers carry the
@@ -13,7 +13,7 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -80,18 +80,20 @@ def _requests(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             yield str(line["custom_id"]), line["body"]
 
 
-def send_shard(run: RunContext, row: ShardRow, kind: str, replace: bool = False) -> dict[str, int]:
-    """Send every request of a recorded realtime shard; returns outcome counts. ``kind``: the kind of the
-    target's provider (fake or openai), recorded with every attempt and answer; ``replace``: new answers
-    replace stored ones (--reask)."""
+# Sends one request (its custom_id and body) through the provider, within the rate limits, and returns the attempts
+# its answer makes: one for a chat completion, one per input of an embeddings request
+Asker = Callable[[str, dict[str, Any], RateLimiter], list[Attempt]]
+Asked = Future[list[Attempt]]
+
+
+def chat_asker(run: RunContext, row: ShardRow) -> Asker:
+    """How a chat completions shard's requests are sent and their answers classified."""
     validator = AnswerValidator(json.loads(row.response_schema), row.node)
-    provider, prices, limits, reporter = run.providers.realtime, run.prices, run.providers.limits, run.reporter
-    limiter = RateLimiter(limits)
-    counts: dict[str, int] = {}
+    provider, prices = run.providers.realtime, run.prices
     counter: RequestCounter | None = None
     max_out = 0
 
-    def one(key: str, body: dict[str, Any]) -> Attempt:
+    def ask(key: str, body: dict[str, Any], limiter: RateLimiter) -> list[Attempt]:
         nonlocal counter, max_out
         if counter is None:
             counter = RequestCounter(str(body["model"]), body.get("response_format"))
@@ -101,10 +103,23 @@ def send_shard(run: RunContext, row: ShardRow, kind: str, replace: bool = False)
         attempt.request_key = key  # the line's custom_id is ours; never trust an echo
         attempt.cost_usd = prices.cost(row.model, prompt=attempt.prompt_tokens,
                                        completion=attempt.completion_tokens, cached=attempt.cached_tokens, batch=False)
-        return attempt
+        return [attempt]
 
-    def save(done: list[Future[Attempt]]) -> None:
-        attempts = [f.result() for f in done]
+    return ask
+
+
+def send_shard(run: RunContext, row: ShardRow, kind: str, replace: bool = False, asker: Asker | None = None
+               ) -> dict[str, int]:
+    """Send every request of a recorded realtime shard; returns outcome counts. ``kind``: the kind of the
+    target's provider (fake or openai), recorded with every attempt and answer; ``replace``: new answers
+    replace stored ones (--reask); ``asker``: how a request is sent (default: to chat completions)."""
+    ask = asker or chat_asker(run, row)
+    limits, reporter = run.providers.limits, run.reporter
+    limiter = RateLimiter(limits)
+    counts: dict[str, int] = {}
+
+    def save(done: list[Asked]) -> None:
+        attempts = [a for f in done for a in f.result()]
         with run.warehouse.transaction():
             store(run.warehouse, attempts, row.shard_id, Source(row.run_id, row.node, row.model, False, kind),
                   replace)
@@ -114,14 +129,14 @@ def send_shard(run: RunContext, row: ShardRow, kind: str, replace: bool = False)
 
     requests = _requests(Path(row.path))
     pool = ThreadPoolExecutor(max_workers=limits.concurrency, thread_name_prefix="llmt-realtime")
-    running: set[Future[Attempt]] = set()
+    running: set[Asked] = set()
     with _ctrl_c_sets(stop := threading.Event()):
         try:
             with reporter.progress(f"{row.node}: realtime", row.n_requests) as bar:
                 for key, body in requests:
                     if stop.is_set():
                         break
-                    running.add(pool.submit(one, key, body))
+                    running.add(pool.submit(ask, key, body, limiter))
                     if len(running) >= limits.concurrency * 2:
                         done, running = _settle(running)
                         save(done)
@@ -159,6 +174,6 @@ def _ctrl_c_sets(stop: threading.Event) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _settle(running: set[Future[Attempt]]) -> tuple[list[Future[Attempt]], set[Future[Attempt]]]:
+def _settle(running: set[Asked]) -> tuple[list[Asked], set[Asked]]:
     done, rest = wait(running, return_when=FIRST_COMPLETED)
     return list(done), set(rest)

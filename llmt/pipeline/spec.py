@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -176,7 +176,14 @@ def _template_hash(params: dict[str, Any], strict: dict[str, Any], schema_name: 
     return hashlib.sha256(json.dumps(template, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def send_mode(spec: LlmSpec, requests: int, override: str | None = None) -> str:
+class Sends(Protocol):
+    """A model that sends requests (an LLM or an embedding model): how it sends them."""
+
+    @property
+    def execution(self) -> Execution: ...
+
+
+def send_mode(spec: Sends, requests: int, override: str | None = None) -> str:
     """How ``requests`` pending requests are sent: the model's mode (or ``override``, --mode), `auto` resolved
     by `realtime_below`."""
     mode = override or spec.execution.mode

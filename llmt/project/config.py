@@ -147,6 +147,8 @@ class ModelPrice(Strict):
     max_input: int | None = Field(None, gt=0)
     max_output: int | None = Field(None, gt=0)
     long_context: LongContext | None = None
+    training: float | None = Field(None, ge=0)  # fine-tuning it: USD per 1M training tokens
+    training_example_tokens: int | None = Field(None, gt=0)  # the most tokens one training example may have
 
 
 class Escalate(Strict):
@@ -202,13 +204,14 @@ class ProjectConfig(Strict):
     clean_targets: list[str] = Field(default_factory=lambda: ["target"], alias="clean-targets")
 
 
-MATERIALIZATIONS = ("view", "table", "incremental", "llm")
+MATERIALIZATIONS = ("view", "table", "incremental", "llm", "embedding")
 GENERATION_KEYS = ("model", "temperature", "top_p", "seed", "max_output_tokens")
 EXECUTION_KEYS = tuple(Execution.model_fields)
 LLM_KEYS = ("prompt", "output_schema", *GENERATION_KEYS, "max_attempts", "max_failed_share", "budget_usd",
             *EXECUTION_KEYS)
+EMBEDDING_KEYS = ("column", "dimensions", "inputs_per_request")  # an embedding model's own (pipeline/embed.py)
 NODE_CONFIG_KEYS = ("materialized", "tags", "unique_key", "incremental_strategy", "enabled", "description",
-                    "schema_tests", "persist_docs", "schema", "state", *LLM_KEYS)
+                    "schema_tests", "persist_docs", "schema", "state", *LLM_KEYS, *EMBEDDING_KEYS)
 STATES = ("auto", "always")  # `state:` skip the build when nothing the model reads changed (auto), or never
 INCREMENTAL_STRATEGIES = ("append", "delete+insert", "merge")  # dbt's names
 PERSIST_DOCS_KEYS = ("relation", "columns")
@@ -239,7 +242,8 @@ def check_node_config(config: dict[str, Any], where: str) -> dict[str, Any]:
                 where=where,
                 hint="Use append (the default without unique_key), delete+insert (the default with one) or merge.",
             )
-        if key in ("max_output_tokens", "max_attempts", "seed") and not isinstance(value, int):
+        if key in ("max_output_tokens", "max_attempts", "seed", "dimensions", "inputs_per_request") and (
+                not isinstance(value, int) or isinstance(value, bool)):
             raise ConfigError(f"`{key}` must be an integer, got {value!r}", where=where)
         if key in ("enabled", "schema_tests") and not isinstance(value, bool):
             raise ConfigError(f"`{key}` must be true or false, got {value!r}", where=where)

@@ -69,6 +69,15 @@ class Node:
     def is_llm(self) -> bool:
         return self.materialized == "llm"
 
+    @property
+    def is_embedding(self) -> bool:
+        return self.materialized == "embedding"
+
+    @property
+    def sends(self) -> bool:
+        """Whether its rows are sent to a provider (an LLM or an embedding model): its table shows answers."""
+        return self.is_llm or self.is_embedding
+
 
 @dataclass
 class Project:
@@ -115,6 +124,7 @@ class Project:
             this=node.relation,
             incremental=incremental,
             macros=self.macros,
+            engine=self.target.warehouse.type,
         )
 
     def render(self, node: Node, incremental: bool) -> str:
@@ -174,14 +184,16 @@ def load_project(
         check_node_config(model_props.config, _where(prop_path, ["models", index, "config"]))
     for node in nodes.values():  # the schema its folder or properties give (its own config() may change it)
         _place(node, schema, _outer_config(project, node).get("schema"))
-    context = SqlContext(project.relations(), sources, project.vars, "", macros=project.macros)
+    context = SqlContext(project.relations(), sources, project.vars, "", macros=project.macros,
+                         engine=warehouse.type)
     for node in list(nodes.values()):
         _compile_node(project, node, replace(context, this=node.relation))
         if node.config.get("enabled", True) is False:
             del nodes[node.name]
     moved = [n for n in nodes.values() if _place(n, schema, n.config.get("schema"))]
     if moved:  # a model's config() named its schema: the models that ref it are compiled with its relation
-        context = SqlContext(project.relations(), sources, project.vars, "", macros=project.macros)
+        context = SqlContext(project.relations(), sources, project.vars, "", macros=project.macros,
+                             engine=warehouse.type)
         for node in nodes.values():
             _compile_node(project, node, replace(context, this=node.relation))
     project.parse_cache.save()

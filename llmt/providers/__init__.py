@@ -8,6 +8,7 @@ from typing import Any
 from llmt.compile import env_var, render_jinja
 from llmt.errors import ConfigError, did_you_mean
 from llmt.providers.base import BatchProvider, RealtimeProvider
+from llmt.providers.finetuning import FineTuner
 
 PROVIDERS = ("fake", "openai")
 FAKE_REMOTE = "fake_remote"  # in target/: the fake provider's files and batches (its "remote")
@@ -63,3 +64,19 @@ def make_realtime_provider(
 
         return OpenAIRealtimeProvider.from_options(resolve_options(options, where), where)
     raise ConfigError(f"provider `{kind}` has no realtime mode", where=where, hint="Use mode: batch.")
+
+
+def make_finetuner(kind: str, options: dict[str, Any], *, project_dir: Path, target_dir: Path) -> FineTuner:
+    """The fine-tuning side of a target's provider."""
+    where = f"{project_dir / 'project.yml'}"
+    options = {k: v for k, v in options.items() if k not in PIPELINE_OPTIONS}
+    if kind == "fake":
+        from llmt.providers.finetuning import FakeFineTuner
+
+        return FakeFineTuner(target_dir / "fake_remote")
+    if kind == "openai":
+        from llmt.providers.finetuning import OpenAIFineTuner
+        from llmt.providers.openai_batch import make_client
+
+        return OpenAIFineTuner(make_client(resolve_options(options, where), where))
+    raise ConfigError(f"provider `{kind}` has no fine-tuning", where=where, hint="Use the openai (or fake) provider.")

@@ -44,6 +44,7 @@ class Shard:
     path: Path  # JSONL in the batch input format
     n_requests: int
     metadata: dict[str, str] = field(default_factory=dict)  # project, node, shard_id, run_id
+    endpoint: str = "/v1/chat/completions"  # every request of a batch goes to one endpoint (or /v1/embeddings)
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,12 @@ class RealtimeProvider(ABC):
     @abstractmethod
     def complete(self, custom_id: str, body: dict[str, Any]) -> dict[str, Any]:
         """One result line for one request. Thread-safe: called from several threads at once."""
+
+    def embed(self, custom_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One result line for one request to the embeddings endpoint (its body: model, input, dimensions).
+        Thread-safe."""
+        raise ProviderError(f"the {self.name} provider does not answer embeddings", where=self.name,
+                            hint="Use the openai or fake provider for embedding models.")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -28,6 +28,8 @@ from typing import Any
 
 from llmt.errors import ConfigError, ProviderError, did_you_mean
 from llmt.providers.base import BatchInfo, BatchLineError, BatchNotFound, BatchProvider, RealtimeProvider, Shard
+from llmt.providers.embeddings import ENDPOINT as EMBEDDINGS
+from llmt.providers.embeddings import MAX_BATCH_INPUTS
 from llmt.providers.synth import FAULT_KINDS, FaultPlan, Pin, answer_line
 from llmt.textfile import read_text, yaml_error
 
@@ -55,12 +57,13 @@ def validate_input(
     Returns the ``errors.data`` items (``code``, ``message``, ``param``, 1-based ``line``; at
     most :data:`MAX_REPORTED_ERRORS`) and the number of requests. Codes: ``invalid_json_line``,
     ``missing_required_parameter``, ``invalid_method``, ``invalid_url``, ``duplicate_custom_id``,
-    ``model_mismatch``, ``empty_file``, ``too_many_tasks``.
+    ``model_mismatch``, ``empty_file``, ``too_many_tasks`` (too many requests, or of an embeddings batch, too many
+    inputs across its requests).
     """
     errors: list[dict[str, Any]] = []
     seen: set[str] = set()
     model: str | None = None
-    count = 0
+    count = inputs = 0
     for number, raw in enumerate(lines, start=1):
         if len(errors) >= MAX_REPORTED_ERRORS:
             break
@@ -112,6 +115,9 @@ def validate_input(
         if not isinstance(body, dict):
             errors.append(_error("invalid_value", "The request body must be a JSON object.", number, "body"))
             continue
+        if endpoint == EMBEDDINGS:
+            texts = body.get("input")
+            inputs += len(texts) if isinstance(texts, list) else 1
         line_model = body.get("model")
         if model is None and isinstance(line_model, str):
             model = line_model
@@ -132,6 +138,14 @@ def validate_input(
             _error(
                 "too_many_tasks",
                 f"The batch input file has {count} requests, more than the maximum of {max_requests}.",
+            )
+        )
+    if inputs > MAX_BATCH_INPUTS:
+        errors.append(
+            _error(
+                "too_many_tasks",
+                f"The batch input file has {inputs} embedding inputs, more than the maximum of {MAX_BATCH_INPUTS} "
+                "embedding inputs across all requests of a batch.",
             )
         )
     return errors, count
@@ -331,13 +345,14 @@ class FakeProvider(BatchProvider, RealtimeProvider):
         obj = new_batch(
             batch_id,
             input_file_id=file_id,
+            endpoint=shard.endpoint,
             metadata=shard.metadata,
             created_at=now,
             model=shard.model,
         )
         obj["_seq"] = time.monotonic_ns()
         with source.open("rb") as lines:
-            errors, _ = validate_input(lines, ENDPOINT)
+            errors, _ = validate_input(lines, shard.endpoint)
         if errors:
             obj.update(status="failed", failed_at=now, errors={"object": "list", "data": errors})
         else:
@@ -397,6 +412,12 @@ class FakeProvider(BatchProvider, RealtimeProvider):
 
     def check(self) -> str:
         return f"offline, synthetic answers (no key, no network; its batches in {self.root})"
+
+    def embed(self, custom_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Realtime embeddings: one answer now, faults rolled anew for every call."""
+        request = {"custom_id": custom_id, "method": "POST", "url": EMBEDDINGS, "body": body}
+        line, _ = answer_line(request, faults=self.faults, batch_id=f"realtime-{uuid.uuid4().hex}", seq=0)
+        return line
 
     def cancel(self, batch_id: str) -> BatchInfo:
         obj = self._load(batch_id)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from llmt import logs
 from llmt.errors import ConfigError, ProviderError, did_you_mean
@@ -25,6 +26,7 @@ OPTION_KEYS = (
 )
 CREATE_TRIES = 5
 DOWNLOAD_TRIES = 3
+T = TypeVar("T")
 
 
 def make_client(options: dict[str, Any], where: str) -> openai.OpenAI:
@@ -100,32 +102,9 @@ class OpenAIBatchProvider(BatchProvider):
             page = self._call("list batches", page.get_next_page)
 
     def create_batch(self, shard: Shard, file_id: str) -> BatchInfo:
-        import openai
-
-        delay = self.backoff
-        for attempt in range(1, CREATE_TRIES + 1):
-            if attempt > 1:  # a create that timed out may have landed while we waited: look again
-                found = self.find_batch(shard)
-                if found is not None:
-                    return found
-            try:
-                batch = self.client.with_options(max_retries=0).batches.create(
-                    input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h",
-                    metadata=dict(shard.metadata),
-                )
-                return _info(batch)
-            except (openai.APIConnectionError, openai.InternalServerError, openai.RateLimitError) as exc:
-                # the server may have created it before the failure: look before creating again
-                found = self.find_batch(shard)
-                if found is not None:
-                    return found
-                if attempt == CREATE_TRIES:
-                    raise _provider_error("create the batch", exc) from None
-                time.sleep(_retry_after(exc, delay))
-                delay *= 2
-            except openai.APIError as exc:
-                raise _provider_error("create the batch", exc) from None
-        raise AssertionError("unreachable")
+        return create_once("create the batch", lambda: _info(self.client.with_options(max_retries=0).batches.create(
+            input_file_id=file_id, endpoint=shard.endpoint,  # type: ignore[arg-type]
+            completion_window="24h", metadata=dict(shard.metadata))), lambda: self.find_batch(shard), self.backoff)
 
     def retrieve(self, batch_id: str) -> BatchInfo:
         import openai
@@ -192,6 +171,37 @@ class OpenAIBatchProvider(BatchProvider):
             return func()
         except openai.APIError as exc:
             raise _provider_error(what, exc) from None
+
+
+def create_once(what: str, create: Callable[[], T], find: Callable[[], T | None], backoff: float,
+                error: Callable[[str, Exception], ProviderError] | None = None) -> T:
+    """Create a remote object (a batch, a fine-tuning job) that carries llmt's id in its metadata, never twice:
+    the SDK sends no idempotency key, so a create that failed in doubt (a lost connection, a 5xx, a 429) is looked
+    for (``find``) before it is tried again after a pause that doubles. ``error`` makes the final failure's error
+    (default: a batch's)."""
+    import openai
+
+    fail = error or _provider_error
+    delay = backoff
+    for attempt in range(1, CREATE_TRIES + 1):
+        if attempt > 1:  # a create that timed out may have landed while we waited: look again
+            found = find()
+            if found is not None:
+                return found
+        try:
+            return create()
+        except (openai.APIConnectionError, openai.InternalServerError, openai.RateLimitError) as exc:
+            # the server may have created it before the failure: look before creating again
+            found = find()
+            if found is not None:
+                return found
+            if attempt == CREATE_TRIES:
+                raise fail(what, exc) from None
+            time.sleep(_retry_after(exc, delay))
+            delay *= 2
+        except openai.APIError as exc:
+            raise fail(what, exc) from None
+    raise AssertionError("unreachable")
 
 
 def _info(batch: Any) -> BatchInfo:

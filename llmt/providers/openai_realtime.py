@@ -1,4 +1,4 @@
-"""Realtime mode: the same request bodies sent to the chat completions endpoint of OpenAI, Azure
+"""Realtime mode: the same request bodies sent to the chat completions (or embeddings) endpoint of OpenAI, Azure
 OpenAI or any OpenAI-compatible server (vLLM, Ollama, llama.cpp), through the official SDK.
 
 The SDK retries 429 (honouring `retry-after`) and 5xx with exponential backoff (`max_retries`);
@@ -7,6 +7,7 @@ what still fails comes back as a result line and is classified like a batch line
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from llmt.providers.base import RealtimeProvider
@@ -27,13 +28,20 @@ class OpenAIRealtimeProvider(RealtimeProvider):
         return cls(make_client({"max_retries": 5, **options}, where))
 
     def complete(self, custom_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._line(custom_id, lambda: self.client.chat.completions.with_raw_response.create(
+            **body, extra_headers={"X-Client-Request-Id": custom_id}))
+
+    def embed(self, custom_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._line(custom_id, lambda: self.client.embeddings.with_raw_response.create(
+            **body, extra_headers={"X-Client-Request-Id": custom_id}))
+
+    def _line(self, custom_id: str, send: Callable[[], Any]) -> dict[str, Any]:
+        """The result line of one request (``send`` makes it and returns the SDK's raw response)."""
         import openai
 
         line_id = f"realtime_{secrets.token_hex(8)}"
         try:
-            response = self.client.chat.completions.with_raw_response.create(
-                **body, extra_headers={"X-Client-Request-Id": custom_id}
-            )
+            response = send()
             payload = response.http_response.json()
             status = response.http_response.status_code
         except openai.APIStatusError as exc:

@@ -27,6 +27,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmt.providers.embeddings import ENDPOINT as EMBEDDINGS
+from llmt.providers.embeddings import embeddings_body
 from llmt.tokens import count_request
 
 FAULT_KINDS: tuple[str, ...] = (
@@ -507,7 +509,8 @@ def answer_line(
     kind: str | None = None,
     created: int | None = None,
 ) -> tuple[dict[str, Any], bool]:
-    """One batch output line for one batch input line, and whether it goes to the error file.
+    """One batch output line for one batch input line (chat completions or embeddings), and whether it goes to
+    the error file.
 
     ``kind`` forces an outcome (one of :data:`FAULT_KINDS`); otherwise ``faults`` rolls one.
     Pinned requests always get their pinned answer unless ``kind`` forces another outcome.
@@ -518,10 +521,13 @@ def answer_line(
     if kind is None and faults is not None:
         pinned = faults.pinned and isinstance(body, dict) and faults.pin_for(last_user_text(body))
         kind = None if pinned else faults.pick(custom_id, batch_id)
+    url = request.get("url", "/v1/chat/completions")
     if not isinstance(body, dict):
         status = 400
         payload = invalid_request("Missing required parameter: 'body'.", "body", "missing_required_parameter")
-    elif request.get("url", "/v1/chat/completions") != "/v1/chat/completions":
+    elif url == EMBEDDINGS:
+        status, payload = embeddings_body(body, kind=kind)
+    elif url != "/v1/chat/completions":
         status = 400
         payload = invalid_request(f"Unsupported URL {request.get('url')!r}.", "url", "invalid_url")
     else:

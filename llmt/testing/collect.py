@@ -185,9 +185,10 @@ def _check_scope(
     if generic.model_level and column is not None:
         raise ConfigError(f"`{generic.name}` is a model-level test, not a column test", where=where,
                           hint=f"Move it under the model's `tests:` (`- {generic.example}`).")
-    if generic.llm and (node is None or not node.is_llm):
-        raise ConfigError(f"`{generic.name}` applies to LLM models only, and `{on}` is not one", where=where,
-                          hint="Remove the test, or put it on a model with materialized='llm'.")
+    if generic.llm and (node is None or not node.sends):
+        raise ConfigError(f"`{generic.name}` applies to LLM and embedding models only, and `{on}` is neither",
+                          where=where, hint="Remove the test, or put it on a model with materialized='llm' or "
+                          "'embedding'.")
     if generic.column and column_sql is None:
         raise ConfigError(f"`{generic.name}` tests a column: put it under a column, or give `column_name`",
                           where=where, hint=f"Example: `- {generic.name}: {{column_name: id}}` under `tests:`.")

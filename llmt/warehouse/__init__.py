@@ -20,6 +20,22 @@ def dialect(engine: str) -> str:
     return DIALECTS[engine]
 
 
+def engine_class(engine: str, target: str = "") -> type[Warehouse]:
+    """The Warehouse class of an engine (of ``target``), for its SQL hooks that need no connection."""
+    if engine == "postgres":
+        try:
+            from llmt.warehouse.postgres import PostgresWarehouse
+        except ImportError:
+            from llmt.errors import ConfigError
+
+            raise ConfigError(f"target `{target}` has a PostgreSQL warehouse, and the PostgreSQL driver is not "
+                              "installed", hint="Install it: pip install 'llmt[postgres]'.") from None
+        return PostgresWarehouse
+    from llmt.warehouse.duckdb import DuckDBWarehouse
+
+    return DuckDBWarehouse
+
+
 def open_warehouse(config: WarehouseConfig, project_dir: Path, reporter: Reporter | None = None, *,
                    read_only: bool = False, memory: bool = False, target: str = "", application: str = "llmt"
                    ) -> Warehouse:
@@ -28,13 +44,9 @@ def open_warehouse(config: WarehouseConfig, project_dir: Path, reporter: Reporte
     schemas of its own in a transaction that is rolled back), with the target's schemas' roles.
     ``application``: how the server names the connection (PostgreSQL shows it to whoever waits for it)."""
     if config.type == "postgres":
-        try:
-            from llmt.warehouse.postgres import PostgresWarehouse
-        except ImportError:
-            from llmt.errors import ConfigError
+        engine_class("postgres", target)  # a clear error when the driver is not installed
+        from llmt.warehouse.postgres import PostgresWarehouse
 
-            raise ConfigError(f"target `{target}` has a PostgreSQL warehouse, and the PostgreSQL driver is not "
-                              "installed", hint="Install it: pip install 'llmt[postgres]'.") from None
         return PostgresWarehouse(config, target, reporter, read_only=read_only, scratch=memory,
                                  application=application)
     from llmt.warehouse.duckdb import DuckDBWarehouse

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from llmt.errors import NodeError
+from llmt.errors import CompileError, NodeError
 from llmt.warehouse.keys import KEY_CHARS
 
 Params = Sequence[Any] | None
@@ -383,3 +383,19 @@ class Warehouse(ABC):
     @abstractmethod
     def sql_type(self, structure: Any) -> str:
         """The engine's column type of an answer field's structure (schema.json_structure)."""
+
+    def vector_type(self, dimensions: int) -> str:
+        """The engine's column type of a fixed-size vector of ``dimensions`` floats (an embedding model's
+        `embedding` column); it is also that answer field's structure for `answer_sql` and `answer_field_sql`."""
+        raise DatabaseError(f"the {self.dialect} warehouse has no vector column type: embedding models need one",
+                            hint="Build embedding models on a DuckDB or PostgreSQL target.")
+
+    @classmethod
+    def nearest_sql(cls, queries: str, documents: str, query_key: Sequence[str], document_key: Sequence[str],
+                    column: str, k: int) -> str:
+        """A select of the ``k`` rows of ``documents`` whose vector column ``column`` is nearest (cosine similarity)
+        to each row's of ``queries`` (relations): the query's ``query_key`` columns, the document's
+        ``document_key`` columns, `similarity` and `neighbor_rank` (1 for the nearest; ties go to the smallest
+        document key). Rows without a vector take no part."""
+        raise CompileError(f"nearest_neighbors: the {cls.dialect} engine has no vector similarity function llmt "
+                           "knows", hint="Retrieve with DuckDB (a duckdb target), or write the engine's own SQL.")

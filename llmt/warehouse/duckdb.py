@@ -369,6 +369,28 @@ class DuckDBWarehouse(Warehouse):
     def answer_field_sql(self, parsed: str, name: str, structure: Any) -> str:
         return self.field_sql(parsed, name)
 
+    def vector_type(self, dimensions: int) -> str:
+        return f"FLOAT[{int(dimensions)}]"
+
+    @classmethod
+    def nearest_sql(cls, queries: str, documents: str, query_key: Sequence[str], document_key: Sequence[str],
+                    column: str, k: int) -> str:
+        # one pass over the pairs: a top-k aggregate per query row, not a sort of every pair (a window function
+        # sorts them all: benchmarks/README.md); min_by on (-similarity, key) puts ties in key order
+        q, d, vec = (", ".join(f"q.{quoted(c)}" for c in query_key),
+                     ", ".join(f"d.{quoted(c)} AS {quoted(c)}" for c in document_key), quoted(column))
+        keys = ", ".join(quoted(c) for c in query_key)
+        doc = ", ".join(quoted(c) for c in document_key)
+        packed = ", ".join(f"{quoted(c)} := {quoted(c)}" for c in document_key)
+        fields = ", ".join(f"_llmt_n.{quoted(c)}" for c in document_key)
+        return (f"SELECT {keys}, {fields}, _llmt_n.similarity, neighbor_rank FROM (SELECT {keys}, "
+                "unnest(_llmt_top) AS _llmt_n, generate_subscripts(_llmt_top, 1) AS neighbor_rank FROM (SELECT "
+                f"{keys}, min_by(struct_pack({packed}, similarity := similarity), row(-similarity, {doc}), {int(k)}) "
+                "AS _llmt_top "
+                f"FROM (SELECT {q}, {d}, array_cosine_similarity(q.{vec}, d.{vec}) AS similarity FROM {queries} AS q "
+                f"CROSS JOIN {documents} AS d WHERE q.{vec} IS NOT NULL AND d.{vec} IS NOT NULL) AS _llmt_pairs "
+                f"GROUP BY {keys}) AS _llmt_tops) AS _llmt_neighbors")
+
     def sql_type(self, structure: Any) -> str:
         if isinstance(structure, list):
             return f"{self.sql_type(structure[0])}[]"

@@ -50,6 +50,7 @@ COPY_CHUNK = 1 << 20  # bytes sent at a time by COPY
 ANALYZE_ROWS = 10_000  # llmt's own tables made with more rows are analyzed (autovacuum comes later, or never)
 STATISTICS_TARGET = 10  # ANALYZE's sample: 3,000 rows (the default's 30,000 cost more than the joins gained)
 TIMESTAMP_FORMAT = "'YYYY-MM-DD\"T\"HH24:MI:SS.US'"
+VECTOR = "real[]"  # an embedding model's vectors (no fixed size: PostgreSQL does not enforce an array's length)
 ANSWER_CASTS = {"BIGINT": "llmt_try_bigint", "DOUBLE": "llmt_try_double", "BOOLEAN": "llmt_try_boolean",
                 "DATE": "llmt_try_date", "TIMESTAMPTZ": "llmt_try_timestamptz"}
 
@@ -538,6 +539,8 @@ class PostgresWarehouse(Warehouse):
 
     def answer_field_sql(self, parsed: str, name: str, structure: Any) -> str:
         value = f"({parsed} -> {self.string(name)})"
+        if structure == VECTOR:  # a stored vector is a JSON array of numbers (checked when collected)
+            return f"CASE WHEN jsonb_typeof({value}) = 'array' THEN translate({value}::text, '[]', '{{}}')::real[] END"
         if isinstance(structure, list) and isinstance(structure[0], str) and structure[0] != "JSON":
             item = self._cast("_llmt_e.v", structure[0])
             return (f"CASE WHEN jsonb_typeof({value}) = 'array' THEN ARRAY(SELECT {item} FROM "
@@ -545,6 +548,9 @@ class PostgresWarehouse(Warehouse):
         if isinstance(structure, str) and structure != "JSON":
             return self._cast(f"({parsed} ->> {self.string(name)})", structure)
         return f"CASE WHEN jsonb_typeof({value}) <> 'null' THEN {value} END"  # objects, lists of them: jsonb
+
+    def vector_type(self, dimensions: int) -> str:
+        return VECTOR
 
     def _cast(self, text: str, kind: str) -> str:
         return f"{helper(self.state, ANSWER_CASTS[kind])}({text})" if kind in ANSWER_CASTS else text

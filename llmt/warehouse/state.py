@@ -10,6 +10,8 @@
 - ``runs``: one row per command that changed state.
 - ``eval_runs``, ``eval_metrics``, ``eval_answers``: `llmt eval` per model and prompt version
   (template hash): the labelled file, metric values, and each example's answer and labels.
+- ``finetune_jobs``: the fine-tuning jobs `llmt finetune submit` created, from the intent (before any upload) to
+  the fine-tuned model.
 
 Timestamps are TIMESTAMPTZ (instants; shown in the session's time zone).
 
@@ -165,6 +167,21 @@ MIGRATIONS: list[tuple[int, str]] = [
         """
         CREATE TABLE {s}.fingerprints (kind VARCHAR, name VARCHAR, value VARCHAR, updated_at TIMESTAMPTZ,
                                        PRIMARY KEY (kind, name));
+        """,
+    ),
+    (
+        # the endpoint of a shard's requests (NULL: /v1/chat/completions; embedding models send to
+        # /v1/embeddings), and the fine-tuning jobs `llmt finetune submit` created, each recorded before its files
+        # are uploaded and its job created (finetune.py)
+        10,
+        """
+        ALTER TABLE {s}.shards ADD COLUMN endpoint VARCHAR;
+        CREATE TABLE {s}.finetune_jobs (
+            submission VARCHAR PRIMARY KEY, base_model VARCHAR, suffix VARCHAR,
+            training_path VARCHAR, validation_path VARCHAR, training_sha256 VARCHAR, validation_sha256 VARCHAR,
+            training_file_id VARCHAR, validation_file_id VARCHAR, job_id VARCHAR, status VARCHAR,
+            fine_tuned_model VARCHAR, trained_tokens BIGINT, estimate_usd DOUBLE PRECISION, error VARCHAR,
+            created_at TIMESTAMPTZ, updated_at TIMESTAMPTZ);
         """,
     ),
 ]

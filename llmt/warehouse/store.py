@@ -36,7 +36,7 @@ USES_ATTEMPT_SQL = (
 ).format(own=", ".join(f"'{o}'" for o in OWN_OUTCOMES), unlucky=", ".join(f"'{c}'" for c in UNLUCKY_BATCH_CODES))
 
 SHARD_COLUMNS = ("shard_id, run_id, node, model, path, n_requests, response_schema, status, file_id, batch_id, "
-                 "batch_status, created_at")  # the fields of ShardRow
+                 "batch_status, created_at, endpoint")  # the fields of ShardRow
 
 
 @dataclass
@@ -55,6 +55,7 @@ class ShardRow:
     batch_id: str | None
     batch_status: str | None
     created_at: Any = None
+    endpoint: str | None = None  # where its requests go (None: /v1/chat/completions)
 
 
 @dataclass(frozen=True)
@@ -150,20 +151,26 @@ class StateStore:
             f"SELECT provider, count(*) FROM {self.table('shards')} WHERE node = ? AND status IN ({self.open_list}) "
             "GROUP BY provider ORDER BY provider", [node])]
 
+    def shard_keys(self, shard_id: str) -> list[str]:
+        """The request keys a shard carries (in no particular order)."""
+        return [str(r[0]) for r in self.wh.fetchall(
+            f"SELECT request_key FROM {self.table('shard_requests')} WHERE shard_id = ?", [shard_id])]
+
     def shard_ids(self) -> set[str]:
         return {str(r[0]) for r in self.wh.fetchall(f"SELECT shard_id FROM {self.table('shards')}")}
 
     def record_shards(self, shards: Sequence[NewShard], run_id: str, node: str, model: str, provider: str,
-                      schema: dict[str, Any], max_output_tokens: int) -> None:
-        """Record written shard files, their request keys and input tokens, in one transaction."""
+                      schema: dict[str, Any], max_output_tokens: int, endpoint: str | None = None) -> None:
+        """Record written shard files, their request keys and input tokens, in one transaction (``endpoint``:
+        where their requests go, when not to chat completions)."""
         with self.wh.transaction():
             for shard in shards:
                 self.wh.execute(
                     f"INSERT INTO {self.table('shards')} (shard_id, run_id, node, model, provider, path, n_requests, "
                     "response_schema, status, created_at, updated_at, input_tokens, input_tokens_exact, "
-                    "max_output_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'written', now(), now(), ?, ?, ?)",
+                    "max_output_tokens, endpoint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'written', now(), now(), ?, ?, ?, ?)",
                     [shard.shard_id, run_id, node, model, provider, str(shard.path), shard.n_requests,
-                     json.dumps(schema), shard.input_tokens, shard.exact, max_output_tokens])
+                     json.dumps(schema), shard.input_tokens, shard.exact, max_output_tokens, endpoint])
                 self.wh.load_lines(self.table("shard_requests"), {"shard_id": shard.shard_id}, "request_key",
                                    shard.keys_path)
 

@@ -236,7 +236,7 @@ class FaultInjector:
             self.forced.setdefault(custom_id, deque()).extend([kind] * times)
 
     def realtime_next(self, kind: str, times: int = 1) -> None:
-        """Force the outcome of the next chat completion requests."""
+        """Force the outcome of the next realtime (chat completion or embeddings) requests."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown outcome {kind!r}; one of {FAULT_KINDS}")
         with self._lock:

@@ -6,10 +6,10 @@
     emu.stop()
 
 Endpoints: ``POST/GET /v1/files``, ``GET/DELETE /v1/files/{id}``, ``GET /v1/files/{id}/content``,
-``POST/GET /v1/batches``, ``GET /v1/batches/{id}``, ``POST /v1/batches/{id}/cancel`` and
-``POST /v1/chat/completions``, with OpenAI's object shapes and error bodies
-``{"error": {"message", "type", "param", "code"}}``. Answers come from
-:func:`llmt.providers.synth.answer_line`, the same as the fake provider's.
+``POST/GET /v1/batches``, ``GET /v1/batches/{id}``, ``POST /v1/batches/{id}/cancel``,
+``POST /v1/chat/completions`` and ``POST /v1/embeddings`` (batches of either), and fine-tuning jobs
+(finetuning.py), with OpenAI's object shapes and error bodies ``{"error": {"message", "type", "param", "code"}}``.
+Answers come from :func:`llmt.providers.synth.answer_line`, the same as the fake provider's.
 """
 
 from __future__ import annotations
@@ -27,15 +27,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+from llmt.providers.embeddings import ENDPOINT as EMBEDDINGS
 from llmt.providers.fake import BATCH_ENDPOINTS, MAX_REQUESTS
 from llmt.providers.synth import answer_line, error_body, invalid_request, request_seed
 from tests.emulator.faults import FaultInjector, HttpFault
+from tests.emulator.finetuning import FINE_TUNABLE, FineTuning
 from tests.emulator.state import BatchRecord, Clock, Seen, Store, Timing, copy
 
 if TYPE_CHECKING:
     import openai
 
 FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+CHAT = "/v1/chat/completions"
 JSON = dict[str, Any]
 
 
@@ -66,6 +69,7 @@ class Emulator:
         self.timing = timing or Timing()
         self.faults = FaultInjector()
         self.store = Store(self.clock, self.timing, self.faults, max_requests)
+        self.finetuning = FineTuning(self.clock)
         self.store.step_per_poll = step_per_poll
         self.api_key = api_key
         self.stopping = threading.Event()
@@ -161,6 +165,20 @@ class Emulator:
     def handle(self, method: str, path: str, query: dict[str, str], body: bytes, ctype: str) -> tuple[int, Any]:
         files = re.fullmatch(r"/v1/files/([^/]*)(/content)?", path)
         batch = re.fullmatch(r"/v1/batches/([^/]*)(/cancel)?", path)
+        job = re.fullmatch(r"/v1/fine_tuning/jobs/([^/]*)(/cancel)?", path)
+        if path == "/v1/fine_tuning/jobs" and method == "POST":
+            return 200, self.create_job(_json_body(body))
+        if path == "/v1/fine_tuning/jobs" and method == "GET":
+            return 200, self.list_jobs(query)
+        if job and job.group(1) not in self.finetuning.jobs:
+            raise not_found("FineTuningJob", job.group(1))
+        if job and method == "GET" and not job.group(2):
+            return 200, self.finetuning.view(job.group(1))
+        if job and method == "POST" and job.group(2):
+            cancelled = self.finetuning.cancel(job.group(1))
+            if cancelled is None:
+                raise ApiError(400, invalid_request("Job has already completed and cannot be cancelled."))
+            return 200, cancelled
         if path == "/v1/files" and method == "POST":
             return 200, self.upload(body, ctype)
         if path == "/v1/files" and method == "GET":
@@ -181,9 +199,40 @@ class Emulator:
             return 200, self.store.view(self.record(batch.group(1)))
         if batch and method == "POST" and batch.group(2):
             return 200, self.cancel(batch.group(1))
-        if path == "/v1/chat/completions" and method == "POST":
-            return self.chat(_json_body(body))
+        if path in (CHAT, EMBEDDINGS) and method == "POST":
+            return self.realtime(path, _json_body(body))
         raise ApiError(404, invalid_request(f"Invalid URL ({method} {path})"))
+
+    def create_job(self, params: JSON) -> JSON:
+        for name in ("model", "training_file"):
+            if not params.get(name):
+                raise ApiError(400, invalid_request(f"Missing required parameter: '{name}'.", name))
+        model = str(params["model"])
+        if model not in FINE_TUNABLE and not model.startswith("ft:"):
+            raise ApiError(400, invalid_request(f"Model {model} is not available for fine-tuning or does not exist.",
+                                                "model", "model_not_available"))
+        contents = {}
+        for name in ("training_file", "validation_file"):
+            if params.get(name):
+                stored = self.store.files.get(str(params[name]))
+                if stored is None:
+                    raise not_found("File", str(params[name]), name)
+                if stored.obj["purpose"] != "fine-tune":
+                    message = f"File {params[name]} has purpose {stored.obj['purpose']!r}; 'fine-tune' is required."
+                    raise ApiError(400, invalid_request(message, name, "invalid_value"))
+                contents[name] = stored.content
+        metadata = params.get("metadata") or {}
+        if not isinstance(metadata, dict) or len(metadata) > 16:
+            raise ApiError(400, invalid_request("Invalid 'metadata': at most 16 pairs.", "metadata"))
+        hyper = ((params.get("method") or {}).get("supervised") or {}).get("hyperparameters") or {}
+        epochs = hyper.get("n_epochs", "auto")
+        if epochs != "auto" and not (isinstance(epochs, int) and 1 <= epochs <= 50):
+            raise ApiError(400, invalid_request(f"Invalid n_epochs: {epochs!r}.", "n_epochs", "invalid_value"))
+        return self.finetuning.create(params, contents["training_file"])
+
+    def list_jobs(self, query: dict[str, str]) -> JSON:
+        metadata = {k[9:-1]: v for k, v in query.items() if k.startswith("metadata[") and k.endswith("]")}
+        return self.finetuning.listing(query.get("after"), int(query.get("limit", "20")), metadata)
 
     def file(self, file_id: str) -> Any:
         stored = self.store.files.get(file_id)
@@ -205,8 +254,8 @@ class Emulator:
         if purpose not in FILE_PURPOSES:
             raise ApiError(400, invalid_request(f"Invalid value for purpose: '{purpose}'.", "purpose"))
         filename, content = fields["file"]
-        if purpose == "batch" and not (filename or "").endswith(".jsonl"):
-            raise ApiError(400, invalid_request("Invalid file format for Batch API. Must be .jsonl", "file"))
+        if purpose in ("batch", "fine-tune") and not (filename or "").endswith(".jsonl"):
+            raise ApiError(400, invalid_request(f"Invalid file format for purpose {purpose}. Must be .jsonl", "file"))
         obj = self.store.add_file(content, filename or "upload", purpose)
         self.seen.files.append(dict(obj))
         return obj
@@ -279,7 +328,8 @@ class Emulator:
             raise ApiError(400, invalid_request(f"Cannot cancel a batch with status '{status}'."))
         return obj
 
-    def chat(self, body: JSON) -> tuple[int, JSON]:
+    def realtime(self, url: str, body: JSON) -> tuple[int, JSON]:
+        """A chat completion or embeddings request, answered now."""
         seen = self.store.seen
         with self.store.lock:
             seen.realtime += 1
@@ -291,18 +341,13 @@ class Emulator:
         try:
             if self.realtime_delay:
                 self.stopping.wait(self.realtime_delay)  # server-side latency: requests overlap
-            return self._chat(body)
+            return self._answer(url, body)
         finally:
             with self.store.lock:
                 seen.realtime_in_flight -= 1
 
-    def _chat(self, body: JSON) -> tuple[int, JSON]:
-        request = {
-            "custom_id": request_seed(body),
-            "method": "POST",
-            "url": "/v1/chat/completions",
-            "body": body,
-        }
+    def _answer(self, url: str, body: JSON) -> tuple[int, JSON]:
+        request = {"custom_id": request_seed(body), "method": "POST", "url": url, "body": body}
         kind = self.faults.realtime_kind()
         attempt = f"realtime-{self.store.seen.realtime}"
         line, _ = answer_line(request, faults=self.faults.lines, batch_id=attempt, seq=0, kind=kind)

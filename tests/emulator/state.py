@@ -75,7 +75,7 @@ class Seen:
     files: list[dict[str, Any]] = field(default_factory=list)  # File objects uploaded
     batches: list[dict[str, Any]] = field(default_factory=list)  # Batch objects as created
     answered: Counter[str] = field(default_factory=Counter)  # custom_id -> times answered in batches
-    realtime: int = 0  # chat completions answered
+    realtime: int = 0  # chat completions and embeddings requests answered
     realtime_answered: Counter[str] = field(default_factory=Counter)  # x-client-request-id -> times asked
     realtime_in_flight: int = 0
     realtime_max_in_flight: int = 0  # the most chat completions served at once
