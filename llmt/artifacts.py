@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmt import __version__
+from llmt import __version__, logs
 
 if TYPE_CHECKING:
     from llmt.pipeline.spec import LlmSpec
     from llmt.project import Project
 
 
-def _write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str, ensure_ascii=False), encoding="utf-8")
@@ -51,7 +52,7 @@ def write_manifest(project: Project, specs: dict[str, LlmSpec]) -> None:
                 "output_columns": dict(spec.output_columns),
             }
         nodes[f"model.{node.name}"] = entry
-    _write_json(project.target_dir / "manifest.json", {
+    write_json(project.target_dir / "manifest.json", {
         "metadata": {"llmt_version": __version__, "project": project.name, "target": project.target_name,
                      "generated_at": datetime.now(UTC).isoformat()},
         "nodes": nodes,
@@ -66,9 +67,14 @@ def write_manifest(project: Project, specs: dict[str, LlmSpec]) -> None:
 def write_run_results(
     project: Project, run_id: str, results: list[dict[str, Any]], seconds: float, command: str
 ) -> None:
-    _write_json(project.target_dir / "run_results.json", {
+    """target/run_results.json (what `llmt retry` reads), each result also logged."""
+    for r in results:
+        logs.event("result", f"{r['unique_id']}: {r['status']} in {r['execution_time']:.3f}s",
+                   level=logging.WARNING if r["status"] in ("error", "fail") else logging.INFO,
+                   unique_id=r["unique_id"], status=r["status"], seconds=r["execution_time"])
+    write_json(project.target_dir / "run_results.json", {
         "metadata": {"llmt_version": __version__, "run_id": run_id, "command": command,
-                     "generated_at": datetime.now(UTC).isoformat()},
+                     "target": project.target_name, "generated_at": datetime.now(UTC).isoformat()},
         "elapsed_time": round(seconds, 3),
         "results": results,
     })

@@ -90,8 +90,11 @@ def schedule_options(func: F) -> F:
 
 
 def _load(project_dir: Path, target: str | None, vars_: str | None) -> Project:
+    from llmt import logs
     from llmt.errors import ConfigError
     from llmt.project import load_project
+
+    _start_log(project_dir)
 
     cli_vars: dict[str, Any] = {}
     if vars_:
@@ -104,7 +107,21 @@ def _load(project_dir: Path, target: str | None, vars_: str | None) -> Project:
         if not isinstance(loaded, dict):
             raise ConfigError("--vars must be a YAML mapping", hint="Example: --vars '{key: value}'.")
         cli_vars = loaded
-    return load_project(project_dir, target, cli_vars)
+    with logs.step("load the project"):
+        project = load_project(project_dir, target, cli_vars)
+    logs.event("project", f"project `{project.name}`, target `{project.target_name}`: {len(project.nodes)} model(s)",
+               project=project.name, target=project.target_name, models=len(project.nodes))
+    return project
+
+
+def _start_log(project_dir: Path | None) -> None:
+    """Log this command to the project's logs/llmt.log (and with --debug, to the terminal)."""
+    from llmt import logs
+
+    ctx = click.get_current_context()
+    debug = bool(ctx.find_root().params.get("debug"))
+    logs.start(project_dir.resolve() if project_dir is not None else None, ctx.command_path.removeprefix("llmt "),
+               sys.argv[1:], _console().debug if debug else None)
 
 
 def _console(output: str = "text") -> Console:
@@ -115,7 +132,10 @@ def _console(output: str = "text") -> Console:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="llmt")
-def cli() -> None:
+@click.option("--debug", is_flag=True,
+              help="Also print the log (logs/llmt.log: timings, SQL statements, provider calls) on the terminal, "
+              "e.g. llmt --debug run (or llmt run --debug).")
+def cli(debug: bool) -> None:
     """llmt: dbt for LLM enrichment.
 
     Declare LLM models (a SQL select + a prompt + an output JSON schema); `llmt run` sends only
@@ -322,6 +342,126 @@ def cancel(project_dir: Path, target: str | None, vars_: str | None, select: tup
     from llmt.commands import cancel_batches
 
     cancel_batches(_load(project_dir, target, vars_), list(select), _console(), timeout)
+
+
+@cli.group()
+def docs() -> None:
+    """The project's documentation: `llmt docs generate` writes target/index.html (one page, nothing fetched:
+    open it as a file) and target/catalog.json; `llmt docs serve` serves them on localhost.
+
+    \b
+    Example:
+      llmt docs generate && llmt docs serve --port 8080
+    """
+
+
+@docs.command("generate")
+@project_options
+@output_option
+def docs_generate(project_dir: Path, target: str | None, vars_: str | None, output: str) -> None:
+    """Write target/index.html (every model and source: columns and types, descriptions, tests, the lineage graph
+    to click through, and for LLM models their prompt, output schema, model and mode, rows answered, failed share,
+    cost to date and last run), target/catalog.json (dbt's shape: what the target's warehouse holds) and
+    target/manifest.json. Reads the warehouse; writes nothing to it.
+
+    \b
+    Examples:
+      llmt docs generate
+      llmt docs generate --target openai --output json
+    """
+    from llmt.docs import generate_docs
+
+    generate_docs(_load(project_dir, target, vars_), _console(output))
+
+
+@docs.command("serve")
+@click.option("--project-dir", default=".", type=click.Path(file_okay=False, path_type=Path), show_default=True,
+              help="Directory holding project.yml.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
+              help="Port on 127.0.0.1 (0: any free port), e.g. --port 8081.")
+def docs_serve(project_dir: Path, port: int) -> None:
+    """Serve the documentation `llmt docs generate` wrote, on http://127.0.0.1:PORT/, until Ctrl-C.
+
+    \b
+    Example:
+      llmt docs serve --port 8081
+    """
+    from llmt.docs.serve import serve
+
+    _start_log(project_dir)
+    console = _console()
+    serve(project_dir.resolve() / "target", port,
+          lambda url: console.info(f"Serving the documentation on {url} (Ctrl-C stops)"))
+    console.info("Stopped.")
+
+
+@cli.command()
+@project_options
+@output_option
+def debug(project_dir: Path, target: str | None, vars_: str | None, output: str) -> None:
+    """Check that everything is in place to run: the project loads, each LLM model compiles and its model has a
+    known price, the target's warehouse opens and its state is readable, and the provider accepts the key a run
+    would use (a cheap authenticated call: listing one batch). Each line says ok or what to fix; exit code 1
+    when a check fails. Writes and pays for nothing.
+
+    \b
+    Examples:
+      llmt debug
+      llmt debug --target openai --output json
+    """
+    from llmt.debug import debug_project
+
+    _start_log(project_dir)
+    sys.exit(0 if debug_project(lambda: _load(project_dir, target, vars_), _console(output)) else 1)
+
+
+@cli.command()
+@project_options
+@output_option
+@click.option("--retry-failed", is_flag=True,
+              help="Also ask again for the rows of LLM models whose attempts failed (what failed such a model).")
+@spend_options
+@schedule_options
+def retry(project_dir: Path, target: str | None, vars_: str | None, output: str, retry_failed: bool,
+          timeout: float | None, max_cost: float | None, fail_fast: bool, threads: int | None) -> None:
+    """Run again only the models and tests that failed or were skipped in the last `llmt run`, `build` or `test`
+    (read from target/run_results.json), with the same command, on the same target.
+
+    \b
+    Examples:
+      llmt retry
+      llmt retry --retry-failed   # an LLM model failed on its failed rows: ask for them again
+      llmt retry --fail-fast      # stop at the first model that fails again
+    """
+    from llmt.pipeline.llm import LlmOptions
+    from llmt.retry import last_run, retry_project, retry_target
+
+    _start_log(project_dir)
+    last = last_run(project_dir)
+    project = _load(project_dir, retry_target(last, target), vars_)
+    options = LlmOptions(retry_failed=retry_failed, timeout=timeout, max_cost=max_cost, fail_fast=fail_fast,
+                         threads=threads)
+    sys.exit(1 if retry_project(project, last, _console(output), options) else 0)
+
+
+@cli.command()
+@click.option("--project-dir", default=".", type=click.Path(file_okay=False, path_type=Path), show_default=True,
+              help="Directory holding project.yml.")
+@output_option
+def clean(project_dir: Path, output: str) -> None:
+    """Remove target/ (the folders `clean-targets` in project.yml names), keeping what a later command needs:
+    the files of batches still open on any target (the next `llmt run` collects them), the fake provider's
+    batches while one is open, and a warehouse database kept there. Says what it kept, and why. Reads only
+    project.yml: it works while a model does not compile.
+
+    \b
+    Example:
+      llmt clean
+    """
+    from llmt.clean import clean_project, read_place
+
+    _start_log(project_dir)
+    clean_project(read_place(project_dir), _console(output))
 
 
 def test_options(func: F) -> F:
@@ -536,12 +676,31 @@ def dbt_selection(args: list[str]) -> list[str]:
     return out
 
 
+def global_options(args: list[str]) -> list[str]:
+    """``args`` with `--debug` placed before the command wherever it was given (as dbt takes it)."""
+    return ["--debug", *(a for a in args if a != "--debug")] if "--debug" in args else args
+
+
 def main() -> None:
     """Entry point: one error boundary; user mistakes get a message, never a traceback."""
+    code: int | str | None = 1
+    try:
+        _main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+        raise
+    finally:
+        logs = sys.modules.get("llmt.logs")  # imported by a command that logs (not by `llmt --help`)
+        if logs is not None:
+            logs.finish(code if isinstance(code, int) else 0 if code is None else 1)
+
+
+def _main() -> None:
     from llmt.errors import LlmtError
 
     try:
-        cli.main(args=dbt_selection(sys.argv[1:]), prog_name="llmt", standalone_mode=False)
+        cli.main(args=global_options(dbt_selection(sys.argv[1:])), prog_name="llmt", standalone_mode=False)
     except LlmtError as exc:
         from llmt.console import Console
 

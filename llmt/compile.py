@@ -19,6 +19,7 @@ from typing import Any
 import jinja2
 
 from llmt.errors import CompileError, did_you_mean
+from llmt.macros import Macros, compiled
 from llmt.warehouse.base import quoted as quote
 
 _MISSING: Any = object()
@@ -76,6 +77,7 @@ class SqlContext:
     vars: dict[str, Any]
     this: str
     incremental: bool = False
+    macros: Macros = field(default_factory=Macros)
     engine: str = "duckdb"  # the target warehouse's type (nearest_neighbors writes its SQL)
 
 
@@ -140,12 +142,13 @@ class ParseCache:
             self._read(path)
         self._stored = self._state(self._templates, self._good_sql, self._columns)
 
-    def template(self, source: str) -> jinja2.Template:
-        """The template of ``source`` in the SQL environment, compiled only when not cached."""
-        key = _digest(source)
+    def template(self, source: str, name: str | None = None) -> jinja2.Template:
+        """The template of ``source`` in the SQL environment, compiled only when not cached; ``name``: a macro
+        file's path (its errors name it)."""
+        key = _digest(source if name is None else f"{name}\0{source}")
         code = self._templates.get(key)
         if code is None:
-            code = self._templates[key] = _SQL_ENV.compile(source)
+            code = self._templates[key] = _SQL_ENV.compile(source, name, name)
         self._used_templates[key] = code
         return _SQL_ENV.template_class.from_code(_SQL_ENV, code, _SQL_ENV.make_globals(None), None)
 
@@ -238,26 +241,33 @@ def _render(template: Callable[[], jinja2.Template], context: dict[str, Any], wh
             hint="Fix the template syntax at that line.",
         ) from None
     except jinja2.UndefinedError as exc:
-        line = _template_line(exc)
+        at, called = _template_place(exc, where)
         raise CompileError(
-            f"{exc.message}", where=f"{where}:{line}" if line else where,
-            hint="Define the variable or remove it from the template.",
+            f"{exc.message}{called}", where=at, hint="Define the variable or remove it from the template.",
         ) from None
     except CompileError as exc:
-        line = _template_line(exc)
-        exc.where = exc.where or (f"{where}:{line}" if line else where)
-        raise CompileError(exc.message, where=exc.where, hint=exc.hint) from None
+        at, called = _template_place(exc, where)
+        raise CompileError(exc.message + (called if not exc.where else ""), where=exc.where or at,
+                           hint=exc.hint) from None
 
 
-def _template_line(exc: BaseException) -> int | None:
-    """The template line an exception was raised at (from the Jinja-rewritten traceback)."""
+def _template_place(exc: BaseException, where: str) -> tuple[str, str]:
+    """Where in the templates an exception was raised (from the Jinja-rewritten traceback): `file:line` (the
+    model's ``where``, or the macro file's) and, in a macro, " (in a macro called at <model>:<line>)"."""
     tb = exc.__traceback__
-    line = None
+    model: int | None = None
+    macro: tuple[str, int] | None = None
     while tb is not None:
-        if tb.tb_frame.f_code.co_filename == "<template>":
-            line = tb.tb_lineno
+        name = tb.tb_frame.f_code.co_filename
+        if name == "<template>":
+            model, macro = tb.tb_lineno, None
+        elif name.endswith(".sql"):  # a macro file (macros.py names its templates by their path)
+            macro = (name, tb.tb_lineno)
         tb = tb.tb_next
-    return line
+    at = f"{where}:{model}" if model else where
+    if macro is None:
+        return at, ""
+    return f"{macro[0]}:{macro[1]}", f" (in a macro called at {at})"
 
 
 def render_model_sql(
@@ -303,6 +313,8 @@ def render_model_sql(
         "this": ctx.this,
         "nearest_neighbors": lambda *args, **kwargs: nearest_neighbors(ctx.engine, *args, **kwargs),
     }
+    context = ctx.macros.bind(context, lambda f: cache.template(f.source, f.rel_path) if cache is not None
+                              else compiled(_SQL_ENV, f.source, f.rel_path))
     return _render(lambda: cache.template(raw) if cache is not None else _SQL_ENV.from_string(raw), context, where)
 
 

@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from llmt import logs
+
 
 class Bar(Protocol):
     def advance(self, n: int = 1) -> None: ...
@@ -63,12 +65,24 @@ class Reporter:
 
     @contextmanager
     def bars(self, items: Sequence[tuple[str, int]]) -> Iterator[list[Bar]]:
-        """Several bars shown together."""
+        """Several bars shown together (e.g. one per open batch); how long they ran is logged as a step."""
+        name = (items[0][0] + (f" and {len(items) - 1} more" if len(items) > 1 else "")) if items else "progress"
+        with logs.step(name, total=sum(t for _, t in items)), self._bars(items) as bars:
+            yield bars
+
+    @contextmanager
+    def _bars(self, items: Sequence[tuple[str, int]]) -> Iterator[list[Bar]]:
         yield [_NullBar() for _ in items]
 
     @contextmanager
     def board(self) -> Iterator[Board]:
-        """The live view of every open batch of a run (all models), shown while the run waits."""
+        """The live view of every open batch of a run (all models), shown while the run waits; how long it was
+        shown is logged as a step."""
+        with logs.step("waiting for batches"), self._board() as board:
+            yield board
+
+    @contextmanager
+    def _board(self) -> Iterator[Board]:
         yield _NullBoard()
 
 
@@ -157,11 +171,17 @@ class Console(Reporter):
         return RichConsole(stderr=stderr, highlight=False, soft_wrap=True)
 
     def info(self, message: str) -> None:
+        logs.console("info", message)
         if not self.quiet:
             print(message, file=sys.stderr, flush=True)
 
     def warn(self, message: str) -> None:
+        logs.console("warning", message)
         print(f"warning: {message}", file=sys.stderr, flush=True)
+
+    def debug(self, line: str) -> None:
+        """A line of the log (--debug), on stderr."""
+        print(line, file=sys.stderr, flush=True)
 
     @property
     def interactive(self) -> bool:
@@ -174,13 +194,14 @@ class Console(Reporter):
         return sys.stdin.readline().strip().lower() in ("y", "yes")
 
     def error(self, message: str) -> None:
+        logs.console("error", message)
         if self.tty:
             self._rich().print(f"[bold red]error:[/] {_escape(message)}")
         else:
             print(f"error: {message}", file=sys.stderr, flush=True)
 
     @contextmanager
-    def bars(self, items: Sequence[tuple[str, int]]) -> Iterator[list[Bar]]:
+    def _bars(self, items: Sequence[tuple[str, int]]) -> Iterator[list[Bar]]:
         if self.quiet or not items:
             yield [_NullBar() for _ in items]
             return
@@ -196,7 +217,7 @@ class Console(Reporter):
             yield [_RichBar(progress, progress.add_task(d, total=max(t, 1))) for d, t in items]
 
     @contextmanager
-    def board(self) -> Iterator[Board]:
+    def _board(self) -> Iterator[Board]:
         if self.quiet:
             yield _NullBoard()
             return

@@ -14,6 +14,7 @@ import jinja2.meta
 import jinja2.nodes
 
 from llmt.errors import CompileError, ConfigError, did_you_mean
+from llmt.macros import MacroFile, Macros, prompt_globals
 from llmt.project.config import GENERATION_KEYS
 from llmt.textfile import read_text
 
@@ -29,6 +30,7 @@ class Prompt:
     params: dict[str, Any]  # generation parameters from the front matter
     body_line: int  # line of the file where the body starts
     includes: dict[str, str] = field(default_factory=dict)  # included template name -> source
+    macros: tuple[MacroFile, ...] = ()  # the macro files the templates use (macros.py)
 
     def variables(self) -> set[str]:
         """Top-level variables the templates reference (the input columns that matter)."""
@@ -36,25 +38,29 @@ class Prompt:
         names: set[str] = set()
         for source in (self.system or "", self.body, *self.includes.values()):
             names |= jinja2.meta.find_undeclared_variables(env.parse(source))
-        return names
+        return names - {name for file in self.macros for name in file.names}
 
     def fingerprint(self) -> str:
-        """Hash of everything in the templates that shapes a request."""
+        """Hash of everything in the templates that shapes a request (the macros they use included)."""
         h = hashlib.sha256()
-        for part in (self.system or "", self.body, *(f"{k}\0{v}" for k, v in sorted(self.includes.items()))):
+        for part in (self.system or "", self.body, *(f"{k}\0{v}" for k, v in sorted(self.includes.items())),
+                     *(f"macro\0{m.rel_path}\0{m.source}" for m in self.macros)):
             h.update(part.encode())
             h.update(b"\0")
         return h.hexdigest()
 
 
-def prompt_env(prompts_dir: Path) -> jinja2.Environment:
-    return jinja2.Environment(
+def prompt_env(prompts_dir: Path, macros: Sequence[MacroFile] = ()) -> jinja2.Environment:
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(prompts_dir)),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=False,
         autoescape=False,
         finalize=_shown,
     )
+    if macros:
+        prompt_globals(env, macros)
+    return env
 
 
 def _shown(value: Any) -> Any:
@@ -67,8 +73,8 @@ def _shown(value: Any) -> Any:
     return value
 
 
-def load_prompt(prompts_dir: Path, name: str, where: str) -> Prompt:
-    """Read `prompts/<name>.md`; ``where`` is the model that asked for it."""
+def load_prompt(prompts_dir: Path, name: str, where: str, macros: Macros | None = None) -> Prompt:
+    """Read `prompts/<name>.md`; ``where`` is the model that asked for it; ``macros``: the project's."""
     path = prompts_dir / f"{name}.md"
     if not path.is_file():
         known = sorted(p.relative_to(prompts_dir).with_suffix("").as_posix() for p in prompts_dir.rglob("*.md"))
@@ -128,14 +134,15 @@ def load_prompt(prompts_dir: Path, name: str, where: str) -> Prompt:
                 raise ConfigError(f"included template `{ref}` not found in {prompts_dir}", where=str(path))
             includes[ref] = read_text(inc)
             pending.append(includes[ref])
-    return Prompt(name, path, system, body, meta, body_line, includes)
+    used = macros.used_by([system or "", body, *includes.values()]) if macros is not None else ()
+    return Prompt(name, path, system, body, meta, body_line, includes, used)
 
 
 class PromptRenderer:
     """Renders one prompt for many rows (compiled once)."""
 
     def __init__(self, prompt: Prompt) -> None:
-        env = prompt_env(prompt.path.parent)
+        env = prompt_env(prompt.path.parent, prompt.macros)
         self.prompt = prompt
         self._env = env
         self._system = env.from_string(prompt.system) if prompt.system else None

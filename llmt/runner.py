@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from llmt import logs
 from llmt.artifacts import write_compiled, write_manifest, write_run_results
 from llmt.console import Reporter
 from llmt.cost import Budget, PriceTable, price_table
@@ -187,6 +188,7 @@ def run(
     write_compiled(project, names)
     write_manifest(project, specs)
     report = RunReport(new_run_id())
+    logs.bind_run(report.run_id)
     wh = warehouse or open_warehouse(project, reporter)
     if wh.lasting:
         reporter.warn("the warehouse is `:memory:`: tables and stored answers are lost when this command ends")

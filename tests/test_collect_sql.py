@@ -111,6 +111,9 @@ class Serve(BatchProvider):
     def cancel(self, batch_id: str) -> BatchInfo:
         raise AssertionError("not used")
 
+    def check(self) -> str:
+        raise AssertionError("not used")
+
 
 class Harness:
     def __init__(self, root: Path, wh: Warehouse) -> None:

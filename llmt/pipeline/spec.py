@@ -111,7 +111,7 @@ def build_spec(project: Project, node: Node, provider: str | None = None) -> Llm
                 f"an LLM model needs `{key}=` in its config", where=where,
                 hint=f"Add {key}='name' (the file {files}).",
             )
-    prompt = load_prompt(project.dir / "prompts", str(cfg["prompt"]), where)
+    prompt = load_prompt(project.dir / "prompts", str(cfg["prompt"]), where, project.macros)
     schema_name = str(cfg["output_schema"])
     schema_file = next(
         (project.dir / "schemas" / f"{schema_name}{ext}" for ext in (".json", ".yml", ".yaml")

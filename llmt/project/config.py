@@ -200,6 +200,8 @@ class ProjectConfig(Strict):
     seeds: dict[str, Any] = Field(default_factory=dict)  # folder config of seeds (`+key`), as `models:`
     model_paths: list[str] = Field(default_factory=lambda: ["models"], alias="model-paths")
     seed_paths: list[str] = Field(default_factory=lambda: ["seeds"], alias="seed-paths")
+    macro_paths: list[str] = Field(default_factory=lambda: ["macros"], alias="macro-paths")
+    clean_targets: list[str] = Field(default_factory=lambda: ["target"], alias="clean-targets")
 
 
 MATERIALIZATIONS = ("view", "table", "incremental", "llm", "embedding")

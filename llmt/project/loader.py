@@ -19,6 +19,7 @@ from llmt.compile import (
 )
 from llmt.errors import CompileError, ConfigError, did_you_mean
 from llmt.graph import Graph, GraphNode
+from llmt.macros import Macros, load_macros
 from llmt.project.config import ProjectConfig, TargetConfig, check_node_config, folder_config, schema_name
 from llmt.project.properties import ColumnProps, ModelProps, PropertiesFile
 from llmt.project.seeds import Seed, discover_seeds
@@ -91,6 +92,7 @@ class Project:
     properties: list[tuple[Path, PropertiesFile]] = field(default_factory=list)  # every models/*.yml, parsed
     parse_cache: ParseCache = field(default_factory=ParseCache)
     seeds: dict[str, Seed] = field(default_factory=dict)
+    macros: Macros = field(default_factory=Macros)  # macros/*.sql
 
     @property
     def name(self) -> str:
@@ -121,6 +123,7 @@ class Project:
             vars=self.vars,
             this=node.relation,
             incremental=incremental,
+            macros=self.macros,
             engine=self.target.warehouse.type,
         )
 
@@ -168,6 +171,7 @@ def load_project(
         {**config.vars, **(cli_vars or {})}, nodes, sources, Graph([]), prop_files,
         ParseCache(project_dir / "target" / PARSE_CACHE), seeds,
     )
+    project.macros = load_macros(project_dir, config.macro_paths, project.parse_cache)
     for prop_path, index, model_props in props:
         if model_props.name not in nodes:
             raise ConfigError(
@@ -180,14 +184,16 @@ def load_project(
         check_node_config(model_props.config, _where(prop_path, ["models", index, "config"]))
     for node in nodes.values():  # the schema its folder or properties give (its own config() may change it)
         _place(node, schema, _outer_config(project, node).get("schema"))
-    context = SqlContext(project.relations(), sources, project.vars, "", engine=warehouse.type)
+    context = SqlContext(project.relations(), sources, project.vars, "", macros=project.macros,
+                         engine=warehouse.type)
     for node in list(nodes.values()):
         _compile_node(project, node, replace(context, this=node.relation))
         if node.config.get("enabled", True) is False:
             del nodes[node.name]
     moved = [n for n in nodes.values() if _place(n, schema, n.config.get("schema"))]
     if moved:  # a model's config() named its schema: the models that ref it are compiled with its relation
-        context = SqlContext(project.relations(), sources, project.vars, "")
+        context = SqlContext(project.relations(), sources, project.vars, "", macros=project.macros,
+                             engine=warehouse.type)
         for node in nodes.values():
             _compile_node(project, node, replace(context, this=node.relation))
     project.parse_cache.save()

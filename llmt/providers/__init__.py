@@ -11,6 +11,7 @@ from llmt.providers.base import BatchProvider, RealtimeProvider
 from llmt.providers.finetuning import FineTuner
 
 PROVIDERS = ("fake", "openai")
+FAKE_REMOTE = "fake_remote"  # in target/: the fake provider's files and batches (its "remote")
 # target provider options that steer the pipeline rather than the provider
 PIPELINE_OPTIONS = ("max_requests_per_batch", "poll_interval", "concurrency", "requests_per_minute",
                     "tokens_per_minute")
@@ -38,7 +39,7 @@ def make_provider(kind: str, options: dict[str, Any], *, project_dir: Path, targ
     if kind == "fake":
         from llmt.providers.fake import FakeProvider
 
-        return FakeProvider.from_options(resolve_options(options, where), target_dir / "fake_remote", project_dir)
+        return FakeProvider.from_options(resolve_options(options, where), target_dir / FAKE_REMOTE, project_dir)
     if kind == "openai":
         from llmt.providers.openai_batch import OpenAIBatchProvider
 

@@ -108,6 +108,11 @@ class BatchProvider(ABC):
     def cancel(self, batch_id: str) -> BatchInfo:
         """Ask for cancellation; returns the batch as it is now."""
 
+    @abstractmethod
+    def check(self) -> str:
+        """A cheap call that needs the provider's credentials (`llmt debug`): what it found, or a ProviderError
+        saying what is wrong. Nothing is created or paid for."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 

@@ -410,6 +410,9 @@ class FakeProvider(BatchProvider, RealtimeProvider):
         line, _ = answer_line(request, faults=self.faults, batch_id=f"realtime-{uuid.uuid4().hex}", seq=0)
         return line
 
+    def check(self) -> str:
+        return f"offline, synthetic answers (no key, no network; its batches in {self.root})"
+
     def embed(self, custom_id: str, body: dict[str, Any]) -> dict[str, Any]:
         """Realtime embeddings: one answer now, faults rolled anew for every call."""
         request = {"custom_id": custom_id, "method": "POST", "url": EMBEDDINGS, "body": body}

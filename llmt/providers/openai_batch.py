@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from llmt import logs
 from llmt.errors import ConfigError, ProviderError, did_you_mean
 from llmt.providers.base import BatchInfo, BatchLineError, BatchNotFound, BatchProvider, Shard
 
@@ -48,8 +49,10 @@ def make_client(options: dict[str, Any], where: str) -> openai.OpenAI:
             hint="Set OPENAI_API_KEY in the environment (or api_key: \"{{ env_var('MY_KEY') }}\" in the target; "
             "a self-hosted server that needs none takes any value, e.g. api_key: local).",
         )
+    logs.secret(api_key)
     common: dict[str, Any] = {
         "api_key": api_key,
+        "http_client": openai.DefaultHttpxClient(event_hooks=logs.http_hooks()),  # each call logged
         "max_retries": int(options.get("max_retries", 3)),
         "timeout": float(options.get("timeout", 120.0)),
     }
@@ -152,6 +155,11 @@ class OpenAIBatchProvider(BatchProvider):
             raise _provider_error("cancel the batch", exc) from None
         except openai.APIError as exc:
             raise _provider_error("cancel the batch", exc) from None
+
+    def check(self) -> str:
+        once = self.client.with_options(max_retries=0, timeout=30.0)  # a diagnosis: one try, not a long wait
+        page = self._call("list batches", lambda: once.batches.list(limit=1))
+        return f"{self.client.base_url} accepted the API key (listing batches: {len(page.data)} shown)"
 
     def close(self) -> None:
         self.client.close()

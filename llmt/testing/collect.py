@@ -56,7 +56,7 @@ class DataTest:
 
 
 def sql_context(project: Project, this: str = "") -> SqlContext:
-    return SqlContext(project.relations(), project.sources, project.vars, this)
+    return SqlContext(project.relations(), project.sources, project.vars, this, macros=project.macros)
 
 
 def rel_path(project: Project, path: Path) -> str:

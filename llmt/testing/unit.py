@@ -212,6 +212,7 @@ def _model_sql(project: Project, test: UnitTest, wh: Warehouse, scratch: Path) -
         {key: Source(key[0], key[1], src.where, given_schema, f"{key[0]}__{key[1]}")
          for key, src in project.sources.items()},
         {**project.vars, **test.props.overrides.vars}, this, test.props.overrides.macros.get("is_incremental", False),
+        macros=project.macros,
     )
     captured = Captured()
     sql = render_model_sql(test.node.raw_sql, test.node.rel_path, ctx, captured)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 import duckdb
 
+from llmt import logs
 from llmt.console import Reporter
 from llmt.errors import ConfigError, LockTimeout
 from llmt.project.config import LOCK_TIMEOUT
@@ -175,10 +177,13 @@ class DuckDBWarehouse(Warehouse):
 
     # -- statements ---------------------------------------------------------------------------------
     def _run(self, sql: str, params: Params, where: str | None) -> duckdb.DuckDBPyConnection:
+        started = time.perf_counter()
         try:
             return self.connection.execute(sql, list(params) if params is not None else None)
         except duckdb.Error as exc:
             raise database_error(exc, where) from None
+        finally:
+            logs.statement(sql, time.perf_counter() - started, where)
 
     def execute(self, sql: str, params: Params = None, *, where: str | None = None) -> None:
         self._run(sql, params, where)
@@ -204,12 +209,15 @@ class DuckDBWarehouse(Warehouse):
 
     # -- relations ----------------------------------------------------------------------------------
     def describe(self, select: str, *, where: str | None = None) -> list[Column]:
+        started = time.perf_counter()
         try:
             relation = self.connection.sql(select)
             return [Column(str(name), sql_type(kind)) for name, kind in zip(relation.columns, relation.types,
                                                                             strict=True)]
         except duckdb.Error as exc:
             raise database_error(exc, where) from None
+        finally:
+            logs.statement(f"DESCRIBE {select}", time.perf_counter() - started, where)
 
     def relation_kind(self, schema: str, name: str) -> str | None:
         return self.relation_kinds([schema], name).get((schema, name))

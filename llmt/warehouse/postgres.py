@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import secrets
 import tempfile
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +26,7 @@ import psycopg
 from psycopg.types.string import TextBinaryLoader, TextLoader
 from psycopg.types.uuid import UUIDBinaryLoader
 
+from llmt import logs
 from llmt.console import Reporter
 from llmt.errors import ConfigError
 from llmt.project.config import PostgresConfig
@@ -184,12 +186,15 @@ class PostgresWarehouse(Warehouse):
     # -- statements ---------------------------------------------------------------------------------
     def _cursor(self, sql: str, params: Params, where: str | None) -> psycopg.Cursor[tuple[Any, ...]]:
         conn = self.connection
+        started = time.perf_counter()
         try:
             if params is None:
                 return conn.execute(sql)
             return conn.execute(placeholders(sql), list(params))
         except psycopg.Error as exc:
             raise self._error(exc, where) from None
+        finally:
+            logs.statement(sql, time.perf_counter() - started, where)
 
     def _error(self, exc: psycopg.Error, where: str | None) -> DatabaseError:
         """The error a user sees (without the password); a problem of the target rather than of a model (the
@@ -224,11 +229,14 @@ class PostgresWarehouse(Warehouse):
 
     def stream(self, sql: str, params: Params = None, *, where: str | None = None) -> Iterator[tuple[Any, ...]]:
         query = sql if params is None else placeholders(sql)
+        started = time.perf_counter()
         try:
             yield from self.connection.cursor().stream(query, None if params is None else list(params),
                                                        size=FETCH_ROWS, binary=True)
         except psycopg.Error as exc:
             raise self._error(exc, where) from None
+        finally:
+            logs.statement(sql, time.perf_counter() - started, where)  # (its reader's time included)
 
     def query(self, sql: str, params: Params = None, *, where: str | None = None
               ) -> tuple[list[str], list[tuple[Any, ...]]]:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from llmt import logs
 from llmt.errors import ConfigError, LockTimeout
 
 if TYPE_CHECKING:
@@ -78,6 +79,8 @@ def describe_location(config: PostgresConfig) -> str:
 def connect(params: dict[str, Any], target: str, application: str) -> psycopg.Connection[tuple[Any, ...]]:
     """An autocommit connection to the server (llmt begins its own transactions), or a ConfigError that names
     the target and what to check (exit 2), without the password."""
+    for secret in secrets_of(params):
+        logs.secret(secret)  # never written to the log, wherever it would show up
     try:
         conn = psycopg.connect(make_conninfo("", **params), autocommit=True, application_name=application[:63])
     except psycopg.Error as exc:

@@ -119,6 +119,12 @@ class StateStore:
             [provider, provider, node, node])
         return [ShardRow(*r) for r in rows]
 
+    def open_files(self) -> list[tuple[str, str, str]]:
+        """(shard id, model, provider) of every open shard, whatever its provider (their files are needed)."""
+        return [(str(s), str(n), str(p)) for s, n, p in self.wh.fetchall(
+            f"SELECT shard_id, node, provider FROM {self.table('shards')} WHERE status IN ({self.open_list}) "
+            "ORDER BY shard_id")]
+
     def open_shards_sharing(self, source: str, node: str, provider: str) -> list[ShardRow]:
         """Open shards of ``provider`` of models other than ``node`` that carry a request of ``source`` (a
         relation with `_llmt_request_key`)."""
@@ -276,6 +282,23 @@ class StateStore:
             "sum(CASE WHEN created_at >= date_trunc('month', current_date) THEN cost_usd END), sum(cost_usd), "
             f"sum(prompt_tokens), sum(completion_tokens) FROM {self.table('attempts')} "
             "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")
+
+    def model_spend(self, node: str) -> dict[str, float]:
+        """What the model's attempts cost to date, per provider kind (the fake provider's is simulated)."""
+        return {str(p): float(c or 0) for p, c in self.wh.fetchall(
+            f"SELECT coalesce(provider, 'unknown'), sum(cost_usd) FROM {self.table('attempts')} WHERE node = ? "
+            "GROUP BY coalesce(provider, 'unknown') ORDER BY 1", [node])}
+
+    def last_run(self, node: str) -> dict[str, Any] | None:
+        """The latest run that sent requests of the model: its id, command, start, end, status and requests."""
+        shards, runs = self.table("shards"), self.table("runs")
+        row = self.wh.fetchone(
+            f"SELECT r.run_id, r.command, r.started_at, r.finished_at, r.status, (SELECT sum(n_requests) FROM "
+            f"{shards} s WHERE s.run_id = r.run_id AND s.node = ?) FROM {runs} r WHERE r.run_id IN (SELECT run_id "
+            f"FROM {shards} WHERE node = ?) ORDER BY r.started_at DESC LIMIT 1", [node, node])
+        if row is None:
+            return None
+        return dict(zip(("run_id", "command", "started_at", "finished_at", "status", "requests"), row, strict=True))
 
     # -- fingerprints ---------------------------------------------------------------------------------
     def fingerprint(self, kind: str, name: str) -> dict[str, Any] | None:
