@@ -165,6 +165,21 @@ def test_a_changed_var_or_model_rebuilds_it_and_what_reads_it(state_project: Pro
                                "'dim_products'") == [("VIEW",)]
 
 
+def test_a_changed_macro_rebuilds_exactly_the_models_that_call_it(state_project: Project) -> None:
+    macros = "{% macro times(x) %}({{ x }}) * 21{% endmacro %}\n{% macro unused() %}1{% endmacro %}\n"
+    state_project.write("macros/units.sql", macros)
+    assert _built(state_project) == {"inc_reviews"}  # macros that no model calls yet
+    state_project.write("models/scaled.sql", FILES["models/scaled.sql"].replace("{{ var('factor') }} * 21",
+                                                                               "{{ times(var('factor')) }}"))
+    assert _built(state_project) == {"scaled", "inc_reviews"}
+    assert state_project.query("SELECT answer FROM scaled") == [(42,)]
+    state_project.write("macros/units.sql", macros.replace("* 21", "* 10"))
+    assert _built(state_project) == {"scaled", "inc_reviews"}
+    assert state_project.query("SELECT answer FROM scaled") == [(20,)]
+    state_project.write("macros/units.sql", macros.replace("* 21", "* 10").replace("1{%", "2{%"))
+    assert _built(state_project) == {"inc_reviews"}  # only a macro that no model calls changed
+
+
 def test_an_empty_increment_leaves_what_reads_it_unbuilt(state_project: Project) -> None:
     assert _built(state_project, "-s", "inc_reviews+") == {"inc_reviews"}
     reviews = state_project.root / "data" / "reviews.csv"
