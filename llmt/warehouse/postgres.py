@@ -418,10 +418,11 @@ class PostgresWarehouse(Warehouse):
         import duckdb
 
         from llmt.warehouse.duckdb import sql_type as duckdb_sql_type
+        from llmt.warehouse.duckdb_files import duckdb_config
 
         schema, name = self._split(table)
         new = self.relation(schema, name + "__llmt_new")
-        reading = duckdb.connect(":memory:")
+        reading = duckdb.connect(":memory:", config=duckdb_config())  # (LLMT_DUCKDB_MEMORY_LIMIT caps it too)
         try:
             with tempfile.TemporaryDirectory(prefix="llmt-load-") as scratch:
                 csv = Path(scratch) / "rows.csv"
