@@ -65,6 +65,14 @@ BASE_FILES: dict[str, str] = {
         """,
     "schemas/analysis.json": json.dumps(SCHEMA),
 }
+TWO_TARGETS = """
+    name: demo
+    targets:
+      dev:
+        warehouse: {path: demo.duckdb}
+      other:
+        warehouse: {path: other.duckdb}
+    """  # a project.yml with a second DuckDB target
 
 
 def project_yml(openai: str, llm: str = "") -> str:

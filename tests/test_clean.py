@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Project, on_postgres
+from tests.conftest import TWO_TARGETS, Project, on_postgres
 
 MakeProject = Callable[[dict[str, str]], Project]
 
@@ -79,14 +79,7 @@ def test_clean_keeps_a_warehouse_kept_in_target(make_project: MakeProject) -> No
 
 
 def test_clean_keeps_the_batches_of_a_target_whose_state_it_cannot_read(make_project: MakeProject) -> None:
-    project = make_project({"project.yml": """
-        name: demo
-        targets:
-          dev:
-            warehouse: {path: demo.duckdb}
-          other:
-            warehouse: {path: other.duckdb}
-        """})
+    project = make_project({"project.yml": TWO_TARGETS})
     assert project.llmt("run").code == 0
     (project.root / "other.duckdb").write_text("not a database")
     (project.root / "target" / "batches" / "other").mkdir(parents=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from tests.conftest import Project
+from tests.conftest import TWO_TARGETS, Project
 
 MakeProject = Callable[[dict[str, str]], Project]
 
@@ -45,14 +45,7 @@ def test_retry_runs_only_what_failed_or_was_skipped(make_project: MakeProject) -
 
 
 def test_retry_uses_the_last_runs_target(make_project: MakeProject) -> None:
-    project = make_project({**BROKEN, "project.yml": """
-        name: demo
-        targets:
-          dev:
-            warehouse: {path: demo.duckdb}
-          other:
-            warehouse: {path: other.duckdb}
-        """})
+    project = make_project({**BROKEN, "project.yml": TWO_TARGETS})
     assert project.llmt("run", "--target", "other").code == 1
     project.write("models/numbers.sql", FIXED)
     wrong = project.llmt("retry", "--target", "dev")
