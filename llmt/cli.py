@@ -5,129 +5,24 @@ Exit codes: 0 ok, 1 a node or test failed, 2 usage or config error."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-if TYPE_CHECKING:
-    from llmt.console import Console
-    from llmt.project import Project
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def project_options(func: F) -> F:
-    """--project-dir, --target, --vars on every command that loads a project (dbt style)."""
-    func = click.option("--vars", "vars_", default=None, metavar="YAML",
-                        help="Override project vars, e.g. --vars '{min_review_chars: 20}'.")(func)
-    func = click.option("--target", "-t", default=None, help="Target from project.yml (default: its `target`).")(func)
-    func = click.option("--project-dir", default=".", type=click.Path(file_okay=False, path_type=Path),
-                        show_default=True, help="Directory holding project.yml.")(func)
-    return func
-
-
-def select_options(func: F) -> F:
-    func = click.option("--exclude", multiple=True, help="Selectors to leave out (several: --exclude a b).")(func)
-    func = click.option("--select", "-s", multiple=True,
-                        help="Models to run: name, name+, +name, tag:x, path:models/x; several: -s a b.")(func)
-    return func
-
-
-def output_option(func: F) -> F:
-    return click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text",
-                        show_default=True, help="json: machine-readable output on stdout.")(func)
-
-
-def refresh_options(func: F) -> F:
-    """--full-refresh, --retry-failed, --reask and --yes (run, build)."""
-    func = click.option("--yes", "-y", is_flag=True,
-                        help="Do not ask before --reask pays again (for scripts), e.g. llmt run --reask --yes.")(func)
-    func = click.option("--reask", is_flag=True,
-                        help="Ask again for rows that already have an answer (pays again; replaces answers). "
-                        "Asks first on a terminal; elsewhere it needs --yes.")(func)
-    func = click.option("--retry-failed", is_flag=True,
-                        help="Ask again for rows whose attempts failed in earlier runs.")(func)
-    func = click.option("--full-refresh", is_flag=True,
-                        help="Build every model, even a view or table nothing it reads changed for, and tables "
-                        "from scratch (LLM answers come from the store: free), e.g. llmt run --full-refresh.")(func)
-    return func
-
-
-def spend_options(func: F) -> F:
-    """--timeout and --max-cost (run, build, eval)."""
-    func = click.option("--max-cost", type=float, default=None, metavar="USD",
-                        help="Refuse to submit work whose upper-bound cost, with open batches, exceeds this.")(func)
-    func = click.option("--timeout", type=float, default=None, metavar="SECONDS",
-                        help="Stop waiting for batches after this long (they stay open; re-run to collect).")(func)
-    return func
-
-
-def mode_options(func: F) -> F:
-    """--mode, --no-canary and --max-failed-share (run, build)."""
-    func = click.option("--max-failed-share", type=click.FloatRange(0, 1), default=None, metavar="SHARE",
-                        help="Fail a model (exit 1) whose failed rows are more than this share of its rows; "
-                        "overrides project.yml and model config (default 0.05; 0: any failed row), "
-                        "e.g. --max-failed-share 0.")(func)
-    func = click.option("--no-canary", is_flag=True,
-                        help="Skip the realtime canary that precedes a large batch.")(func)
-    func = click.option("--mode", type=click.Choice(["batch", "realtime", "auto"]), default=None,
-                        help="How every LLM model sends its requests this time (default: each model's `mode`).")(func)
-    return func
-
-
-def schedule_options(func: F) -> F:
-    """--fail-fast and --threads (run, build)."""
-    func = click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N",
-                        help="dbt's habit (default: the target's `threads`, 1). Every engine builds one SQL model "
-                        "at a time for now (DuckDB has one writer; a run works on one connection); LLM models' "
-                        "batches are all in flight at once regardless, e.g. --threads 4.")(func)
-    func = click.option("--fail-fast", "-x", is_flag=True,
-                        help="Stop the run at the first failed model; open batches stay open (the next run "
-                        "collects them), e.g. llmt run --fail-fast.")(func)
-    return func
-
-
-def _load(project_dir: Path, target: str | None, vars_: str | None) -> Project:
-    from llmt import logs
-    from llmt.errors import ConfigError
-    from llmt.project import load_project
-
-    _start_log(project_dir)
-
-    cli_vars: dict[str, Any] = {}
-    if vars_:
-        import yaml
-
-        try:
-            loaded = yaml.safe_load(vars_)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--vars is not valid YAML: {exc}", hint="Example: --vars '{key: value}'.") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError("--vars must be a YAML mapping", hint="Example: --vars '{key: value}'.")
-        cli_vars = loaded
-    with logs.step("load the project"):
-        project = load_project(project_dir, target, cli_vars)
-    logs.event("project", f"project `{project.name}`, target `{project.target_name}`: {len(project.nodes)} model(s)",
-               project=project.name, target=project.target_name, models=len(project.nodes))
-    return project
-
-
-def _start_log(project_dir: Path | None) -> None:
-    """Log this command to the project's logs/llmt.log (and with --debug, to the terminal)."""
-    from llmt import logs
-
-    ctx = click.get_current_context()
-    debug = bool(ctx.find_root().params.get("debug"))
-    logs.start(project_dir.resolve() if project_dir is not None else None, ctx.command_path.removeprefix("llmt "),
-               sys.argv[1:], _console().debug if debug else None)
-
-
-def _console(output: str = "text") -> Console:
-    from llmt.console import Console
-
-    return Console(json_output=output == "json")
+from llmt.cli_learning import export, finetune
+from llmt.cli_options import (
+    F,
+    load,
+    make_console,
+    mode_options,
+    output_option,
+    project_options,
+    refresh_options,
+    schedule_options,
+    select_options,
+    spend_options,
+    start_log,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -159,7 +54,7 @@ def init(name: str) -> None:
     from llmt.new_project import create_project
 
     path = create_project(Path(name))
-    _console().info(f"Created {path}. Next: cd {name} && llmt run")
+    make_console().info(f"Created {path}. Next: cd {name} && llmt run")
 
 
 @cli.command("compile")
@@ -179,8 +74,8 @@ def compile_(project_dir: Path, target: str | None, vars_: str | None, select: t
     """
     from llmt.commands import compile_project
 
-    console = _console()
-    compile_project(_load(project_dir, target, vars_), list(select), list(exclude), console, full_refresh)
+    console = make_console()
+    compile_project(load(project_dir, target, vars_), list(select), list(exclude), console, full_refresh)
 
 
 @cli.command("ls")
@@ -197,7 +92,7 @@ def ls(project_dir: Path, target: str | None, vars_: str | None, select: tuple[s
     """
     from llmt.commands import list_nodes
 
-    list_nodes(_load(project_dir, target, vars_), list(select), list(exclude), _console(output))
+    list_nodes(load(project_dir, target, vars_), list(select), list(exclude), make_console(output))
 
 
 @cli.command()
@@ -232,12 +127,12 @@ def run(project_dir: Path, target: str | None, vars_: str | None, select: tuple[
     from llmt.commands import confirm_reask, run_project
     from llmt.pipeline.llm import LlmOptions
 
-    console = _console(output)
+    console = make_console(output)
     options = LlmOptions(full_refresh=full_refresh, wait=not no_wait, retry_failed=retry_failed, timeout=timeout,
                          max_cost=max_cost, sample=sample, mode=mode, canary=not no_canary, reask=reask,
                          max_failed_share=max_failed_share, confirm=confirm_reask(reask, yes, console),
                          fail_fast=fail_fast, threads=threads)
-    report = run_project(_load(project_dir, target, vars_), list(select), list(exclude), console, options)
+    report = run_project(load(project_dir, target, vars_), list(select), list(exclude), console, options)
     sys.exit(1 if report.failed else 0)
 
 
@@ -259,7 +154,7 @@ def seed(project_dir: Path, target: str | None, vars_: str | None, select: tuple
     """
     from llmt.seeding import seed_project
 
-    report = seed_project(_load(project_dir, target, vars_), list(select), list(exclude), _console(output),
+    report = seed_project(load(project_dir, target, vars_), list(select), list(exclude), make_console(output),
                           full_refresh)
     sys.exit(1 if report.failed else 0)
 
@@ -278,7 +173,7 @@ def show(project_dir: Path, target: str | None, vars_: str | None, output: str, 
     """
     from llmt.commands import show_model
 
-    show_model(_load(project_dir, target, vars_), model, limit, _console(output))
+    show_model(load(project_dir, target, vars_), model, limit, make_console(output))
 
 
 @cli.command()
@@ -304,7 +199,7 @@ def plan(project_dir: Path, target: str | None, vars_: str | None, select: tuple
     """
     from llmt.commands import plan_project
 
-    plan_project(_load(project_dir, target, vars_), list(select), list(exclude), _console(output), sample, mode)
+    plan_project(load(project_dir, target, vars_), list(select), list(exclude), make_console(output), sample, mode)
 
 
 @cli.command()
@@ -322,7 +217,7 @@ def status(project_dir: Path, target: str | None, vars_: str | None, output: str
     """
     from llmt.commands import batch_status
 
-    batch_status(_load(project_dir, target, vars_), _console(output))
+    batch_status(load(project_dir, target, vars_), make_console(output))
 
 
 @cli.command()
@@ -341,7 +236,7 @@ def cancel(project_dir: Path, target: str | None, vars_: str | None, select: tup
     """
     from llmt.commands import cancel_batches
 
-    cancel_batches(_load(project_dir, target, vars_), list(select), _console(), timeout)
+    cancel_batches(load(project_dir, target, vars_), list(select), make_console(), timeout)
 
 
 @cli.group()
@@ -371,7 +266,7 @@ def docs_generate(project_dir: Path, target: str | None, vars_: str | None, outp
     """
     from llmt.docs import generate_docs
 
-    generate_docs(_load(project_dir, target, vars_), _console(output))
+    generate_docs(load(project_dir, target, vars_), make_console(output))
 
 
 @docs.command("serve")
@@ -388,8 +283,8 @@ def docs_serve(project_dir: Path, port: int) -> None:
     """
     from llmt.docs.serve import serve
 
-    _start_log(project_dir)
-    console = _console()
+    start_log(project_dir)
+    console = make_console()
     serve(project_dir.resolve() / "target", port,
           lambda url: console.info(f"Serving the documentation on {url} (Ctrl-C stops)"))
     console.info("Stopped.")
@@ -411,8 +306,8 @@ def debug(project_dir: Path, target: str | None, vars_: str | None, output: str)
     """
     from llmt.debug import debug_project
 
-    _start_log(project_dir)
-    sys.exit(0 if debug_project(lambda: _load(project_dir, target, vars_), _console(output)) else 1)
+    start_log(project_dir)
+    sys.exit(0 if debug_project(lambda: load(project_dir, target, vars_), make_console(output)) else 1)
 
 
 @cli.command()
@@ -436,12 +331,12 @@ def retry(project_dir: Path, target: str | None, vars_: str | None, output: str,
     from llmt.pipeline.llm import LlmOptions
     from llmt.retry import last_run, retry_project, retry_target
 
-    _start_log(project_dir)
+    start_log(project_dir)
     last = last_run(project_dir)
-    project = _load(project_dir, retry_target(last, target), vars_)
+    project = load(project_dir, retry_target(last, target), vars_)
     options = LlmOptions(retry_failed=retry_failed, timeout=timeout, max_cost=max_cost, fail_fast=fail_fast,
                          threads=threads)
-    sys.exit(1 if retry_project(project, last, _console(output), options) else 0)
+    sys.exit(1 if retry_project(project, last, make_console(output), options) else 0)
 
 
 @cli.command()
@@ -460,8 +355,8 @@ def clean(project_dir: Path, output: str) -> None:
     """
     from llmt.clean import clean_project, read_place
 
-    _start_log(project_dir)
-    clean_project(read_place(project_dir), _console(output))
+    start_log(project_dir)
+    clean_project(read_place(project_dir), make_console(output))
 
 
 def test_options(func: F) -> F:
@@ -490,7 +385,7 @@ def test_(project_dir: Path, target: str | None, vars_: str | None, select: tupl
     """
     from llmt.testing.run import test_project
 
-    report = test_project(_load(project_dir, target, vars_), list(select), list(exclude), _console(output),
+    report = test_project(load(project_dir, target, vars_), list(select), list(exclude), make_console(output),
                           junit_xml, store_failures)
     sys.exit(1 if report.failed else 0)
 
@@ -521,11 +416,11 @@ def build(project_dir: Path, target: str | None, vars_: str | None, select: tupl
     from llmt.pipeline.llm import LlmOptions
     from llmt.testing.run import build_project
 
-    console = _console(output)
+    console = make_console(output)
     options = LlmOptions(full_refresh=full_refresh, retry_failed=retry_failed, timeout=timeout, max_cost=max_cost,
                          mode=mode, canary=not no_canary, reask=reask, max_failed_share=max_failed_share,
                          confirm=confirm_reask(reask, yes, console), fail_fast=fail_fast, threads=threads)
-    report = build_project(_load(project_dir, target, vars_), list(select), list(exclude), console,
+    report = build_project(load(project_dir, target, vars_), list(select), list(exclude), console,
                            options, junit_xml, store_failures)
     sys.exit(1 if report.failed else 0)
 
@@ -549,114 +444,13 @@ def eval_(project_dir: Path, target: str | None, vars_: str | None, select: tupl
     from llmt.pipeline.llm import LlmOptions
     from llmt.testing.run import eval_project
 
-    results = eval_project(_load(project_dir, target, vars_), list(select), list(exclude), _console(output),
+    results = eval_project(load(project_dir, target, vars_), list(select), list(exclude), make_console(output),
                            LlmOptions(timeout=timeout, max_cost=max_cost))
     sys.exit(1 if any(r.failed for r in results) else 0)
 
 
-@cli.group()
-def export() -> None:
-    """Export data from the project's models (fine-tuning data).
-
-    \b
-    Example:
-      llmt export finetune review_insights -o train.jsonl
-    """
-
-
-@export.command("finetune")
-@project_options
-@click.argument("model")
-@click.option("-o", "--output-file", "output_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="The training file to write (JSONL), e.g. -o train.jsonl; the validation split goes beside it "
-              "(train.validation.jsonl).")
-@click.option("--where", default=None, metavar="SQL",
-              help="Only rows meeting this SQL condition on the model's columns, e.g. --where \"score >= 7\".")
-@click.option("--min-eval-score", type=click.FloatRange(0, 1), default=None, metavar="X",
-              help="Export only when the latest `llmt eval` of the current prompt scored at least X on every "
-              "accuracy-like metric, e.g. --min-eval-score 0.8.")
-@click.option("--validation-share", type=click.FloatRange(0, 0.5), default=0.1, show_default=True,
-              help="Share of the examples in the validation file (chosen by request key), e.g. 0.2.")
-@click.option("--validation-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Where the validation split goes (default: beside the training file).")
-@click.option("--base-model", default=None,
-              help="The model to fine-tune, for its limits and training price (default: the model's own), e.g. "
-              "--base-model gpt-4o-mini-2024-07-18.")
-@click.option("--epochs", type=click.IntRange(1, 50), default=None,
-              help="Epochs for the cost estimate (default: what OpenAI's auto would choose), e.g. --epochs 3.")
-@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="json: machine-readable summary on stdout.")
-def export_finetune(project_dir: Path, target: str | None, vars_: str | None, model: str, output_file: Path,
-                    where: str | None, min_eval_score: float | None, validation_share: float,
-                    validation_file: Path | None, base_model: str | None, epochs: int | None, output: str) -> None:
-    """Write chat-format fine-tuning data from MODEL's validated answers that pass its tests: a training and a
-    validation file, checked against the fine-tuning format rules, with an exact token count and a training cost
-    estimate.
-
-    \b
-    Examples:
-      llmt export finetune review_insights -o train.jsonl
-      llmt export finetune review_insights --where "score >= 7" --min-eval-score 0.8 -o train.jsonl
-    """
-    from llmt.finetune import export_finetune as export_data
-
-    export_data(_load(project_dir, target, vars_), model, output_file, _console(output), where=where,
-                min_eval_score=min_eval_score, validation_share=validation_share, validation_output=validation_file,
-                base_model=base_model, epochs=epochs)
-
-
-@cli.group()
-def finetune() -> None:
-    """Fine-tuning jobs on exported data: submit one, follow them.
-
-    \b
-    Example:
-      llmt finetune submit train.jsonl --model gpt-4o-mini-2024-07-18 && llmt finetune status
-    """
-
-
-@finetune.command("submit")
-@project_options
-@output_option
-@click.argument("training_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--model", "base_model", required=True,
-              help="The model to fine-tune, e.g. --model gpt-4o-mini-2024-07-18.")
-@click.option("--validation-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="The validation file (default: TRAINING_FILE's .validation.jsonl beside it, when there is one).")
-@click.option("--suffix", default=None, help="A name for the fine-tuned model, e.g. --suffix support.")
-@click.option("--epochs", type=click.IntRange(1, 50), default=None,
-              help="Training epochs (default: the provider's choice), e.g. --epochs 3.")
-def finetune_submit(project_dir: Path, target: str | None, vars_: str | None, output: str, training_file: Path,
-                    base_model: str, validation_file: Path | None, suffix: str | None, epochs: int | None) -> None:
-    """Check TRAINING_FILE (and its validation file) against the fine-tuning rules, upload them and create a
-    fine-tuning job with the target's provider; the job is recorded in the state store. Run again after a
-    failure: it goes on where it stopped and never creates a job twice.
-
-    \b
-    Example:
-      llmt finetune submit train.jsonl --model gpt-4o-mini-2024-07-18 --suffix support --target openai
-    """
-    from llmt.finetune import submit_finetune
-
-    submit_finetune(_load(project_dir, target, vars_), training_file, _console(output), model=base_model,
-                    validation=validation_file, suffix=suffix, epochs=epochs)
-
-
-@finetune.command("status")
-@project_options
-@output_option
-def finetune_status(project_dir: Path, target: str | None, vars_: str | None, output: str) -> None:
-    """Show the fine-tuning jobs submitted from this project (asking the provider about unfinished ones), and
-    how to use a fine-tuned model.
-
-    \b
-    Example:
-      llmt finetune status --output json
-    """
-    from llmt.finetune import finetune_status as job_status
-
-    job_status(_load(project_dir, target, vars_), _console(output))
-
+cli.add_command(export)
+cli.add_command(finetune)
 
 SELECTION_OPTIONS = ("-s", "--select", "--exclude")
 
