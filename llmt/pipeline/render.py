@@ -105,9 +105,13 @@ def first_per_key(wh: Warehouse, rows: Iterator[tuple[Any, ...]]) -> Iterator[tu
     """``rows`` of `one_row_per_key_sql` (a request key first), each key once: its later rows are dropped
     where the engine may repeat keys (`ROW_PER_KEY`)."""
     if wh.ROW_PER_KEY:
-        return rows
+        yield from rows
+        return
     seen: set[str] = set()
-    return (row for row in rows if not (row[0] in seen or seen.add(row[0])))  # type: ignore[func-returns-value]
+    for row in rows:
+        if row[0] not in seen:
+            seen.add(row[0])
+            yield row
 
 
 class _LineRenderer:

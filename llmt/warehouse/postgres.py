@@ -516,12 +516,11 @@ class PostgresWarehouse(Warehouse):
 
     def one_row_per_key_sql(self, source: str, columns: Sequence[str], keys: str, staged: bool) -> str:
         cols = "".join(f", i.{c}" for c in columns)
+        rows = (f"FROM {source} i WHERE EXISTS (SELECT 1 FROM {keys} k "
+                "WHERE k._llmt_request_key = i._llmt_request_key)")
         if staged:  # a semi join: dropping a key's later rows as they stream is cheaper than any SQL way here
-            return (f"SELECT i._llmt_request_key{cols} FROM {source} i "
-                    f"WHERE EXISTS (SELECT 1 FROM {keys} k WHERE k._llmt_request_key = i._llmt_request_key)")
-        return (f"SELECT DISTINCT ON (i._llmt_request_key) i._llmt_request_key{cols} FROM {source} i "
-                f"WHERE EXISTS (SELECT 1 FROM {keys} k WHERE k._llmt_request_key = i._llmt_request_key) "
-                "ORDER BY i._llmt_request_key")
+            return f"SELECT i._llmt_request_key{cols} {rows}"
+        return f"SELECT DISTINCT ON (i._llmt_request_key) i._llmt_request_key{cols} {rows} ORDER BY i._llmt_request_key"
 
     def arg_max_sql(self, value: str, by: str) -> str:
         return f"(array_agg({value} ORDER BY {by} DESC NULLS LAST))[1]"
