@@ -45,6 +45,14 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+def shard_ids(round_id: str, node: str) -> Iterator[str]:
+    """The ids of the shards one round of a model writes: `<round_id>-<node>-0001`, `-0002`, ..."""
+    n = 0
+    while True:
+        n += 1
+        yield f"{round_id}-{node}-{n:04d}"
+
+
 class Batches:
     """The batch lifecycle of one run's shards: submit, wait, collect, cancel."""
 

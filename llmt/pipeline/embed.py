@@ -31,7 +31,7 @@ from llmt.cost import BudgetExceeded, PriceTable, check_budget
 from llmt.crash import crash_point
 from llmt.errors import CompileError, ConfigError, LlmtError
 from llmt.persist_docs import Docs, node_docs
-from llmt.pipeline.batches import Batches, InFlight, Steps, Wait
+from llmt.pipeline.batches import Batches, InFlight, Steps, Wait, shard_ids
 from llmt.pipeline.collect import Attempt, store
 from llmt.pipeline.context import ModelPlace, RunContext
 from llmt.pipeline.embed_lines import (
@@ -52,8 +52,6 @@ from llmt.pipeline.llm import (
     Step,
     committed_usd,
 )
-from llmt.pipeline.llm import _add as add_counts
-from llmt.pipeline.llm import _ids as shard_ids
 from llmt.pipeline.realtime import REALTIME, Asker, RateLimiter, send_shard
 from llmt.pipeline.spec import KEY_VERSION, send_mode
 from llmt.project import Node, Project
@@ -226,7 +224,8 @@ class EmbeddingRun:
             described = self.wh.describe(select, where=self.place.where)
             check_columns(self.spec, self.place.where, described)
             stage(self.wh, self.store, Inputs(self.name, select, [self.spec.column], self.spec.unique_key,
-                                              self.spec.template_hash, KEY_VERSION, self.place.where), described)
+                                              self.spec.template_hash, KEY_VERSION, self.place.where,
+                                              self.place.reads), described)
             self.columns = described
             result.rows, result.cached, result.deduplicated = input_counts(self.wh, self.store, self.stage, self.name)
         if self.options.reask:
@@ -332,8 +331,8 @@ class EmbeddingRun:
             yield from self._drive(self.batches.open_shards(self.name))
         else:
             for row in self.store.shards([sh.shard_id for sh in shards]):
-                add_counts(self.result.outcomes, send_shard(self.ctx, row, spec.provider, self.options.reask,
-                                                      embedding_asker(self.ctx, row, spec.dimensions)))
+                self.result.add_outcomes(send_shard(self.ctx, row, spec.provider, self.options.reask,
+                                                    embedding_asker(self.ctx, row, spec.dimensions)))
             self._add_spend()
         return sent + len(screened.empty) + len(screened.too_long)
 
@@ -360,7 +359,7 @@ class EmbeddingRun:
         with self.wh.transaction():
             store(self.wh, attempts, f"{self.ctx.run_id}r{self.rounds}-{self.name}-not-sent",
                   Source(self.ctx.run_id, self.name, self.spec.model, mode == "batch", self.spec.provider))
-        add_counts(self.result.outcomes, {"http_error": len(screened.empty), "too_long": len(screened.too_long)})
+        self.result.add_outcomes({"http_error": len(screened.empty), "too_long": len(screened.too_long)})
         self.ctx.reporter.warn(f"{self.name}: {len(screened.empty)} empty input(s) and {len(screened.too_long)} "
                                f"over {self.spec.model}'s token limit: not sent, listed in {self.name}__errors")
 
@@ -368,7 +367,7 @@ class EmbeddingRun:
         """Submit the shards, wait for their batches to end (with --no-wait: a look at them), collect those that
         ended."""
         ended = yield Wait(rows, self.deadline if self.options.wait else time.monotonic())
-        add_counts(self.result.outcomes, self.batches.collect(
+        self.result.add_outcomes(self.batches.collect(
             [(r, ended[r.shard_id]) for r in rows if r.shard_id in ended], self.place.work_dir, self.options.reask))
         self._add_spend()
 

@@ -4,14 +4,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmt.cost import Budget, BudgetExceeded, check_budget
 from llmt.crash import crash_point
 from llmt.errors import LlmtError, NodeError
-from llmt.pipeline.batches import Batches, InFlight, Steps, Wait
+from llmt.pipeline.batches import Batches, InFlight, Steps, Wait, shard_ids
 from llmt.pipeline.collect import Attempt, store
 from llmt.pipeline.context import ModelPlace, RunContext
 from llmt.pipeline.escalate import EscalationBound, eligible_sql, escalation_reserve
@@ -84,6 +84,11 @@ class LlmResult:
     stopped: str | None = None  # why sending stopped with rows still pending (a user's cancel, provider trouble)
     failed_reasons: dict[str, int] = field(default_factory=dict)  # failed rows by reason (`<model>__errors`)
 
+    def add_outcomes(self, counts: dict[str, int]) -> None:
+        """Count attempts' outcomes (e.g. what a collect or a realtime send gave) into ``outcomes``."""
+        for key, n in counts.items():
+            self.outcomes[key] = self.outcomes.get(key, 0) + n
+
     def as_dict(self) -> dict[str, object]:
         return {
             "rows": self.rows, "cached": self.cached, "deduplicated": self.deduplicated,
@@ -95,13 +100,6 @@ class LlmResult:
             "usage": self.usage, "open_batches": self.open_batches, "reasked": self.reasked,
             "failed_reasons": self.failed_reasons, "stopped": self.stopped,
         }
-
-
-def _ids(run_id: str, node: str) -> Iterator[str]:
-    n = 0
-    while True:
-        n += 1
-        yield f"{run_id}-{node}-{n:04d}"
 
 
 class CanaryFailed(NodeError):
@@ -284,7 +282,7 @@ class NodeRun:
             with self.reporter.progress(f"{self.name}: rendering", total) as bar:
                 shards = write_shards(
                     render_pending(self.wh, pending, spec.columns, spec, memo), self.work_dir,
-                    _ids(f"{self.ctx.run_id}r{self.rounds}", self.name), exact=False,
+                    shard_ids(f"{self.ctx.run_id}r{self.rounds}", self.name), exact=False,
                     max_requests=self.options.max_requests_per_batch, limits=limits, too_long=too_long,
                     advance=bar.advance,
                 )
@@ -325,7 +323,7 @@ class NodeRun:
             yield from self._drive(self.batches.open_shards(self.name))
         else:
             for row in self.store.shards([sh.shard_id for sh in shards]):
-                _add(self.result.outcomes, send_shard(self.ctx, row, spec.provider, self.options.reask))
+                self.result.add_outcomes(send_shard(self.ctx, row, spec.provider, self.options.reask))
             self._add_spend()
         return sent
 
@@ -411,7 +409,7 @@ class NodeRun:
         with self.wh.transaction():
             store(self.wh, attempts, f"{self.ctx.run_id}r{self.rounds}-{self.name}-too-long",
                   Source(self.ctx.run_id, self.name, spec.model, mode == "batch", spec.provider))
-        _add(self.result.outcomes, {"too_long": len(rows)})
+        self.result.add_outcomes({"too_long": len(rows)})
         self.reporter.warn(f"{self.name}: {len(rows)} request(s) too long for {spec.model}'s context window: "
                            f"not sent, listed in {self.name}__errors (too_long)")
 
@@ -419,8 +417,8 @@ class NodeRun:
         """Submit the shards, wait for their batches to end (with --no-wait: a look at them) and collect those
         that ended."""
         ended = yield Wait(rows, self.deadline if self.options.wait else time.monotonic())
-        _add(self.result.outcomes, self.batches.collect([(r, ended[r.shard_id]) for r in rows if r.shard_id in ended],
-                                                        self.work_dir, self.options.reask))
+        self.result.add_outcomes(self.batches.collect([(r, ended[r.shard_id]) for r in rows if r.shard_id in ended],
+                                                      self.work_dir, self.options.reask))
         self._add_spend()
 
     def _add_spend(self) -> None:
@@ -535,8 +533,3 @@ def rebuild_output(run: RunContext, place: ModelPlace, spec: LlmSpec, columns: l
                         spec.template_hash, spec.provider, spec.output_columns,
                         escalated.template_hash if escalated is not None else None, spec.docs)
         return build_output(wh, run.store, output, since)
-
-
-def _add(into: dict[str, int], counts: dict[str, int]) -> None:
-    for key, n in counts.items():
-        into[key] = into.get(key, 0) + n
