@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from llmt import logs
-from llmt.artifacts import write_compiled, write_manifest, write_run_results
+from llmt.artifacts import run_args, write_compiled, write_manifest, write_run_results
 from llmt.console import Reporter
 from llmt.cost import Budget, PriceTable, price_table
 from llmt.errors import ConfigError, LlmtError
@@ -184,6 +184,7 @@ def run(
     started = time.monotonic()
     specs = llm_specs(project, names)  # every compile error before anything runs
     embeddings = embedding_specs(project, names, prices(project))
+    args = run_args(project, options)  # (as given: the target's settings are read again by a retry)
     options = pipeline_options(project, options)
     write_compiled(project, names)
     write_manifest(project, specs)
@@ -248,7 +249,8 @@ def run(
             context.providers.close()
         if warehouse is None:
             wh.close()
-        write_run_results(project, report.run_id, [r.as_dict() for r in report.results], report.seconds, command)
+        write_run_results(project, report.run_id, [r.as_dict() for r in report.results], report.seconds, command,
+                          args)
         if notify is not None and notice is not None:
             send(project, notify, notice, reporter)
     return report
