@@ -18,16 +18,14 @@ from llmt.errors import ConfigError, LlmtError
 from llmt.model_state import ModelState
 from llmt.notify import notify_config, run_notice, send
 from llmt.pipeline.batches import Batches
-from llmt.pipeline.context import Providers, RunContext
+from llmt.pipeline.context import Limits, Providers, RunContext
 from llmt.pipeline.embed import EmbeddingRun, embedding_specs
 from llmt.pipeline.llm import Budgets, LlmOptions, NodeRun, model_place
-from llmt.pipeline.realtime import Limits
 from llmt.pipeline.rekey import fake_answers
-from llmt.pipeline.render import MAX_REQUESTS_PER_BATCH
 from llmt.pipeline.spec import LlmSpec, build_spec, escalation_spec
 from llmt.project import Project
 from llmt.providers import make_provider, make_realtime_provider
-from llmt.providers.base import RealtimeProvider
+from llmt.providers.base import MAX_REQUESTS_PER_BATCH, RealtimeProvider
 from llmt.scheduler import Callbacks, NodeHooks, NodeResult, Scheduler
 from llmt.warehouse import open_warehouse as open_target_warehouse
 from llmt.warehouse.base import Warehouse

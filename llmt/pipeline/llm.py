@@ -7,33 +7,28 @@ import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llmt.cost import Budget, BudgetExceeded, check_budget
 from llmt.crash import crash_point
 from llmt.errors import LlmtError, NodeError
 from llmt.pipeline.batches import Batches, InFlight, Steps, Wait, shard_ids
-from llmt.pipeline.collect import Attempt, store
 from llmt.pipeline.context import ModelPlace, RunContext
-from llmt.pipeline.escalate import EscalationBound, eligible_sql, escalation_reserve
-from llmt.pipeline.realtime import REALTIME, send_shard
 from llmt.pipeline.rekey import upgrade_keys
-from llmt.pipeline.render import (
-    MAX_REQUESTS_PER_BATCH,
-    WrittenShard,
-    count_exactly,
-    render_pending,
-    write_shards,
-)
 from llmt.pipeline.spec import LlmSpec, escalation_spec, send_mode
 from llmt.pipeline.stage import stage_inputs
 from llmt.project import Project
-from llmt.providers.base import BatchInfo
-from llmt.tokens import MEMO_FILE, TokenMemo
+from llmt.providers.base import MAX_REQUESTS_PER_BATCH, REALTIME, BatchInfo
 from llmt.warehouse.base import Column, TempTable
-from llmt.warehouse.collecting import Source
 from llmt.warehouse.outputs import Output, build_output, failed_reasons
 from llmt.warehouse.staging import input_counts, pending_keys, pending_rows_sql, stage_table
 from llmt.warehouse.store import NewShard, ShardRow
+
+# What renders, sends and collects requests (pipeline/render.py, realtime.py, collect.py, escalate.py) is imported
+# where it is used: a run whose rows all have their answer (a no-op) needs none of it.
+if TYPE_CHECKING:
+    from llmt.pipeline.escalate import EscalationBound
+    from llmt.pipeline.render import WrittenShard
 
 # Rounds in which requests came back unanswered through no fault of their own (expired, missing, 429/5xx, a
 # full batch queue: they use up no attempt) are followed by a pause, doubling from twice the poll interval up
@@ -274,6 +269,10 @@ class NodeRun:
             return 0
         if limit is not None:  # --sample, the canary: the first by request key (a re-run continues with the rest)
             pending = f"SELECT * FROM ({pending}) AS p ORDER BY _llmt_request_key LIMIT {int(limit)}"
+        from llmt.pipeline.realtime import send_shard
+        from llmt.pipeline.render import render_pending, write_shards
+        from llmt.tokens import MEMO_FILE, TokenMemo
+
         memo = TokenMemo(self.ctx.target_dir / MEMO_FILE)
         max_out = int(spec.params["max_output_tokens"])
         limits = self.ctx.prices.price(spec.model).limits(max_out)
@@ -381,6 +380,8 @@ class NodeRun:
             recounted = count_open_exactly(self.ctx)
             if not inexact and not recounted:
                 raise
+        from llmt.pipeline.render import count_exactly
+
         for sh, (tokens, largest) in zip(inexact, count_exactly([sh.path for sh in inexact]), strict=True):
             sh.input_tokens, sh.largest, sh.exact = tokens, largest, True
         return check()
@@ -391,6 +392,8 @@ class NodeRun:
         run waits for the primary model's answers)."""
         if not self.options.wait:
             return None
+        from llmt.pipeline.escalate import escalation_reserve
+
         return escalation_reserve(self.wh, self.stage, self.columns, self.ctx.prices, self.spec, self.result.rows,
                                   pending, too_long, self.options.mode, self.place.where)
 
@@ -404,6 +407,9 @@ class NodeRun:
                 return (f"{tokens} input tokens + max_output_tokens {max_out} > context window "
                         f"{price.context_window} of {spec.model}")
             return f"{tokens} input tokens > the {price.max_input} input tokens {spec.model} accepts"
+
+        from llmt.pipeline.collect import Attempt, store
+        from llmt.warehouse.collecting import Source
 
         attempts = [Attempt(key, "too_long", detail=why(tokens)) for key, tokens in rows]
         with self.wh.transaction():
@@ -463,6 +469,8 @@ class NodeRun:
             )
 
     def _escalate(self, escalated: LlmSpec) -> Step:
+        from llmt.pipeline.escalate import eligible_sql
+
         esc = self.spec.execution.escalate
         assert esc is not None
         source = f"({eligible_sql(self.wh, self.stage, self.columns, self.spec, escalated, self.place.where)})"
@@ -505,6 +513,8 @@ def count_open_exactly(run: RunContext) -> bool:
     rows = [(shard_id, Path(path)) for shard_id, path in run.store.inexact_open_shards() if Path(path).is_file()]
     if not rows:
         return False
+    from llmt.pipeline.render import count_exactly
+
     counts = count_exactly([path for _, path in rows])
     with run.warehouse.transaction():
         for (shard_id, _), (tokens, _largest) in zip(rows, counts, strict=True):
