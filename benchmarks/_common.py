@@ -4,6 +4,7 @@ phase timers and the one result line each script prints."""
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import os
 import platform
@@ -263,12 +264,24 @@ class Measured(NamedTuple):
     cpu_s: float  # user + system
 
 
+@functools.cache
+def _compile_llmt() -> None:
+    """Write the bytecode of llmt's modules (llmt/**/__pycache__, git-ignored), as installing llmt does: where the
+    environment says not to write it (PYTHONDONTWRITEBYTECODE), every timed command would compile them anew,
+    which costs a no-op run or `llmt --help` about as much as their own work. (Modules are read from it either way.)"""
+    import compileall
+
+    compileall.compile_dir(ROOT / "llmt", quiet=1)
+
+
 def timed_process(args: list[str], env: dict[str, str] | None = None) -> Measured:
     """Run a command to its end and measure it. Raises when it fails. It is started by a small launcher
     (_measure.py) so that its peak RSS is its own."""
     import json
     import subprocess
     import tempfile
+
+    _compile_llmt()
 
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "measure.json"

@@ -23,10 +23,9 @@ from benchmarks._common import (
     warehouse_yaml,
 )
 from llmt.console import Reporter
-from llmt.pipeline import llm
+from llmt.pipeline import llm, render
 from llmt.pipeline.batches import Batches
-from llmt.pipeline.context import Providers
-from llmt.pipeline.realtime import Limits
+from llmt.pipeline.context import Limits, Providers
 from llmt.pipeline.spec import build_spec
 from llmt.project import Project
 from llmt.project.loader import load_project
@@ -48,9 +47,9 @@ def model_run(project: Project, wh: Warehouse, provider: BatchProvider, options:
     node_run = llm.NodeRun(context, batches, llm.model_place(project, name, context.batches_dir),
                            build_spec(project, project.nodes[name]), options, llm.Budgets())
     if phases is not None:
-        for attr, phase in (("stage_inputs", "keys"), ("input_counts", "counts"), ("write_shards", "render"),
-                            ("rebuild_output", "output")):
+        for attr, phase in (("stage_inputs", "keys"), ("input_counts", "counts"), ("rebuild_output", "output")):
             phases.wrap(llm, attr, phase)
+        phases.wrap(render, "write_shards", "render")  # (llm.py imports it when a round renders)
         phases.wrap(context.store, "record_shards", "record")
         phases.wrap(batches, "submit", "submit")
     return node_run, batches

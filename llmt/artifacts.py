@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,8 +12,13 @@ from typing import TYPE_CHECKING, Any
 from llmt import __version__, logs
 
 if TYPE_CHECKING:
+    from llmt.pipeline.llm import LlmOptions
     from llmt.pipeline.spec import LlmSpec
     from llmt.project import Project
+
+# the options of `llmt run`/`build` recorded in run_results.json (dbt's `args`): `llmt retry` replays them
+OPTION_ARGS = ("full_refresh", "wait", "retry_failed", "timeout", "max_cost", "sample", "mode", "canary", "reask",
+               "max_failed_share", "fail_fast", "threads")
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -64,10 +70,20 @@ def write_manifest(project: Project, specs: dict[str, LlmSpec]) -> None:
     })
 
 
+def run_args(project: Project, options: LlmOptions | None = None, **extra: Any) -> dict[str, Any]:
+    """The command's options that decide what it runs (beside the selection): --vars, the ``options`` of a run or
+    build, and ``extra`` (e.g. --store-failures)."""
+    args: dict[str, Any] = {"vars": project.cli_vars, **extra}
+    if options is not None:
+        args.update({f.name: getattr(options, f.name) for f in fields(options) if f.name in OPTION_ARGS})
+    return args
+
+
 def write_run_results(
-    project: Project, run_id: str, results: list[dict[str, Any]], seconds: float, command: str
+    project: Project, run_id: str, results: list[dict[str, Any]], seconds: float, command: str, args: dict[str, Any]
 ) -> None:
-    """target/run_results.json (what `llmt retry` reads), each result also logged."""
+    """target/run_results.json (what `llmt retry` reads: the results and the command's ``args``, `run_args`), each
+    result also logged."""
     for r in results:
         logs.event("result", f"{r['unique_id']}: {r['status']} in {r['execution_time']:.3f}s",
                    level=logging.WARNING if r["status"] in ("error", "fail") else logging.INFO,
@@ -76,5 +92,6 @@ def write_run_results(
         "metadata": {"llmt_version": __version__, "run_id": run_id, "command": command,
                      "target": project.target_name, "generated_at": datetime.now(UTC).isoformat()},
         "elapsed_time": round(seconds, 3),
+        "args": args,
         "results": results,
     })

@@ -320,22 +320,24 @@ def debug(project_dir: Path, target: str | None, vars_: str | None, output: str)
 def retry(project_dir: Path, target: str | None, vars_: str | None, output: str, retry_failed: bool,
           timeout: float | None, max_cost: float | None, fail_fast: bool, threads: int | None) -> None:
     """Run again only the models and tests that failed or were skipped in the last `llmt run`, `build` or `test`
-    (read from target/run_results.json), with the same command, on the same target.
+    (read from target/run_results.json), with the same command, on the same target, with the same options
+    (--vars, --full-refresh, --mode, --max-cost, ...; those given here win; --reask is not replayed).
 
     \b
     Examples:
-      llmt retry
+      llmt retry                  # e.g. after a failed `llmt run --full-refresh`: with --full-refresh
+      llmt retry --vars '{day: 2026-12-02}'   # other vars than the last run's
       llmt retry --retry-failed   # an LLM model failed on its failed rows: ask for them again
       llmt retry --fail-fast      # stop at the first model that fails again
     """
     from llmt.pipeline.llm import LlmOptions
-    from llmt.retry import last_run, retry_project, retry_target
+    from llmt.retry import last_run, retry_options, retry_project, retry_target, retry_vars
 
     start_log(project_dir)
     last = last_run(project_dir)
-    project = load(project_dir, retry_target(last, target), vars_)
-    options = LlmOptions(retry_failed=retry_failed, timeout=timeout, max_cost=max_cost, fail_fast=fail_fast,
-                         threads=threads)
+    project = load(project_dir, retry_target(last, target), retry_vars(last, vars_))
+    options = retry_options(last, LlmOptions(retry_failed=retry_failed, timeout=timeout, max_cost=max_cost,
+                                             fail_fast=fail_fast, threads=threads))
     sys.exit(1 if retry_project(project, last, make_console(output), options) else 0)
 
 

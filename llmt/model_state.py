@@ -6,8 +6,8 @@ that shapes its build, where it is built, and the *version* of everything it rea
 
 - a model's version is recorded when it is built, in the same transaction: a view's or table's is its
   fingerprint; an incremental model's changes whenever a build changed its rows (a full build, or an
-  increment with rows) and is kept when the increment was empty; an LLM model's is the fingerprint of what
-  its output table was built from (warehouse/outputs.py), written with that table;
+  increment with rows) and is kept when the increment was empty; an LLM or embedding model's is the fingerprint
+  of what its output table was built from (warehouse/outputs.py), written with that table;
 - a file source's is the hash of its files' content, taken when they are loaded (file_sources.py; they are
   loaded again when their size or time stamp changed);
 - a source llmt did not build (a table of the warehouse) is signed once per run by `content_signature`: its
@@ -23,8 +23,8 @@ latter for SQL that is not a function of what it reads: now(), random()); an `al
 at each build, so what reads it is built too. llmt trusts that it alone writes its models' relations, as dbt
 does: a table changed behind its back is not seen.
 
-The same fingerprint, of what an LLM model's select reads, lets its run skip staging (re-reading and re-hashing
-every input row) when it equals the one its inputs were staged with (warehouse/staging.py)."""
+The same fingerprint, of what an LLM or embedding model's select reads, lets its run skip staging (re-reading and
+re-hashing every input row) when it equals the one its inputs were staged with (warehouse/staging.py)."""
 
 from __future__ import annotations
 
@@ -103,8 +103,8 @@ class ModelState:
         return rows, False
 
     def staging(self, node: Node) -> str | None:
-        """The fingerprint of what LLM model ``node``'s select reads, when its staging may be skipped while that
-        stays the same (not with --full-refresh or `state: always`)."""
+        """The fingerprint of what LLM or embedding model ``node``'s select reads, when its staging may be skipped
+        while that stays the same (not with --full-refresh or `state: always`)."""
         self._check_seeds(node)
         return None if self.full_refresh else self.fingerprint(node)
 
@@ -136,7 +136,7 @@ class ModelState:
     def version(self, name: str) -> str | None:
         """The version of model ``name`` as its last build left it (None when not known)."""
         node = self.project.nodes[name]
-        if node.is_llm:  # read now: it may have been built earlier in this run
+        if node.sends:  # an LLM or embedding model's; read now: it may have been built earlier in this run
             output = (self.store.fingerprint("stage", name) or {}).get("output")
             return f"llm:{output}" if output else None
         version = self._models.get(name, {}).get("version")

@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -132,6 +130,9 @@ def _deliver(attempt: Callable[[], None], what: str, retries: int, reporter: Rep
 
 
 def _post(url: str, body: bytes, timeout: float) -> None:
+    import urllib.error  # (here: every run reads notify.py, few send a notice)
+    import urllib.request
+
     request = urllib.request.Request(url, data=body, method="POST",
                                      headers={"Content-Type": "application/json", "User-Agent": "llmt"})
     try:

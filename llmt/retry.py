@@ -1,13 +1,15 @@
 """`llmt retry`: run again only what failed or was skipped in the last run, read from target/run_results.json (as
-dbt retry does): the same command (run, build or test) on the same target, selecting by name the models that
-ended `error` or `skipped` and the tests that ended `fail`, `error` or `skipped`."""
+dbt retry does): the same command (run, build or test) on the same target with the same options (its `args`:
+--vars, --full-refresh, --mode, ...; those given to `llmt retry` win), selecting by name the models that ended
+`error` or `skipped` and the tests that ended `fail`, `error` or `skipped`. --reask is not replayed: it would pay
+again for the answers the failed run did get."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from llmt.errors import UsageError
 
@@ -27,6 +29,7 @@ class LastRun:
     target: str | None
     models: list[str] = field(default_factory=list)  # to run again, in the order they ran
     tests: list[str] = field(default_factory=list)
+    args: dict[str, Any] = field(default_factory=dict)  # its options (artifacts.run_args); none before they were
 
     @property
     def selectors(self) -> list[str]:
@@ -42,7 +45,7 @@ def last_run(project_dir: Path) -> LastRun:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         meta, results = data["metadata"], data["results"]
-        last = LastRun(str(meta["run_id"]), str(meta["command"]), meta.get("target"))
+        last = LastRun(str(meta["run_id"]), str(meta["command"]), meta.get("target"), args=dict(data.get("args") or {}))
         for result in results:
             kind, _, name = str(result["unique_id"]).partition(".")
             if result["status"] in RETRIED and kind != "seed":  # (build loads again the seeds its models read)
@@ -63,11 +66,26 @@ def retry_target(last: LastRun, given: str | None) -> str | None:
     return given or last.target
 
 
+def retry_vars(last: LastRun, given: str | None) -> str | None:
+    """The --vars to retry with: the last run's, unless others are given."""
+    if given is not None or not last.args.get("vars"):
+        return given
+    return json.dumps(last.args["vars"])  # (JSON is YAML)
+
+
+def retry_options(last: LastRun, given: LlmOptions) -> LlmOptions:
+    """The last run's options (its --full-refresh, --mode, --max-cost, ...), those given to `llmt retry` winning."""
+    from llmt.artifacts import OPTION_ARGS
+
+    defaults = type(given)()
+    replayed = {k: v for k, v in last.args.items() if k in OPTION_ARGS and k != "reask"}
+    return replace(given, **{k: v for k, v in replayed.items() if getattr(given, k) == getattr(defaults, k)})
+
+
 def known(last: LastRun, models: set[str], tests: set[str]) -> tuple[LastRun, list[str]]:
     """``last`` without the models and tests the project no longer has, and their names."""
     gone = [n for n in last.models if n not in models] + [t for t in last.tests if t not in tests]
-    kept = LastRun(last.run_id, last.command, last.target, [n for n in last.models if n in models],
-                   [t for t in last.tests if t in tests])
+    kept = replace(last, models=[n for n in last.models if n in models], tests=[t for t in last.tests if t in tests])
     return kept, gone
 
 
@@ -99,6 +117,7 @@ def retry_project(project: Project, last: LastRun, console: Console, options: Ll
         return run_project(project, todo.models, [], console, options).failed
     from llmt.testing.run import build_project, test_project
 
+    store_failures = bool(last.args.get("store_failures"))
     if last.command == "build":
-        return build_project(project, todo.selectors, [], console, options).failed
-    return test_project(project, todo.selectors, [], console).failed
+        return build_project(project, todo.selectors, [], console, options, None, store_failures).failed
+    return test_project(project, todo.selectors, [], console, None, store_failures).failed

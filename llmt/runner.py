@@ -11,23 +11,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from llmt import logs
-from llmt.artifacts import write_compiled, write_manifest, write_run_results
+from llmt.artifacts import run_args, write_compiled, write_manifest, write_run_results
 from llmt.console import Reporter
 from llmt.cost import Budget, PriceTable, price_table
 from llmt.errors import ConfigError, LlmtError
 from llmt.model_state import ModelState
 from llmt.notify import notify_config, run_notice, send
 from llmt.pipeline.batches import Batches
-from llmt.pipeline.context import Providers, RunContext
+from llmt.pipeline.context import Limits, Providers, RunContext
 from llmt.pipeline.embed import EmbeddingRun, embedding_specs
 from llmt.pipeline.llm import Budgets, LlmOptions, NodeRun, model_place
-from llmt.pipeline.realtime import Limits
 from llmt.pipeline.rekey import fake_answers
-from llmt.pipeline.render import MAX_REQUESTS_PER_BATCH
 from llmt.pipeline.spec import LlmSpec, build_spec, escalation_spec
 from llmt.project import Project
 from llmt.providers import make_provider, make_realtime_provider
-from llmt.providers.base import RealtimeProvider
+from llmt.providers.base import MAX_REQUESTS_PER_BATCH, RealtimeProvider
 from llmt.scheduler import Callbacks, NodeHooks, NodeResult, Scheduler
 from llmt.warehouse import open_warehouse as open_target_warehouse
 from llmt.warehouse.base import Warehouse
@@ -184,6 +182,7 @@ def run(
     started = time.monotonic()
     specs = llm_specs(project, names)  # every compile error before anything runs
     embeddings = embedding_specs(project, names, prices(project))
+    args = run_args(project, options)  # (as given: the target's settings are read again by a retry)
     options = pipeline_options(project, options)
     write_compiled(project, names)
     write_manifest(project, specs)
@@ -248,7 +247,8 @@ def run(
             context.providers.close()
         if warehouse is None:
             wh.close()
-        write_run_results(project, report.run_id, [r.as_dict() for r in report.results], report.seconds, command)
+        write_run_results(project, report.run_id, [r.as_dict() for r in report.results], report.seconds, command,
+                          args)
         if notify is not None and notice is not None:
             send(project, notify, notice, reporter)
     return report

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from llmt.artifacts import write_run_results
+from llmt.artifacts import run_args, write_run_results
 from llmt.console import Console, Reporter
 from llmt.errors import LlmtError
 from llmt.file_sources import FileTable, load_files
@@ -80,7 +80,8 @@ def seed_project(project: Project, select: list[str], exclude: list[str], consol
         report.seconds = time.monotonic() - started
         store.finish_run(report.run_id, "error" if report.failed else "success")
         wh.close()
-        write_run_results(project, report.run_id, [r.as_dict() for r in report.results], report.seconds, "seed")
+        write_run_results(project, report.run_id, [r.as_dict() for r in report.results], report.seconds, "seed",
+                          run_args(project, full_refresh=full_refresh))
     if console.json_output:
         console.json({"run_id": report.run_id, "elapsed": round(report.seconds, 3),
                       "results": [r.as_dict() for r in report.results]})

@@ -19,8 +19,7 @@ from llmt.cost import price_table
 from llmt.pipeline import batches
 from llmt.pipeline.batches import Batches
 from llmt.pipeline.collect import classify
-from llmt.pipeline.context import Providers, RunContext
-from llmt.pipeline.realtime import Limits
+from llmt.pipeline.context import Limits, Providers, RunContext
 from llmt.project.config import PostgresConfig
 from llmt.providers.base import BatchInfo, BatchLineError, BatchProvider, Shard
 from llmt.schema import to_strict

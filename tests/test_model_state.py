@@ -234,3 +234,31 @@ def test_new_reader_options_of_a_file_source_rebuild_what_reads_it(state_project
     state_project.write("models/sources.yml", FILES["models/sources.yml"].replace(
         "file: data/products.csv}", "file: data/products.csv, options: {all_varchar: true}}"))
     assert _built(state_project) == {"stg_products", "dim_products", "by_product", "inc_reviews"}
+
+
+def test_sql_downstream_of_an_embedding_model_is_built_only_when_an_embedding_changed(
+        make_project: MakeProject) -> None:
+    # `drawn` changes whenever the select is read: it shows whether the embedding model's inputs were staged again
+    project = make_project({
+        "models/sources.yml": "sources:\n  - name: raw\n    tables:\n      - {name: kb, file: data/kb.csv}\n",
+        "data/kb.csv": "article_id,body\nKB-1,Clear a paper jam\nKB-2,Reset your password\n",
+        "models/stg_reviews.sql": "", "models/insights.sql": "",
+        "models/kb_embeddings.sql": "{{ config(materialized='embedding', column='body', unique_key='article_id', "
+        "dimensions=8) }}\nselect article_id, body, random() as drawn from {{ source('raw', 'kb') }}\n",
+        "models/kb_embedded.sql": "{{ config(materialized='table') }}\n"
+        "select count(*) as n from {{ ref('kb_embeddings') }} where embedding is not null\n"})
+
+    def run() -> tuple[int, bool]:
+        """The embedding model's requests, and whether the table reading it was built."""
+        data = project.run_json()
+        table = next(r for r in data["results"] if r["name"] == "kb_embedded")
+        return project.llm_result(data, "kb_embeddings")["requests"], not table["unchanged"]
+
+    _edit(project, "data/kb.csv", (project.root / "data" / "kb.csv").read_text())
+    assert run() == (2, True)
+    drawn = project.query("SELECT article_id, drawn FROM kb_embeddings ORDER BY article_id")
+    assert run() == (0, False)  # nothing embedded changed: the table that reads the vectors is not built again
+    assert project.query("SELECT article_id, drawn FROM kb_embeddings ORDER BY article_id") == drawn  # nor staged
+    _edit(project, "data/kb.csv", (project.root / "data" / "kb.csv").read_text() + "KB-3,Download an invoice\n")
+    assert run() == (1, True)
+    assert project.query("SELECT n FROM kb_embedded") == [(3,)]

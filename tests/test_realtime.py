@@ -13,7 +13,8 @@ from collections.abc import Callable
 import pytest
 
 from llmt.pipeline import realtime
-from llmt.pipeline.realtime import Limits, RateLimiter
+from llmt.pipeline.context import Limits
+from llmt.pipeline.realtime import RateLimiter
 from tests.conftest import Project, on_postgres
 from tests.emulator import Emulator, fixtures
 

@@ -109,3 +109,30 @@ def test_retry_after_build_with_a_broken_seed_retries_its_readers_which_load_it_
     assert "no longer in the project" not in result.err and "on 1 model(s): by_country" in result.err
     assert results(project)["seed.countries"] == "success"
     assert project.query("select code from main.by_country") == [("007",)]
+
+
+def test_retry_replays_the_last_runs_vars_and_full_refresh(make_project: MakeProject) -> None:
+    scaled = "select review_id, {} * {{{{ var('factor', 1) }}}} as n from {{{{ ref('stg_reviews') }}}}\n"
+    project = make_project({
+        # an incremental model without a filter on `this`: an increment appends every row again, a full refresh
+        # builds it from scratch
+        "models/numbers.sql": "{{ config(materialized='incremental') }}\n" + scaled.format("length(review_text)"),
+    })
+    assert project.llmt("run").code == 0
+    project.write("models/numbers.sql", "{{ config(materialized='incremental') }}\n"
+                  + scaled.format("cast(review_text as integer)"))
+    assert project.llmt("run", "--full-refresh", "--vars", "{factor: 10}").code == 1
+    args = json.loads((project.root / "target" / "run_results.json").read_text())["args"]
+    assert args["vars"] == {"factor": 10} and args["full_refresh"] is True and args["mode"] is None
+    project.write("models/numbers.sql", "{{ config(materialized='incremental') }}\n"
+                  + scaled.format("length(review_text)"))
+    assert project.llmt("retry").code == 0
+    assert project.query("select count(*), sum(n) from main.numbers") == [(4, 10 * len(
+        "Great phone" "Battery died" "Great phone" "Kabel ist kaputt — schade"))]
+    project.write("models/numbers.sql", "{{ config(materialized='incremental') }}\n"
+                  + scaled.format("cast(review_text as integer)"))
+    assert project.llmt("run", "--vars", "{factor: 10}").code == 1
+    project.write("models/numbers.sql", "{{ config(materialized='incremental') }}\n"
+                  + scaled.format("length(review_text)"))
+    assert project.llmt("retry", "--vars", "{factor: 100}").code == 0  # given to retry: they win
+    assert project.query("select count(*), max(n) from main.numbers") == [(8, 100 * len("Kabel ist kaputt — schade"))]

@@ -17,9 +17,11 @@ import llmt.compile
 from llmt.project import Project as LoadedProject
 from llmt.project import load_project
 from llmt.project.loader import PARSE_CACHE
-from tests.conftest import Project
+from tests.conftest import Project, project_yml
+from tests.emulator import Emulator, fixtures
 
 MakeProject = Callable[[dict[str, str]], Project]
+emulator = fixtures.emulator
 REPO = Path(__file__).resolve().parent.parent
 HEAVY = ("openai", "duckdb", "tiktoken", "llmt.runner", "llmt.pipeline.llm")
 
@@ -35,13 +37,13 @@ MARTS: dict[str, str] = {
 }
 
 
-def imported_after(code: str) -> set[str]:
-    """The modules of HEAVY (and sqlglot) that a fresh interpreter has imported after running ``code``."""
+def imported_after(code: str, heavy: tuple[str, ...] = (*HEAVY, "sqlglot")) -> set[str]:
+    """The modules of ``heavy`` that a fresh interpreter has imported after running ``code``."""
     probe = f"{code}\nimport sys, json\nprint(json.dumps([m for m in sys.modules]))"
     proc = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     modules = set(json.loads(proc.stdout.splitlines()[-1]))
-    return {m for m in (*HEAVY, "sqlglot") if m in modules}
+    return {m for m in heavy if m in modules}
 
 
 def snapshot(project: LoadedProject) -> dict[str, Any]:
@@ -79,6 +81,19 @@ def test_ls_with_a_warm_cache_imports_neither_the_pipeline_nor_sqlglot(make_proj
             f"result = CliRunner().invoke(cli, ['ls', '--project-dir', {str(project.root)!r}])\n"
             "assert result.exit_code == 0 and 'by_product' in result.output, result.output")
     assert imported_after(code) == set()
+
+
+def test_a_no_op_run_imports_nothing_that_only_sending_needs(
+        make_project: MakeProject, emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("OPENAI_BASE_URL", emulator.base_url)
+    project = make_project({"project.yml": project_yml("poll_interval: 0.01")})
+    assert project.llmt("run", "--target", "openai").code == 0  # every row answered through the emulator
+    code = ("from click.testing import CliRunner\nfrom llmt.cli import cli\n"
+            f"result = CliRunner().invoke(cli, ['run', '--target', 'openai', '--project-dir', {str(project.root)!r}])\n"
+            "assert result.exit_code == 0 and '0 new requests' in result.output, result.output")
+    assert imported_after(code, ("openai", "llmt.pipeline.render", "llmt.pipeline.collect", "llmt.pipeline.realtime",
+                                 "llmt.pipeline.embed_lines", "multiprocessing", "urllib.request")) == set()
 
 
 def test_a_cache_hit_gives_the_same_project_without_parsing(

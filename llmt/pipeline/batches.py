@@ -13,7 +13,6 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Generator, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import partial
@@ -23,13 +22,9 @@ from typing import Any, TypeVar, cast
 from llmt.console import Board, OpenBatch
 from llmt.cost import PriceTable
 from llmt.crash import crash_point
-from llmt.pipeline.collect import collect_files
 from llmt.pipeline.context import RunContext
-from llmt.pipeline.embed_lines import collect_embedding_files, schema_dimensions
 from llmt.providers.base import BatchInfo, BatchNotFound, Shard
 from llmt.providers.embeddings import ENDPOINT as EMBEDDINGS
-from llmt.validate import AnswerValidator
-from llmt.warehouse.collecting import Finished, Source
 from llmt.warehouse.store import ShardRow
 
 CHAT = "/v1/chat/completions"  # where a shard's requests go, unless it says otherwise
@@ -43,6 +38,14 @@ MAX_POLL = 60.0  # seconds: the longest pause between two polls
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+def shard_ids(round_id: str, node: str) -> Iterator[str]:
+    """The ids of the shards one round of a model writes: `<round_id>-<node>-0001`, `-0002`, ..."""
+    n = 0
+    while True:
+        n += 1
+        yield f"{round_id}-{node}-{n:04d}"
 
 
 class Batches:
@@ -127,6 +130,8 @@ class Batches:
         into ``errors``)."""
         if not rows:
             return
+        from concurrent.futures import ThreadPoolExecutor, as_completed  # (here: a no-op calls the provider never)
+
         pool = ThreadPoolExecutor(min(CALLS_AT_ONCE, len(rows)), thread_name_prefix="llmt-provider")
         try:
             futures = {pool.submit(call, row): row for row in rows}
@@ -188,6 +193,12 @@ class Batches:
         """Download the results of ended batches, classify them, store attempts and answers (``replace``: new
         answers replace stored ones, --reask) and mark the shards collected: shards of one model together, up to
         COLLECT_REQUESTS requests a transaction. Returns outcome counts."""
+        # (imported here: most runs, a no-op's among them, have nothing to collect)
+        from llmt.pipeline.collect import collect_files
+        from llmt.pipeline.embed_lines import collect_embedding_files, schema_dimensions
+        from llmt.validate import AnswerValidator
+        from llmt.warehouse.collecting import Finished, Source
+
         totals: Counter[str] = Counter()
         for group in _groups(ended):
             node, model, schema = group[0][0].node, group[0][0].model, group[0][0].response_schema
@@ -225,6 +236,8 @@ class Batches:
 
     def _download_all(self, group: list[tuple[ShardRow, BatchInfo]], work_dir: Path) -> list[list[Path]]:
         """Each shard's downloaded result files. Several at a time: one HTTP stream is slower than the disk."""
+        from concurrent.futures import ThreadPoolExecutor
+
         pool = ThreadPoolExecutor(min(DOWNLOADS_AT_ONCE, len(group)), thread_name_prefix="llmt-download")
         try:
             return list(pool.map(lambda ended: self._download(ended[0], ended[1], work_dir), group))

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from llmt.console import Reporter
 from llmt.cost import PriceTable
@@ -16,8 +15,14 @@ from llmt.providers.base import BatchProvider, RealtimeProvider
 from llmt.warehouse.base import Warehouse
 from llmt.warehouse.store import StateStore
 
-if TYPE_CHECKING:
-    from llmt.pipeline.realtime import Limits
+
+@dataclass(frozen=True)
+class Limits:
+    """How realtime requests are paced (the target's provider options)."""
+
+    concurrency: int = 8
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None  # input tokens + max output tokens, as OpenAI counts them
 
 
 @dataclass

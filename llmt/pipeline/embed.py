@@ -23,7 +23,7 @@ import json
 import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -31,17 +31,8 @@ from llmt.cost import BudgetExceeded, PriceTable, check_budget
 from llmt.crash import crash_point
 from llmt.errors import CompileError, ConfigError, LlmtError
 from llmt.persist_docs import Docs, node_docs
-from llmt.pipeline.batches import Batches, InFlight, Steps, Wait
-from llmt.pipeline.collect import Attempt, store
+from llmt.pipeline.batches import Batches, InFlight, Steps, Wait, shard_ids
 from llmt.pipeline.context import ModelPlace, RunContext
-from llmt.pipeline.embed_lines import (
-    EmbeddingShard,
-    Screened,
-    answer_schema,
-    line_attempts,
-    line_inputs,
-    write_embedding_shards,
-)
 from llmt.pipeline.llm import (
     MAX_PAUSE,
     MAX_UNLUCKY_ROUNDS,
@@ -52,21 +43,23 @@ from llmt.pipeline.llm import (
     Step,
     committed_usd,
 )
-from llmt.pipeline.llm import _add as add_counts
-from llmt.pipeline.llm import _ids as shard_ids
-from llmt.pipeline.realtime import REALTIME, Asker, RateLimiter, send_shard
 from llmt.pipeline.spec import KEY_VERSION, send_mode
 from llmt.project import Node, Project
 from llmt.project.config import EXECUTION_KEYS, Execution
-from llmt.providers.base import BatchInfo
+from llmt.providers.base import REALTIME, BatchInfo
 from llmt.providers.embeddings import DEFAULT_DIMENSIONS, ENDPOINT, FIXED_DIMENSIONS, MAX_INPUTS
 from llmt.schema import META_PREFIX
-from llmt.tokens import encoding, encoding_name
 from llmt.warehouse.base import Column
-from llmt.warehouse.collecting import Source
 from llmt.warehouse.outputs import Output, build_output, failed_reasons
 from llmt.warehouse.staging import Inputs, input_counts, pending_keys, pending_rows_sql, stage, stage_table
 from llmt.warehouse.store import NewShard, ShardRow
+
+# What writes, sends and collects requests (pipeline/embed_lines.py, realtime.py, collect.py) is imported where it
+# is used: a run whose rows all have their vector (a no-op) needs none of it.
+if TYPE_CHECKING:
+    from llmt.pipeline.collect import Attempt
+    from llmt.pipeline.embed_lines import EmbeddingShard, Screened
+    from llmt.pipeline.realtime import Asker, RateLimiter
 
 DEFAULT_MODEL = "text-embedding-3-small"
 VECTOR = "embedding"  # the output column of the vectors (and the field of a stored answer)
@@ -226,7 +219,8 @@ class EmbeddingRun:
             described = self.wh.describe(select, where=self.place.where)
             check_columns(self.spec, self.place.where, described)
             stage(self.wh, self.store, Inputs(self.name, select, [self.spec.column], self.spec.unique_key,
-                                              self.spec.template_hash, KEY_VERSION, self.place.where), described)
+                                              self.spec.template_hash, KEY_VERSION, self.place.where,
+                                              self.place.reads), described)
             self.columns = described
             result.rows, result.cached, result.deduplicated = input_counts(self.wh, self.store, self.stage, self.name)
         if self.options.reask:
@@ -296,6 +290,10 @@ class EmbeddingRun:
         rows = pending_rows_sql(wh, self.stage, [spec.column], keys, staged=True) + " ORDER BY _llmt_request_key"
         if limit is not None:
             rows += f" LIMIT {int(limit)}"
+        from llmt.pipeline.embed_lines import Screened, answer_schema, write_embedding_shards
+        from llmt.pipeline.realtime import send_shard
+        from llmt.tokens import encoding, encoding_name
+
         screened = Screened([], [])
         price = self.ctx.prices.price(spec.model)
         encode = encoding(encoding_name(spec.model)).encode_ordinary
@@ -332,8 +330,8 @@ class EmbeddingRun:
             yield from self._drive(self.batches.open_shards(self.name))
         else:
             for row in self.store.shards([sh.shard_id for sh in shards]):
-                add_counts(self.result.outcomes, send_shard(self.ctx, row, spec.provider, self.options.reask,
-                                                      embedding_asker(self.ctx, row, spec.dimensions)))
+                self.result.add_outcomes(send_shard(self.ctx, row, spec.provider, self.options.reask,
+                                                    embedding_asker(self.ctx, row, spec.dimensions)))
             self._add_spend()
         return sent + len(screened.empty) + len(screened.too_long)
 
@@ -351,6 +349,9 @@ class EmbeddingRun:
         """Inputs not sent: a final attempt each, nothing billed."""
         if not screened.empty and not screened.too_long:
             return
+        from llmt.pipeline.collect import Attempt, store
+        from llmt.warehouse.collecting import Source
+
         limit = self.ctx.prices.price(self.spec.model).limits(0).limit
         attempts = [Attempt(key, "http_error", status_code=400, error_code="empty_input",
                             detail="the text is empty (or NULL): the embeddings endpoint refuses it, so it was not "
@@ -360,7 +361,7 @@ class EmbeddingRun:
         with self.wh.transaction():
             store(self.wh, attempts, f"{self.ctx.run_id}r{self.rounds}-{self.name}-not-sent",
                   Source(self.ctx.run_id, self.name, self.spec.model, mode == "batch", self.spec.provider))
-        add_counts(self.result.outcomes, {"http_error": len(screened.empty), "too_long": len(screened.too_long)})
+        self.result.add_outcomes({"http_error": len(screened.empty), "too_long": len(screened.too_long)})
         self.ctx.reporter.warn(f"{self.name}: {len(screened.empty)} empty input(s) and {len(screened.too_long)} "
                                f"over {self.spec.model}'s token limit: not sent, listed in {self.name}__errors")
 
@@ -368,7 +369,7 @@ class EmbeddingRun:
         """Submit the shards, wait for their batches to end (with --no-wait: a look at them), collect those that
         ended."""
         ended = yield Wait(rows, self.deadline if self.options.wait else time.monotonic())
-        add_counts(self.result.outcomes, self.batches.collect(
+        self.result.add_outcomes(self.batches.collect(
             [(r, ended[r.shard_id]) for r in rows if r.shard_id in ended], self.place.work_dir, self.options.reask))
         self._add_spend()
 
@@ -383,6 +384,8 @@ class EmbeddingRun:
 
 def embedding_asker(run: RunContext, row: ShardRow, dimensions: int) -> Asker:
     """How an embedding shard's requests are sent in realtime, and their answers made attempts."""
+    from llmt.pipeline.embed_lines import line_attempts, line_inputs
+
     keys = sorted(run.store.shard_keys(row.shard_id))
     provider, prices = run.providers.realtime, run.prices
 

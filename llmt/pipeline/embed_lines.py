@@ -22,7 +22,8 @@ from typing import IO, Any
 
 from llmt.errors import NodeError
 from llmt.pipeline.collect import Attempt, failed, store
-from llmt.pipeline.render import MAX_BYTES_PER_BATCH, WRITE_BUFFER, WrittenShard
+from llmt.pipeline.render import WRITE_BUFFER, WrittenShard
+from llmt.providers.base import MAX_BYTES_PER_BATCH
 from llmt.providers.embeddings import ENDPOINT, MAX_BATCH_INPUTS, MAX_REQUEST_TOKENS
 from llmt.warehouse.base import Warehouse
 from llmt.warehouse.collecting import UNANSWERED, Finished, Source

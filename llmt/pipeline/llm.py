@@ -4,36 +4,31 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llmt.cost import Budget, BudgetExceeded, check_budget
 from llmt.crash import crash_point
 from llmt.errors import LlmtError, NodeError
-from llmt.pipeline.batches import Batches, InFlight, Steps, Wait
-from llmt.pipeline.collect import Attempt, store
+from llmt.pipeline.batches import Batches, InFlight, Steps, Wait, shard_ids
 from llmt.pipeline.context import ModelPlace, RunContext
-from llmt.pipeline.escalate import EscalationBound, eligible_sql, escalation_reserve
-from llmt.pipeline.realtime import REALTIME, send_shard
 from llmt.pipeline.rekey import upgrade_keys
-from llmt.pipeline.render import (
-    MAX_REQUESTS_PER_BATCH,
-    WrittenShard,
-    count_exactly,
-    render_pending,
-    write_shards,
-)
 from llmt.pipeline.spec import LlmSpec, escalation_spec, send_mode
 from llmt.pipeline.stage import stage_inputs
 from llmt.project import Project
-from llmt.providers.base import BatchInfo
-from llmt.tokens import MEMO_FILE, TokenMemo
+from llmt.providers.base import MAX_REQUESTS_PER_BATCH, REALTIME, BatchInfo
 from llmt.warehouse.base import Column, TempTable
-from llmt.warehouse.collecting import Source
 from llmt.warehouse.outputs import Output, build_output, failed_reasons
 from llmt.warehouse.staging import input_counts, pending_keys, pending_rows_sql, stage_table
 from llmt.warehouse.store import NewShard, ShardRow
+
+# What renders, sends and collects requests (pipeline/render.py, realtime.py, collect.py, escalate.py) is imported
+# where it is used: a run whose rows all have their answer (a no-op) needs none of it.
+if TYPE_CHECKING:
+    from llmt.pipeline.escalate import EscalationBound
+    from llmt.pipeline.render import WrittenShard
 
 # Rounds in which requests came back unanswered through no fault of their own (expired, missing, 429/5xx, a
 # full batch queue: they use up no attempt) are followed by a pause, doubling from twice the poll interval up
@@ -84,6 +79,11 @@ class LlmResult:
     stopped: str | None = None  # why sending stopped with rows still pending (a user's cancel, provider trouble)
     failed_reasons: dict[str, int] = field(default_factory=dict)  # failed rows by reason (`<model>__errors`)
 
+    def add_outcomes(self, counts: dict[str, int]) -> None:
+        """Count attempts' outcomes (e.g. what a collect or a realtime send gave) into ``outcomes``."""
+        for key, n in counts.items():
+            self.outcomes[key] = self.outcomes.get(key, 0) + n
+
     def as_dict(self) -> dict[str, object]:
         return {
             "rows": self.rows, "cached": self.cached, "deduplicated": self.deduplicated,
@@ -95,13 +95,6 @@ class LlmResult:
             "usage": self.usage, "open_batches": self.open_batches, "reasked": self.reasked,
             "failed_reasons": self.failed_reasons, "stopped": self.stopped,
         }
-
-
-def _ids(run_id: str, node: str) -> Iterator[str]:
-    n = 0
-    while True:
-        n += 1
-        yield f"{run_id}-{node}-{n:04d}"
 
 
 class CanaryFailed(NodeError):
@@ -276,6 +269,10 @@ class NodeRun:
             return 0
         if limit is not None:  # --sample, the canary: the first by request key (a re-run continues with the rest)
             pending = f"SELECT * FROM ({pending}) AS p ORDER BY _llmt_request_key LIMIT {int(limit)}"
+        from llmt.pipeline.realtime import send_shard
+        from llmt.pipeline.render import render_pending, write_shards
+        from llmt.tokens import MEMO_FILE, TokenMemo
+
         memo = TokenMemo(self.ctx.target_dir / MEMO_FILE)
         max_out = int(spec.params["max_output_tokens"])
         limits = self.ctx.prices.price(spec.model).limits(max_out)
@@ -284,7 +281,7 @@ class NodeRun:
             with self.reporter.progress(f"{self.name}: rendering", total) as bar:
                 shards = write_shards(
                     render_pending(self.wh, pending, spec.columns, spec, memo), self.work_dir,
-                    _ids(f"{self.ctx.run_id}r{self.rounds}", self.name), exact=False,
+                    shard_ids(f"{self.ctx.run_id}r{self.rounds}", self.name), exact=False,
                     max_requests=self.options.max_requests_per_batch, limits=limits, too_long=too_long,
                     advance=bar.advance,
                 )
@@ -325,7 +322,7 @@ class NodeRun:
             yield from self._drive(self.batches.open_shards(self.name))
         else:
             for row in self.store.shards([sh.shard_id for sh in shards]):
-                _add(self.result.outcomes, send_shard(self.ctx, row, spec.provider, self.options.reask))
+                self.result.add_outcomes(send_shard(self.ctx, row, spec.provider, self.options.reask))
             self._add_spend()
         return sent
 
@@ -383,6 +380,8 @@ class NodeRun:
             recounted = count_open_exactly(self.ctx)
             if not inexact and not recounted:
                 raise
+        from llmt.pipeline.render import count_exactly
+
         for sh, (tokens, largest) in zip(inexact, count_exactly([sh.path for sh in inexact]), strict=True):
             sh.input_tokens, sh.largest, sh.exact = tokens, largest, True
         return check()
@@ -393,6 +392,8 @@ class NodeRun:
         run waits for the primary model's answers)."""
         if not self.options.wait:
             return None
+        from llmt.pipeline.escalate import escalation_reserve
+
         return escalation_reserve(self.wh, self.stage, self.columns, self.ctx.prices, self.spec, self.result.rows,
                                   pending, too_long, self.options.mode, self.place.where)
 
@@ -407,11 +408,14 @@ class NodeRun:
                         f"{price.context_window} of {spec.model}")
             return f"{tokens} input tokens > the {price.max_input} input tokens {spec.model} accepts"
 
+        from llmt.pipeline.collect import Attempt, store
+        from llmt.warehouse.collecting import Source
+
         attempts = [Attempt(key, "too_long", detail=why(tokens)) for key, tokens in rows]
         with self.wh.transaction():
             store(self.wh, attempts, f"{self.ctx.run_id}r{self.rounds}-{self.name}-too-long",
                   Source(self.ctx.run_id, self.name, spec.model, mode == "batch", spec.provider))
-        _add(self.result.outcomes, {"too_long": len(rows)})
+        self.result.add_outcomes({"too_long": len(rows)})
         self.reporter.warn(f"{self.name}: {len(rows)} request(s) too long for {spec.model}'s context window: "
                            f"not sent, listed in {self.name}__errors (too_long)")
 
@@ -419,8 +423,8 @@ class NodeRun:
         """Submit the shards, wait for their batches to end (with --no-wait: a look at them) and collect those
         that ended."""
         ended = yield Wait(rows, self.deadline if self.options.wait else time.monotonic())
-        _add(self.result.outcomes, self.batches.collect([(r, ended[r.shard_id]) for r in rows if r.shard_id in ended],
-                                                        self.work_dir, self.options.reask))
+        self.result.add_outcomes(self.batches.collect([(r, ended[r.shard_id]) for r in rows if r.shard_id in ended],
+                                                      self.work_dir, self.options.reask))
         self._add_spend()
 
     def _add_spend(self) -> None:
@@ -465,6 +469,8 @@ class NodeRun:
             )
 
     def _escalate(self, escalated: LlmSpec) -> Step:
+        from llmt.pipeline.escalate import eligible_sql
+
         esc = self.spec.execution.escalate
         assert esc is not None
         source = f"({eligible_sql(self.wh, self.stage, self.columns, self.spec, escalated, self.place.where)})"
@@ -507,6 +513,8 @@ def count_open_exactly(run: RunContext) -> bool:
     rows = [(shard_id, Path(path)) for shard_id, path in run.store.inexact_open_shards() if Path(path).is_file()]
     if not rows:
         return False
+    from llmt.pipeline.render import count_exactly
+
     counts = count_exactly([path for _, path in rows])
     with run.warehouse.transaction():
         for (shard_id, _), (tokens, _largest) in zip(rows, counts, strict=True):
@@ -535,8 +543,3 @@ def rebuild_output(run: RunContext, place: ModelPlace, spec: LlmSpec, columns: l
                         spec.template_hash, spec.provider, spec.output_columns,
                         escalated.template_hash if escalated is not None else None, spec.docs)
         return build_output(wh, run.store, output, since)
-
-
-def _add(into: dict[str, int], counts: dict[str, int]) -> None:
-    for key, n in counts.items():
-        into[key] = into.get(key, 0) + n

@@ -16,12 +16,12 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmt.crash import crash_point
 from llmt.pipeline.collect import Attempt, classify, store
+from llmt.pipeline.context import Limits
 from llmt.tokens import RequestCounter
 from llmt.validate import AnswerValidator
 from llmt.warehouse.collecting import Source
@@ -30,15 +30,7 @@ from llmt.warehouse.store import ShardRow
 if TYPE_CHECKING:
     from llmt.pipeline.context import RunContext
 
-REALTIME = "realtime"  # the provider column of realtime shards
 GRACE_SECONDS = 10.0  # on Ctrl-C, how long to wait for requests already sent
-
-
-@dataclass(frozen=True)
-class Limits:
-    concurrency: int = 8
-    requests_per_minute: int | None = None
-    tokens_per_minute: int | None = None  # input tokens + max output tokens, as OpenAI counts them
 
 
 class RateLimiter:

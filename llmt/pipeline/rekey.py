@@ -29,7 +29,6 @@ from llmt.pipeline.context import ModelPlace
 from llmt.pipeline.spec import KEY_VERSION, KEY_VERSIONS, PROVIDER_KINDS, KeyVersion, LlmSpec
 from llmt.project import Project
 from llmt.prompts import PromptRenderer
-from llmt.providers.synth import request_seed, synth_answer
 from llmt.warehouse.base import Column, TempTable, Warehouse
 from llmt.warehouse.rekeying import copy_answers, record_provenance, rekey_rows, unknown_answers
 from llmt.warehouse.staging import stage_table, staged_fingerprint
@@ -107,6 +106,8 @@ def _decide_unknown(wh: Warehouse, rekey: TempTable, table: str, spec: LlmSpec,
     rows = unknown_answers(wh, rekey, table, spec.unique_key, spec.columns)
     if not rows:
         return
+    from llmt.providers.synth import request_seed, synth_answer  # (here: answers of older llmt are rare)
+
     renderer, pins = PromptRenderer(spec.prompt), pinned()
     decided: list[tuple[str, str]] = []
     for key, answer, *values in rows:

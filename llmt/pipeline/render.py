@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from json.encoder import encode_basestring as _json_text
-from multiprocessing.pool import AsyncResult
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from llmt.cost import RequestLimits
 from llmt.errors import NodeError
 from llmt.pipeline.spec import ENDPOINT, LlmSpec
 from llmt.prompts import PromptRenderer
+from llmt.providers.base import MAX_BYTES_PER_BATCH, MAX_REQUESTS_PER_BATCH
 from llmt.tokens import RequestCounter, TokenMemo, count_batch_file, count_request
 from llmt.warehouse.base import Warehouse
 
-MAX_REQUESTS_PER_BATCH = 50_000
-MAX_BYTES_PER_BATCH = 190 * 1024 * 1024  # OpenAI's limit is 200 MB per input file
+if TYPE_CHECKING:
+    from multiprocessing.pool import AsyncResult
+
 PARALLEL_AFTER = 20_000  # rows rendered in-process before worker processes start (they take ~0.5 s)
 CHUNK_ROWS = 2_000  # rows per task sent to a worker
 MAX_WORKERS = 8
@@ -201,6 +201,8 @@ def _count_chunk(contents: list[tuple[str | None, str]]) -> list[int]:
 def _parallel(rows: Iterator[tuple[Any, ...]], renderer: _LineRenderer, n: int) -> Iterator[tuple[str, bytes, int]]:
     """Render here and count tokens (most of the work) in ``n`` worker processes, a bounded number of
     chunks in flight; lines come out in order."""
+    import multiprocessing  # (here: only rendering many rows uses worker processes)
+
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
     with context.Pool(n, initializer=_init_worker, initargs=(renderer.spec.model, renderer.response_format)) as pool:
@@ -331,5 +333,7 @@ def count_exactly(paths: list[Path], workers: int | None = None) -> list[tuple[i
     n = min(_workers(workers)[0], len(paths))
     if n <= 1:
         return [count_batch_file(str(p)) for p in paths]
+    import multiprocessing
+
     with multiprocessing.get_context("forkserver").Pool(n) as pool:
         return pool.map(count_batch_file, [str(p) for p in paths])

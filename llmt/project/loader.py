@@ -93,6 +93,7 @@ class Project:
     parse_cache: ParseCache = field(default_factory=ParseCache)
     seeds: dict[str, Seed] = field(default_factory=dict)
     macros: Macros = field(default_factory=Macros)  # macros/*.sql
+    cli_vars: dict[str, Any] = field(default_factory=dict)  # what --vars gave (`vars` has them merged)
 
     @property
     def name(self) -> str:
@@ -172,6 +173,7 @@ def load_project(
         ParseCache(project_dir / "target" / PARSE_CACHE), seeds,
     )
     project.macros = load_macros(project_dir, config.macro_paths, project.parse_cache)
+    project.cli_vars = dict(cli_vars or {})
     for prop_path, index, model_props in props:
         if model_props.name not in nodes:
             raise ConfigError(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmt.compile import env_var, render_jinja
 from llmt.errors import ConfigError, did_you_mean
 from llmt.providers.base import BatchProvider, RealtimeProvider
-from llmt.providers.finetuning import FineTuner
+
+if TYPE_CHECKING:
+    from llmt.providers.finetuning import FineTuner
 
 PROVIDERS = ("fake", "openai")
 FAKE_REMOTE = "fake_remote"  # in target/: the fake provider's files and batches (its "remote")

@@ -32,6 +32,9 @@ class BatchNotFound(ProviderError):
 
 
 TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
+MAX_REQUESTS_PER_BATCH = 50_000  # the Batch API's limits of one batch: requests, and bytes of its input file
+MAX_BYTES_PER_BATCH = 190 * 1024 * 1024  # (OpenAI's limit is 200 MB per input file)
+REALTIME = "realtime"  # the provider column of shards sent in realtime
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -31,8 +32,12 @@ T = TypeVar("T")
 
 def make_client(options: dict[str, Any], where: str) -> openai.OpenAI:
     """An SDK client from target options (OpenAI, any compatible base URL, or Azure OpenAI)."""
-    import openai
+    return client_maker(options, where)()
 
+
+def client_maker(options: dict[str, Any], where: str) -> Callable[[], openai.OpenAI]:
+    """What makes the SDK client of ``options``, which are checked now (a configuration error comes before
+    anything runs); the SDK is imported when it is called (importing it costs more than a whole no-op run)."""
     for key in options:
         if key not in OPTION_KEYS:
             raise ConfigError(
@@ -50,37 +55,50 @@ def make_client(options: dict[str, Any], where: str) -> openai.OpenAI:
             "a self-hosted server that needs none takes any value, e.g. api_key: local).",
         )
     logs.secret(api_key)
-    common: dict[str, Any] = {
-        "api_key": api_key,
-        "http_client": openai.DefaultHttpxClient(event_hooks=logs.http_hooks()),  # each call logged
-        "max_retries": int(options.get("max_retries", 3)),
-        "timeout": float(options.get("timeout", 120.0)),
-    }
-    if options.get("azure_endpoint"):
-        return openai.AzureOpenAI(
-            azure_endpoint=str(options["azure_endpoint"]),
-            api_version=str(options.get("api_version") or "2024-10-21"),
+    max_retries, timeout = int(options.get("max_retries", 3)), float(options.get("timeout", 120.0))
+
+    def make() -> openai.OpenAI:
+        import openai
+
+        common: dict[str, Any] = {
+            "api_key": api_key,
+            "http_client": openai.DefaultHttpxClient(event_hooks=logs.http_hooks()),  # each call logged
+            "max_retries": max_retries,
+            "timeout": timeout,
+        }
+        if options.get("azure_endpoint"):
+            return openai.AzureOpenAI(
+                azure_endpoint=str(options["azure_endpoint"]),
+                api_version=str(options.get("api_version") or "2024-10-21"),
+                **common,
+            )
+        return openai.OpenAI(
+            base_url=options.get("base_url") or None,
+            organization=options.get("organization") or None,
+            project=options.get("project") or None,
             **common,
         )
-    return openai.OpenAI(
-        base_url=options.get("base_url") or None,
-        organization=options.get("organization") or None,
-        project=options.get("project") or None,
-        **common,
-    )
+
+    return make
 
 
 class OpenAIBatchProvider(BatchProvider):
     name = "openai"
 
-    def __init__(self, client: openai.OpenAI, *, list_limit: int = 10_000, backoff: float = 1.0) -> None:
-        self.client = client
+    def __init__(self, connect: Callable[[], openai.OpenAI], *, list_limit: int = 10_000,
+                 backoff: float = 1.0) -> None:
+        self.connect = connect
         self.list_limit = list_limit  # how many recent batches find_batch looks through
         self.backoff = backoff
 
     @classmethod
     def from_options(cls, options: dict[str, Any], where: str) -> OpenAIBatchProvider:
-        return cls(make_client(options, where), list_limit=int(options.get("list_limit", 10_000)))
+        return cls(client_maker(options, where), list_limit=int(options.get("list_limit", 10_000)))
+
+    @cached_property
+    def client(self) -> openai.OpenAI:
+        """The SDK client, made when first used: a run that finds nothing to send never imports the SDK."""
+        return self.connect()
 
     # -- the lifecycle ----------------------------------------------------------------------
     def upload(self, shard: Shard) -> str:
@@ -162,7 +180,8 @@ class OpenAIBatchProvider(BatchProvider):
         return f"{self.client.base_url} accepted the API key (listing batches: {len(page.data)} shown)"
 
     def close(self) -> None:
-        self.client.close()
+        if "client" in self.__dict__:  # (made)
+            self.client.close()
 
     def _call(self, what: str, func: Any) -> Any:
         import openai

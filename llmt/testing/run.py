@@ -10,8 +10,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from llmt.artifacts import write_run_results
+from llmt.artifacts import run_args, write_run_results
 from llmt.console import Console
 from llmt.file_sources import load_file_sources
 from llmt.pipeline.llm import LlmOptions
@@ -102,7 +103,7 @@ def test_project(
                 _add(report, run_data_test(wh, project, test, store_failures), console)
         finally:
             wh.close()
-    _finish(project, report, console, junit, started, "test")
+    _finish(project, report, console, junit, started, "test", run_args(project, store_failures=store_failures))
     return report
 
 
@@ -173,7 +174,8 @@ def build_project(
             _add(report, TestResult(unit.name, "unit", "unit", unit.node.name, unit.where, "skipped",
                                     message=f"skipped: `{unit.node.name}` was skipped"), console)
     report.run_id = report.nodes.run_id
-    _finish(project, report, console, junit, started, "build")
+    _finish(project, report, console, junit, started, "build",
+            run_args(project, options, store_failures=store_failures))
     return report
 
 
@@ -184,11 +186,11 @@ def _add(report: TestReport, result: TestResult, console: Console) -> TestResult
 
 
 def _finish(project: Project, report: TestReport, console: Console, junit: Path | None, started: float,
-            command: str) -> None:
+            command: str, args: dict[str, Any]) -> None:
     report.seconds = time.monotonic() - started
     nodes = [r.as_dict() for r in report.nodes.results] if report.nodes else []
     write_run_results(project, report.run_id, [*nodes, *(r.as_dict() for r in report.results)], report.seconds,
-                      command)
+                      command, args)
     if junit is not None:
         write_junit(junit, report.results, f"llmt {command}", report.seconds)
     if console.json_output:

@@ -38,9 +38,8 @@ from llmt.compile import Captured, Source, SqlContext, check_sql, relation, rend
 from llmt.console import Reporter
 from llmt.errors import ConfigError, LlmtError, did_you_mean
 from llmt.pipeline.batches import Batches
-from llmt.pipeline.context import ModelPlace, Providers, RunContext
+from llmt.pipeline.context import Limits, ModelPlace, Providers, RunContext
 from llmt.pipeline.llm import Budgets, LlmOptions, NodeRun
-from llmt.pipeline.realtime import Limits
 from llmt.pipeline.spec import LlmSpec, build_spec
 from llmt.project import Node, Project
 from llmt.project.yamlfile import line_of, validate
