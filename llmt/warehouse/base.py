@@ -264,6 +264,11 @@ class Warehouse(ABC):
     def drop_temp(self, table: TempTable) -> None:
         self.execute(f"DROP TABLE IF EXISTS {table.name}")
 
+    def analyze(self, table: str, rows: int) -> None:
+        """Statistics for the planner of llmt's own ``table`` after ``rows`` rows went into it, where the engine
+        keeps them only when asked (DuckDB keeps its own as it writes)."""
+        return None
+
     @abstractmethod
     def comments(self, schema: str, name: str) -> tuple[str, str | None, dict[str, str | None]] | None:
         """A relation's kind ('TABLE' or 'VIEW'), comment and column comments (in column order); None when it
