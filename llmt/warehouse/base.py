@@ -98,7 +98,6 @@ class Warehouse(ABC):
     UPDATES: ClassVar[bool] = True  # DELETE and UPDATE on tables
     RESULT_FILES: ClassVar[bool] = False  # batch result files are read and classified in SQL
     COMPRESSION: ClassVar[bool] = False  # llmt chooses how each column is stored (create_table's compression)
-    CTE_MATERIALIZED: ClassVar[str] = "MATERIALIZED"  # what makes a CTE be computed once (`WITH x AS ... (...)`)
     QUOTE: ClassVar[str] = '"'  # quotes identifiers
     FENCE: ClassVar[str] = ""  # ends a subquery whose expressions must be computed once per row, not per use
     ROW_PER_KEY: ClassVar[bool] = True  # False: one_row_per_key_sql may repeat a key (its reader keeps the first)

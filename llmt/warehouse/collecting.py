@@ -178,7 +178,6 @@ def insert_collected(wh: Warehouse, collected: TempTable, source: Source, replac
         {wh.unstored_sql(c, f"{s}.attempts", ("shard_id", "request_key"))}""",
         [source.run_id, source.node, source.model, source.batch, source.provider],
     )
-    wh.analyze(f"{s}.attempts", collected.rows)  # (joined again by the output build that follows)
     crash_point("mid_store")
     if replace:
         wh.execute(f"DELETE FROM {s}.answers WHERE request_key IN (SELECT request_key FROM {c} WHERE outcome = 'ok')")
@@ -195,7 +194,6 @@ def insert_collected(wh: Warehouse, collected: TempTable, source: Source, replac
         {wh.unstored_sql(c, f"{s}.answers", ("request_key",))} AND c.outcome = 'ok' {first}""",
         [source.model, source.node, source.provider],
     )
-    wh.analyze(f"{s}.answers", collected.rows)
     wh.drop_temp(collected)
 
 
