@@ -337,3 +337,40 @@ def test_readers_never_see_a_half_built_output_table(project: Project, pg: PgDat
         reader.join()
     assert not failures, failures[:3]
     assert seen and set(seen) == {(rows, rows, rows)}, Counter(seen)
+
+
+def test_answer_fields_that_do_not_cast_read_as_null_and_lists_keep_their_order(pg: PgDatabase) -> None:
+    """The output's typed columns from stored answers (`answer_sql`, `answer_field_sql`): an answer stored
+    under an older schema shows NULL where its value is not of the column's type, never an error."""
+    from llmt.project.config import PostgresConfig
+    from llmt.warehouse.postgres import PostgresWarehouse
+
+    fields = {"n": "BIGINT", "x": "DOUBLE", "b": "BOOLEAN", "d": "DATE", "t": "TIMESTAMPTZ", "s": "VARCHAR",
+              "tags": ["VARCHAR"], "counts": ["BIGINT"]}
+    answers = [
+        {"n": 5, "x": 1.5, "b": True, "d": "2024-02-29", "t": "2024-01-02T03:04:05Z", "s": "a",
+         "tags": ["z", "a", "m", "b", None, "a"], "counts": [3, 1, 2]},
+        {"n": "many", "x": "n/a", "b": "maybe", "d": "soon", "t": "later", "s": 7, "tags": "z,a",
+         "counts": [1, "two", 3.0]},
+        {"n": "12", "x": "2.5", "tags": [], "counts": None},
+        {},
+        None,
+    ]
+    wh = PostgresWarehouse(PostgresConfig(type="postgres", dsn=pg.uri), "test")
+    try:
+        columns = ", ".join(f"{wh.answer_field_sql('j.a', f, kind)} AS {f}" for f, kind in fields.items())
+        rows = wh.fetchall(f"SELECT {columns} FROM (SELECT v.n, {wh.answer_sql('v.a', fields)} AS a FROM "
+                           f"unnest(?::text[]) WITH ORDINALITY AS v(a, n) OFFSET 0) j ORDER BY j.n",
+                           [[None if a is None else json.dumps(a) for a in answers]])
+    finally:
+        wh.close()
+    day, at = rows[0][3], rows[0][4]
+    assert str(day) == "2024-02-29" and at.isoformat() == "2024-01-02T03:04:05+00:00"
+    assert [r[:3] + r[5:] for r in rows] == [
+        (5, 1.5, True, "a", ["z", "a", "m", "b", None, "a"], [3, 1, 2]),
+        (None, None, None, "7", None, [1, None, 3]),
+        (12, 2.5, None, None, [], None),
+        (None,) * 6,
+        (None,) * 6,
+    ]
+    assert [r[3:5] for r in rows[1:]] == [(None, None)] * 4

@@ -41,46 +41,63 @@ class Attempt:
 
 
 def classify(line: dict[str, Any], validator: AnswerValidator) -> Attempt:
-    """One batch output/error line -> an Attempt (the realtime path, and result files on engines that do not
-    read them in SQL). On DuckDB `collect_files` does the same to whole files in SQL: tests/test_collect_sql.py
-    checks that the two agree. A field of another type than the Batch API's reads as missing, as there."""
+    """One batch output/error line -> an Attempt (the realtime path; `classify_line` gives its fields)."""
+    return Attempt(*classify_line(line, validator))
+
+
+# what `classify_line` gives: request_key, outcome, answer, status_code, error_code, detail, prompt_tokens,
+# completion_tokens, cached_tokens (Attempt's fields, in its order, without the cost)
+Line = tuple[str, str, str | None, int | None, str | None, str | None, int, int, int]
+
+
+def classify_line(line: dict[str, Any], validator: AnswerValidator) -> Line:
+    """One batch output/error line -> its attempt's fields (the realtime path, and result files on engines that
+    do not read them in SQL). On DuckDB `collect_files` does the same to whole files in SQL:
+    tests/test_collect_sql.py checks that the two agree. A field of another type than the Batch API's reads as
+    missing, as there. (Written for the common line, a 200 with an answer: collect runs it for every line.)"""
     key = str(line.get("custom_id"))
-    unanswered = failed(line, key)
-    if unanswered is not None:
-        return unanswered
-    body = _object(_object(line.get("response")).get("body"))
-    usage = _object(body.get("usage"))
-    att = Attempt(
-        key, "ok", status_code=200,
-        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        completion_tokens=int(usage.get("completion_tokens") or 0),
-        cached_tokens=int(_object(usage.get("prompt_tokens_details")).get("cached_tokens") or 0),
-    )
+    response = line.get("response")
+    status = response.get("status_code") if isinstance(response, dict) else None
+    if status != 200 or not isinstance(status, int):
+        a = failed(line, key)
+        if a is not None:  # (always: failed() reads the same status)
+            return (a.request_key, a.outcome, a.answer, a.status_code, a.error_code, a.detail, a.prompt_tokens,
+                    a.completion_tokens, a.cached_tokens)
+    body = response.get("body") if isinstance(response, dict) else None
+    if not isinstance(body, dict):
+        body = {}
+    usage = body.get("usage")
+    if isinstance(usage, dict):
+        details = usage.get("prompt_tokens_details")
+        prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+        cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
+    else:
+        prompt = completion = cached = 0
     choices = body.get("choices")
     if not isinstance(choices, list) or not choices:
-        att.outcome, att.detail = "invalid_json", "the response has no choices"
-        return att
-    choice = _object(choices[0])
-    message = _object(choice.get("message"))
+        return key, "invalid_json", None, 200, None, "the response has no choices", prompt, completion, cached
+    choice = choices[0]
+    if not isinstance(choice, dict):
+        choice = {}
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        message = {}
     finish = choice.get("finish_reason")
-    if message.get("refusal"):
-        att.outcome, att.detail = "refused", str(message["refusal"])[:500]
-    elif finish == "length":
-        att.outcome, att.detail = "truncated", "finish_reason=length: raise max_output_tokens"
-    elif finish == "content_filter":
-        att.outcome, att.detail = "content_filter", "finish_reason=content_filter"
-    else:
-        content = message.get("content")
-        if not isinstance(content, str):
-            att.outcome, att.detail = "invalid_json", "the message has no content"
-        else:
-            outcome, reason = validator.check(content)
-            att.outcome = outcome
-            if outcome == "ok":
-                att.answer = content
-            else:
-                att.detail = reason[:500]
-    return att
+    refusal = message.get("refusal")
+    if refusal:
+        return key, "refused", None, 200, None, str(refusal)[:500], prompt, completion, cached
+    if finish == "length":
+        return (key, "truncated", None, 200, None, "finish_reason=length: raise max_output_tokens", prompt,
+                completion, cached)
+    if finish == "content_filter":
+        return key, "content_filter", None, 200, None, "finish_reason=content_filter", prompt, completion, cached
+    content = message.get("content")
+    if not isinstance(content, str):
+        return key, "invalid_json", None, 200, None, "the message has no content", prompt, completion, cached
+    outcome, reason = validator.check(content)
+    if outcome == "ok":
+        return key, "ok", content, 200, None, None, prompt, completion, cached
+    return key, outcome, None, 200, None, reason[:500], prompt, completion, cached
 
 
 def failed(line: dict[str, Any], key: str) -> Attempt | None:
@@ -131,9 +148,7 @@ def _classified_lines(validator: AnswerValidator, finished: Finished) -> Iterato
                 except ValueError:
                     continue
                 if isinstance(line, dict):
-                    a = classify(line, validator)
-                    yield (a.request_key, a.outcome, a.answer, a.status_code, a.error_code, a.detail, a.prompt_tokens,
-                           a.completion_tokens, a.cached_tokens)
+                    yield classify_line(line, validator)
 
 
 def store(wh: Warehouse, attempts: list[Attempt], shard_id: str, source: Source, replace: bool = False) -> None:

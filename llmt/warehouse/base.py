@@ -98,7 +98,6 @@ class Warehouse(ABC):
     UPDATES: ClassVar[bool] = True  # DELETE and UPDATE on tables
     RESULT_FILES: ClassVar[bool] = False  # batch result files are read and classified in SQL
     COMPRESSION: ClassVar[bool] = False  # llmt chooses how each column is stored (create_table's compression)
-    CTE_MATERIALIZED: ClassVar[str] = "MATERIALIZED"  # what makes a CTE be computed once (`WITH x AS ... (...)`)
     QUOTE: ClassVar[str] = '"'  # quotes identifiers
     FENCE: ClassVar[str] = ""  # ends a subquery whose expressions must be computed once per row, not per use
     ROW_PER_KEY: ClassVar[bool] = True  # False: one_row_per_key_sql may repeat a key (its reader keeps the first)
@@ -263,6 +262,11 @@ class Warehouse(ABC):
 
     def drop_temp(self, table: TempTable) -> None:
         self.execute(f"DROP TABLE IF EXISTS {table.name}")
+
+    def analyze(self, table: str, rows: int) -> None:
+        """Statistics for the planner of llmt's own ``table`` after ``rows`` rows went into it, where the engine
+        keeps them only when asked (DuckDB keeps its own as it writes)."""
+        return None
 
     @abstractmethod
     def comments(self, schema: str, name: str) -> tuple[str, str | None, dict[str, str | None]] | None:

@@ -117,15 +117,21 @@ def collect_lines(wh: Warehouse, *, finished: list[Finished], read: Lines, sourc
     names = [n for n in LINE_TYPES if n not in ("shard_id", "n")]
     lines = wh.temp_rows("_llmt_lines", {n: [] for n in LINE_TYPES}, LINE_TYPES)
     n = 0
+    # whether a key has several lines, by the hashes of the keys seen (cheaper than counting distinct keys in
+    # SQL afterwards; two keys of the same hash only take the slower way that is right for any lines)
+    seen: set[int] = set()
     for f in finished:
         chunk: list[Sequence[Any]] = []
         for line in read(f):
             chunk.append(line)
+            seen.add(hash(line[0]))
             if len(chunk) >= LOAD_ROWS:
                 n = _load_lines(wh, lines, f.shard_id, chunk, names, n)
         n = _load_lines(wh, lines, f.shard_id, chunk, names, n)
+    several = len(seen) < n
+    del seen
+    wh.analyze(lines.name, n)  # (the reconcile's joins are planned for the lines' real number)
     ended = _ended(wh, finished)
-    several = bool(wh.scalar(f"SELECT count(*) > count(DISTINCT request_key) FROM {lines.name}"))
     cost_sql, cost_params = cost
     collected = wh.temp_table("_llmt_collected", RECONCILE_SQL.format(
         s=wh.state, cost=cost_sql, n="n", best=BEST_OF_SEVERAL_PORTABLE if several else "judged"), cost_params)

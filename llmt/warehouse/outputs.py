@@ -76,7 +76,11 @@ def build_output(wh: Warehouse, store: StateStore, out: Output, since_run: str |
         "SELECT count(*) FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
         "AND column_name IN (SELECT unnest(?::VARCHAR[]))", [out.schema, name, needed]) or 0) == len(needed)
     attempts = int(wh.scalar(f"SELECT count(*) FROM {wh.state_table('attempts')} WHERE node = ?", [name]) or 0)
-    extra = wh.temp_table("_llmt_extra", _extra_sql(wh, table if has_prev else None, out, since_run))
+    # the rows without an answer first, in a table of their own: planned from a guess, a large share of them
+    # was taken for one row once the answers had statistics, and the plan ran for minutes
+    missing = wh.temp_table("_llmt_missing", _missing_sql(wh, out))
+    extra = wh.temp_table("_llmt_extra", _extra_sql(wh, table if has_prev else None, out, since_run, missing.name))
+    wh.drop_temp(missing)
     rows = _Rows(wh, out, extra)
     shape = _shape(out, since_run)
     # answers and failures collected since the table was built change about as many rows: when that is
@@ -151,32 +155,38 @@ class _Rows:
         return self.wh.row_hash_sql([prefix + self.wh.quote(c) for c in self.free])
 
 
-def _extra_sql(wh: Warehouse, prev: str | None, out: Output, since_run: str | None) -> str:
-    """The rows without an answer to their current request that have attempts or a previous answer (most
-    rows are answered, or plainly pending): their status, previous answer and last failure. A previous answer
-    is shown (stale) only when the output's kind of provider gave it: a table built by another target, on the
-    same database, never lends a synthetic answer to a real provider's rows (or the other way round)."""
+def _missing_sql(wh: Warehouse, out: Output) -> str:
+    """The staged rows without an answer to their current request: unique key and request key."""
+    q = wh.quote
+    return (f"SELECT {', '.join(f'i.{q(k)}' for k in out.unique_key)}, i._llmt_request_key "
+            f"FROM {stage_table(wh, out.node)} i WHERE NOT EXISTS "
+            f"(SELECT 1 FROM {wh.state_table('answers')} a WHERE a.request_key = i._llmt_request_key)")
+
+
+def _extra_sql(wh: Warehouse, prev: str | None, out: Output, since_run: str | None, missing: str) -> str:
+    """Of the rows without an answer to their current request (``missing``: `_missing_sql`), those that have
+    attempts or a previous answer (most rows are answered, or plainly pending): their status, previous answer
+    and last failure. A previous answer is shown (stale) only when the output's kind of provider gave it: a
+    table built by another target, on the same database, never lends a synthetic answer to a real provider's
+    rows (or the other way round)."""
     q, uk, answers = wh.quote, out.unique_key, wh.state_table("answers")
     keys = ", ".join(f"m.{q(k)}" for k in uk)
     gave_up = f"(att.terminal OR att.failures >= {int(out.max_attempts)})"
-    prev_cte = (f", prev AS (SELECT {keys}, a2.request_key, a2.answer, a2.model, a2.answered_at FROM {{missing}} m "
+    prev_cte = (f", prev AS (SELECT {keys}, a2.request_key, a2.answer, a2.model, a2.answered_at FROM {missing} m "
                 f"JOIN {prev} p ON " + " AND ".join(f"p.{q(k)} = m.{q(k)}" for k in uk)
                 + f" JOIN {answers} a2 ON a2.request_key = p._llmt_answer_key AND a2.provider = "
                 f"{wh.string(out.provider)})" if prev else "")
     prev_join = ("LEFT JOIN prev p ON " + " AND ".join(f"p.{q(k)} = m.{q(k)}" for k in uk) if prev else
                  "LEFT JOIN (SELECT CAST(NULL AS VARCHAR) AS request_key, CAST(NULL AS VARCHAR) AS answer, "
                  "CAST(NULL AS VARCHAR) AS model, CAST(NULL AS TIMESTAMPTZ) AS answered_at) p ON false")
-    missing = (f"SELECT {', '.join(f'i.{q(k)}' for k in uk)}, i._llmt_request_key FROM {stage_table(wh, out.node)} i "
-               f"WHERE NOT EXISTS (SELECT 1 FROM {answers} a WHERE a.request_key = i._llmt_request_key)")
     return f"""
-        WITH missing AS {wh.CTE_MATERIALIZED} ({missing}),
-        att AS ({attempts_summary_sql(wh, since_run, 'missing')}){prev_cte.format(missing='missing')}
+        WITH att AS ({attempts_summary_sql(wh, since_run, missing)}){prev_cte}
         SELECT {keys}, m._llmt_request_key,
                CASE WHEN p.request_key IS NOT NULL THEN 'stale' WHEN {gave_up} THEN 'failed' ELSE 'pending' END
                    AS status,
                coalesce({gave_up}, false) AS gave_up, p.request_key AS answer_key, p.answer, p.model, p.answered_at,
                att.outcome AS reason, att.status_code, att.error_code, att.detail, att.attempts, att.last_attempt_at
-        FROM missing m LEFT JOIN att ON att.request_key = m._llmt_request_key {prev_join}
+        FROM {missing} m LEFT JOIN att ON att.request_key = m._llmt_request_key {prev_join}
         WHERE att.request_key IS NOT NULL OR p.request_key IS NOT NULL"""
 
 

@@ -48,6 +48,7 @@ from llmt.warehouse.state import LATEST, migrate
 FETCH_ROWS = 5_000  # rows fetched at a time by `stream`
 COPY_CHUNK = 1 << 20  # bytes sent at a time by COPY
 ANALYZE_ROWS = 10_000  # llmt's own tables made with more rows are analyzed (autovacuum comes later, or never)
+ANALYZE_SHARE = 10  # ... or when they grew by a tenth (reltuples is -1 before a table's first ANALYZE)
 STATISTICS_TARGET = 10  # ANALYZE's sample: 3,000 rows (the default's 30,000 cost more than the joins gained)
 TIMESTAMP_FORMAT = "'YYYY-MM-DD\"T\"HH24:MI:SS.US'"
 VECTOR = "real[]"  # an embedding model's vectors (no fixed size: PostgreSQL does not enforce an array's length)
@@ -285,10 +286,15 @@ class PostgresWarehouse(Warehouse):
         if table.startswith(self.state + "."):  # llmt's own tables are joined again in the same run
             self._analyze(table, max(cursor.rowcount, 0))
 
+    def analyze(self, table: str, rows: int) -> None:
+        self._analyze(table, rows)
+
     def _analyze(self, table: str, rows: int) -> None:
-        """Statistics for the planner of a table just filled with ``rows`` (autovacuum comes later, and never
-        to temp tables), from a small sample."""
-        if rows >= ANALYZE_ROWS:
+        """Statistics for the planner of a table just filled with ``rows``, or that ``rows`` went into
+        (autovacuum comes later, and never to temp tables), from a small sample; not when they are a small
+        share of a table analyzed before (as autovacuum's scale factor)."""
+        if rows >= ANALYZE_ROWS and rows * ANALYZE_SHARE >= float(
+                self.scalar("SELECT reltuples FROM pg_class WHERE oid = to_regclass(?)", [table]) or 0):
             self.execute(f"SET default_statistics_target = {STATISTICS_TARGET}")
             self.execute(f"ANALYZE {table}")
             self.execute("RESET default_statistics_target")
@@ -542,9 +548,12 @@ class PostgresWarehouse(Warehouse):
         if structure == VECTOR:  # a stored vector is a JSON array of numbers (checked when collected)
             return f"CASE WHEN jsonb_typeof({value}) = 'array' THEN translate({value}::text, '[]', '{{}}')::real[] END"
         if isinstance(structure, list) and isinstance(structure[0], str) and structure[0] != "JSON":
+            # the items in the array's order: a set-returning function in a select list (ProjectSet) gives its
+            # rows in order, with neither a sort (WITH ORDINALITY ... ORDER BY) nor a function scan's tuplestore
+            items = f"SELECT jsonb_array_elements_text({value}) AS v"
             item = self._cast("_llmt_e.v", structure[0])
-            return (f"CASE WHEN jsonb_typeof({value}) = 'array' THEN ARRAY(SELECT {item} FROM "
-                    f"jsonb_array_elements_text({value}) WITH ORDINALITY AS _llmt_e(v, o) ORDER BY _llmt_e.o) END")
+            listed = items if item == "_llmt_e.v" else f"SELECT {item} FROM ({items}) AS _llmt_e"
+            return f"CASE WHEN jsonb_typeof({value}) = 'array' THEN ARRAY({listed}) END"
         if isinstance(structure, str) and structure != "JSON":
             return self._cast(f"({parsed} ->> {self.string(name)})", structure)
         return f"CASE WHEN jsonb_typeof({value}) <> 'null' THEN {value} END"  # objects, lists of them: jsonb

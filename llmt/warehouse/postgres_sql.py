@@ -48,7 +48,7 @@ def family(typname: str, category: str) -> str:
     return "list" if category == "A" else "other"
 
 
-HELPERS_VERSION = 1
+HELPERS_VERSION = 2  # 2: the casts of FAST_CAST inlined
 # name (versioned) -> CREATE FUNCTION body; {s}: the state schema (quoted), {v}: the version
 HELPERS = {
     # Python's repr() of a double (keys.py: `f` + repr): the fewest significant digits that read back as the
@@ -105,12 +105,14 @@ CREATE FUNCTION {s}.llmt_try_boolean_v{v}(x text) RETURNS boolean
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $body$
 BEGIN RETURN x::boolean; EXCEPTION WHEN others THEN RETURN NULL; END $body$""",
 }
-# the same casts without an exception block (a subtransaction per call) where the server can test the text first
+# the same casts without an exception block (a subtransaction per call) where the server can test the text first;
+# neither STRICT nor IMMUTABLE (pg_input_is_valid is STABLE), so that the planner inlines them: a call of a SQL
+# function it does not inline costs more than the rest of an output column (a NULL still gives NULL)
 FAST_CASTS = {"llmt_try_double": "double precision", "llmt_try_bigint": "bigint", "llmt_try_date": "date",
               "llmt_try_timestamptz": "timestamptz", "llmt_try_boolean": "boolean"}
 FAST_CAST = """
 CREATE FUNCTION {s}.{name}_v{v}(x text) RETURNS {type}
-LANGUAGE sql {volatility} STRICT PARALLEL SAFE AS $body$
+LANGUAGE sql STABLE PARALLEL SAFE AS $body$
 SELECT CASE WHEN pg_input_is_valid(x, '{check}') THEN x::{cast}::{type} END $body$"""
 
 
@@ -119,9 +121,7 @@ def helper_sql(name: str, schema: str, server_version: int) -> str:
     if name in FAST_CASTS and server_version >= 160000:  # pg_input_is_valid
         kind = FAST_CASTS[name]
         check, cast = ("numeric", "numeric") if kind == "bigint" else (kind, kind)
-        volatility = "STABLE" if kind == "timestamptz" else "IMMUTABLE"
-        return FAST_CAST.format(s=schema, name=name, v=HELPERS_VERSION, type=kind, check=check, cast=cast,
-                                volatility=volatility)
+        return FAST_CAST.format(s=schema, name=name, v=HELPERS_VERSION, type=kind, check=check, cast=cast)
     return HELPERS[name].format(s=schema, v=HELPERS_VERSION)
 
 
