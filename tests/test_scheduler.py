@@ -202,3 +202,5 @@ def test_open_batches_are_shown_as_plain_lines_off_a_terminal(make_project: Make
         # a line when a batch's status changes: model, batch, status, requests done of all, age
         assert re.search(rf"^  {node} {batch}: in_progress 0/4 \d+m\d\ds$", result.err, re.M), result.err
         assert re.search(rf"^  {node} {batch}: finalizing 4/4 \d+m\d\ds$", result.err, re.M), result.err
+        # the view is there while the shard's file is uploaded, before the batch exists
+        assert re.search(rf"^  {node} \S+-{node}-0001: uploading 0/4$", result.err, re.M), result.err

@@ -31,7 +31,7 @@ from llmt.cost import BudgetExceeded, PriceTable, check_budget
 from llmt.crash import crash_point
 from llmt.errors import CompileError, ConfigError, LlmtError
 from llmt.persist_docs import Docs, node_docs
-from llmt.pipeline.batches import Batches, InFlight, Steps, Wait
+from llmt.pipeline.batches import Batches, Steps, Wait
 from llmt.pipeline.collect import Attempt, store
 from llmt.pipeline.context import ModelPlace, RunContext
 from llmt.pipeline.embed_lines import (
@@ -211,7 +211,7 @@ class EmbeddingRun:
         self.columns: list[Column] = []
 
     def run(self) -> LlmResult:
-        return InFlight(self.batches, self.options.poll_interval).finish(self.steps())
+        return self.batches.flight(self.options.poll_interval).finish(self.steps())
 
     def steps(self) -> Steps[LlmResult]:
         result = self.result
