@@ -124,7 +124,7 @@ def test_duckdb_builds_one_model_at_a_time_whatever_threads_says(make_project: M
 
 def test_a_failed_build_on_a_worker_skips_only_its_descendants(make_project: MakeProject, pg: PgDatabase) -> None:
     project = on_postgres(make_project({**FILES, "models/a.sql": "select nonsense from nowhere\n"}), pg,
-                          schema="public")
+                          schema="public", statement_timeout=60)
     with gate(pg) as until_waiting:
         run = start(project, "--threads", "2")
         until_waiting(1)  # b waits at the gate while a failed
@@ -138,10 +138,13 @@ def test_a_failed_build_on_a_worker_skips_only_its_descendants(make_project: Mak
 def test_fail_fast_waits_for_the_builds_under_way_and_starts_no_other(make_project: MakeProject,
                                                                        pg: PgDatabase) -> None:
     files = {**FILES, "models/a.sql": "select nonsense from nowhere\n", "models/c.sql": "select 3 as id\n"}
-    project = on_postgres(make_project(files), pg, schema="public")
+    project = on_postgres(make_project(files), pg, schema="public", statement_timeout=60)
     with gate(pg) as until_waiting:
         run = start(project, "--threads", "2", "--fail-fast")
-        until_waiting(1)  # b builds on a worker (a has failed on the other): c waits for a free worker
+        assert run.stderr is not None
+        # a failed on one worker (the run says so; the gated statement's timeout ends a run that never would)...
+        assert any(line.startswith("ERROR a [") for line in iter(run.stderr.readline, ""))
+        until_waiting(1)  # ... while b builds on the other: c waits for a free worker
     _, err = run.communicate(timeout=60)
     assert run.returncode == 1, err
     got = {name: r["status"] for name, r in results(project).items()}

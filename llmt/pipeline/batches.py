@@ -10,10 +10,11 @@ metadata) before creating one, and collection is idempotent.
 from __future__ import annotations
 
 import json
+import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable, Collection, Generator, Iterator
-from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -328,10 +329,13 @@ class Wait:
     # the shards are other models' (which submit and collect them): waited for until collected, or until no model
     # of the run waits for them any more
     foreign: bool = False
-    # work on other threads (a SQL model's build on a worker connection): the step goes on when one is done
+    # work on other threads (a SQL model's build on a worker connection, a shard's realtime requests): the step
+    # goes on when one is done (or at ``until``)
     jobs: Collection[Future[Any]] = ()
-    # the jobs write under this command's hold on the warehouse: its connection is not let go while they run
+    # the jobs write under this command's hold on the warehouse (or the step stores what they bring, often): its
+    # connection is not let go while they run
     held: bool = False
+    shown: OpenBatch | None = None  # how the live view shows the jobs (a shard's realtime requests)
 
 
 Steps = Generator[Wait, dict[str, BatchInfo], R]
@@ -351,9 +355,17 @@ class InFlight:
         self.next_poll = 0.0  # when the open batches are polled next (`time.monotonic()`)
         self.view: AbstractContextManager[Board] | None = None
         self.board: Board | None = None
+        # set when a job is done: what the sleep between two rounds waits on (an Event, unlike futures.wait, is
+        # safe to leave by Ctrl-C)
+        self.woken = threading.Event()
+        self.hooked: weakref.WeakSet[Future[Any]] = weakref.WeakSet()  # the jobs that set it (each once)
 
     def add(self, owner: str, wait: Wait) -> None:
         self.waits[owner] = wait
+        for job in wait.jobs:
+            if job not in self.hooked:
+                self.hooked.add(job)
+                job.add_done_callback(lambda _: self.woken.set())
         if wait.shards and not wait.foreign:
             self.delay, self.next_poll = self.poll, 0.0
 
@@ -370,14 +382,15 @@ class InFlight:
         can go on: with the batches of theirs that ended (all, or as many as had when their time was up), or with
         the error that stops them. When none can, waits (with the warehouse released) and returns none."""
         assert self.waits, "nothing to wait for"
+        self.woken.clear()  # (before the jobs are looked at: one done from now on ends the sleep)
         failed: dict[str, Exception] = {}
         fresh = [r for w in self.waits.values() if not w.foreign for r in w.shards
                  if r.status in ("written", "uploaded")]
         if fresh:
             assert self.batches is not None
             # uploads may take long: the view stays, the other models' batches in it beside these
-            self._show([*(_open_batch(row, self.infos.get(row.shard_id)) for row in self.open()),
-                        *(OpenBatch(row.node, row.shard_id, "uploading", 0, row.n_requests, None) for row in fresh)])
+            self._show([*self._shown(), *(OpenBatch(row.node, row.shard_id, "uploading", 0, row.n_requests, None)
+                                          for row in fresh)])
             failed.update(self.batches.submit(fresh))
         self._release()  # never hold the database while a provider works
         now = time.monotonic()
@@ -392,7 +405,7 @@ class InFlight:
         ready: list[tuple[str, dict[str, BatchInfo] | Exception]] = []
         for owner, wait in list(self.waits.items()):
             if wait.jobs:
-                if any(job.done() for job in wait.jobs):
+                if any(job.done() for job in wait.jobs) or (wait.until is not None and now >= wait.until):
                     del self.waits[owner]
                     ready.append((owner, {}))
                 continue
@@ -412,8 +425,7 @@ class InFlight:
                 for row in wait.shards:
                     self.infos.pop(row.shard_id, None)
                 ready.append((owner, error if error is not None else ended))
-        if ready:
-            self._close_view()
+        if ready:  # (the live view stays: a step that needs the terminal makes it pause)
             return ready
         self._sleep(now)
         return []
@@ -421,19 +433,20 @@ class InFlight:
     def _sleep(self, now: float) -> None:
         """Show the open batches and wait for the next poll, the first job done, or the first wait whose time is
         up."""
-        shown = self.open()
+        shown = self._shown()
         if shown or self.board is not None:
-            self._show([_open_batch(row, self.infos.get(row.shard_id)) for row in shown])
+            self._show(shown)
         self._release()  # a status change was just recorded: not held while sleeping
-        pause = max(self.next_poll - now, 0.0) if shown else float(1 << 30)
+        pause = max(self.next_poll - now, 0.0) if self.open() else float(1 << 30)
         for wait in self.waits.values():
             if wait.until is not None:
                 pause = min(pause, max(wait.until - now, 0.0))
-        jobs = [job for wait in self.waits.values() for job in wait.jobs]
-        if jobs:
-            futures.wait(jobs, timeout=pause, return_when=futures.FIRST_COMPLETED)
-        else:
-            time.sleep(pause)
+        self.woken.wait(pause)
+
+    def _shown(self) -> list[OpenBatch]:
+        """What the live view shows: the open batches, and the jobs that say how to show them."""
+        return [*(_open_batch(row, self.infos.get(row.shard_id)) for row in self.open()),
+                *(wait.shown for wait in self.waits.values() if wait.shown is not None)]
 
     def _release(self) -> None:
         """Let go of the warehouse, unless a job writes under this command's hold on it."""
@@ -464,6 +477,7 @@ class InFlight:
         except StopIteration as stop:
             return cast(R, stop.value)
         finally:
+            steps.close()  # (after an error or Ctrl-C: the step under way ends now, as in the scheduler)
             self.close()
 
     def close(self) -> None:

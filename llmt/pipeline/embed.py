@@ -332,8 +332,8 @@ class EmbeddingRun:
             yield from self._drive(self.batches.open_shards(self.name))
         else:
             for row in self.store.shards([sh.shard_id for sh in shards]):
-                add_counts(self.result.outcomes, send_shard(self.ctx, row, spec.provider, self.options.reask,
-                                                      embedding_asker(self.ctx, row, spec.dimensions)))
+                add_counts(self.result.outcomes, (yield from send_shard(
+                    self.ctx, row, spec.provider, self.options.reask, embedding_asker(self.ctx, row, spec.dimensions))))
             self._add_spend()
         return sent + len(screened.empty) + len(screened.too_long)
 

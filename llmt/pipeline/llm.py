@@ -325,7 +325,7 @@ class NodeRun:
             yield from self._drive(self.batches.open_shards(self.name))
         else:
             for row in self.store.shards([sh.shard_id for sh in shards]):
-                _add(self.result.outcomes, send_shard(self.ctx, row, spec.provider, self.options.reask))
+                _add(self.result.outcomes, (yield from send_shard(self.ctx, row, spec.provider, self.options.reask)))
             self._add_spend()
         return sent
 
