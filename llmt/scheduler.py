@@ -25,7 +25,6 @@ from __future__ import annotations
 import queue
 import time
 from collections.abc import Callable
-from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -287,7 +286,8 @@ class Scheduler:
         """End the run early: the models under way stop where they wait (their batches stay open), and the
         nodes not started are skipped; builds under way on workers end first (and are reported)."""
         builds = {name: started.job for name, started in self.running.items() if started.job is not None}
-        futures.wait(builds.values())
+        for job in builds.values():
+            job.exception()  # (waits for its end; unlike futures.wait, safe to leave by Ctrl-C)
         for name in builds:
             self.flight.drop(name)
             self._advance(name, {})
