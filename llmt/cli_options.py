@@ -79,9 +79,10 @@ def mode_options(func: F) -> F:
 def schedule_options(func: F) -> F:
     """--fail-fast and --threads (run, build)."""
     func = click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N",
-                        help="dbt's habit (default: the target's `threads`, 1). Every engine builds one SQL model "
-                        "at a time for now (DuckDB has one writer; a run works on one connection); LLM models' "
-                        "batches are all in flight at once regardless, e.g. --threads 4.")(func)
+                        help="Build up to N ready SQL models at once, each on a connection of its own, on "
+                        "PostgreSQL (default: the target's `threads`, 1). DuckDB has one writer and builds one at "
+                        "a time (it parallelizes inside each statement); LLM models' batches are all in flight "
+                        "at once regardless, e.g. llmt run --threads 4.")(func)
     func = click.option("--fail-fast", "-x", is_flag=True,
                         help="Stop the run at the first failed model; open batches stay open (the next run "
                         "collects them), e.g. llmt run --fail-fast.")(func)

@@ -124,10 +124,20 @@ class _PlainBoard:
 
 
 class _RichBoard:
-    def __init__(self, live: Any) -> None:
-        self.live = live
+    """The live view on a terminal: started by `show`, and stopped while something else needs the terminal
+    (`pause`: a progress bar, a question) until the next `show`."""
+
+    def __init__(self, console: Any) -> None:
+        self.console = console
+        self.live: Any = None
+
+    def pause(self) -> None:
+        if self.live is not None:
+            live, self.live = self.live, None
+            live.stop()
 
     def show(self, batches: Sequence[OpenBatch]) -> None:
+        from rich.live import Live
         from rich.table import Table
 
         table = Table(title=f"{len(batches)} open batch(es)", title_justify="left", box=None, pad_edge=False)
@@ -136,6 +146,9 @@ class _RichBoard:
             table.add_column(col, justify=justify)  # type: ignore[arg-type]
         for b in batches:
             table.add_row(b.model, b.batch, b.status, f"{b.done}/{b.total}", _age(b.age_s).strip())
+        if self.live is None:
+            self.live = Live(console=self.console, transient=True, auto_refresh=False)
+            self.live.start()
         self.live.update(table, refresh=True)
 
 
@@ -164,6 +177,7 @@ class Console(Reporter):
         self.json_output = json_output
         self.tty = sys.stderr.isatty()
         self.board_lines: dict[str, tuple[str, int, float]] = {}
+        self.live_board: _RichBoard | None = None  # the live view, while a run waits (on a terminal)
 
     def _rich(self, stderr: bool = True) -> Any:
         from rich.console import Console as RichConsole
@@ -190,6 +204,7 @@ class Console(Reporter):
 
     def confirm(self, question: str) -> bool:
         """Ask a yes/no question on the terminal; only yes is yes."""
+        self._pause_board()
         print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
         return sys.stdin.readline().strip().lower() in ("y", "yes")
 
@@ -210,6 +225,7 @@ class Console(Reporter):
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+        self._pause_board()
         with Progress(
             TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=self._rich(), transient=True,
@@ -224,10 +240,17 @@ class Console(Reporter):
         if not self.tty:
             yield _PlainBoard(sys.stderr, self.board_lines)
             return
-        from rich.live import Live
+        self.live_board = board = _RichBoard(self._rich())
+        try:
+            yield board
+        finally:
+            board.pause()
+            self.live_board = None
 
-        with Live(console=self._rich(), transient=True, auto_refresh=False) as live:
-            yield _RichBoard(live)
+    def _pause_board(self) -> None:
+        """The live view makes room (until it is shown again)."""
+        if self.live_board is not None:
+            self.live_board.pause()
 
     def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         """A table on stdout (rich on a terminal, aligned plain text otherwise)."""

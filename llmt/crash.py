@@ -6,7 +6,8 @@ models or shards in flight). Points: after_write (shard files written, not yet r
 after_upload (file uploaded, its id not recorded), after_create (batch created, its id not recorded),
 waiting, after_download, mid_store (attempts inserted, answers not), realtime_store (realtime answers
 stored, more requests still to send), and for `llmt finetune submit` after_ft_upload (a training file
-uploaded, its id not recorded) and after_ft_create (the job created, its id not recorded).
+uploaded, its id not recorded) and after_ft_create (the job created, its id not recorded); after_build (a SQL
+model built by a worker connection, --threads, its fingerprint not recorded).
 """
 
 from __future__ import annotations

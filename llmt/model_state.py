@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from llmt.compile import Source
@@ -70,9 +71,9 @@ class ModelState:
         self._loaded |= keys
 
     # -- building -----------------------------------------------------------------------------------
-    def build(self, node: Node) -> tuple[int | None, bool]:
-        """Build SQL model ``node`` unless nothing it reads changed since its last build: (its rows, whether it
-        was skipped). A skipped model's descriptions are written when they changed."""
+    def plan(self, node: Node) -> Build:
+        """What building SQL model ``node`` takes (`build`; or `Build.run` elsewhere, then `record`), or that it
+        is unchanged since its last build (its descriptions are then written here when they changed)."""
         self._check_seeds(node)
         stored = self._models.get(node.name, {})
         fingerprint = self.fingerprint(node)
@@ -84,23 +85,41 @@ class ModelState:
                     persist_docs(self.wh, node.schema, node.name, node_docs(node))
                     self._record(node, {**stored, "docs": docs})
             rows = stored.get("rows")
-            return (int(rows) if isinstance(rows, int) else None), True
-        kind = self._kind(node)
-        incremental = node.materialized == "incremental" and not self.full_refresh and kind == "table"
-        with self.wh.transaction():  # (an incremental model's table keeps its comments)
-            rows = materialize_sql(self.wh, self.project, node, self.full_refresh, kind,
-                                   docs=not incremental or stored.get("docs") != docs)
-            if incremental and not rows and stored.get("version"):
-                version = stored["version"]  # an empty increment changed no row
-            elif fingerprint is not None:
-                version = fingerprint
-            else:  # rows that only this build has
-                version = _hash([self.run_id, node.name])
-            value = {"build": fingerprint, "version": version, "docs": docs,
-                     "rows": rows if node.materialized != "incremental" else None}
-            if value != stored:
-                self._record(node, value)
-        return rows, False
+            return Build(self.project, node, stored, fingerprint, docs, None, self.full_refresh, unchanged=True,
+                         rows=int(rows) if isinstance(rows, int) else None)
+        return Build(self.project, node, stored, fingerprint, docs, self._kind(node), self.full_refresh)
+
+    def build(self, build: Build) -> int | None:
+        """Build a model that `plan` found changed, and record its fingerprint in the same transaction: its
+        rows (tables)."""
+        with self.wh.transaction():
+            rows = build.run(self.wh)
+            self.record(build, rows)
+        return rows
+
+    def before_elsewhere(self, build: Build) -> None:
+        """Before ``build`` runs on another connection (whose commit comes before `record`): its schema made here
+        (two builds making one schema at once would collide), and an incremental model's version forgotten, so
+        that a crash before `record` leaves it unknown (what reads it is then built again) rather than the
+        version of the rows it had before."""
+        if build.kind is None:
+            self.wh.create_schema(build.node.schema)
+        if build.node.materialized == "incremental" and build.stored.get("version"):
+            self._record(build.node, {**build.stored, "version": None})
+
+    def record(self, build: Build, rows: int | None) -> None:
+        """The fingerprint and version of a model ``build`` just built (``rows``: what its build returned)."""
+        node, stored = build.node, build.stored
+        if build.incremental and not rows and stored.get("version"):
+            version = stored["version"]  # an empty increment changed no row
+        elif build.fingerprint is not None:
+            version = build.fingerprint
+        else:  # rows that only this build has
+            version = _hash([self.run_id, node.name])
+        value = {"build": build.fingerprint, "version": version, "docs": build.docs,
+                 "rows": rows if node.materialized != "incremental" else None}
+        if value != self._models.get(node.name, {}):
+            self._record(node, value)
 
     def staging(self, node: Node) -> str | None:
         """The fingerprint of what LLM or embedding model ``node``'s select reads, when its staging may be skipped
@@ -198,3 +217,29 @@ class ModelState:
         self.store.set_fingerprint("model", node.name, value)
         self._models[node.name] = value
 
+
+@dataclass
+class Build:
+    """One SQL model's build, as `ModelState.plan` found it: what it was at its last build (``stored``), what it
+    is now (``fingerprint``, ``docs``), and its relation's kind now."""
+
+    project: Project
+    node: Node
+    stored: dict[str, Any]
+    fingerprint: str | None
+    docs: str
+    kind: str | None
+    full_refresh: bool
+    unchanged: bool = False  # nothing it reads changed: not built again
+    rows: int | None = None  # of its last build, when unchanged
+
+    @property
+    def incremental(self) -> bool:
+        """An increment to an existing table (not a full build)."""
+        return self.node.materialized == "incremental" and not self.full_refresh and self.kind == "table"
+
+    def run(self, wh: Warehouse) -> int | None:
+        """Build the model on ``wh`` (in the caller's transaction): its rows (tables). An incremental model's table
+        keeps its comments unless they changed."""
+        return materialize_sql(wh, self.project, self.node, self.full_refresh, self.kind,
+                               docs=not self.incremental or self.stored.get("docs") != self.docs)

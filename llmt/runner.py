@@ -215,7 +215,7 @@ def run(
 
     calls = Callbacks(llm_run, lambda result: judge_llm(result, *failed_share_limit(project, result.name, options)),
                       finished, hooks)
-    scheduler = Scheduler(project, names, state, context, options, calls)
+    scheduler = Scheduler(project, names, state, context, options, calls, reporter)
     status, exit_code, ended = "error", 1, False
     try:
         scheduler.run()

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import duckdb
 import pytest
+import yaml
 
-from tests.conftest import Project
+from tests.conftest import Project, on_postgres
 from tests.emulator import Emulator, fixtures
+from tests.pg import PgDatabase
 from tests.test_crash_safety import status_of
 from tests.test_stop import start_run
 
@@ -202,3 +204,33 @@ def test_open_batches_are_shown_as_plain_lines_off_a_terminal(make_project: Make
         # a line when a batch's status changes: model, batch, status, requests done of all, age
         assert re.search(rf"^  {node} {batch}: in_progress 0/4 \d+m\d\ds$", result.err, re.M), result.err
         assert re.search(rf"^  {node} {batch}: finalizing 4/4 \d+m\d\ds$", result.err, re.M), result.err
+        # the view is there while the shard's file is uploaded, before the batch exists
+        assert re.search(rf"^  {node} \S+-{node}-0001: uploading 0/4$", result.err, re.M), result.err
+
+
+def test_other_models_go_on_while_a_model_waits_for_its_realtime_answers(make_project: MakeProject,
+                                                                         emulator: Emulator, pg: PgDatabase) -> None:
+    project = on_postgres(make_project({
+        "models/insights.sql": "", "models/live.sql": llm_model("live", "stg_reviews", extra=", mode='realtime'"),
+        "models/bulk.sql": llm_model("bulk", "stg_reviews"), "prompts/live.md": prompt("live"),
+        "prompts/bulk.md": prompt("bulk"),
+    }), pg, schema="public")
+    config = yaml.safe_load((project.root / "project.yml").read_text())
+    config["targets"]["dev"]["provider"] = {"type": "openai", "poll_interval": 0.01, "timeout": 10}
+    (project.root / "project.yml").write_text(yaml.safe_dump(config))
+    held = emulator.faults.hold(path="/v1/chat/completions")  # live's realtime requests wait in the server
+
+    def bulk_collected() -> bool:
+        return (pg.query("SELECT to_regclass('_llmt.shards') IS NOT NULL") == [(True,)] and pg.query(
+            "SELECT count(*) FROM _llmt.shards WHERE node = 'bulk' AND status = 'collected'") == [(1,)])
+
+    run = start_run(project.root, emulator, "sk-test", target="dev")
+    try:
+        # while live's requests are on the wire, bulk's batch is polled, collected and its table built
+        emulator.wait_for(lambda: held.held > 0 and bulk_collected(), timeout=60)
+    finally:
+        held.release()
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 0, err
+    for model in ("live", "bulk"):
+        assert pg.query(f"SELECT _llmt_status, count(*) FROM {model} GROUP BY 1") == [("ok", 4)]

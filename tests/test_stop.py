@@ -19,11 +19,11 @@ from tests.test_crash_safety import make_project
 emulator = fixtures.emulator
 
 
-def start_run(root: Path, emu: Emulator, api_key: str) -> subprocess.Popen[str]:
+def start_run(root: Path, emu: Emulator, api_key: str, target: str = "openai") -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LLMT_"))}
     env.update(OPENAI_API_KEY=api_key, OPENAI_BASE_URL=emu.base_url)
     return subprocess.Popen(
-        [sys.executable, "-m", "llmt", "run", "--project-dir", str(root), "--target", "openai"],
+        [sys.executable, "-m", "llmt", "run", "--project-dir", str(root), "--target", target],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root,
     )
 

@@ -10,22 +10,28 @@ metadata) before creating one, and collection is idempotent.
 from __future__ import annotations
 
 import json
+import threading
 import time
+import weakref
 from collections import Counter
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Collection, Generator, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from llmt.console import Board, OpenBatch
+from llmt.console import Board, OpenBatch, Reporter
 from llmt.cost import PriceTable
 from llmt.crash import crash_point
 from llmt.pipeline.context import RunContext
 from llmt.providers.base import BatchInfo, BatchNotFound, Shard
 from llmt.providers.embeddings import ENDPOINT as EMBEDDINGS
+from llmt.warehouse.base import Warehouse
 from llmt.warehouse.store import ShardRow
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 CHAT = "/v1/chat/completions"  # where a shard's requests go, unless it says otherwise
 # Ended shards of a model are collected together, up to this many requests at a time: one statement per step
@@ -58,6 +64,10 @@ class Batches:
         self.cancelled_by_user: set[str] = set()  # models a collected batch of which `llmt cancel` cancelled
         self.collected: set[str] = set()  # shards collected by this process
         self.collected_runs: set[str] = set()  # earlier runs whose shards this one collected
+
+    def flight(self, poll: float) -> InFlight:
+        """Where the waits of this run's models are polled together (``poll``: seconds between polls at first)."""
+        return InFlight(self.run.warehouse, self.run.reporter, poll, self)
 
     def open_shards(self, node: str | None = None) -> list[ShardRow]:
         """This provider's shards not collected yet (of one model, or all)."""
@@ -177,7 +187,7 @@ class Batches:
         """Poll submitted shards until their batches end (or the timeout); returns the ended ones."""
         if not rows:
             return {}
-        flight = InFlight(self, poll)
+        flight = self.flight(poll)
         try:
             flight.add("", Wait(rows, None if timeout is None else time.monotonic() + timeout))
             while not (ready := flight.round()):
@@ -327,13 +337,21 @@ def _describe_errors(info: BatchInfo) -> str | None:
 class Wait:
     """What a step of a model's run waits for: its shards' batches to end (those not submitted yet are submitted
     first), until ``until`` (a `time.monotonic()` instant; None: no limit); without shards, a pause until
-    ``until``. The step goes on with the batches that ended, by shard id."""
+    ``until``, or ``jobs`` running on other threads. The step goes on with the batches that ended, by shard id
+    (none for jobs: it asks its futures)."""
 
     shards: list[ShardRow]
     until: float | None = None
     # the shards are other models' (which submit and collect them): waited for until collected, or until no model
     # of the run waits for them any more
     foreign: bool = False
+    # work on other threads (a SQL model's build on a worker connection, a shard's realtime requests): the step
+    # goes on when one is done (or at ``until``)
+    jobs: Collection[Future[Any]] = ()
+    # the jobs write under this command's hold on the warehouse (or the step stores what they bring, often): its
+    # connection is not let go while they run
+    held: bool = False
+    shown: OpenBatch | None = None  # how the live view shows the jobs (a shard's realtime requests)
 
 
 Steps = Generator[Wait, dict[str, BatchInfo], R]
@@ -342,20 +360,30 @@ Steps = Generator[Wait, dict[str, BatchInfo], R]
 class InFlight:
     """The waits of every model of a run: their shards submitted together, their open batches polled together
     with backoff (from ``poll`` seconds up to a minute, back to ``poll`` when new batches are added), shown in one
-    live view, without holding the warehouse while nothing can go on."""
+    live view, and the jobs other threads do for them, without holding the warehouse while nothing can go on.
+    ``batches``: None when no model of the run sends anything (only jobs are waited for)."""
 
-    def __init__(self, batches: Batches, poll: float) -> None:
-        self.batches, self.poll = batches, poll
+    def __init__(self, warehouse: Warehouse, reporter: Reporter, poll: float, batches: Batches | None) -> None:
+        self.warehouse, self.reporter, self.poll, self.batches = warehouse, reporter, poll, batches
         self.waits: dict[str, Wait] = {}
         self.infos: dict[str, BatchInfo] = {}  # the last poll of each open batch
         self.delay = poll
+        self.next_poll = 0.0  # when the open batches are polled next (`time.monotonic()`)
         self.view: AbstractContextManager[Board] | None = None
         self.board: Board | None = None
+        # set when a job is done: what the sleep between two rounds waits on (an Event, unlike futures.wait, is
+        # safe to leave by Ctrl-C)
+        self.woken = threading.Event()
+        self.hooked: weakref.WeakSet[Future[Any]] = weakref.WeakSet()  # the jobs that set it (each once)
 
     def add(self, owner: str, wait: Wait) -> None:
         self.waits[owner] = wait
+        for job in wait.jobs:
+            if job not in self.hooked:
+                self.hooked.add(job)
+                job.add_done_callback(lambda _: self.woken.set())
         if wait.shards and not wait.foreign:
-            self.delay = self.poll
+            self.delay, self.next_poll = self.poll, 0.0
 
     def drop(self, owner: str) -> None:
         self.waits.pop(owner, None)
@@ -366,26 +394,40 @@ class InFlight:
                 if r.status == "submitted" and not (r.shard_id in self.infos and self.infos[r.shard_id].terminal)]
 
     def round(self) -> list[tuple[str, dict[str, BatchInfo] | Exception]]:
-        """Submit the shards not submitted yet, poll the open batches, and return the owners that can go on:
-        with the batches of theirs that ended (all, or as many as had when their time was up), or with the
-        error that stops them. When none can, waits (with the warehouse released) and returns none."""
+        """Submit the shards not submitted yet, poll the open batches when it is time, and return the owners that
+        can go on: with the batches of theirs that ended (all, or as many as had when their time was up), or with
+        the error that stops them. When none can, waits (with the warehouse released) and returns none."""
         assert self.waits, "nothing to wait for"
+        self.woken.clear()  # (before the jobs are looked at: one done from now on ends the sleep)
         failed: dict[str, Exception] = {}
         fresh = [r for w in self.waits.values() if not w.foreign for r in w.shards
                  if r.status in ("written", "uploaded")]
         if fresh:
-            self._close_view()  # provider calls may take long; nothing is shown meanwhile
+            assert self.batches is not None
+            # uploads may take long: the view stays, the other models' batches in it beside these
+            self._show([*self._shown(), *(OpenBatch(row.node, row.shard_id, "uploading", 0, row.n_requests, None)
+                                          for row in fresh)])
             failed.update(self.batches.submit(fresh))
-        self.batches.run.warehouse.release()  # never hold the database while a provider works
-        polled, errors = self.batches.poll(self.open())
-        self.infos.update(polled)
-        failed.update(errors)
+        self._release()  # never hold the database while a provider works
         now = time.monotonic()
+        if now >= self.next_poll and (open_ := self.open()):
+            assert self.batches is not None
+            polled, errors = self.batches.poll(open_)
+            self.infos.update(polled)
+            failed.update(errors)
+            now = time.monotonic()
+            self.next_poll, self.delay = now + self.delay, min(self.delay * 1.5, MAX_POLL)
         owned = {r.shard_id for w in self.waits.values() if not w.foreign for r in w.shards}
         ready: list[tuple[str, dict[str, BatchInfo] | Exception]] = []
         for owner, wait in list(self.waits.items()):
+            if wait.jobs:
+                if any(job.done() for job in wait.jobs) or (wait.until is not None and now >= wait.until):
+                    del self.waits[owner]
+                    ready.append((owner, {}))
+                continue
             if wait.foreign:
-                if all(r.shard_id in self.batches.collected or r.shard_id not in owned for r in wait.shards) or (
+                collected = self.batches.collected if self.batches is not None else set()
+                if all(r.shard_id in collected or r.shard_id not in owned for r in wait.shards) or (
                         wait.until is not None and now >= wait.until):
                     del self.waits[owner]
                     ready.append((owner, {}))
@@ -399,25 +441,39 @@ class InFlight:
                 for row in wait.shards:
                     self.infos.pop(row.shard_id, None)
                 ready.append((owner, error if error is not None else ended))
-        if ready:
-            self._close_view()
+        if ready:  # (the live view stays: a step that needs the terminal makes it pause)
             return ready
         self._sleep(now)
         return []
 
     def _sleep(self, now: float) -> None:
-        """Show the open batches and wait for the next poll (or the first wait whose time is up)."""
-        if self.board is None:
-            self.view = self.batches.run.reporter.board()
-            self.board = self.view.__enter__()
-        self.board.show([_open_batch(row, self.infos.get(row.shard_id)) for row in self.open()])
-        self.batches.run.warehouse.release()  # a status change was just recorded: not held while sleeping
-        pause = self.delay if self.open() else 1 << 30
+        """Show the open batches and wait for the next poll, the first job done, or the first wait whose time is
+        up."""
+        shown = self._shown()
+        if shown or self.board is not None:
+            self._show(shown)
+        self._release()  # a status change was just recorded: not held while sleeping
+        pause = max(self.next_poll - now, 0.0) if self.open() else float(1 << 30)
         for wait in self.waits.values():
             if wait.until is not None:
                 pause = min(pause, max(wait.until - now, 0.0))
-        time.sleep(pause)
-        self.delay = min(self.delay * 1.5, MAX_POLL)
+        self.woken.wait(pause)
+
+    def _shown(self) -> list[OpenBatch]:
+        """What the live view shows: the open batches, and the jobs that say how to show them."""
+        return [*(_open_batch(row, self.infos.get(row.shard_id)) for row in self.open()),
+                *(wait.shown for wait in self.waits.values() if wait.shown is not None)]
+
+    def _release(self) -> None:
+        """Let go of the warehouse, unless a job writes under this command's hold on it."""
+        if not any(wait.held for wait in self.waits.values()):
+            self.warehouse.release()
+
+    def _show(self, batches: list[OpenBatch]) -> None:
+        if self.board is None:
+            self.view = self.reporter.board()
+            self.board = self.view.__enter__()
+        self.board.show(batches)
 
     def _close_view(self) -> None:
         if self.view is not None:
@@ -437,6 +493,7 @@ class InFlight:
         except StopIteration as stop:
             return cast(R, stop.value)
         finally:
+            steps.close()  # (after an error or Ctrl-C: the step under way ends now, as in the scheduler)
             self.close()
 
     def close(self) -> None:

@@ -31,7 +31,7 @@ from llmt.cost import BudgetExceeded, PriceTable, check_budget
 from llmt.crash import crash_point
 from llmt.errors import CompileError, ConfigError, LlmtError
 from llmt.persist_docs import Docs, node_docs
-from llmt.pipeline.batches import Batches, InFlight, Steps, Wait, shard_ids
+from llmt.pipeline.batches import Batches, Steps, Wait, shard_ids
 from llmt.pipeline.context import ModelPlace, RunContext
 from llmt.pipeline.llm import (
     MAX_PAUSE,
@@ -204,7 +204,7 @@ class EmbeddingRun:
         self.columns: list[Column] = []
 
     def run(self) -> LlmResult:
-        return InFlight(self.batches, self.options.poll_interval).finish(self.steps())
+        return self.batches.flight(self.options.poll_interval).finish(self.steps())
 
     def steps(self) -> Steps[LlmResult]:
         result = self.result
@@ -330,8 +330,8 @@ class EmbeddingRun:
             yield from self._drive(self.batches.open_shards(self.name))
         else:
             for row in self.store.shards([sh.shard_id for sh in shards]):
-                self.result.add_outcomes(send_shard(self.ctx, row, spec.provider, self.options.reask,
-                                                    embedding_asker(self.ctx, row, spec.dimensions)))
+                self.result.add_outcomes((yield from send_shard(
+                    self.ctx, row, spec.provider, self.options.reask, embedding_asker(self.ctx, row, spec.dimensions))))
             self._add_spend()
         return sent + len(screened.empty) + len(screened.too_long)
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from llmt.cost import Budget, BudgetExceeded, check_budget
 from llmt.crash import crash_point
 from llmt.errors import LlmtError, NodeError
-from llmt.pipeline.batches import Batches, InFlight, Steps, Wait, shard_ids
+from llmt.pipeline.batches import Batches, Steps, Wait, shard_ids
 from llmt.pipeline.context import ModelPlace, RunContext
 from llmt.pipeline.rekey import upgrade_keys
 from llmt.pipeline.spec import LlmSpec, escalation_spec, send_mode
@@ -52,7 +52,7 @@ class LlmOptions:
     reask: bool = False  # --reask: ask again for rows that already have an answer (pays again)
     max_failed_share: float | None = None  # --max-failed-share: overrides the project's and the models'
     fail_fast: bool = False  # --fail-fast: the first failed node stops the run
-    threads: int | None = None  # --threads (dbt's; not used yet: every engine builds one SQL model at a time)
+    threads: int | None = None  # --threads (dbt's): SQL models built at once on engines with several writers
     # asked before --reask pays again for a model's stored answers (the question); False stops the run. None:
     # nobody to ask (the library; the CLI asks on a terminal and refuses without one unless --yes)
     confirm: Callable[[str], bool] | None = None
@@ -134,7 +134,7 @@ class NodeRun:
 
     def run(self) -> LlmResult:
         """The model's run to its end, waiting in place (one model alone)."""
-        return InFlight(self.batches, self.options.poll_interval).finish(self.steps())
+        return self.batches.flight(self.options.poll_interval).finish(self.steps())
 
     def steps(self) -> Steps[LlmResult]:
         try:
@@ -322,7 +322,7 @@ class NodeRun:
             yield from self._drive(self.batches.open_shards(self.name))
         else:
             for row in self.store.shards([sh.shard_id for sh in shards]):
-                self.result.add_outcomes(send_shard(self.ctx, row, spec.provider, self.options.reask))
+                self.result.add_outcomes((yield from send_shard(self.ctx, row, spec.provider, self.options.reask)))
             self._add_spend()
         return sent
 

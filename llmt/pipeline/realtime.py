@@ -1,10 +1,11 @@
 """Realtime mode: send a shard's requests to the chat completions (or embeddings) endpoint with bounded
-concurrency and request/token rate limits, storing every answer as soon as it arrives.
+concurrency and request/token rate limits, storing the answers as they arrive.
 
 A realtime shard is recorded like a batch shard (provider `realtime`; its attempts and answers carry the
-kind of the target's provider) before anything is sent, and
-attempts are stored in small transactions as requests complete, so Ctrl-C or a kill keeps every
-answer already stored; the shard is then closed (`interrupted`) and a re-run sends only the rest.
+kind of the target's provider) before anything is sent. Its requests go from other threads while the model's
+step waits, as for a batch (the run's other models go on meanwhile); attempts are stored on the run's thread,
+in small transactions, as requests complete, so Ctrl-C or a kill keeps every answer already stored; the shard
+is then closed (`interrupted`) and a re-run sends only the rest.
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmt.console import OpenBatch
 from llmt.crash import crash_point
+from llmt.pipeline.batches import Wait
 from llmt.pipeline.collect import Attempt, classify, store
 from llmt.pipeline.context import Limits
 from llmt.tokens import RequestCounter
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
     from llmt.pipeline.context import RunContext
 
 GRACE_SECONDS = 10.0  # on Ctrl-C, how long to wait for requests already sent
+SAVE_EVERY = 0.2  # seconds: how often the answers that came back are stored (and the live view shown)
 
 
 class RateLimiter:
@@ -101,61 +105,146 @@ def chat_asker(run: RunContext, row: ShardRow) -> Asker:
 
 
 def send_shard(run: RunContext, row: ShardRow, kind: str, replace: bool = False, asker: Asker | None = None
-               ) -> dict[str, int]:
-    """Send every request of a recorded realtime shard; returns outcome counts. ``kind``: the kind of the
-    target's provider (fake or openai), recorded with every attempt and answer; ``replace``: new answers
-    replace stored ones (--reask); ``asker``: how a request is sent (default: to chat completions)."""
-    ask = asker or chat_asker(run, row)
-    limits, reporter = run.providers.limits, run.reporter
-    limiter = RateLimiter(limits)
+               ) -> Generator[Wait, object, dict[str, int]]:
+    """Send every request of a recorded realtime shard; returns outcome counts. The requests go from other
+    threads (`_Sender`) while this step waits (the run's other models go on meanwhile), and what came back is
+    stored here, on the run's thread, every SAVE_EVERY seconds. ``kind``: the kind of the target's provider (fake
+    or openai), recorded with every attempt and answer; ``replace``: new answers replace stored ones (--reask);
+    ``asker``: how a request is sent (default: to chat completions)."""
+    sender = _Sender(asker or chat_asker(run, row), Path(row.path), run.providers.limits)
     counts: dict[str, int] = {}
+    answered = 0
 
     def save(done: list[Asked]) -> None:
+        nonlocal answered
+        if not done:
+            return
         attempts = [a for f in done for a in f.result()]
-        with run.warehouse.transaction():
+        with _ctrl_c_sets(stop := threading.Event()), run.warehouse.transaction():
             store(run.warehouse, attempts, row.shard_id, Source(row.run_id, row.node, row.model, False, kind),
                   replace)
         crash_point("realtime_store")
         for a in attempts:
             counts[a.outcome] = counts.get(a.outcome, 0) + 1
+        answered += len(done)
+        if stop.is_set():  # Ctrl-C while storing: honoured once the answers are stored
+            raise KeyboardInterrupt
 
-    requests = _requests(Path(row.path))
-    pool = ThreadPoolExecutor(max_workers=limits.concurrency, thread_name_prefix="llmt-realtime")
-    running: set[Asked] = set()
-    with _ctrl_c_sets(stop := threading.Event()):
-        try:
-            with reporter.progress(f"{row.node}: realtime", row.n_requests) as bar:
-                for key, body in requests:
-                    if stop.is_set():
-                        break
-                    running.add(pool.submit(ask, key, body, limiter))
-                    if len(running) >= limits.concurrency * 2:
-                        done, running = _settle(running)
-                        save(done)
-                        bar.advance(len(done))
-                while running and not stop.is_set():
-                    done, running = _settle(running)
-                    save(done)
-                    bar.advance(len(done))
-            if stop.is_set():
-                raise KeyboardInterrupt
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            wait(running, timeout=GRACE_SECONDS)  # requests already on the wire: their answers are paid for
-            finished = [f for f in running if f.done() and not f.cancelled() and f.exception() is None]
-            if finished:
-                save(finished)  # keep every answer already received
-            run.store.update_shard(row.shard_id, status="interrupted")
-            raise
-    pool.shutdown(wait=True)
+    started = time.time()
+    feeding = sender.start()
+    try:
+        while not (feeding.done() and sender.all_taken()):
+            # the warehouse stays held (as in the steps that store), and the live view shows the shard
+            yield Wait([], time.monotonic() + SAVE_EVERY, jobs=[sender.wake()], held=True,
+                       shown=OpenBatch(row.node, row.shard_id, "realtime", answered, row.n_requests,
+                                       time.time() - started))
+            save(sender.take())
+            if feeding.done():
+                feeding.result()  # (an error of the sender's thread: the request file unreadable)
+        sender.close()
+    except BaseException:  # an error, Ctrl-C, or the run stopping this model
+        sender.stop()  # requests already on the wire are waited for: their answers are paid for
+        finished = [f for f in sender.take() if not f.cancelled() and f.exception() is None]
+        if finished:
+            save(finished)  # keep every answer already received
+        run.store.update_shard(row.shard_id, status="interrupted")
+        raise
     run.store.update_shard(row.shard_id, status="collected")
     return counts
 
 
+class _Sender:
+    """A shard's requests sent from a thread of its own, on ``limits.concurrency`` threads, with at most twice
+    that many on the wire or answered and not yet taken (so memory stays flat); `take` hands over those that
+    came back, and `wake` says when that many are waiting to be taken (so that sending never stalls), or the
+    last ones."""
+
+    def __init__(self, ask: Asker, path: Path, limits: Limits) -> None:
+        self.ask, self.path = ask, path
+        self.limiter = RateLimiter(limits)
+        self.concurrency = limits.concurrency
+        self.room = threading.Semaphore(limits.concurrency * 2)
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.sent: set[Asked] = set()  # not taken yet
+        self.back = 0  # of those, how many came back
+        self.fed = False  # every request was sent
+        self.woken: Future[None] = Future()
+        self.feeder = ThreadPoolExecutor(1, thread_name_prefix="llmt-realtime-feed")
+        self.pool = ThreadPoolExecutor(max_workers=limits.concurrency, thread_name_prefix="llmt-realtime")
+
+    def start(self) -> Future[None]:
+        """Send every request (the future is done when the last one was sent, or sending stopped)."""
+        return self.feeder.submit(self._send_all)
+
+    def _send_all(self) -> None:
+        try:
+            for key, body in _requests(self.path):
+                self.room.acquire()
+                if self.stopping.is_set():
+                    break
+                future = self.pool.submit(self.ask, key, body, self.limiter)
+                with self.lock:
+                    self.sent.add(future)
+                future.add_done_callback(self._came_back)
+        finally:
+            with self.lock:
+                self.fed = True
+                self._wake_when_due()
+
+    def _came_back(self, _: Asked) -> None:
+        with self.lock:
+            self.back += 1
+            self._wake_when_due()
+
+    def _due(self) -> bool:
+        return self.back >= self.concurrency or (self.fed and self.back >= len(self.sent))
+
+    def _wake_when_due(self) -> None:
+        if self._due() and not self.woken.done():
+            self.woken.set_result(None)
+
+    def wake(self) -> Future[None]:
+        """Done when as many requests as run at once came back and wait to be taken, or the last ones."""
+        with self.lock:
+            if self.woken.done() and not self._due():
+                self.woken = Future()
+            return self.woken
+
+    def all_taken(self) -> bool:
+        with self.lock:
+            return self.fed and not self.sent
+
+    def take(self) -> list[Asked]:
+        """The requests that came back since the last time (each once), making room for as many more."""
+        with self.lock:
+            done = [f for f in self.sent if f.done()]
+            self.sent.difference_update(done)
+            self.back -= len(done)
+        for _ in done:
+            self.room.release()
+        return done
+
+    def stop(self) -> None:
+        """Send nothing more, and wait up to GRACE_SECONDS for the requests already sent."""
+        self.stopping.set()
+        self.room.release()  # (the feeder may be waiting for room)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        with self.lock:
+            sent = list(self.sent)
+        wait(sent, timeout=GRACE_SECONDS)
+        self.feeder.shutdown(wait=False)
+
+    def close(self) -> None:
+        """After every request came back."""
+        self.pool.shutdown()
+        self.feeder.shutdown()
+
+
 @contextmanager
 def _ctrl_c_sets(stop: threading.Event) -> Iterator[None]:
-    """Ctrl-C asks the sender to stop between two stores, instead of interrupting a write (DuckDB
-    would abort the query it is running, and answers already received would be lost)."""
+    """Ctrl-C while answers are stored sets ``stop`` instead of interrupting the write (DuckDB would abort the
+    query it is running, and answers already received would be lost); the caller honours it after."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -164,8 +253,3 @@ def _ctrl_c_sets(stop: threading.Event) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-def _settle(running: set[Asked]) -> tuple[list[Asked], set[Asked]]:
-    done, rest = wait(running, return_when=FIRST_COMPLETED)
-    return list(done), set(rest)

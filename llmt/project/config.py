@@ -118,7 +118,7 @@ class NotifyConfig(Strict):
 class TargetConfig(Strict):
     warehouse: WarehouseConfig = DuckDBConfig()
     provider: ProviderConfig = ProviderConfig()
-    threads: int = Field(1, ge=1)  # dbt's; every engine builds one SQL model at a time for now
+    threads: int = Field(1, ge=1)  # dbt's: SQL models built at once on PostgreSQL (DuckDB: one at a time)
     notify: NotifyConfig | None = None  # replaces the project's `notify:` for this target
 
 

@@ -126,6 +126,17 @@ class Warehouse(ABC):
     def close(self) -> None:
         """Close the connection for good (the end of a command)."""
 
+    def worker(self) -> Warehouse | None:
+        """Another connection to the same warehouse that writes under this one's hold on the state (it takes no
+        lock of its own: this one must stay connected while the other works), for building SQL models in
+        parallel (--threads); None when the engine has one writer (DuckDB parallelizes inside a statement)."""
+        return None
+
+    def hold(self) -> None:
+        """Be connected now (and so hold the state's lock) for a worker's work (`worker`) until `release`; an
+        engine without workers has nothing to do."""
+        return None
+
     def migration_sql(self, version: int, sql: str, schema: str) -> str:
         """The statements of state migration ``version`` (state.py: ``sql``) for the state schema ``schema``, in
         the engine's SQL (where the engine lets llmt choose how columns are stored, it says so here)."""

@@ -65,7 +65,8 @@ class PostgresWarehouse(Warehouse):
     ROW_PER_KEY = False
 
     def __init__(self, config: PostgresConfig, target: str, reporter: Reporter | None = None, *,
-                 read_only: bool = False, scratch: bool = False, application: str = "llmt") -> None:
+                 read_only: bool = False, scratch: bool = False, application: str = "llmt",
+                 worker: bool = False) -> None:
         schema, state_schema = config.schema_, config.state_schema
         if scratch:  # schemas of its own: nothing of the target's is read, written or locked
             schema = f"_llmt_scratch_{secrets.token_hex(4)}"
@@ -75,10 +76,11 @@ class PostgresWarehouse(Warehouse):
         self.reporter = reporter or Reporter()
         self.read_only, self.scratch = read_only, scratch
         self.application = application
+        self.is_worker = worker  # writes under another connection's lock (`worker()`): takes none, migrates nothing
         self.where = f"project.yml (target `{target}`, warehouse:)"
         self._params: dict[str, Any] | None = None
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
-        self._ready = False
+        self._ready = worker
         self._depth = 0
         self._families: dict[int, tuple[str, str, int]] = {}  # type oid -> (name, family, item oid)
 
@@ -112,7 +114,7 @@ class PostgresWarehouse(Warehouse):
                 conn.execute(f"SET statement_timeout = {int(self.config.statement_timeout * 1000)}")
             if self.lasting:
                 conn.execute("BEGIN")
-            elif self._ready or not self.read_only:
+            elif not self.is_worker and (self._ready or not self.read_only):
                 take_lock(conn, lock_key(conn.info.dbname, self.state_schema), self.config.lock_timeout,
                           self.reporter, self.where)
             self._conn = conn
@@ -171,6 +173,14 @@ class PostgresWarehouse(Warehouse):
             conn.execute("COMMIT")
         except psycopg.Error as exc:
             raise self._error(exc, None) from None
+
+    def worker(self) -> PostgresWarehouse | None:
+        if self.lasting:  # its work is in one transaction that no other connection sees
+            return None
+        return PostgresWarehouse(self.config, self.target, self.reporter, application=self.application, worker=True)
+
+    def hold(self) -> None:
+        self.connection  # noqa: B018 (connected, with the lock)
 
     def release(self) -> None:
         if self._conn is not None and not self.lasting:
