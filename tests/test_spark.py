@@ -17,7 +17,7 @@ import duckdb
 import pytest
 import yaml
 
-from tests.conftest import Project, on_spark
+from tests.conftest import BASE_FILES, Project, on_spark
 
 SQL_ONLY = {
     "models/insights.sql": "",
@@ -34,12 +34,7 @@ SQL_ONLY = {
     "data/times.csv": "id,day,local_time,instant,nothing\n"
                       "1,2024-03-10,2024-03-10 02:30:00,2024-01-02 03:04:05+05:30,\n",
     "models/times.sql": "select * from {{ source('raw', 'times') }}\n",
-    "models/sources.yml": """
-        sources:
-          - name: raw
-            tables:
-              - name: reviews
-                file: data/reviews.csv
+    "models/sources.yml": BASE_FILES["models/sources.yml"].rstrip() + """
               - name: times
                 file: data/times.csv
         """,
