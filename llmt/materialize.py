@@ -48,11 +48,9 @@ def _build(wh: Warehouse, project: Project, node: Node, full_refresh: bool, kind
             # an empty increment runs no statement (its version stays: model_state.py)
             if increment.rows and strategy == "merge":
                 wh.merge(table, increment.name, node.unique_key, where=where)
+            elif increment.rows and strategy == "delete+insert":
+                wh.delete_insert(table, increment.name, node.unique_key, where=where)
             elif increment.rows:
-                if strategy == "delete+insert":
-                    same = " AND ".join(f"i.{wh.quote(k)} = t.{wh.quote(k)}" for k in node.unique_key)
-                    wh.execute(f"DELETE FROM {table} AS t WHERE EXISTS (SELECT 1 FROM {increment.name} i "
-                               f"WHERE {same})", where=where)
                 wh.insert_by_name(table, increment.name, where=where)
         finally:
             wh.drop_temp(increment)

@@ -157,6 +157,15 @@ def application_name(project: Project) -> str:
     return f"llmt {' '.join(sys.argv[1:2]) or 'library'} ({project.name}/{project.target_name}, pid {os.getpid()})"
 
 
+def sql_only_on_spark(project: Project, llm: list[str]) -> None:
+    """LLM and embedding models (``llm``) do not run on a Spark target yet: refused before anything runs."""
+    if llm and project.target.warehouse.type == "spark":
+        raise ConfigError(f"target `{project.target_name}` has a Spark warehouse, and this llmt builds only SQL "
+                          f"models there: {', '.join(sorted(llm))} are LLM models",
+                          where=str(project.dir / "project.yml"),
+                          hint="Run them on a DuckDB or PostgreSQL target, or leave them out with --exclude.")
+
+
 def llm_specs(project: Project, names: list[str]) -> dict[str, LlmSpec]:
     """Compile-time checks of every selected LLM model (prompt, schema, columns, a known price for its model
     and its escalation's, output within the model's limit)."""
@@ -182,6 +191,7 @@ def run(
     started = time.monotonic()
     specs = llm_specs(project, names)  # every compile error before anything runs
     embeddings = embedding_specs(project, names, prices(project))
+    sql_only_on_spark(project, [*specs, *embeddings])
     args = run_args(project, options)  # (as given: the target's settings are read again by a retry)
     options = pipeline_options(project, options)
     write_compiled(project, names)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import sys
 import textwrap
@@ -98,6 +99,7 @@ class Project:
         self.capsys = capsys
         self.db = db
         self.pg: PgDatabase | None = None  # the target's PostgreSQL database (on_postgres), else DuckDB's file
+        self.spark: Any = None  # the Spark session of the target (on_spark)
 
     def write(self, rel: str, text: str) -> Path:
         path = self.root / rel
@@ -125,6 +127,8 @@ class Project:
     def query(self, sql: str) -> list[tuple[Any, ...]]:
         if self.pg is not None:
             return self.pg.query(sql)
+        if self.spark is not None:
+            return [tuple(row) for row in self.spark.sql(sql).collect()]
         with duckdb.connect(str(self.root / self.db), read_only=True) as conn:
             return conn.execute(sql).fetchall()
 
@@ -207,6 +211,35 @@ def on_postgres(project: Project, db: PgDatabase, schema: str = "analytics", **w
     config["targets"][name]["warehouse"] = {"type": "postgres", "dsn": db.uri, "schema": schema, **warehouse}
     (project.root / "project.yml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     project.pg = db
+    return project
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The local Spark session every Spark test of the session shares (llmt's Spark warehouses in this process
+    use it), started as llmt starts one, with a small JVM, and its catalog in a temporary folder."""
+    from llmt.project.config import SparkConfig
+    from llmt.warehouse.spark_session import start_session
+
+    conf = {"spark.driver.memory": "768m", "spark.sql.shuffle.partitions": 2, "spark.ui.enabled": False,
+            "spark.default.parallelism": 2}
+    session, _ = start_session(SparkConfig(type="spark", master="local[2]", conf=conf),
+                               tmp_path_factory.mktemp("spark"), "test")
+    yield session
+    session.stop()
+
+
+def on_spark(project: Project, session: Any, **warehouse: Any) -> Project:
+    """Point the project's default target at the shared Spark session, in a schema of its own (the session's
+    catalog outlives the test); ``project.query`` then reads it."""
+    text = (project.root / "project.yml").read_text(encoding="utf-8")
+    config = yaml.safe_load(text)
+    name = config.get("target") or next(iter(config["targets"]))
+    schema = f"t_{secrets.token_hex(4)}"
+    config["targets"][name]["warehouse"] = {"type": "spark", "master": "local[2]", "schema": schema,
+                                            "state_schema": f"{schema}_llmt", **warehouse}
+    (project.root / "project.yml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    project.spark = session
     return project
 
 

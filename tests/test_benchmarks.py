@@ -48,6 +48,7 @@ def run_script(script: str, work: Path, *args: str, env: dict[str, str] | None =
         ("vs_dbt.py", ["--rows", "200", "--models", "12", "--no-dbt", "1"], ["llmt_full_s", "skipped"]),
         ("retrieval.py", ["--queries", "50", "--documents", "20", "--dims", "16"], ["seconds", "cpu_s", "pairs_per_s",
                                                                                      "vss_installed"]),
+        ("spark_keys.py", ["--rows", "300", "--repeat", "1", "--master", "local[1]"], ["startup_seconds", "seconds"]),
     ],
 )
 def test_benchmark_prints_its_result_line(tmp_path: Path, script: str, args: list[str], fields: list[str],

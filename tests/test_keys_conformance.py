@@ -20,11 +20,12 @@ from typing import Any
 
 import pytest
 
-from llmt.project.config import PostgresConfig
+from llmt.project.config import PostgresConfig, SparkConfig
 from llmt.warehouse.base import Warehouse
 from llmt.warehouse.duckdb import DuckDBWarehouse
 from llmt.warehouse.keys import canonical_text, input_hash, request_key
 from llmt.warehouse.postgres import PostgresWarehouse
+from llmt.warehouse.spark import SparkWarehouse
 from tests.conftest import Project
 from tests.pg import PgDatabase
 
@@ -70,6 +71,10 @@ DUCKDB_TYPES = {"text": "VARCHAR", "bigint": "BIGINT", "decimal(18,7)": "DECIMAL
 POSTGRES_TYPES = {"text": "text", "bigint": "bigint", "decimal(18,7)": "numeric(18,7)", "double": "double precision",
                   "boolean": "boolean", "date": "date", "timestamp": "timestamp", "timestamptz": "timestamptz",
                   "list<bigint>": "bigint[]"}
+SPARK_TYPES = {"text": "STRING", "bigint": "BIGINT", "decimal(18,7)": "DECIMAL(18,7)", "double": "DOUBLE",
+               "boolean": "BOOLEAN", "date": "DATE", "timestamp": "TIMESTAMP_NTZ", "timestamptz": "TIMESTAMP_LTZ",
+               "list<bigint>": "ARRAY<BIGINT>", "list<list<text>>": "ARRAY<ARRAY<STRING>>",
+               "struct<a bigint,b text>": "STRUCT<a: BIGINT, b: STRING>"}
 
 
 def duckdb_warehouse(tmp_path: Path) -> Warehouse:
@@ -84,15 +89,27 @@ def postgres_warehouse(db: PgDatabase) -> Warehouse:
     return wh
 
 
-@pytest.fixture(params=["duckdb", "postgres"])
+def spark_warehouse(tmp_path: Path) -> Warehouse:
+    """A Spark warehouse on the tests' shared session, in a schema of its own."""
+    wh = SparkWarehouse(SparkConfig(type="spark", schema=f"keys_{tmp_path.name[-12:].replace('-', '_')}"), tmp_path)
+    wh.execute("SET spark.sql.session.timeZone = America/New_York")
+    return wh
+
+
+@pytest.fixture(params=["duckdb", "postgres", "spark"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Warehouse, dict[str, str]]]:
     if request.param == "postgres":
         wh, types = postgres_warehouse(request.getfixturevalue("pg")), POSTGRES_TYPES
+    elif request.param == "spark":
+        request.getfixturevalue("spark")
+        wh, types = spark_warehouse(tmp_path), SPARK_TYPES
     else:
         wh, types = duckdb_warehouse(tmp_path), DUCKDB_TYPES
     try:
         yield wh, types
     finally:
+        if request.param == "spark":
+            wh.execute("RESET spark.sql.session.timeZone")
         wh.close()
 
 

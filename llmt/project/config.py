@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, field_validator, model_validator
 
 from llmt.errors import ConfigError, did_you_mean
 
@@ -15,6 +15,7 @@ class Strict(BaseModel):
 
 
 LOCK_TIMEOUT = 300.0  # seconds llmt waits for another run of the same project and target, by default
+DEFAULT_STATE = "llmt_state.duckdb"  # a Spark target's state store, by default (in the project)
 
 
 class DuckDBConfig(Strict):
@@ -72,13 +73,59 @@ class PostgresConfig(Strict):
         return True
 
 
+class SparkConfig(Strict):
+    """Apache Spark: a session in this process (`master`, e.g. `local[*]`), whose catalog (a Hive metastore in
+    an embedded Derby database) and tables' files live under `path` in the project, or a Spark Connect server
+    (`remote`, e.g. `sc://host:15002`), whose catalog is the cluster's. `conf`: Spark settings for the session."""
+
+    type: Literal["spark"]
+    master: str | None = None
+    remote: str | None = None
+    schema_: str = Field("default", alias="schema")
+    state_schema: str = "_llmt"
+    file_format: str = "parquet"  # of the tables llmt makes (delta, iceberg: where the cluster has them)
+    path: str = "spark-warehouse"  # local mode: the tables' files and the catalog, relative to the project
+    conf: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    _state: DuckDBConfig | PostgresConfig | None = PrivateAttr(None)  # the target's `state:` (TargetConfig)
+
+    @property
+    def state_store(self) -> DuckDBConfig | PostgresConfig:
+        """Where llmt's run lifecycle lives: the target's `state:`, by default a DuckDB file in the project."""
+        return self._state or DuckDBConfig(path=DEFAULT_STATE)
+
+    @model_validator(mode="after")
+    def _one_place(self) -> SparkConfig:
+        if self.master is not None and self.remote is not None:
+            raise ValueError("give `master` (Spark in this process) or `remote` (a Spark Connect server), not both")
+        if self.master is None and self.remote is None:
+            self.master = "local[*]"
+        return self
+
+    def location(self, project_dir: Path) -> str | None:
+        return self.remote or str((project_dir / self.path).resolve())
+
+    @property
+    def label(self) -> str:
+        return self.remote or f"{self.master} ({self.path})"
+
+    def exists(self, project_dir: Path) -> bool:
+        return self.remote is not None or (project_dir / self.path).is_dir()
+
+
 def _warehouse_type(value: Any) -> str:
     return str(value.get("type", "duckdb") if isinstance(value, dict) else getattr(value, "type", "duckdb"))
 
 
 WarehouseConfig = Annotated[
-    Annotated[DuckDBConfig, Tag("duckdb")] | Annotated[PostgresConfig, Tag("postgres")],
+    Annotated[DuckDBConfig, Tag("duckdb")] | Annotated[PostgresConfig, Tag("postgres")]
+    | Annotated[SparkConfig, Tag("spark")],
     Discriminator(_warehouse_type, custom_error_type="warehouse_type",
+                  custom_error_message="`type` must be duckdb, postgres or spark"),
+]
+# where an engine without transactions (Spark) keeps llmt's run lifecycle (runs, shards, fingerprints)
+StateConfig = Annotated[
+    Annotated[DuckDBConfig, Tag("duckdb")] | Annotated[PostgresConfig, Tag("postgres")],
+    Discriminator(_warehouse_type, custom_error_type="state_type",
                   custom_error_message="`type` must be duckdb or postgres"),
 ]
 
@@ -117,9 +164,19 @@ class NotifyConfig(Strict):
 
 class TargetConfig(Strict):
     warehouse: WarehouseConfig = DuckDBConfig()
+    state: StateConfig | None = None  # a Spark warehouse's state store (default: a DuckDB file, DEFAULT_STATE)
     provider: ProviderConfig = ProviderConfig()
     threads: int = Field(1, ge=1)  # dbt's: SQL models built at once on PostgreSQL (DuckDB: one at a time)
     notify: NotifyConfig | None = None  # replaces the project's `notify:` for this target
+
+    @model_validator(mode="after")
+    def _state_of_spark(self) -> TargetConfig:
+        if self.state is not None and not isinstance(self.warehouse, SparkConfig):
+            raise ValueError("`state:` names where a Spark warehouse keeps llmt's run lifecycle; DuckDB and "
+                             "PostgreSQL warehouses keep it themselves: remove it")
+        if isinstance(self.warehouse, SparkConfig):
+            self.warehouse._state = self.state
+        return self
 
 
 OUTCOME_NAMES = ("refused", "truncated", "content_filter", "invalid_json", "schema_violation", "http_error",

@@ -1,5 +1,5 @@
-"""Warehouses behind one interface (base.py): DuckDB (duckdb.py), PostgreSQL (postgres.py); llmt's state tables
-(state.py, store.py)."""
+"""Warehouses behind one interface (base.py): DuckDB (duckdb.py), PostgreSQL (postgres.py), Spark (spark.py);
+llmt's state tables (state.py, store.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ if TYPE_CHECKING:
 
 
 # each engine's SQL dialect, by sqlglot's name (known before connecting)
-DIALECTS = {"duckdb": "duckdb", "postgres": "postgres"}
+DIALECTS = {"duckdb": "duckdb", "postgres": "postgres", "spark": "spark"}
+EXTRAS = {"postgres": ("PostgreSQL", "the PostgreSQL driver"), "spark": ("Spark", "pyspark")}
 
 
 def dialect(engine: str) -> str:
@@ -22,15 +23,21 @@ def dialect(engine: str) -> str:
 
 def engine_class(engine: str, target: str = "") -> type[Warehouse]:
     """The Warehouse class of an engine (of ``target``), for its SQL hooks that need no connection."""
-    if engine == "postgres":
+    if engine in EXTRAS:
         try:
-            from llmt.warehouse.postgres import PostgresWarehouse
+            if engine == "postgres":
+                from llmt.warehouse.postgres import PostgresWarehouse
+
+                return PostgresWarehouse
+            from llmt.warehouse.spark import SparkWarehouse
+
+            return SparkWarehouse
         except ImportError:
             from llmt.errors import ConfigError
 
-            raise ConfigError(f"target `{target}` has a PostgreSQL warehouse, and the PostgreSQL driver is not "
-                              "installed", hint="Install it: pip install 'llmt[postgres]'.") from None
-        return PostgresWarehouse
+            name, package = EXTRAS[engine]
+            raise ConfigError(f"target `{target}` has a {name} warehouse, and {package} is not installed",
+                              hint=f"Install it: pip install 'llmt[{engine}]'.") from None
     from llmt.warehouse.duckdb import DuckDBWarehouse
 
     return DuckDBWarehouse
@@ -41,7 +48,8 @@ def open_warehouse(config: WarehouseConfig, project_dir: Path, reporter: Reporte
                    ) -> Warehouse:
     """The warehouse a target's `warehouse:` names (connected on first use). ``read_only``: nothing it does is
     kept (`llmt plan`); ``memory``: a throwaway warehouse of the same engine (DuckDB: in memory; PostgreSQL:
-    schemas of its own in a transaction that is rolled back), with the target's schemas' roles.
+    schemas of its own in a transaction that is rolled back; Spark: a schema of its own, dropped at the end), with
+    the target's schemas' roles.
     ``application``: how the server names the connection (PostgreSQL shows it to whoever waits for it)."""
     if config.type == "postgres":
         engine_class("postgres", target)  # a clear error when the driver is not installed
@@ -49,6 +57,11 @@ def open_warehouse(config: WarehouseConfig, project_dir: Path, reporter: Reporte
 
         return PostgresWarehouse(config, target, reporter, read_only=read_only, scratch=memory,
                                  application=application)
+    if config.type == "spark":
+        engine_class("spark", target)
+        from llmt.warehouse.spark import SparkWarehouse
+
+        return SparkWarehouse(config, project_dir, reporter, read_only=read_only, memory=memory, target=target)
     from llmt.warehouse.duckdb import DuckDBWarehouse
 
     path = ":memory:" if memory else config.path

@@ -113,6 +113,12 @@ class Warehouse(ABC):
         """Whether the database lives only as long as its connection (in memory): then it is never released."""
         return False
 
+    @property
+    def lifecycle(self) -> Warehouse:
+        """Where llmt's run lifecycle (runs, shards, fingerprints, the lock) lives: the warehouse itself when its
+        engine has transactions; the target's state store (`state:`) otherwise (Spark)."""
+        return self
+
     @abstractmethod
     def transaction(self) -> AbstractContextManager[None]:
         """One step in one transaction: committed at the end, rolled back on any error. A transaction begun
@@ -228,6 +234,13 @@ class Warehouse(ABC):
         """Append the rows of relation ``source`` to ``table``, column by name."""
         names = ", ".join(self.quote(c.name) for c in self.describe(f"SELECT * FROM {source}"))
         self.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {source}", where=where)
+
+    def delete_insert(self, table: str, source: str, keys: Sequence[str], *, where: str | None = None) -> None:
+        """Delete the rows of ``table`` whose ``keys`` match a row of relation ``source``, then append
+        ``source``'s rows (dbt's delete+insert)."""
+        same = " AND ".join(f"i.{self.quote(k)} = t.{self.quote(k)}" for k in keys)
+        self.execute(f"DELETE FROM {table} AS t WHERE EXISTS (SELECT 1 FROM {source} i WHERE {same})", where=where)
+        self.insert_by_name(table, source, where=where)
 
     def merge(self, table: str, source: str, keys: Sequence[str], *, where: str | None = None) -> None:
         """Update the rows of ``table`` whose ``keys`` match a row of relation ``source`` and insert the others

@@ -84,7 +84,7 @@ class Usage:
 
 class StateStore:
     def __init__(self, warehouse: Warehouse) -> None:
-        self.wh = warehouse
+        self.wh = warehouse.lifecycle  # the warehouse itself, or the state store of an engine without transactions
         self.open_list = ", ".join(warehouse.string(s) for s in OPEN)
 
     def table(self, name: str) -> str:
