@@ -140,7 +140,8 @@ class _RichBoard:
         from rich.live import Live
         from rich.table import Table
 
-        table = Table(title=f"{len(batches)} open batch(es)", title_justify="left", box=None, pad_edge=False)
+        table = Table(title=f"{len(batches)} in flight (batches, uploads, realtime shards)", title_justify="left",
+                      box=None, pad_edge=False)
         for col, justify in (("model", "left"), ("batch", "left"), ("status", "left"), ("done", "right"),
                              ("age", "right")):
             table.add_column(col, justify=justify)  # type: ignore[arg-type]
