@@ -103,6 +103,16 @@ def test_sql_models_run_build_test_and_show_on_spark(spark_project: Project) -> 
     shown = p.llmt("show", "product_counts", "--output", "json")
     assert shown.code == 0, shown.err
     assert {"product": "Case", "reviews": 1, "last_review": 5} in json.loads(shown.out)
+    built = p.llmt("build", "--output", "json")  # models (unchanged: skipped) and their tests
+    assert built.code == 0, built.err + built.out
+    report = json.loads(built.out)
+    assert {r["name"]: r["status"] for r in report["nodes"]}["product_counts"] == "success"
+    assert report["tests"] and {r["status"] for r in report["tests"]} == {"pass"}
+    status = p.llmt("status", "--output", "json")  # read from the state store
+    assert status.code == 0, status.err
+    assert json.loads(status.out)["open_batches"] == [] and json.loads(status.out)["target"] == "dev"
+    planned = p.llmt("plan")
+    assert planned.code == 0, planned.err + planned.out
 
 
 def test_a_syntax_error_in_spark_sql_names_the_file_and_line(spark_project: Project) -> None:
