@@ -113,6 +113,14 @@ def test_sql_models_run_build_test_and_show_on_spark(spark_project: Project) -> 
     assert json.loads(status.out)["open_batches"] == [] and json.loads(status.out)["target"] == "dev"
     planned = p.llmt("plan")
     assert planned.code == 0, planned.err + planned.out
+    documented = p.llmt("docs", "generate")  # the catalog read from Spark's
+    assert documented.code == 0, documented.err
+    catalog = json.loads((p.root / "target" / "catalog.json").read_text())
+    counts = catalog["nodes"]["model.product_counts"]
+    assert counts["metadata"]["name"] == "product_counts" and set(counts["columns"]) >= {"product", "reviews"}
+    cleaned = p.llmt("clean")
+    assert cleaned.code == 0, cleaned.err
+    assert not (p.root / "target").exists() and (p.root / "llmt_state.duckdb").is_file()
 
 
 def test_a_syntax_error_in_spark_sql_names_the_file_and_line(spark_project: Project) -> None:

@@ -109,7 +109,10 @@ class SparkConfig(Strict):
         return self.remote or f"{self.master} ({self.path})"
 
     def exists(self, project_dir: Path) -> bool:
-        return self.remote is not None or (project_dir / self.path).is_dir()
+        # a Spark session already running in the process (a notebook) keeps its tables elsewhere than `path`:
+        # then the state store, which the first run makes, says whether anything was built
+        return (self.remote is not None or (project_dir / self.path).is_dir()
+                or self.state_store.exists(project_dir))
 
 
 def _warehouse_type(value: Any) -> str:
