@@ -53,7 +53,6 @@ class SparkWarehouse(Warehouse):
     TRANSACTIONS = False
     UPDATES = False
     ROW_PER_KEY = False
-    CTE_MATERIALIZED = ""
 
     def __init__(self, config: SparkConfig, project_dir: Path, reporter: Reporter | None = None, *,
                  read_only: bool = False, memory: bool = False, target: str = "") -> None:
