@@ -41,9 +41,10 @@ where review_text <> ''
 def parse_args(description: str, default_rows: int = 100_000, **extra: Any) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--rows", type=int, default=default_rows, help=f"input rows (default {default_rows:,})")
-    parser.add_argument("--engine", choices=("duckdb", "postgres"), default="duckdb",
+    parser.add_argument("--engine", choices=("duckdb", "postgres", "spark"), default="duckdb",
                         help="the warehouse (postgres: a database on LLMT_BENCH_PG, an admin DSN, or on the "
-                        "embedded server of the dev extras, left running: tests/pg.py)")
+                        "embedded server of the dev extras, left running: tests/pg.py; spark: a local[2] session "
+                        "in the benchmark's process, its catalog in the project, the run lifecycle in a DuckDB file)")
     for name, (kind, default, text) in extra.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default, help=text)
     return parser.parse_args()
@@ -71,6 +72,10 @@ def database_name(name: str) -> str:
 
 def engine_fields(engine: str) -> dict[str, str]:
     """What a result line says of its warehouse: for PostgreSQL, the server's version and where it comes from."""
+    if engine == "spark":
+        import pyspark
+
+        return {"engine": engine, "server": f"Spark_{pyspark.__version__}_(local[2])"}
     if engine != "postgres":
         return {}
     import psycopg
@@ -98,6 +103,9 @@ def warehouse_yaml(engine: str, name: str, settings: str = "{}", template: str |
     if engine == "postgres":
         dsn = postgres_database(database_name(name), None if template is None else database_name(template))
         return f"{{type: postgres, dsn: '{dsn}', schema: main}}"
+    if engine == "spark":
+        return ("{type: spark, master: 'local[2]', schema: main, conf: {spark.driver.memory: 4g, "
+                "spark.sql.shuffle.partitions: 4, spark.ui.enabled: false}}")
     return f"{{type: duckdb, path: bench.duckdb, settings: {settings}}}"
 
 

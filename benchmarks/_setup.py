@@ -145,7 +145,8 @@ def write_outputs(project: Project, remote: Path, failures: bool) -> int:
 
 def _duckdb_state(wh: Warehouse) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the warehouse's `_llmt.shards` and `_llmt.shard_requests` (the warehouse's own
-    connection when it is DuckDB; else an in-memory copy)."""
+    connection when it is DuckDB; else an in-memory copy). On Spark, its state store's."""
+    wh = wh.lifecycle
     if isinstance(wh, DuckDBWarehouse):
         return wh.connection
     conn = duckdb.connect(":memory:")

@@ -291,7 +291,7 @@ def plan_project(
     from llmt.pipeline.embed import embedding_specs
     from llmt.pipeline.llm import model_place
     from llmt.pipeline.plan import build_inputs, plan_embedding, plan_node
-    from llmt.runner import batches_dir, llm_specs, prices, sql_only_on_spark
+    from llmt.runner import batches_dir, llm_specs, not_on_spark, prices
     from llmt.warehouse import open_warehouse
     from llmt.warehouse.store import StateStore
 
@@ -300,7 +300,8 @@ def plan_project(
     config = project.target.warehouse
     table = prices(project)
     embeddings = embedding_specs(project, names, table)
-    sql_only_on_spark(project, [*specs, *embeddings])
+    if embeddings:
+        not_on_spark(project, f"embedding models ({', '.join(sorted(embeddings))})")
     plans = []
     blocked: list[str] = []
     fresh = not config.exists(project.dir)

@@ -44,7 +44,7 @@ from llmt.pipeline.spec import build_spec
 from llmt.project import Project
 from llmt.prompts import PromptRenderer
 from llmt.providers import make_finetuner
-from llmt.runner import application_name, new_run_id, open_warehouse, prices
+from llmt.runner import application_name, new_run_id, not_on_spark, open_warehouse, prices
 from llmt.testing.collect import collect_tests
 from llmt.testing.execute import failing_rows_sql
 from llmt.warehouse import open_warehouse as open_target_warehouse
@@ -91,6 +91,7 @@ def export_finetune(project: Project, model: str, output: Path, console: Console
         llm = [n for n, x in project.nodes.items() if x.is_llm]
         raise ConfigError(f"`{model}` is not an LLM model of this project.{did_you_mean(model, llm)}",
                           hint=f"LLM models: {', '.join(llm) or 'none'}.")
+    not_on_spark(project, "Fine-tuning")
     spec = build_spec(project, node)
     limits = Limits.of(prices(project), base_model or spec.model)
     validation_path = validation_output or output.with_name(f"{output.stem}.validation{output.suffix}")
@@ -229,6 +230,7 @@ def submit_finetune(project: Project, training: Path, console: Console, *, model
                     validation: Path | None = None, suffix: str | None = None, epochs: int | None = None) -> JobRow:
     """Check the files, record the submission, upload them and create the job (or go on with an earlier
     submission of the same files that did not get as far)."""
+    not_on_spark(project, "Fine-tuning")
     if validation is None:
         beside = training.with_name(f"{training.stem}.validation{training.suffix}")
         validation = beside if beside.is_file() else None
@@ -286,6 +288,7 @@ def submit_finetune(project: Project, training: Path, console: Console, *, model
 
 def finetune_status(project: Project, console: Console) -> list[JobRow]:
     """Every recorded submission; the jobs not finished are asked for their status (and recorded)."""
+    not_on_spark(project, "Fine-tuning")
     wh = open_warehouse(project, console)
     provider = project.target.provider
     tuner = make_finetuner(provider.type, provider.options(), project_dir=project.dir, target_dir=project.target_dir)

@@ -157,13 +157,13 @@ def application_name(project: Project) -> str:
     return f"llmt {' '.join(sys.argv[1:2]) or 'library'} ({project.name}/{project.target_name}, pid {os.getpid()})"
 
 
-def sql_only_on_spark(project: Project, llm: list[str]) -> None:
-    """LLM and embedding models (``llm``) do not run on a Spark target yet: refused before anything runs."""
-    if llm and project.target.warehouse.type == "spark":
-        raise ConfigError(f"target `{project.target_name}` has a Spark warehouse, and this llmt builds only SQL "
-                          f"models there: {', '.join(sorted(llm))} are LLM models",
+def not_on_spark(project: Project, what: str) -> None:
+    """Refuse ``what`` (embedding models, `llmt eval`, fine-tuning) on a Spark target, where it does not run yet,
+    before anything runs."""
+    if project.target.warehouse.type == "spark":
+        raise ConfigError(f"{what} cannot run on target `{project.target_name}` yet: it has a Spark warehouse",
                           where=str(project.dir / "project.yml"),
-                          hint="Run them on a DuckDB or PostgreSQL target, or leave them out with --exclude.")
+                          hint="Use a DuckDB or PostgreSQL target for it (--target), or leave it out (--exclude).")
 
 
 def llm_specs(project: Project, names: list[str]) -> dict[str, LlmSpec]:
@@ -191,7 +191,8 @@ def run(
     started = time.monotonic()
     specs = llm_specs(project, names)  # every compile error before anything runs
     embeddings = embedding_specs(project, names, prices(project))
-    sql_only_on_spark(project, [*specs, *embeddings])
+    if embeddings:
+        not_on_spark(project, f"embedding models ({', '.join(sorted(embeddings))})")
     args = run_args(project, options)  # (as given: the target's settings are read again by a retry)
     options = pipeline_options(project, options)
     write_compiled(project, names)

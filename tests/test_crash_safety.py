@@ -58,7 +58,7 @@ PROJECT_YML = f"""
     """
 
 # the crash points at which a batch (at least one) already exists remotely
-AFTER_CREATE = ("after_create", "waiting", "after_download", "mid_store")
+AFTER_CREATE = ("after_create", "waiting", "after_download", "mid_store", "after_store")
 IN_PROGRESS = 3600.0  # virtual seconds a batch stays in progress at the "waiting" point
 
 
@@ -83,14 +83,15 @@ def make_project(root: Path, pg: PgDatabase | None = None) -> Path:
     return root
 
 
-def llmt_run(root: Path, emu: Emulator, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
+def llmt_run(root: Path, emu: Emulator, crash_at: str | None = None, timeout: float = 60
+             ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LLMT_"))}
     env.update(OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=emu.base_url)
     if crash_at is not None:
         env["LLMT_CRASH_AT"] = crash_at
     return subprocess.run(
         [sys.executable, "-m", "llmt", "run", "--project-dir", str(root), "--target", "openai"],
-        env=env, capture_output=True, text=True, timeout=60, cwd=root,
+        env=env, capture_output=True, text=True, timeout=timeout, cwd=root,
     )
 
 
@@ -133,8 +134,8 @@ def status_of(emu: Emulator, batch_id: str) -> str:
         return str(emu.store.batches[batch_id].obj["status"])
 
 
-def crash(root: Path, emu: Emulator, point: str) -> None:
-    killed = llmt_run(root, emu, point)
+def crash(root: Path, emu: Emulator, point: str, timeout: float = 60) -> None:
+    killed = llmt_run(root, emu, point, timeout)
     assert killed.returncode == -9, (
         f"`llmt run` was not killed at {point} (exit {killed.returncode}):\n{killed.stdout}\n{killed.stderr}"
     )
@@ -235,7 +236,7 @@ def test_kill_while_storing_rolls_the_shard_back(emulator: Emulator, tmp_path: P
 # the n-th time each point is reached in a run of two models of three shards each: both models have work in
 # flight then (the second one's shards written or recorded, or their batches created, while the first's are)
 TWO_MODELS_AT = {"after_write": 2, "after_record": 2, "after_upload": 4, "after_create": 4, "waiting": 6,
-                 "after_download": 1, "mid_store": 1}
+                 "after_download": 1, "mid_store": 1, "after_store": 1}
 
 
 def two_models(root: Path, pg: PgDatabase | None) -> Path:

@@ -130,13 +130,20 @@ def test_a_syntax_error_in_spark_sql_names_the_file_and_line(spark_project: Proj
     assert "models/product_counts.sql:2" in result.err
 
 
-def test_llm_models_are_refused_on_spark_before_anything_runs(make_project: Callable[[dict[str, str]], Project],
-                                                             spark: Any) -> None:
-    p = on_spark(make_project({}), spark)
+def test_what_does_not_run_on_spark_yet_is_refused_before_anything_runs(
+        make_project: Callable[[dict[str, str]], Project], spark: Any) -> None:
+    p = on_spark(make_project({"models/embedded.sql": """
+        {{ config(materialized='embedding', column='review_text', unique_key='review_id', dimensions=8) }}
+        select review_id, review_text from {{ ref('stg_reviews') }}
+        """}), spark)
     for command in ("run", "plan"):
         result = p.llmt(command)
         assert result.code == 2
-        assert "insights are LLM models" in result.err and "Traceback" not in result.err
+        assert "embedding models (embedded) cannot run on target `dev` yet" in result.err
+        assert "Traceback" not in result.err
+    for command, what in ((["eval"], "`llmt eval`"), (["finetune", "status"], "Fine-tuning")):
+        result = p.llmt(*command)
+        assert result.code == 2 and f"{what} cannot run on target `dev` yet" in result.err, result.err
     assert schema_of(p) not in {r[0] for r in p.query("SHOW DATABASES")}  # nothing was built
 
 

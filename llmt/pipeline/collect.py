@@ -128,12 +128,15 @@ def collect_files(wh: Warehouse, *, finished: list[Finished], validator: AnswerV
                   cost: tuple[str, list[float]], replace: bool = False) -> dict[str, int]:
     """Classify, validate, reconcile, price and store the result files of ended batches of one model (in the
     caller's transaction); returns outcome counts. On DuckDB the files are read and classified in SQL
-    (tests/test_collect_sql.py checks that this agrees with `classify`); elsewhere `classify` reads them."""
-    if wh.RESULT_FILES:
-        return collect_result_files(wh, finished=finished, invalid=partial(_invalid_answers, validator),
-                                    source=source, cost=cost, replace=replace)
-    return collect_lines(wh, finished=finished, read=partial(_classified_lines, validator), source=source, cost=cost,
-                         replace=replace)
+    (tests/test_collect_sql.py checks that this agrees with `classify`); elsewhere `classify` reads them. On Spark
+    they are reconciled in the state store, which knows the shards' requests, and appended to Spark's logs."""
+    life = wh.lifecycle
+    into = None if life is wh else wh
+    if life.RESULT_FILES:
+        return collect_result_files(life, finished=finished, invalid=partial(_invalid_answers, validator),
+                                    source=source, cost=cost, replace=replace, into=into)
+    return collect_lines(life, finished=finished, read=partial(_classified_lines, validator), source=source,
+                         cost=cost, replace=replace, into=into)
 
 
 def _classified_lines(validator: AnswerValidator, finished: Finished) -> Iterator[tuple[Any, ...]]:

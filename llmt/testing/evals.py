@@ -38,7 +38,7 @@ from llmt.pipeline.rekey import fake_answers
 from llmt.pipeline.spec import LlmSpec, build_spec
 from llmt.project import Node, Project
 from llmt.project.yamlfile import line_of
-from llmt.runner import budgets, make_context, new_run_id, open_warehouse, pipeline_options
+from llmt.runner import budgets, make_context, new_run_id, not_on_spark, open_warehouse, pipeline_options
 from llmt.testing.collect import rel_path
 from llmt.testing.metrics import METRICS, THRESHOLDS, field_kind, mismatch, parse_label, scores
 from llmt.testing.rows import create_table
@@ -105,6 +105,7 @@ def run_evals(project: Project, select: list[str], exclude: list[str], console: 
             hint=f"Create {EVAL_DIR / (names[0] if names else '<model>')}.csv with the prompt's input columns and "
             "expected.<field> columns (see the README's Testing section).",
         )
+    not_on_spark(project, "`llmt eval`")
     options = pipeline_options(project, options)
     wh = open_warehouse(project, console)
     run = make_context(project, wh, console, new_run_id())

@@ -95,12 +95,13 @@ class Warehouse(ABC):
 
     dialect: ClassVar[str]  # sqlglot's name for the engine's SQL (models are parsed with it)
     TRANSACTIONS: ClassVar[bool] = True  # statements of one step commit together
-    UPDATES: ClassVar[bool] = True  # DELETE and UPDATE on tables
+    UPDATES: ClassVar[bool] = True  # DELETE and UPDATE on tables (without: answers and attempts are logs, log_table)
     RESULT_FILES: ClassVar[bool] = False  # batch result files are read and classified in SQL
     COMPRESSION: ClassVar[bool] = False  # llmt chooses how each column is stored (create_table's compression)
     QUOTE: ClassVar[str] = '"'  # quotes identifiers
     FENCE: ClassVar[str] = ""  # ends a subquery whose expressions must be computed once per row, not per use
     ROW_PER_KEY: ClassVar[bool] = True  # False: one_row_per_key_sql may repeat a key (its reader keeps the first)
+    TIME_ZONE_SQL: ClassVar[str] = "SELECT current_setting('TimeZone')"  # the session's time zone
 
     def __init__(self, schema: str, state_schema: str) -> None:
         self.schema = schema  # where models are built
@@ -314,6 +315,12 @@ class Warehouse(ABC):
     def state_table(self, name: str) -> str:
         """One of llmt's state tables."""
         return f"{self.state}.{self.quote(name)}"
+
+    def log_table(self, name: str) -> str:
+        """Where new rows of the state table ``name`` (`answers`, `attempts`) go: the table itself; on an engine
+        without UPDATES, an append-only log that `state_table(name)` reads as one row per key (a row appended
+        twice, by a collect that was cut short and ran again, counts once)."""
+        return self.state_table(name)
 
     @staticmethod
     def string(value: str) -> str:

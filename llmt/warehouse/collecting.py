@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -56,13 +57,14 @@ def store_attempts(wh: Warehouse, columns: dict[str, Sequence[Any]], source: Sou
 
 
 def collect_result_files(wh: Warehouse, *, finished: list[Finished], invalid: Invalid, source: Source,
-                         cost: tuple[str, list[float]], replace: bool = False) -> dict[str, int]:
+                         cost: tuple[str, list[float]], replace: bool = False,
+                         into: Warehouse | None = None) -> dict[str, int]:
     """Classify the lines of finished batches' output and error files in SQL (what `pipeline.collect.classify`
     does to one line), validate the distinct answer texts (``invalid``), reconcile every submitted key of each
     shard (exactly one attempt each; ids the shard did not ask for are ignored; a key with several lines takes
     its first ok one, else its first; a key without a readable line gets its batch's unanswered outcome),
     price them with ``cost`` (`PriceTable.cost_sql`) and store them. The shards are of one model (``source``);
-    each step is one statement for all of them. Returns outcome counts."""
+    each step is one statement for all of them (``into``: see `insert_collected`). Returns outcome counts."""
     files = [(str(p), f.shard_id) for f in finished for p in f.paths]
     # each line's shard by its file's name (a join would not keep the lines in the order read)
     source_sql = ("(SELECT *, MAP(?::VARCHAR[], ?::VARCHAR[])[filename] AS shard_id FROM read_json(?::VARCHAR[], "
@@ -98,7 +100,7 @@ def collect_result_files(wh: Warehouse, *, finished: list[Finished], invalid: In
     collected = TempTable("_llmt_collected")
     counts = {str(k): int(n) for k, n in wh.fetchall(
         f"SELECT outcome, count(*) FROM {collected.name} GROUP BY outcome")}
-    insert_collected(wh, collected, source, replace, distinct_keys=not several)
+    insert_collected(wh, collected, source, replace, distinct_keys=not several, into=into)
     return counts
 
 
@@ -106,11 +108,13 @@ def collect_result_files(wh: Warehouse, *, finished: list[Finished], invalid: In
 LINE_TYPES = {"shard_id": "VARCHAR", "n": "BIGINT", **{k: v for k, v in ATTEMPT_TYPES.items()
                                                       if k not in ("shard_id", "cost_usd")}}
 LOAD_ROWS = 50_000  # classified lines loaded at a time (memory stays flat in the number of lines)
+MOVE_ROWS = 200_000  # collected attempts appended to another engine's logs at a time (each append writes files)
 Lines = Callable[[Finished], Iterable[Sequence[Any]]]  # a shard's classified result lines, in the files' order
 
 
 def collect_lines(wh: Warehouse, *, finished: list[Finished], read: Lines, source: Source,
-                  cost: tuple[str, list[float]], replace: bool = False) -> dict[str, int]:
+                  cost: tuple[str, list[float]], replace: bool = False, into: Warehouse | None = None
+                  ) -> dict[str, int]:
     """What `collect_result_files` does, on engines that do not read result files in SQL: ``read`` classifies
     and validates each shard's lines in Python (`LINE_TYPES` without shard_id and n: an answer only when
     ok), which are loaded in bulk and reconciled in SQL as there. Returns outcome counts."""
@@ -139,7 +143,7 @@ def collect_lines(wh: Warehouse, *, finished: list[Finished], read: Lines, sourc
         wh.drop_temp(table)
     counts = {str(k): int(v) for k, v in
               wh.fetchall(f"SELECT outcome, count(*) FROM {collected.name} GROUP BY outcome")}
-    insert_collected(wh, collected, source, replace, distinct_keys=not several)
+    insert_collected(wh, collected, source, replace, distinct_keys=not several, into=into)
     return counts
 
 
@@ -166,34 +170,51 @@ def _ended(wh: Warehouse, finished: list[Finished]) -> TempTable:
 
 
 def insert_collected(wh: Warehouse, collected: TempTable, source: Source, replace: bool,
-                     distinct_keys: bool = False) -> None:
+                     distinct_keys: bool = False, into: Warehouse | None = None) -> None:
     """Insert the attempts of ``collected`` not stored yet, then its ok answers whose keys have none stored
     (``replace``: replacing the stored ones); drops it. ``distinct_keys``: the caller knows that no key is ok
-    twice (no key had two result lines)."""
-    s, c = wh.state, collected.name
+    twice (no key had two result lines). ``into``: the warehouse that keeps answers and attempts, when they were
+    reconciled in its state store (Spark's): they are appended to its logs (`Warehouse.log_table`), a chunk at a
+    time, where the newest answer of a key is the one read (replacing, as ``replace`` asks) and a row appended
+    again, by a collect that was cut short, counts once."""
+    if into is not None and into is not wh:
+        names = list(ATTEMPT_TYPES)
+        rows = wh.stream(f"SELECT {', '.join(names)} FROM {collected.name}")
+        while chunk := list(islice(rows, MOVE_ROWS)):
+            moved = into.temp_rows("_llmt_collected", dict(zip(names, zip(*chunk, strict=True), strict=True)),
+                                   ATTEMPT_TYPES)
+            insert_collected(into, moved, source, replace)
+        wh.drop_temp(collected)
+        return
+    c, appended = collected.name, not wh.UPDATES
+    attempts = (f"FROM {c} c" if appended else
+                wh.unstored_sql(c, wh.state_table("attempts"), ("shard_id", "request_key")))
     wh.execute(
-        f"""INSERT INTO {s}.attempts
+        f"""INSERT INTO {wh.log_table('attempts')}
         SELECT c.shard_id, c.request_key, ?, ?, ?, c.outcome, c.status_code, c.error_code, c.detail,
                c.prompt_tokens, c.completion_tokens, c.cached_tokens, now(), c.cost_usd, ?, ?
-        {wh.unstored_sql(c, f"{s}.attempts", ("shard_id", "request_key"))}""",
+        {attempts}""",
         [source.run_id, source.node, source.model, source.batch, source.provider],
     )
     crash_point("mid_store")
-    if replace:
-        wh.execute(f"DELETE FROM {s}.answers WHERE request_key IN (SELECT request_key FROM {c} WHERE outcome = 'ok')")
+    if replace and not appended:
+        wh.execute(f"DELETE FROM {wh.state_table('answers')} WHERE request_key IN "
+                   f"(SELECT request_key FROM {c} WHERE outcome = 'ok')")
     twice = not distinct_keys and bool(wh.scalar(
         f"SELECT count(*) > count(DISTINCT request_key) FROM {c} WHERE outcome = 'ok'"))
     # a key answered in two shards collected together (not expected: a key is in one open shard at a time)
     # keeps the first shard's answer, as when they are collected one by one
     first = (f"AND NOT EXISTS (SELECT 1 FROM {c} f WHERE f.request_key = c.request_key AND f.outcome = 'ok' "
              "AND f.shard_id < c.shard_id)" if twice else "")
+    answers = f"FROM {c} c WHERE true" if appended else wh.unstored_sql(c, wh.state_table("answers"), ("request_key",))
     wh.execute(
-        f"""INSERT INTO {s}.answers
+        f"""INSERT INTO {wh.log_table('answers')}
         SELECT c.request_key, c.answer, ?, ?, c.shard_id, now(), c.prompt_tokens, c.completion_tokens, c.cached_tokens,
                ?
-        {wh.unstored_sql(c, f"{s}.answers", ("request_key",))} AND c.outcome = 'ok' {first}""",
+        {answers} AND c.outcome = 'ok' {first}""",
         [source.model, source.node, source.provider],
     )
+    crash_point("after_store")
     wh.drop_temp(collected)
 
 

@@ -72,9 +72,7 @@ def build_output(wh: Warehouse, store: StateStore, out: Output, since_run: str |
         return {k: int(v) for k, v in staged["counts_out"].items()}  # built from the same inputs: nothing to do
     wh.create_schema(out.schema)
     needed = ["_llmt_answer_key", *out.unique_key]  # the previous table can show stale answers only with these
-    has_prev = prev_kind == "table" and int(wh.scalar(
-        "SELECT count(*) FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
-        "AND column_name IN (SELECT unnest(?::VARCHAR[]))", [out.schema, name, needed]) or 0) == len(needed)
+    has_prev = prev_kind == "table" and set(needed) <= {c.name for c in wh.describe(f"SELECT * FROM {table}")}
     attempts = int(wh.scalar(f"SELECT count(*) FROM {wh.state_table('attempts')} WHERE node = ?", [name]) or 0)
     # the rows without an answer first, in a table of their own: planned from a guess, a large share of them
     # was taken for one row once the answers had statistics, and the plan ran for minutes
@@ -172,13 +170,15 @@ def _extra_sql(wh: Warehouse, prev: str | None, out: Output, since_run: str | No
     q, uk, answers = wh.quote, out.unique_key, wh.state_table("answers")
     keys = ", ".join(f"m.{q(k)}" for k in uk)
     gave_up = f"(att.terminal OR att.failures >= {int(out.max_attempts)})"
+    text = wh.sql_type("VARCHAR")
     prev_cte = (f", prev AS (SELECT {keys}, a2.request_key, a2.answer, a2.model, a2.answered_at FROM {missing} m "
                 f"JOIN {prev} p ON " + " AND ".join(f"p.{q(k)} = m.{q(k)}" for k in uk)
                 + f" JOIN {answers} a2 ON a2.request_key = p._llmt_answer_key AND a2.provider = "
                 f"{wh.string(out.provider)})" if prev else "")
     prev_join = ("LEFT JOIN prev p ON " + " AND ".join(f"p.{q(k)} = m.{q(k)}" for k in uk) if prev else
-                 "LEFT JOIN (SELECT CAST(NULL AS VARCHAR) AS request_key, CAST(NULL AS VARCHAR) AS answer, "
-                 "CAST(NULL AS VARCHAR) AS model, CAST(NULL AS TIMESTAMPTZ) AS answered_at) p ON false")
+                 f"LEFT JOIN (SELECT CAST(NULL AS {text}) AS request_key, CAST(NULL AS {text}) AS answer, "
+                 f"CAST(NULL AS {text}) AS model, CAST(NULL AS {wh.sql_type('TIMESTAMPTZ')}) AS answered_at) p "
+                 "ON false")
     return f"""
         WITH att AS ({attempts_summary_sql(wh, since_run, missing)}){prev_cte}
         SELECT {keys}, m._llmt_request_key,

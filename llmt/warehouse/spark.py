@@ -43,6 +43,18 @@ STANDARD_SQL = ("spark.sql.ansi.enabled", "spark.sql.ansi.doubleQuotedIdentifier
 # DuckDB types of file sources that Spark reads as their text (it has no such type, or Arrow's form of it)
 AS_TEXT = frozenset({"UUID", "TIME", "TIME WITH TIME ZONE", "INTERVAL", "BIT", "JSON"})
 NAIVE_TIMES = frozenset({"TIMESTAMP", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS"})
+# answers and attempts: append-only logs (`<name>_log`, in the state schema: parquet takes no DELETE), each read
+# through a view `<name>` with one row per key (its columns, key, and which of a key's rows is read: the newest
+# answer, which --reask appended; any of the equal rows a collect cut short appended twice)
+LOGS = {
+    "answers": ("request_key STRING, answer STRING, model STRING, node STRING, shard_id STRING, "
+                "answered_at TIMESTAMP, prompt_tokens BIGINT, completion_tokens BIGINT, cached_tokens BIGINT, "
+                "provider STRING", "request_key", "answered_at DESC, shard_id"),
+    "attempts": ("shard_id STRING, request_key STRING, run_id STRING, node STRING, model STRING, outcome STRING, "
+                 "status_code INT, error_code STRING, detail STRING, prompt_tokens BIGINT, completion_tokens BIGINT, "
+                 "cached_tokens BIGINT, created_at TIMESTAMP, cost_usd DOUBLE, batch BOOLEAN, provider STRING",
+                 "shard_id, request_key", "created_at"),
+}
 
 
 class SparkWarehouse(Warehouse):
@@ -53,6 +65,7 @@ class SparkWarehouse(Warehouse):
     TRANSACTIONS = False
     UPDATES = False
     ROW_PER_KEY = False
+    TIME_ZONE_SQL = "SELECT current_timezone()"
 
     def __init__(self, config: SparkConfig, project_dir: Path, reporter: Reporter | None = None, *,
                  read_only: bool = False, memory: bool = False, target: str = "") -> None:
@@ -66,6 +79,7 @@ class SparkWarehouse(Warehouse):
         self._started = False
         self._lifecycle: Warehouse | None = None
         self._temps: dict[str, DataFrame] = {}
+        self._logs = False  # whether the answers' and attempts' logs are known to exist
 
     # -- the session --------------------------------------------------------------------------------
     @property
@@ -303,6 +317,24 @@ class SparkWarehouse(Warehouse):
             self.execute(f"COMMENT ON TABLE {relation} IS {'NULL' if text is None else self.string(text)}")
 
     # -- expressions ----------------------------------------------------------------------------------
+    def state_table(self, name: str) -> str:
+        if name in LOGS and not self._logs:
+            self._make_logs()
+        return super().state_table(name)
+
+    def log_table(self, name: str) -> str:
+        return self.state_table(name) and super().state_table(name + "_log")
+
+    def _make_logs(self) -> None:
+        self.execute(f"CREATE DATABASE IF NOT EXISTS {self.state}")
+        for name, (columns, key, newest) in LOGS.items():
+            log, view = super().state_table(name + "_log"), super().state_table(name)
+            names = ", ".join(c.split()[0] for c in columns.split(", "))
+            self.execute(f"CREATE TABLE IF NOT EXISTS {log} ({columns}) USING {self.config.file_format}")
+            self.execute(f"CREATE VIEW IF NOT EXISTS {view} AS SELECT {names} FROM (SELECT *, row_number() OVER "
+                         f"(PARTITION BY {key} ORDER BY {newest}) AS _llmt_n FROM {log}) WHERE _llmt_n = 1")
+        self._logs = True
+
     @staticmethod
     def string(value: str) -> str:
         return string(value)

@@ -20,7 +20,7 @@ from typing import Any
 from llmt.errors import NodeError
 from llmt.warehouse.base import Column, TempTable, Warehouse
 from llmt.warehouse.state import KEYS
-from llmt.warehouse.store import TERMINAL_SQL, USES_ATTEMPT_SQL, StateStore
+from llmt.warehouse.store import OPEN, TERMINAL_SQL, USES_ATTEMPT_SQL, StateStore, shard_requests
 
 STAGE_VERSION = 3  # bump when what is staged changes: every model is then staged afresh (3: canonical keys)
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def stage(wh: Warehouse, store: StateStore, inputs: Inputs, described: Sequence[
     """(Re)stage the select's rows (``described``: its columns). Raises NodeError (and the caller's transaction
     rolls back) on duplicate or NULL unique keys."""
     table = stage_table(wh, inputs.node)
-    zone = wh.scalar("SELECT current_setting('TimeZone')")
+    zone = wh.scalar(wh.TIME_ZONE_SQL)
     layout = hashlib.sha256(json.dumps(
         [STAGE_VERSION, inputs.template_hash, list(inputs.columns), list(inputs.unique_key),
          [[c.name, c.type.name] for c in described], zone]).encode()).hexdigest()[:32]
@@ -84,6 +84,10 @@ def stage(wh: Warehouse, store: StateStore, inputs: Inputs, described: Sequence[
                     store.set_fingerprint("stage", inputs.node, {**staged, "reads": inputs.reads})
                 return
             _check_keys(wh, rows.name, inputs)
+            if not wh.UPDATES:  # (no DELETE: every row is keyed again, by the engine that holds them)
+                wh.replace_table(table, keyed_select(wh, inputs, described, row_hash=True), "table",
+                                 where=inputs.where)
+                return _record_stage(store, inputs, staged, layout, _fingerprint(wh, table))
             same = " AND ".join(f"k.{wh.quote(k)} = s.{wh.quote(k)}" for k in inputs.unique_key)
             wh.execute(f"DELETE FROM {table} s WHERE NOT EXISTS (SELECT 1 FROM {rows.name} k WHERE {same} "
                        "AND k._llmt_row_hash = s._llmt_row_hash)")
@@ -94,9 +98,13 @@ def stage(wh: Warehouse, store: StateStore, inputs: Inputs, described: Sequence[
                        + ")", where=inputs.where)
         finally:
             wh.drop_temp(rows)
+    _record_stage(store, inputs, staged, layout, _fingerprint(wh, table))
+
+
+def _record_stage(store: StateStore, inputs: Inputs, staged: dict[str, Any] | None, layout: str, rows: str) -> None:
     kept = {"shape": staged["shape"]} if staged and "shape" in staged and staged.get("layout") == layout else {}
     # (the output's shape stays valid while the layout does: the output is then updated in place)
-    store.set_fingerprint("stage", inputs.node, {**kept, "layout": layout, "rows": _fingerprint(wh, table),
+    store.set_fingerprint("stage", inputs.node, {**kept, "layout": layout, "rows": rows,
                                                  "keys": inputs.key_version, "reads": inputs.reads})
 
 
@@ -165,23 +173,22 @@ def pending_keys(wh: Warehouse, source: str, max_attempts: int, since_run: str |
     The keys without an answer are found first (an anti-join on the key alone), then attempts are summed up
     for those keys only, so that a run with nothing to send costs one anti-join however long the history of
     attempts."""
-    answers, shards, requests = (wh.state_table(t) for t in ("answers", "shards", "shard_requests"))
-    answered = f"SELECT 1 FROM {answers} a WHERE a.request_key = i._llmt_request_key"
+    answered = f"SELECT 1 FROM {wh.state_table('answers')} a WHERE a.request_key = i._llmt_request_key"
     if reask:
-        answered += f" AND a.shard_id IN (SELECT shard_id FROM {shards} WHERE run_id = {wh.string(str(since_run))})"
-    open_statuses = "'written', 'uploaded', 'submitted'"
+        life = wh.lifecycle
+        ids = [str(r[0]) for r in life.fetchall(f"SELECT shard_id FROM {life.state_table('shards')} WHERE run_id = ?",
+                                                [str(since_run)])]
+        answered += f" AND a.shard_id IN ({', '.join(wh.string(i) for i in ids) or 'NULL'})"
     todo = wh.temp_table("_llmt_todo", f"SELECT DISTINCT i._llmt_request_key FROM {source} i WHERE NOT EXISTS "
                          f"({answered})")
     try:
-        return wh.temp_table("_llmt_pending", f"""
-            WITH att AS ({attempts_summary_sql(wh, since_run, todo.name)}),
-            inflight AS (
-                SELECT sr.request_key FROM {requests} sr JOIN {shards} sh ON sh.shard_id = sr.shard_id
-                WHERE sh.status IN ({open_statuses}))
-            SELECT t._llmt_request_key FROM {todo.name} t LEFT JOIN att ON att.request_key = t._llmt_request_key
-            WHERE NOT EXISTS (SELECT 1 FROM inflight f WHERE f.request_key = t._llmt_request_key)
-              AND coalesce(att.failures, 0) < {int(max_attempts)}
-              AND NOT coalesce(att.terminal, false)""")
+        with shard_requests(wh, f"sh.status IN ({', '.join(wh.string(s) for s in OPEN)})") as inflight:
+            return wh.temp_table("_llmt_pending", f"""
+                WITH att AS ({attempts_summary_sql(wh, since_run, todo.name)})
+                SELECT t._llmt_request_key FROM {todo.name} t LEFT JOIN att ON att.request_key = t._llmt_request_key
+                WHERE NOT EXISTS (SELECT 1 FROM {inflight} f WHERE f.request_key = t._llmt_request_key)
+                  AND coalesce(att.failures, 0) < {int(max_attempts)}
+                  AND NOT coalesce(att.terminal, false)""")
     finally:
         wh.drop_temp(todo)
 

@@ -9,7 +9,8 @@ transaction (then with it).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,13 +83,41 @@ class Usage:
     unlucky: int = 0  # attempts that came back unanswered through no fault of their own (USES_ATTEMPT_SQL)
 
 
+@contextmanager
+def shard_requests(wh: Warehouse, where: str) -> Iterator[str]:
+    """The requests (shard_id, request_key) of the shards that ``where`` (SQL over the shards table `sh`, values
+    as literals) selects, as a relation of ``wh``: a subquery of its state tables or, when its run lifecycle lives
+    in a state store of its own (Spark), a temporary table loaded from there (open shards' requests are the rows
+    in flight: few, or a run's worth)."""
+    life = wh.lifecycle
+    sql = (f"SELECT r.shard_id, r.request_key FROM {life.state_table('shard_requests')} r "
+           f"JOIN {life.state_table('shards')} sh ON sh.shard_id = r.shard_id WHERE {where}")
+    if life is wh:
+        yield f"({sql})"
+        return
+    rows = life.fetchall(sql)
+    table = wh.temp_rows("_llmt_shard_requests", {"shard_id": [r[0] for r in rows],
+                                                  "request_key": [r[1] for r in rows]},
+                         {"shard_id": "VARCHAR", "request_key": "VARCHAR"})
+    try:
+        yield table.name
+    finally:
+        wh.drop_temp(table)
+
+
 class StateStore:
     def __init__(self, warehouse: Warehouse) -> None:
         self.wh = warehouse.lifecycle  # the warehouse itself, or the state store of an engine without transactions
+        self.lake = warehouse  # where answers and attempts are kept (beside the inputs they are joined with)
         self.open_list = ", ".join(warehouse.string(s) for s in OPEN)
 
     def table(self, name: str) -> str:
+        """A table of the run lifecycle (runs, shards, shard_requests, fingerprints, ...)."""
         return self.wh.state_table(name)
+
+    def lake_table(self, name: str) -> str:
+        """`answers` or `attempts`, kept where the inputs are."""
+        return self.lake.state_table(name)
 
     # -- runs ----------------------------------------------------------------------------------------
     def start_run(self, run_id: str, project: str, command: str) -> None:
@@ -127,17 +156,17 @@ class StateStore:
 
     def open_shards_sharing(self, source: str, node: str, provider: str) -> list[ShardRow]:
         """Open shards of ``provider`` of models other than ``node`` that carry a request of ``source`` (a
-        relation with `_llmt_request_key`)."""
+        relation of the warehouse with `_llmt_request_key`)."""
         shards = self.table("shards")
         if not self.scalar_int(f"SELECT count(*) FROM {shards} WHERE status IN ({self.open_list}) AND node <> ? "
                                "AND provider = ?", [node, provider]):
             return []  # the usual case, without looking at the requests
-        rows = self.wh.fetchall(
-            f"SELECT {SHARD_COLUMNS} FROM {shards} sh WHERE status IN ({self.open_list}) AND node <> ? "
-            f"AND provider = ? AND EXISTS (SELECT 1 FROM {self.table('shard_requests')} r JOIN {source} i "
-            "ON i._llmt_request_key = r.request_key WHERE r.shard_id = sh.shard_id) ORDER BY shard_id",
-            [node, provider])
-        return [ShardRow(*r) for r in rows]
+        others = (f"sh.status IN ({self.open_list}) AND sh.node <> {self.wh.string(node)} "
+                  f"AND sh.provider = {self.wh.string(provider)}")
+        with shard_requests(self.lake, others) as requests:
+            ids = [str(r[0]) for r in self.lake.fetchall(
+                f"SELECT DISTINCT r.shard_id FROM {requests} r JOIN {source} i ON i._llmt_request_key = r.request_key")]
+        return self.shards(ids) if ids else []
 
     def open_counts(self, provider: str) -> dict[str, int]:
         """Open shards of one provider per model."""
@@ -229,64 +258,64 @@ class StateStore:
     # -- attempts and answers -------------------------------------------------------------------------
     def run_usage(self, run_id: str, node: str | None = None) -> Usage:
         """What this run's stored attempts used and cost (all models, or one)."""
-        row = self.wh.fetchone(
+        row = self.lake.fetchone(
             "SELECT coalesce(sum(cost_usd), 0), coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), "
             f"coalesce(sum(cached_tokens), 0), max(model), count(CASE WHEN outcome <> 'ok' AND NOT {USES_ATTEMPT_SQL} "
-            f"THEN 1 END) FROM {self.table('attempts')} WHERE run_id = ? AND (CAST(? AS VARCHAR) IS NULL OR node = ?)",
-            [run_id, node, node])
+            f"THEN 1 END) FROM {self.lake_table('attempts')} WHERE run_id = ? AND node = coalesce(?, node)",
+            [run_id, node])
         assert row is not None
         return Usage(float(row[0]), int(row[1]), int(row[2]), int(row[3]), row[4], int(row[5]))
 
     def stored_of_shards(self, shard_ids: Sequence[str]) -> int:
         """How many requests of the given shards have a stored answer (that --reask replaces)."""
-        return self.scalar_int(
-            f"SELECT count(*) FROM {self.table('shard_requests')} r WHERE r.shard_id IN (SELECT unnest(?::VARCHAR[])) "
-            f"AND EXISTS (SELECT 1 FROM {self.table('answers')} a WHERE a.request_key = r.request_key)",
-            [list(shard_ids)])
+        with shard_requests(self.lake, f"sh.shard_id IN ({self._strings(shard_ids)})") as requests:
+            return int(self.lake.scalar(
+                f"SELECT count(*) FROM {requests} r WHERE EXISTS (SELECT 1 FROM {self.lake_table('answers')} a "
+                "WHERE a.request_key = r.request_key)") or 0)
 
     def answered_usage(self, source: str) -> tuple[int, int, int]:
         """(stored answers of the requests of ``source`` (a relation with `_llmt_request_key`), their prompt
         tokens, their completion tokens)."""
-        row = self.wh.fetchone(
+        row = self.lake.fetchone(
             "SELECT count(*), coalesce(sum(a.prompt_tokens), 0), coalesce(sum(a.completion_tokens), 0) "
-            f"FROM {self.table('answers')} a WHERE EXISTS (SELECT 1 FROM {source} i "
+            f"FROM {self.lake_table('answers')} a WHERE EXISTS (SELECT 1 FROM {source} i "
             "WHERE i._llmt_request_key = a.request_key)")
         return (int(row[0]), int(row[1]), int(row[2])) if row else (0, 0, 0)
 
     def answered_outside_run(self, source: str, run_id: str) -> int:
         """The rows of ``source`` whose stored answer no shard of run ``run_id`` asked for again (--reask)."""
-        return self.scalar_int(
-            f"SELECT count(*) FROM {source} i WHERE EXISTS (SELECT 1 FROM {self.table('answers')} a "
-            "WHERE a.request_key = i._llmt_request_key) AND NOT EXISTS (SELECT 1 FROM "
-            f"{self.table('shard_requests')} r JOIN {self.table('shards')} sh ON sh.shard_id = r.shard_id "
-            "WHERE sh.run_id = ? AND r.request_key = i._llmt_request_key)", [run_id])
+        with shard_requests(self.lake, f"sh.run_id = {self.wh.string(run_id)}") as requests:
+            return int(self.lake.scalar(
+                f"SELECT count(*) FROM {source} i WHERE EXISTS (SELECT 1 FROM {self.lake_table('answers')} a "
+                f"WHERE a.request_key = i._llmt_request_key) AND NOT EXISTS (SELECT 1 FROM {requests} r "
+                "WHERE r.request_key = i._llmt_request_key)") or 0)
 
     def last_run_cost(self, node: str) -> float:
         """What the model's most recent run with attempts spent (billed failures included)."""
-        attempts = self.table("attempts")
-        return float(self.wh.scalar(
+        attempts = self.lake_table("attempts")
+        return float(self.lake.scalar(
             f"SELECT coalesce(sum(cost_usd), 0) FROM {attempts} WHERE node = ? AND run_id = (SELECT run_id FROM "
             f"{attempts} WHERE node = ? ORDER BY created_at DESC LIMIT 1)", [node, node]) or 0.0)
 
     def average_completion(self, node: str) -> tuple[float, int]:
         """The average output tokens of the model's stored answers, and how many there are."""
-        row = self.wh.fetchone(f"SELECT avg(completion_tokens), count(*) FROM {self.table('answers')} "
+        row = self.lake.fetchone(f"SELECT avg(completion_tokens), count(*) FROM {self.lake_table('answers')} "
                                "WHERE node = ?", [node])
         return (float(row[0] or 0), int(row[1])) if row else (0.0, 0)
 
     def ledger(self) -> list[tuple[Any, ...]]:
         """Per model, LLM model and provider kind: spend today, this month and in all, and tokens."""
-        return self.wh.fetchall(
+        return self.lake.fetchall(
             "SELECT node, model, coalesce(provider, 'unknown'), "
             "sum(CASE WHEN created_at >= current_date THEN cost_usd END), "
             "sum(CASE WHEN created_at >= date_trunc('month', current_date) THEN cost_usd END), sum(cost_usd), "
-            f"sum(prompt_tokens), sum(completion_tokens) FROM {self.table('attempts')} "
+            f"sum(prompt_tokens), sum(completion_tokens) FROM {self.lake_table('attempts')} "
             "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")
 
     def model_spend(self, node: str) -> dict[str, float]:
         """What the model's attempts cost to date, per provider kind (the fake provider's is simulated)."""
-        return {str(p): float(c or 0) for p, c in self.wh.fetchall(
-            f"SELECT coalesce(provider, 'unknown'), sum(cost_usd) FROM {self.table('attempts')} WHERE node = ? "
+        return {str(p): float(c or 0) for p, c in self.lake.fetchall(
+            f"SELECT coalesce(provider, 'unknown'), sum(cost_usd) FROM {self.lake_table('attempts')} WHERE node = ? "
             "GROUP BY coalesce(provider, 'unknown') ORDER BY 1", [node])}
 
     def last_run(self, node: str) -> dict[str, Any] | None:
@@ -324,6 +353,9 @@ class StateStore:
         self.wh.execute(f"DELETE FROM {self.table('fingerprints')} WHERE kind = ? AND name = ?", [kind, name])
 
     # -- helpers --------------------------------------------------------------------------------------
+    def _strings(self, values: Sequence[str]) -> str:
+        return ", ".join(self.wh.string(v) for v in values) or "NULL"
+
     def scalar_int(self, sql: str, params: Sequence[Any] | None = None) -> int:
         return int(self.wh.scalar(sql, params) or 0)
 
