@@ -12,11 +12,20 @@ from typing import Any
 import duckdb
 import yaml
 
-from tests.conftest import Project, on_spark
+from tests.conftest import SCHEMA, Project, on_spark
 from tests.test_spark import schema_of
 
 OUTPUT = ("SELECT review_id, product, sentiment, score, issues, competitor, _llmt_status, _llmt_request_key, "
           "_llmt_model FROM {table} ORDER BY review_id")
+# every kind of answer field: each becomes a typed column
+KINDS = {**SCHEMA, "properties": {**SCHEMA["properties"], "confidence": {"type": "number"},
+                                  "urgent": {"type": "boolean"}, "seen_on": {"type": "string", "format": "date"},
+                                  "reported_at": {"type": "string", "format": "date-time"},
+                                  "buyer": {"type": "object", "properties": {"name": {"type": "string"},
+                                                                             "orders": {"type": "integer"}},
+                                            "required": ["name", "orders"]},
+                                  "extra": {"anyOf": [{"type": "string"}, {"type": "integer"}]}},
+         "required": [*SCHEMA["required"], "confidence", "urgent", "seen_on", "reported_at", "buyer"]}
 TESTS = """
     models:
       - name: insights
@@ -28,7 +37,7 @@ TESTS = """
 
 def test_an_llm_model_on_spark_gives_what_it_gives_on_duckdb(make_project: Callable[[dict[str, str]], Project],
                                                              spark: Any) -> None:
-    p = make_project({"models/schema.yml": TESTS})
+    p = make_project({"models/schema.yml": TESTS, "schemas/analysis.json": json.dumps(KINDS)})
     config = yaml.safe_load((p.root / "project.yml").read_text(encoding="utf-8"))
     config["targets"]["local"] = {"warehouse": {"path": "demo.duckdb"}, "provider": {"type": "fake"}}
     (p.root / "project.yml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
@@ -45,8 +54,18 @@ def test_an_llm_model_on_spark_gives_what_it_gives_on_duckdb(make_project: Calla
     assert [tuple(list(v) if isinstance(v, list) else v for v in row) for row in got] == expected
     # typed columns, from the answers' JSON by from_json
     types = {r[0]: r[1] for r in p.query(f"DESCRIBE TABLE {schema}.insights")}
-    assert (types["sentiment"], types["score"], types["issues"], types["competitor"]) == (
-        "string", "bigint", "array<string>", "string")
+    assert [types[c] for c in ("sentiment", "score", "issues", "competitor", "confidence", "urgent", "seen_on",
+                               "reported_at", "buyer", "extra")] == [
+        "string", "bigint", "array<string>", "string", "double", "boolean", "date", "timestamp",
+        "struct<name:string,orders:bigint>", "string"]
+    shown: dict[str, list[dict[str, Any]]] = {}
+    for target in ("local", "dev"):
+        result = p.llmt("show", "insights", "--target", target, "--output", "json")
+        assert result.code == 0, result.err
+        shown[target] = sorted(json.loads(result.out), key=lambda r: int(r["review_id"]))
+    for rows in shown.values():  # (answered at other times)
+        assert all(row.pop("_llmt_answered_at") for row in rows)
+    assert shown["dev"] == shown["local"]  # every column, as `llmt show` gives it
     # answers and attempts are in Spark; the shards and runs in the state store
     state = f"{schema}_llmt"
     assert p.query(f"SELECT count(*), count(DISTINCT request_key) FROM {state}.answers") == [(4, 4)]
