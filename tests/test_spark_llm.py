@@ -97,10 +97,11 @@ def test_an_llm_model_on_spark_gives_what_it_gives_on_duckdb(make_project: Calla
     assert status.code == 0, status.err
 
 
-def test_reask_realtime_and_full_refresh_on_spark(make_project: Callable[[dict[str, str]], Project],
-                                                  spark: Any) -> None:
+def test_reask_realtime_full_refresh_and_escalation_on_spark(make_project: Callable[[dict[str, str]], Project],
+                                                             spark: Any) -> None:
     """--reask appends newer answers, which are the ones read; realtime answers are appended as they come; a full
-    refresh rebuilds the output from the stored answers without asking again."""
+    refresh rebuilds the output from the stored answers without asking again; escalated rows show the stronger
+    model's answers."""
     p = on_spark(make_project({}), spark)
     schema, state = schema_of(p), f"{schema_of(p)}_llmt"
     first = p.llm_result(p.run_json("--mode", "realtime"))
@@ -119,3 +120,13 @@ def test_reask_realtime_and_full_refresh_on_spark(make_project: Callable[[dict[s
     refreshed = p.llm_result(p.run_json("--full-refresh", "-s", "insights"))
     assert (refreshed["requests"], refreshed["cached"]) == (0, 4)
     assert dict(p.query(f"SELECT review_id, _llmt_answered_at FROM {schema}.insights")) == after
+
+    # rows whose answer says they are unsure go to a stronger model; the output shows its answers
+    low = {r[0] for r in p.query(f"SELECT review_id FROM {schema}.insights WHERE score < 5")}
+    with_llm = (p.root / "project.yml").read_text(encoding="utf-8").replace(
+        "llm:\n", "llm:\n  escalate: {model: gpt-4o, when_field: {score: '< 5'}, max_share: 1.0}\n", 1)
+    (p.root / "project.yml").write_text(with_llm, encoding="utf-8")
+    escalated = p.llm_result(p.run_json("-s", "insights"))
+    assert escalated["requests"] == len(low) and low  # (the fake provider's scores of these four rows)
+    assert {r[0]: r[1] for r in p.query(f"SELECT review_id, _llmt_model FROM {schema}.insights")} == {
+        k: "gpt-4o" if k in low else "gpt-4o-mini" for k in range(1, 5)}

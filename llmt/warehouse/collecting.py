@@ -17,6 +17,7 @@ from typing import Any
 
 from llmt.crash import crash_point
 from llmt.warehouse.base import TempTable, Warehouse
+from llmt.warehouse.store import MOVE_ROWS
 
 # a batch that ended this way leaves its unanswered ids with this outcome
 UNANSWERED = {"completed": "missing", "expired": "expired", "cancelled": "cancelled", "failed": "batch_failed"}
@@ -108,7 +109,6 @@ def collect_result_files(wh: Warehouse, *, finished: list[Finished], invalid: In
 LINE_TYPES = {"shard_id": "VARCHAR", "n": "BIGINT", **{k: v for k, v in ATTEMPT_TYPES.items()
                                                       if k not in ("shard_id", "cost_usd")}}
 LOAD_ROWS = 50_000  # classified lines loaded at a time (memory stays flat in the number of lines)
-MOVE_ROWS = 200_000  # collected attempts appended to another engine's logs at a time (each append writes files)
 Lines = Callable[[Finished], Iterable[Sequence[Any]]]  # a shard's classified result lines, in the files' order
 
 

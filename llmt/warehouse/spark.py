@@ -263,7 +263,15 @@ class SparkWarehouse(Warehouse):
         return self.relation_kind(schema[1:].replace("``", "`"), name[:-1].replace("``", "`"))
 
     def load_rows(self, table: str, columns: Mapping[str, Sequence[Any]], types: Mapping[str, str]) -> None:
+        """Rows into ``table``; into one of llmt's temporary tables (a view over rows it was given, which takes no
+        INSERT), as one more part of it."""
         if not columns or not len(next(iter(columns.values()))):
+            return
+        name = table[1:-1].replace("``", "`") if table.startswith("`") else table
+        if name in self._temps:
+            rows, select = arrow_rows(self.session, columns, types)
+            self._temps[name] = self._temps[name].unionByName(self.session.createDataFrame(rows).selectExpr(*select))
+            self._temps[name].createOrReplaceTempView(name)
             return
         view = self.temp_rows(f"_llmt_rows_{secrets.token_hex(4)}", columns, types)
         names = ", ".join(self.quote(c) for c in columns)

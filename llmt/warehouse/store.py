@@ -12,12 +12,14 @@ import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from llmt.warehouse.base import Warehouse
 
 OPEN = ("written", "uploaded", "submitted")  # shard statuses of work not collected yet
+MOVE_ROWS = 200_000  # rows moved from the state store to another engine at a time (memory stays flat)
 # outcomes that asking again will not change (the request itself must change)
 TERMINAL_SQL = (
     "(outcome IN ('refused', 'truncated', 'content_filter', 'too_long') "
@@ -95,10 +97,11 @@ def shard_requests(wh: Warehouse, where: str) -> Iterator[str]:
     if life is wh:
         yield f"({sql})"
         return
-    rows = life.fetchall(sql)
-    table = wh.temp_rows("_llmt_shard_requests", {"shard_id": [r[0] for r in rows],
-                                                  "request_key": [r[1] for r in rows]},
-                         {"shard_id": "VARCHAR", "request_key": "VARCHAR"})
+    types = {"shard_id": "VARCHAR", "request_key": "VARCHAR"}
+    table = wh.temp_rows("_llmt_shard_requests", {"shard_id": [], "request_key": []}, types)
+    rows = life.stream(sql)
+    while chunk := list(islice(rows, MOVE_ROWS)):
+        wh.load_rows(table.name, dict(zip(types, zip(*chunk, strict=True), strict=True)), types)
     try:
         yield table.name
     finally:
