@@ -16,6 +16,7 @@ import secrets
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
+from itertools import count
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,7 @@ STANDARD_SQL = ("spark.sql.ansi.enabled", "spark.sql.ansi.doubleQuotedIdentifier
 # DuckDB types of file sources that Spark reads as their text (it has no such type, or Arrow's form of it)
 AS_TEXT = frozenset({"UUID", "TIME", "TIME WITH TIME ZONE", "INTERVAL", "BIT", "JSON"})
 NAIVE_TIMES = frozenset({"TIMESTAMP", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS"})
+STREAM_ROWS = 50_000  # rows fetched at a time as Arrow (memory stays flat in the number of rows)
 # answers and attempts: append-only logs (`<name>_log`, in the state schema: parquet takes no DELETE), each read
 # through a view `<name>` with one row per key (its columns, key, and which of a key's rows is read: the newest
 # answer, which --reask appended; any of the equal rows a collect cut short appended twice)
@@ -146,11 +148,21 @@ class SparkWarehouse(Warehouse):
         return self.query(sql, params, where=where)[1]
 
     def stream(self, sql: str, params: Params = None, *, where: str | None = None) -> Iterator[tuple[Any, ...]]:
+        """Rows of plain types come as Arrow, `STREAM_ROWS` at a time, from a snapshot of the result (in order:
+        each part is its next OFFSET); others (instants, nested values, decimals) one partition at a time."""
         frame = self._sql(sql, params, where)
         convert = converter(frame.schema)
         try:
-            for row in frame.toLocalIterator(prefetchPartitions=True):
-                yield convert(row)
+            if convert is not tuple:
+                for row in frame.toLocalIterator(prefetchPartitions=True):
+                    yield convert(row)
+                return
+            frame = frame.localCheckpoint(eager=True)
+            for start in count(0, STREAM_ROWS):
+                part = frame.offset(start).limit(STREAM_ROWS).toArrow()
+                yield from zip(*(column.to_pylist() for column in part.columns), strict=True)
+                if part.num_rows < STREAM_ROWS:
+                    return
         except SPARK_ERRORS as exc:
             raise self._error(exc, where) from None
 
@@ -232,24 +244,31 @@ class SparkWarehouse(Warehouse):
         super().merge(table, source, keys, where=where)
 
     def load_files(self, table: str, reader: str, untyped: str | None = None) -> None:
-        """DuckDB reads the files (the reader of file sources on every warehouse) into Arrow, which becomes a
-        DataFrame (the whole file at once: file sources are seeds, not the lake), written as a new table."""
+        """DuckDB reads the files (the reader of file sources on every warehouse) into Arrow batches, which become
+        one DataFrame (a part per batch: memory stays flat), written as a new table."""
         import duckdb
+        import pyarrow as pa
 
         from llmt.warehouse.duckdb_files import duckdb_config
 
         reading = duckdb.connect(":memory:", config=duckdb_config())
+        frame: DataFrame | None = None
         try:
             relation = reading.sql(f"SELECT * FROM {reader}")
             columns = [(str(n), str(t)) for n, t in zip(relation.columns, relation.types, strict=True)]
             read = ", ".join(_file_column(n, raw, untyped) for n, raw in columns) or "1"
-            rows = reading.sql(f"SELECT {read} FROM {reader}").to_arrow_table()
+            batches = reading.sql(f"SELECT {read} FROM {reader}").fetch_record_batch(STREAM_ROWS)
+            for batch in batches:
+                part = self.session.createDataFrame(pa.Table.from_batches([batch]))
+                frame = part if frame is None else frame.unionByName(part)
+            if frame is None:
+                frame = self.session.createDataFrame(batches.schema.empty_table())
         except duckdb.Error as exc:
             raise UnreadableFiles(str(exc).splitlines()[0], detail=str(exc)) from None
         finally:
             reading.close()
         view = f"_llmt_files_{secrets.token_hex(4)}"
-        self.session.createDataFrame(rows).createOrReplaceTempView(view)
+        frame.createOrReplaceTempView(view)
         # times without a zone came as microseconds (pyspark would read them as times of the session's zone)
         select = ", ".join(f"timestampadd(MICROSECOND, {self.quote(n)}, {EPOCH}) AS {self.quote(n)}"
                            if raw in NAIVE_TIMES else self.quote(n) for n, raw in columns)
