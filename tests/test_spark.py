@@ -51,13 +51,18 @@ SQL_ONLY = {
 }
 
 
-@pytest.fixture
-def spark_project(make_project: Callable[[dict[str, str]], Project], spark: Any) -> Project:
-    project = on_spark(make_project(SQL_ONLY), spark)
+def sql_only(make_project: Callable[[dict[str, str]], Project], session: Any, **warehouse: Any) -> Project:
+    """The SQL-only project on a Spark target (``warehouse``: its keys beside conftest.on_spark's)."""
+    project = on_spark(make_project(SQL_ONLY), session, **warehouse)
     past = time.time() - 100  # (a file modified just before a run is loaded again by the next: file_sources.RACY_NS)
     for data in (project.root / "data").iterdir():
         os.utime(data, (past, past))
     return project
+
+
+@pytest.fixture
+def spark_project(make_project: Callable[[dict[str, str]], Project], spark: Any) -> Project:
+    return sql_only(make_project, spark)
 
 
 def schema_of(project: Project) -> str:
