@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Project
-from tests.test_spark import schema_of, sql_only
+from tests.test_spark import SHOUTED, add_a_review, first_run, schema_of, sql_only
 
 
 @pytest.fixture(scope="session")
@@ -41,21 +41,15 @@ def connect_project(make_project: Callable[[dict[str, str]], Project], spark_con
 
 def test_sql_models_run_test_and_show_on_spark_connect(connect_project: Project) -> None:
     p, schema = connect_project, schema_of(connect_project)
-    first = p.run_json()
-    assert {r["name"]: r["status"] for r in first["results"]} == dict.fromkeys(
-        ["stg_reviews", "product_counts", "review_log", "times"], "success")
-    assert p.query(f"SELECT product, reviews, last_review FROM {schema}.product_counts ORDER BY product") == [
-        ("Cable", 2, 4), ("Phone", 2, 2)]
+    first_run(p, schema)
     assert p.query(f"SELECT CAST(local_time AS STRING), unix_micros(instant) FROM {schema}.times") == [
         ("2024-03-10 02:30:00", 1704144845000000)]
     assert p.query(f"DESCRIBE TABLE EXTENDED {schema}.product_counts")[0][2] == "The product's name."
 
-    p.write("data/reviews.csv", "review_id,product,review_text\n1,Phone,Great phone\n2,Phone,Battery died\n"
-            "3,Cable,Great phone\n4,Cable,Kabel ist kaputt — schade!\n5,Case,Fits\n")
+    add_a_review(p)  # (an incremental model's delete+insert: a temporary table checkpointed on the server)
     again = p.run_json()
     assert {r["name"] for r in again["results"] if r["unchanged"]} == {"times"}
-    assert p.query(f"SELECT review_id, shout FROM {schema}.review_log ORDER BY review_id") == [
-        (1, "GREAT PHONE"), (2, "BATTERY DIED"), (3, "GREAT PHONE"), (4, "KABEL IST KAPUTT — SCHADE!"), (5, "FITS")]
+    assert p.query(f"SELECT review_id, shout FROM {schema}.review_log ORDER BY review_id") == SHOUTED
 
     tested = p.llmt("test", "--output", "json")
     assert tested.code == 0, tested.err + tested.out
