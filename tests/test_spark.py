@@ -51,13 +51,37 @@ SQL_ONLY = {
 }
 
 
-@pytest.fixture
-def spark_project(make_project: Callable[[dict[str, str]], Project], spark: Any) -> Project:
-    project = on_spark(make_project(SQL_ONLY), spark)
+def sql_only(make_project: Callable[[dict[str, str]], Project], session: Any, **warehouse: Any) -> Project:
+    """The SQL-only project on a Spark target (``warehouse``: its keys beside conftest.on_spark's)."""
+    project = on_spark(make_project(SQL_ONLY), session, **warehouse)
     past = time.time() - 100  # (a file modified just before a run is loaded again by the next: file_sources.RACY_NS)
     for data in (project.root / "data").iterdir():
         os.utime(data, (past, past))
     return project
+
+
+SHOUTED = [(1, "GREAT PHONE"), (2, "BATTERY DIED"), (3, "GREAT PHONE"), (4, "KABEL IST KAPUTT — SCHADE!"),
+           (5, "FITS")]
+
+
+@pytest.fixture
+def spark_project(make_project: Callable[[dict[str, str]], Project], spark: Any) -> Project:
+    return sql_only(make_project, spark)
+
+
+def first_run(p: Project, schema: str) -> None:
+    """The SQL-only project's first run builds every model."""
+    first = p.run_json()
+    assert {r["name"]: r["status"] for r in first["results"]} == dict.fromkeys(
+        ["stg_reviews", "product_counts", "review_log", "times"], "success")
+    assert p.query(f"SELECT product, reviews, last_review FROM {schema}.product_counts ORDER BY product") == [
+        ("Cable", 2, 4), ("Phone", 2, 2)]
+
+
+def add_a_review(p: Project) -> None:
+    """A fifth review in the source file: the incremental model's rows are then SHOUTED."""
+    p.write("data/reviews.csv", "review_id,product,review_text\n1,Phone,Great phone\n2,Phone,Battery died\n"
+            "3,Cable,Great phone\n4,Cable,Kabel ist kaputt — schade!\n5,Case,Fits\n")
 
 
 def schema_of(project: Project) -> str:
@@ -67,11 +91,7 @@ def schema_of(project: Project) -> str:
 
 def test_sql_models_run_build_test_and_show_on_spark(spark_project: Project) -> None:
     p, schema = spark_project, schema_of(spark_project)
-    first = p.run_json()
-    assert {r["name"]: r["status"] for r in first["results"]} == dict.fromkeys(
-        ["stg_reviews", "product_counts", "review_log", "times"], "success")
-    assert p.query(f"SELECT product, reviews, last_review FROM {schema}.product_counts ORDER BY product") == [
-        ("Cable", 2, 4), ("Phone", 2, 2)]
+    first_run(p, schema)
     kinds = {r[1]: r[2] for r in p.query(f"SHOW TABLES IN {schema}")}
     views = {r[1] for r in p.query(f"SHOW VIEWS IN {schema}")}
     assert set(kinds) >= {"stg_reviews", "product_counts", "review_log"} and views == {"stg_reviews", "times"}
@@ -92,11 +112,9 @@ def test_sql_models_run_build_test_and_show_on_spark(spark_project: Project) -> 
     # delete+insert (an INSERT OVERWRITE)
     again = p.run_json()
     assert {r["name"] for r in again["results"] if r["unchanged"]} == {"stg_reviews", "product_counts", "times"}
-    p.write("data/reviews.csv", "review_id,product,review_text\n1,Phone,Great phone\n2,Phone,Battery died\n"
-            "3,Cable,Great phone\n4,Cable,Kabel ist kaputt — schade!\n5,Case,Fits\n")
+    add_a_review(p)
     assert p.llmt("run").code == 0
-    assert p.query(f"SELECT review_id, shout FROM {schema}.review_log ORDER BY review_id") == [
-        (1, "GREAT PHONE"), (2, "BATTERY DIED"), (3, "GREAT PHONE"), (4, "KABEL IST KAPUTT — SCHADE!"), (5, "FITS")]
+    assert p.query(f"SELECT review_id, shout FROM {schema}.review_log ORDER BY review_id") == SHOUTED
 
     tested = p.llmt("test")
     assert tested.code == 0, tested.err + tested.out

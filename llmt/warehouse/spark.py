@@ -33,7 +33,7 @@ from llmt.warehouse.base import (
     Warehouse,
     quoted,
 )
-from llmt.warehouse.spark_session import SPARK_ERRORS, spark_error, start_session
+from llmt.warehouse.spark_session import SPARK_ERRORS, local_checkpoint, spark_error, start_session
 from llmt.warehouse.spark_sql import EPOCH, arrow_rows, canonical_sql, converter, sql_type, string, type_name
 
 if TYPE_CHECKING:
@@ -302,7 +302,7 @@ class SparkWarehouse(Warehouse):
     def temp_table(self, name: str, select: str, params: Params = None, *, where: str | None = None) -> TempTable:
         frame = self._sql(select, params, where)
         try:
-            frame = frame.localCheckpoint(eager=True)
+            frame = local_checkpoint(frame)
             frame.createOrReplaceTempView(name)
             rows = frame.count()
         except SPARK_ERRORS as exc:
