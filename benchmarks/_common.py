@@ -196,6 +196,70 @@ class Phases:
         return ",".join(f"{k}:{v:.2f}" for k, v in self.seconds.items())
 
 
+class Cpu:
+    """CPU time (user+sys, seconds) from ``mark()``: of this process (its threads included) and, with ``postgres``,
+    of the PostgreSQL backends of the warehouse connections it opens once made, read from /proc (a server on this
+    machine: the embedded one, or LLMT_BENCH_PG on a local socket; its parallel and I/O workers apart). On a
+    shared machine wall times vary 2-3x with the load; CPU times much less."""
+
+    def __init__(self, postgres: bool) -> None:
+        self.backends: dict[int, tuple[int, float]] = {}  # id(warehouse) -> (backend pid, its CPU when opened)
+        self.closed = 0.0
+        self.started = (0.0, 0.0)
+        if not postgres:
+            return
+        from llmt.warehouse.postgres import PostgresWarehouse
+
+        cpu = self
+        opened, released, closed = PostgresWarehouse._open, PostgresWarehouse.release, PostgresWarehouse.close
+
+        def _open(wh: PostgresWarehouse) -> Any:
+            conn = opened(wh)
+            cpu.backends[id(wh)] = (conn.info.backend_pid, _proc_cpu(conn.info.backend_pid))
+            return conn
+
+        def end(wh: PostgresWarehouse) -> None:
+            pid, at = cpu.backends.pop(id(wh), (0, 0.0))
+            if pid:
+                cpu.closed += _proc_cpu(pid) - at
+
+        def release(wh: PostgresWarehouse) -> None:
+            if not wh.lasting and wh._conn is not None:
+                end(wh)
+            released(wh)
+
+        def close(wh: PostgresWarehouse) -> None:
+            if wh._conn is not None:
+                end(wh)
+            closed(wh)
+
+        PostgresWarehouse._open, PostgresWarehouse.release, PostgresWarehouse.close = (  # type: ignore[method-assign]
+            _open, release, close)
+
+    def mark(self) -> None:
+        self.started = (self._process(), self._server())
+
+    def _process(self) -> float:
+        t = os.times()
+        return t.user + t.system
+
+    def _server(self) -> float:
+        return self.closed + sum(_proc_cpu(pid) - at for pid, at in self.backends.values())
+
+    def seconds(self) -> tuple[float, float]:
+        """(this process's CPU, the server backends' CPU) since ``mark()``."""
+        return self._process() - self.started[0], self._server() - self.started[1]
+
+
+def _proc_cpu(pid: int) -> float:
+    """user+sys CPU seconds of a process on this machine (0 when it cannot be read: a server elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
 def stopwatch() -> Iterator[list[float]]:
     """``with stopwatch() as t: ...`` then ``t[0]`` is the elapsed wall time in seconds."""

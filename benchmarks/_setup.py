@@ -13,6 +13,7 @@ import duckdb
 from benchmarks._common import (
     ROOT,
     WORK,
+    Cpu,
     HoldProvider,
     Phases,
     data_file,
@@ -178,13 +179,17 @@ class ServeProvider(HoldProvider):
         return True
 
 
-def collect(project: Project, remote: Path, phases: Phases | None = None) -> tuple[dict[str, int], float]:
-    """Collect every open shard from the files in ``remote`` and rebuild the output table."""
+def collect(project: Project, remote: Path, phases: Phases | None = None,
+            cpu: Cpu | None = None) -> tuple[dict[str, int], float]:
+    """Collect every open shard from the files in ``remote`` and rebuild the output table (``cpu``: marked when
+    the timed part starts)."""
     wh = open_warehouse(project)
     try:
         node_run, batches = model_run(project, wh, ServeProvider(remote), llm.LlmOptions())
         if phases is not None:
             phases.wrap(batches, "collect", "collect")
+        if cpu is not None:
+            cpu.mark()
         with stopwatch() as t:
             rows = batches.open_shards(node_run.name)
             ended = batches.wait(rows, None, 0.01)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import Phases, data_file, engine_fields, parse_args, peak_rss_mb, result, review_project
+from benchmarks._common import Cpu, Phases, data_file, engine_fields, parse_args, peak_rss_mb, result, review_project
 from benchmarks._setup import collect, prepare, write_outputs
 from llmt.project.loader import load_project
 
@@ -39,13 +39,18 @@ def main() -> None:
         lines = pool.submit(fixtures, root).result()
     project = load_project(root)
     phases = Phases()
-    counts, seconds = collect(project, root / "remote", phases)
+    cpu = Cpu(postgres=args.engine == "postgres")
+    counts, seconds = collect(project, root / "remote", phases, cpu)
+    cpu_s, server_cpu_s = cpu.seconds()
     answers = sum(counts.values())
     assert answers == lines, (answers, lines)
-    # store_answers_per_s: the collect phase alone (download, parse, validate, store: DESIGN.md's "collect")
+    # store_answers_per_s: the collect phase alone (download, parse, validate, store: DESIGN.md's "collect");
+    # cpu_s: llmt's CPU time (user+sys) over collect and output, server_cpu_s its PostgreSQL backends' (when local)
     result("collect", rows=args.rows, answers=answers, ok=counts.get("ok", 0), seconds=seconds,
            answers_per_s=round(answers / seconds), store_answers_per_s=round(answers / phases.seconds["collect"]),
-           phases=phases.text(), peak_rss_mb=round(peak_rss_mb()), **engine_fields(args.engine))
+           phases=phases.text(), cpu_s=round(cpu_s, 2),
+           **({"server_cpu_s": round(server_cpu_s, 2)} if args.engine == "postgres" else {}),
+           peak_rss_mb=round(peak_rss_mb()), **engine_fields(args.engine))
 
 
 if __name__ == "__main__":

@@ -35,10 +35,10 @@ def run_script(script: str, work: Path, *args: str, env: dict[str, str] | None =
     [
         ("prepare.py", ["--rows", "300"], ["rows_per_s", "requests", "peak_rss_mb"]),
         ("prepare.py", ["--rows", "300", "--duckdb-threads", "1"], ["rows_per_s", "duckdb_threads"]),
-        ("collect.py", ["--rows", "300"], ["answers_per_s", "store_answers_per_s", "answers", "ok"]),
+        ("collect.py", ["--rows", "300"], ["answers_per_s", "store_answers_per_s", "answers", "ok", "cpu_s"]),
         ("noop.py", ["--rows", "300", "--repeat", "1"], ["seconds", "peak_rss_mb"]),
         ("prepare.py", ["--rows", "300", "--engine", "postgres"], ["rows_per_s", "server"]),
-        ("collect.py", ["--rows", "300", "--engine", "postgres"], ["answers_per_s", "server"]),
+        ("collect.py", ["--rows", "300", "--engine", "postgres"], ["answers_per_s", "server", "cpu_s", "server_cpu_s"]),
         ("noop.py", ["--rows", "300", "--repeat", "1", "--engine", "postgres"], ["seconds", "server"]),
         ("incremental.py", ["--rows", "300"], ["seconds", "requests", "changed"]),
         ("e2e.py", ["--rows", "200"], ["seconds", "requests", "batches"]),
