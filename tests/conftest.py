@@ -229,6 +229,18 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     session.stop()
 
 
+@pytest.fixture(scope="session")
+def spark_connect(spark: Any) -> Iterator[str]:
+    """The URL of a Spark Connect server in the shared Spark's JVM, on a free loopback port."""
+    service = getattr(getattr(spark._jvm.org.apache.spark.sql.connect.service, "SparkConnectService$"), "MODULE$")
+    conf = spark._jsc.sc().conf()  # (the server reads its settings from the running context's)
+    conf.set("spark.connect.grpc.binding.address", "127.0.0.1")
+    conf.set("spark.connect.grpc.binding.port", "0")
+    service.start(spark._jsc.sc())
+    yield f"sc://127.0.0.1:{service.localPort()}"
+    service.stop(getattr(service, "stop$default$1")(), getattr(service, "stop$default$2")())
+
+
 def on_spark(project: Project, session: Any, **warehouse: Any) -> Project:
     """Point the project's default target at the shared Spark session, in a schema of its own (the session's
     catalog outlives the test); ``project.query`` then reads it."""

@@ -7,24 +7,11 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 
 from tests.conftest import Project
 from tests.test_spark import SHOUTED, add_a_review, first_run, schema_of, sql_only
-
-
-@pytest.fixture(scope="session")
-def spark_connect(spark: Any) -> Iterator[str]:
-    """The URL of a Spark Connect server in the shared Spark's JVM, on a free loopback port."""
-    service = getattr(getattr(spark._jvm.org.apache.spark.sql.connect.service, "SparkConnectService$"), "MODULE$")
-    conf = spark._jsc.sc().conf()  # (the server reads its settings from the running context's)
-    conf.set("spark.connect.grpc.binding.address", "127.0.0.1")
-    conf.set("spark.connect.grpc.binding.port", "0")
-    service.start(spark._jsc.sc())
-    yield f"sc://127.0.0.1:{service.localPort()}"
-    service.stop(getattr(service, "stop$default$1")(), getattr(service, "stop$default$2")())
 
 
 @pytest.fixture

@@ -37,6 +37,7 @@ from llmt.warehouse.spark_session import SPARK_ERRORS, local_checkpoint, spark_e
 from llmt.warehouse.spark_sql import EPOCH, arrow_rows, canonical_sql, converter, sql_type, string, type_name
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
 
 # double quotes are identifiers, as in standard SQL (and llmt's shared SQL, and DuckDB's and PostgreSQL's)
@@ -157,7 +158,7 @@ class SparkWarehouse(Warehouse):
                 for row in frame.toLocalIterator(prefetchPartitions=True):
                     yield convert(row)
                 return
-            frame = frame.localCheckpoint(eager=True)
+            frame = local_checkpoint(frame)
             for start in count(0, STREAM_ROWS):
                 part = frame.offset(start).limit(STREAM_ROWS).toArrow()
                 yield from zip(*(column.to_pylist() for column in part.columns), strict=True)
@@ -259,10 +260,10 @@ class SparkWarehouse(Warehouse):
             read = ", ".join(_file_column(n, raw, untyped) for n, raw in columns) or "1"
             batches = reading.sql(f"SELECT {read} FROM {reader}").fetch_record_batch(STREAM_ROWS)
             for batch in batches:
-                part = self.session.createDataFrame(pa.Table.from_batches([batch]))
+                part = self._arrow_frame(pa.Table.from_batches([batch]))
                 frame = part if frame is None else frame.unionByName(part)
             if frame is None:
-                frame = self.session.createDataFrame(batches.schema.empty_table())
+                frame = self._arrow_frame(batches.schema.empty_table())
         except duckdb.Error as exc:
             raise UnreadableFiles(str(exc).splitlines()[0], detail=str(exc)) from None
         finally:
@@ -288,8 +289,7 @@ class SparkWarehouse(Warehouse):
             return
         name = table[1:-1].replace("``", "`") if table.startswith("`") else table
         if name in self._temps:
-            rows, select = arrow_rows(self.session, columns, types)
-            self._temps[name] = self._temps[name].unionByName(self.session.createDataFrame(rows).selectExpr(*select))
+            self._temps[name] = self._temps[name].unionByName(self._rows_frame(columns, types))
             self._temps[name].createOrReplaceTempView(name)
             return
         view = self.temp_rows(f"_llmt_rows_{secrets.token_hex(4)}", columns, types)
@@ -311,11 +311,20 @@ class SparkWarehouse(Warehouse):
         return TempTable(self.quote(name), rows)
 
     def temp_rows(self, name: str, columns: Mapping[str, Sequence[Any]], types: Mapping[str, str]) -> TempTable:
-        rows, select = arrow_rows(self.session, columns, types)
-        frame = self.session.createDataFrame(rows).selectExpr(*select)
+        frame = self._rows_frame(columns, types)
         frame.createOrReplaceTempView(name)
         self._temps[name] = frame
         return TempTable(self.quote(name), len(next(iter(columns.values()), ())), list(columns))
+
+    def _rows_frame(self, columns: Mapping[str, Sequence[Any]], types: Mapping[str, str]) -> DataFrame:
+        rows, select = arrow_rows(self.session, columns, types)
+        return self._arrow_frame(rows).selectExpr(*select)
+
+    def _arrow_frame(self, rows: pa.Table) -> DataFrame:
+        """Arrow rows as a DataFrame, of their schema (Spark Connect infers none from no rows)."""
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        return self.session.createDataFrame(rows, schema=from_arrow_schema(rows.schema))
 
     def drop_temp(self, table: TempTable) -> None:
         name = table.name[1:-1].replace("``", "`")
