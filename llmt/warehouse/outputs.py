@@ -73,7 +73,7 @@ def build_output(wh: Warehouse, store: StateStore, out: Output, since_run: str |
     wh.create_schema(out.schema)
     needed = ["_llmt_answer_key", *out.unique_key]  # the previous table can show stale answers only with these
     has_prev = prev_kind == "table" and set(needed) <= {c.name for c in wh.describe(f"SELECT * FROM {table}")}
-    attempts = int(wh.scalar(f"SELECT count(*) FROM {wh.state_table('attempts')} WHERE node = ?", [name]) or 0)
+    attempts = int(wh.scalar(f"SELECT count(*) FROM {wh.log_table('attempts')} WHERE node = ?", [name]) or 0)
     # the rows without an answer first, in a table of their own: planned from a guess, a large share of them
     # was taken for one row once the answers had statistics, and the plan ran for minutes
     missing = wh.temp_table("_llmt_missing", _missing_sql(wh, out))
@@ -158,7 +158,7 @@ def _missing_sql(wh: Warehouse, out: Output) -> str:
     q = wh.quote
     return (f"SELECT {', '.join(f'i.{q(k)}' for k in out.unique_key)}, i._llmt_request_key "
             f"FROM {stage_table(wh, out.node)} i WHERE NOT EXISTS "
-            f"(SELECT 1 FROM {wh.state_table('answers')} a WHERE a.request_key = i._llmt_request_key)")
+            f"(SELECT 1 FROM {wh.log_table('answers')} a WHERE a.request_key = i._llmt_request_key)")
 
 
 def _extra_sql(wh: Warehouse, prev: str | None, out: Output, since_run: str | None, missing: str) -> str:
@@ -297,7 +297,7 @@ def _output_fingerprint(wh: Warehouse, out: Output, since_run: str | None, stage
     """Everything the output and errors tables are built from: the staged rows (their fingerprint), the
     stored answers and attempts (append-only: their counts), and the model's settings. Equal
     fingerprints build equal tables, so a run that changed none of it leaves them as they are."""
-    answers, attempts = wh.state_table("answers"), wh.state_table("attempts")
+    answers, attempts = wh.log_table("answers"), wh.log_table("attempts")  # (their logs grow when they change)
     row = wh.fetchone(f"SELECT (SELECT count(*) FROM {answers}), (SELECT max(answered_at) FROM {answers}), "
                       f"(SELECT count(*) FROM {attempts})")  # max(answered_at): --reask replaces
     staged_rows = None if staged is None else [staged.get("layout"), staged.get("rows")]

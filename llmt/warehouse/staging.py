@@ -173,7 +173,8 @@ def pending_keys(wh: Warehouse, source: str, max_attempts: int, since_run: str |
     The keys without an answer are found first (an anti-join on the key alone), then attempts are summed up
     for those keys only, so that a run with nothing to send costs one anti-join however long the history of
     attempts."""
-    answered = f"SELECT 1 FROM {wh.state_table('answers')} a WHERE a.request_key = i._llmt_request_key"
+    # (whether a key has an answer: any row of the answers' log says so, on an engine that keeps one)
+    answered = f"SELECT 1 FROM {wh.log_table('answers')} a WHERE a.request_key = i._llmt_request_key"
     if reask:
         life = wh.lifecycle
         ids = [str(r[0]) for r in life.fetchall(f"SELECT shard_id FROM {life.state_table('shards')} WHERE run_id = ?",
@@ -230,7 +231,7 @@ def with_input_counts(wh: Warehouse, staged: dict[str, Any], counts: tuple[int, 
 
 def _counts_key(wh: Warehouse, staged: dict[str, Any]) -> str:
     """What input counts are valid for: the staged rows, and the stored answers (count, latest)."""
-    stats = wh.fetchone(f"SELECT count(*), max(answered_at) FROM {wh.state_table('answers')}")
+    stats = wh.fetchone(f"SELECT count(*), max(answered_at) FROM {wh.log_table('answers')}")  # (grows when they do)
     return json.dumps([staged.get("layout"), staged.get("rows"), list(stats or ())], default=str)
 
 
