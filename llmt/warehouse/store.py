@@ -19,7 +19,7 @@ from typing import Any
 from llmt.warehouse.base import Warehouse
 
 OPEN = ("written", "uploaded", "submitted")  # shard statuses of work not collected yet
-MOVE_ROWS = 200_000  # rows moved from the state store to another engine at a time (memory stays flat)
+MOVE_ROWS = 50_000  # rows moved from the state store to another engine at a time (memory stays flat)
 # outcomes that asking again will not change (the request itself must change)
 TERMINAL_SQL = (
     "(outcome IN ('refused', 'truncated', 'content_filter', 'too_long') "
