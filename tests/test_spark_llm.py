@@ -13,6 +13,7 @@ import duckdb
 import yaml
 
 from tests.conftest import SCHEMA, Project, on_spark
+from tests.pg import PgDatabase
 from tests.test_spark import schema_of
 
 OUTPUT = ("SELECT review_id, product, sentiment, score, issues, competitor, _llmt_status, _llmt_request_key, "
@@ -130,3 +131,21 @@ def test_reask_realtime_full_refresh_and_escalation_on_spark(make_project: Calla
     assert escalated["requests"] == len(low) and low  # (the fake provider's scores of these four rows)
     assert {r[0]: r[1] for r in p.query(f"SELECT review_id, _llmt_model FROM {schema}.insights")} == {
         k: "gpt-4o" if k in low else "gpt-4o-mini" for k in range(1, 5)}
+
+
+def test_a_team_keeps_the_run_lifecycle_of_a_spark_target_in_postgresql(
+        make_project: Callable[[dict[str, str]], Project], spark: Any, pg: PgDatabase) -> None:
+    """`state: {type: postgres}`: shards, runs and fingerprints on the server (collect reconciles there, with the
+    lines classified in Python), answers and attempts in Spark."""
+    p = on_spark(make_project({}), spark)
+    config = yaml.safe_load((p.root / "project.yml").read_text(encoding="utf-8"))
+    config["targets"]["dev"]["state"] = {"type": "postgres", "dsn": pg.uri}
+    (p.root / "project.yml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    first = p.llm_result(p.run_json())
+    assert (first["requests"], first["answered"]) == (4, 4)
+    schema = schema_of(p)
+    assert p.query(f"SELECT _llmt_status, count(*) FROM {schema}.insights GROUP BY 1") == [("ok", 4)]
+    assert pg.query("SELECT status, sum(n_requests) FROM _llmt.shards GROUP BY 1") == [("collected", 4)]
+    assert pg.query("SELECT count(*) FROM _llmt.answers") == [(0,)]  # (they are in Spark)
+    assert not (p.root / "llmt_state.duckdb").exists()
+    assert p.llm_result(p.run_json())["requests"] == 0
