@@ -258,7 +258,9 @@ class SparkWarehouse(Warehouse):
             relation = reading.sql(f"SELECT * FROM {reader}")
             columns = [(str(n), str(t)) for n, t in zip(relation.columns, relation.types, strict=True)]
             read = ", ".join(_file_column(n, raw, untyped) for n, raw in columns) or "1"
-            batches = reading.sql(f"SELECT {read} FROM {reader}").fetch_record_batch(STREAM_ROWS)
+            rows = reading.sql(f"SELECT {read} FROM {reader}")
+            # (DuckDB 2 names it to_arrow_reader, and warns on the older name)
+            batches = getattr(rows, "to_arrow_reader", rows.fetch_record_batch)(STREAM_ROWS)
             for batch in batches:
                 part = self._arrow_frame(pa.Table.from_batches([batch]))
                 frame = part if frame is None else frame.unionByName(part)
