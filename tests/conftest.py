@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
+import signal
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
@@ -82,6 +83,12 @@ def project_yml(openai: str, llm: str = "") -> str:
     target = f"  openai:\n    warehouse: {{path: demo.duckdb}}\n    provider: {{type: openai, {openai}}}\n"
     extra = textwrap.indent(textwrap.dedent(llm).strip("\n") + "\n", "  ") if llm else ""
     return textwrap.dedent(BASE_FILES["project.yml"]).replace("llm:\n", target + "llm:\n", 1) + extra
+
+
+def as_from_a_terminal() -> None:
+    """A subprocess's Ctrl-C (SIGINT) as a terminal's foreground job has it: a test run started as a background
+    job ignores SIGINT, and the processes it starts would inherit that (``preexec_fn`` of the tests that send it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @dataclass

@@ -19,7 +19,7 @@ import pytest
 
 from llmt.docs.lineage import NODE_H, NODE_W, layout
 from tests.browser import Browser
-from tests.conftest import Project, on_postgres
+from tests.conftest import Project, as_from_a_terminal, on_postgres
 from tests.pg import PgDatabase
 
 MakeProject = Callable[[dict[str, str]], Project]
@@ -144,10 +144,9 @@ def test_docs_serve_serves_the_page_on_localhost_until_ctrl_c(example: Project, 
     result = example.llmt("docs", "serve", "--port", "0")
     assert result.code == 2 and "Run `llmt docs generate` first." in result.err
     assert example.llmt("run").code == 0 and example.llmt("docs", "generate").code == 0
-    # started as a script's background job would be: with SIGINT ignored (Ctrl-C must stop it all the same)
     server = subprocess.Popen([sys.executable, "-m", "llmt", "docs", "serve", "--port", "0", "--project-dir",
                                str(example.root)], stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
-                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+                              preexec_fn=as_from_a_terminal)
     try:
         assert server.stderr is not None
         line = server.stderr.readline()

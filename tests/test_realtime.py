@@ -15,7 +15,7 @@ import pytest
 from llmt.pipeline import realtime
 from llmt.pipeline.context import Limits
 from llmt.pipeline.realtime import RateLimiter
-from tests.conftest import Project, on_postgres
+from tests.conftest import Project, as_from_a_terminal, on_postgres
 from tests.emulator import Emulator, fixtures
 
 emulator = fixtures.emulator
@@ -129,7 +129,8 @@ def run_subprocess(project: Project, emu: Emulator, *args: str, crash: str | Non
     if crash:
         env["LLMT_CRASH_AT"] = crash
     return subprocess.Popen([sys.executable, "-m", "llmt", "run", "--project-dir", str(project.root), *args],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=as_from_a_terminal)
 
 
 def stored_keys(project: Project) -> set[str]:

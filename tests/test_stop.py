@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Project
+from tests.conftest import Project, as_from_a_terminal
 from tests.emulator import Emulator, fixtures
 from tests.test_crash_safety import make_project
 
@@ -24,7 +24,7 @@ def start_run(root: Path, emu: Emulator, api_key: str, target: str = "openai") -
     env.update(OPENAI_API_KEY=api_key, OPENAI_BASE_URL=emu.base_url)
     return subprocess.Popen(
         [sys.executable, "-m", "llmt", "run", "--project-dir", str(root), "--target", target],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root,
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root, preexec_fn=as_from_a_terminal,
     )
 
 

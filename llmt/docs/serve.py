@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 from collections.abc import Callable
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -45,11 +44,5 @@ def serve(target_dir: Path, port: int, ready: Callable[[str], None]) -> None:
                          hint="Choose another port: `llmt docs serve --port 8081`.") from None
     with server:
         ready(f"http://{HOST}:{server.server_address[1]}/")
-        # Ctrl-C (SIGINT) stops serving, also when llmt was started with SIGINT ignored (a background job of a
-        # script inherits that, and Python then leaves it ignored)
-        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-        try:
-            with contextlib.suppress(KeyboardInterrupt):
-                server.serve_forever()
-        finally:
-            signal.signal(signal.SIGINT, previous)
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: stop serving
+            server.serve_forever()
