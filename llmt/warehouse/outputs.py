@@ -77,7 +77,11 @@ def build_output(wh: Warehouse, store: StateStore, out: Output, since_run: str |
     # the rows without an answer first, in a table of their own: planned from a guess, a large share of them
     # was taken for one row once the answers had statistics, and the plan ran for minutes
     missing = wh.temp_table("_llmt_missing", _missing_sql(wh, out))
-    extra = wh.temp_table("_llmt_extra", _extra_sql(wh, table if has_prev else None, out, since_run, missing.name))
+    # a previous table that showed no answer (by its build's counts: a model's first collect) lends none, and
+    # is not read for the answers it would lend
+    shown = staged.get("counts_out") if staged is not None else None
+    lends = has_prev and not (isinstance(shown, dict) and not shown.get("ok") and not shown.get("stale"))
+    extra = wh.temp_table("_llmt_extra", _extra_sql(wh, table if lends else None, out, since_run, missing.name))
     wh.drop_temp(missing)
     rows = _Rows(wh, out, extra)
     shape = _shape(out, since_run)
