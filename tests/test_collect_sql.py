@@ -1,7 +1,7 @@
 """Collecting a batch: every outcome, detail, token count and cost equals what `classify` (the realtime path)
 gives the same line, and every submitted key gets exactly one attempt whatever the files hold (duplicates,
-unreadable lines, unknown ids). Each test runs on DuckDB (which classifies the result files in SQL) and on
-PostgreSQL (lines classified by `classify`, reconciled in SQL)."""
+unreadable lines, unknown ids). Each test runs on DuckDB and on PostgreSQL (lines classified by a scratch DuckDB,
+sent by COPY, reconciled on the server)."""
 
 from __future__ import annotations
 

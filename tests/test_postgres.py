@@ -374,3 +374,34 @@ def test_answer_fields_that_do_not_cast_read_as_null_and_lists_keep_their_order(
         (None,) * 6,
     ]
     assert [r[3:5] for r in rows[1:]] == [(None, None)] * 4
+
+
+def test_rows_reconciled_in_duckdb_reach_postgresql_exactly_and_a_failure_on_either_side_fails_the_load(
+        pg: PgDatabase) -> None:
+    """`load_from`: DuckDB writes CSV into a pipe while COPY reads it. Texts (empty, NULL, quotes, newlines,
+    commas, not ASCII), integers and doubles arrive as they were; an error of DuckDB half-way, or of the
+    server, is raised (neither side is left waiting for the other) and the transaction keeps nothing."""
+    from llmt.project.config import PostgresConfig
+    from llmt.warehouse.base import DatabaseError
+    from llmt.warehouse.duckdb import scratch
+    from llmt.warehouse.postgres import PostgresWarehouse
+
+    texts = ["", None, 'say "hi", then\nleave', "é ☃ \\N \t", "x" * 70_000]
+    wh = PostgresWarehouse(PostgresConfig(type="postgres", dsn=pg.uri), "test")
+    try:
+        with scratch() as duck:
+            duck.execute("CREATE TABLE r AS SELECT i, ([?, ?, ?, ?, ?])[i % 5 + 1] AS s, i / 7 AS x "
+                         "FROM range(200000) t(i)", texts)
+            expected = duck.fetchall("SELECT i, s, x FROM r ORDER BY i")
+            wh.execute("CREATE TABLE moved (i bigint, s text, x double precision)")
+            with wh.transaction():
+                wh.load_from("moved", duck, "SELECT i, s, x FROM r")
+                assert wh.fetchall("SELECT i, s, x FROM moved ORDER BY i") == expected
+                wh.execute("DELETE FROM moved")
+            with pytest.raises(DatabaseError, match="half-way"), wh.transaction():
+                wh.load_from("moved", duck, "SELECT i, s, CASE WHEN i = 150000 THEN error('half-way') END FROM r")
+            with pytest.raises(DatabaseError, match="invalid input syntax for type bigint"), wh.transaction():
+                wh.load_from("moved", duck, "SELECT s, s, x FROM r WHERE i > 0")
+            assert wh.scalar("SELECT count(*) FROM moved") == 0
+    finally:
+        wh.close()

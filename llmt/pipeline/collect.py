@@ -7,12 +7,9 @@ http_error (status and code), expired, cancelled, batch_failed, missing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
-
-from pydantic_core import from_json
 
 from llmt.validate import AnswerValidator
 from llmt.warehouse.base import Warehouse
@@ -20,7 +17,6 @@ from llmt.warehouse.collecting import (
     ATTEMPT_TYPES,
     Finished,
     Source,
-    collect_lines,
     collect_result_files,
     store_attempts,
 )
@@ -41,28 +37,16 @@ class Attempt:
 
 
 def classify(line: dict[str, Any], validator: AnswerValidator) -> Attempt:
-    """One batch output/error line -> an Attempt (the realtime path; `classify_line` gives its fields)."""
-    return Attempt(*classify_line(line, validator))
-
-
-# what `classify_line` gives: request_key, outcome, answer, status_code, error_code, detail, prompt_tokens,
-# completion_tokens, cached_tokens (Attempt's fields, in its order, without the cost)
-Line = tuple[str, str, str | None, int | None, str | None, str | None, int, int, int]
-
-
-def classify_line(line: dict[str, Any], validator: AnswerValidator) -> Line:
-    """One batch output/error line -> its attempt's fields (the realtime path, and result files on engines that
-    do not read them in SQL). On DuckDB `collect_files` does the same to whole files in SQL:
-    tests/test_collect_sql.py checks that the two agree. A field of another type than the Batch API's reads as
-    missing, as there. (Written for the common line, a 200 with an answer: collect runs it for every line.)"""
+    """One batch output/error line -> an Attempt (the realtime path). `collect_files` does the same to whole files
+    in SQL: tests/test_collect_sql.py checks that the two agree. A field of another type than the Batch API's
+    reads as missing, as there."""
     key = str(line.get("custom_id"))
     response = line.get("response")
     status = response.get("status_code") if isinstance(response, dict) else None
     if status != 200 or not isinstance(status, int):
         a = failed(line, key)
         if a is not None:  # (always: failed() reads the same status)
-            return (a.request_key, a.outcome, a.answer, a.status_code, a.error_code, a.detail, a.prompt_tokens,
-                    a.completion_tokens, a.cached_tokens)
+            return a
     body = response.get("body") if isinstance(response, dict) else None
     if not isinstance(body, dict):
         body = {}
@@ -73,9 +57,10 @@ def classify_line(line: dict[str, Any], validator: AnswerValidator) -> Line:
         cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
     else:
         prompt = completion = cached = 0
+    tokens = {"prompt_tokens": prompt, "completion_tokens": completion, "cached_tokens": cached}
     choices = body.get("choices")
     if not isinstance(choices, list) or not choices:
-        return key, "invalid_json", None, 200, None, "the response has no choices", prompt, completion, cached
+        return Attempt(key, "invalid_json", None, 200, None, "the response has no choices", **tokens)
     choice = choices[0]
     if not isinstance(choice, dict):
         choice = {}
@@ -85,19 +70,18 @@ def classify_line(line: dict[str, Any], validator: AnswerValidator) -> Line:
     finish = choice.get("finish_reason")
     refusal = message.get("refusal")
     if refusal:
-        return key, "refused", None, 200, None, str(refusal)[:500], prompt, completion, cached
+        return Attempt(key, "refused", None, 200, None, str(refusal)[:500], **tokens)
     if finish == "length":
-        return (key, "truncated", None, 200, None, "finish_reason=length: raise max_output_tokens", prompt,
-                completion, cached)
+        return Attempt(key, "truncated", None, 200, None, "finish_reason=length: raise max_output_tokens", **tokens)
     if finish == "content_filter":
-        return key, "content_filter", None, 200, None, "finish_reason=content_filter", prompt, completion, cached
+        return Attempt(key, "content_filter", None, 200, None, "finish_reason=content_filter", **tokens)
     content = message.get("content")
     if not isinstance(content, str):
-        return key, "invalid_json", None, 200, None, "the message has no content", prompt, completion, cached
+        return Attempt(key, "invalid_json", None, 200, None, "the message has no content", **tokens)
     outcome, reason = validator.check(content)
     if outcome == "ok":
-        return key, "ok", content, 200, None, None, prompt, completion, cached
-    return key, outcome, None, 200, None, reason[:500], prompt, completion, cached
+        return Attempt(key, "ok", content, 200, None, None, **tokens)
+    return Attempt(key, outcome, None, 200, None, reason[:500], **tokens)
 
 
 def failed(line: dict[str, Any], key: str) -> Attempt | None:
@@ -127,31 +111,12 @@ def _object(value: Any) -> dict[str, Any]:
 def collect_files(wh: Warehouse, *, finished: list[Finished], validator: AnswerValidator, source: Source,
                   cost: tuple[str, list[float]], replace: bool = False) -> dict[str, int]:
     """Classify, validate, reconcile, price and store the result files of ended batches of one model (in the
-    caller's transaction); returns outcome counts. On DuckDB the files are read and classified in SQL
-    (tests/test_collect_sql.py checks that this agrees with `classify`); elsewhere `classify` reads them. On Spark
-    they are reconciled in the state store, which knows the shards' requests, and appended to Spark's logs."""
+    caller's transaction); returns outcome counts. DuckDB reads and classifies the files in SQL
+    (tests/test_collect_sql.py checks that this agrees with `classify`). On Spark they are reconciled in the
+    state store, which knows the shards' requests, and appended to Spark's logs."""
     life = wh.lifecycle
-    into = None if life is wh else wh
-    if life.RESULT_FILES:
-        return collect_result_files(life, finished=finished, invalid=partial(_invalid_answers, validator),
-                                    source=source, cost=cost, replace=replace, into=into)
-    return collect_lines(life, finished=finished, read=partial(_classified_lines, validator), source=source,
-                         cost=cost, replace=replace, into=into)
-
-
-def _classified_lines(validator: AnswerValidator, finished: Finished) -> Iterator[tuple[Any, ...]]:
-    """Each readable line of a shard's result files, classified (a line that is not a JSON object is skipped,
-    as DuckDB's reader skips it); an answer text only when ok. (pydantic's JSON parser reads a line in half
-    the time of the json module's.)"""
-    for path in finished.paths:
-        with path.open("rb") as lines:
-            for raw in lines:
-                try:
-                    line = from_json(raw, cache_strings="keys")
-                except ValueError:
-                    continue
-                if isinstance(line, dict):
-                    yield classify_line(line, validator)
+    return collect_result_files(life, finished=finished, invalid=partial(_invalid_answers, validator),
+                                source=source, cost=cost, replace=replace, into=None if life is wh else wh)
 
 
 def store(wh: Warehouse, attempts: list[Attempt], shard_id: str, source: Source, replace: bool = False) -> None:

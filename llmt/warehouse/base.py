@@ -272,6 +272,12 @@ class Warehouse(ABC):
         self.load_rows(table, {**{k: [v] * len(lines) for k, v in constants.items()}, column: lines},
                        dict.fromkeys([*constants, column], "VARCHAR"))
 
+    def load_from(self, table: str, source: Warehouse, select: str) -> None:
+        """Append the rows of ``select``, a query on the DuckDB ``source`` (the lifecycle of a Spark target, or
+        a scratch database: `duckdb.scratch`), to ``table`` (its columns in order), in bulk: collected attempts
+        reconciled in DuckDB reach the engine that keeps them so."""
+        raise NotImplementedError(f"{type(self).__name__} does not load rows from another engine")
+
     def temp_table(self, name: str, select: str, params: Params = None, *, where: str | None = None) -> TempTable:
         """A temporary table holding ``select``'s rows (replacing one of that name), with its row count."""
         self.execute(f"CREATE OR REPLACE TEMP TABLE {self.quote(name)} AS {select}", params, where=where)

@@ -1,6 +1,5 @@
-"""Storing collected attempts and answers: batch result lines classified in Python and reconciled in SQL
-(`collect_lines`), or, on engines that read files (`RESULT_FILES`: DuckDB), read, classified and reconciled in
-SQL (`collect_result_files`).
+"""Storing collected attempts and answers: batch result lines read and classified by DuckDB, reconciled with
+the shards' requests in SQL (`collect_result_files`), or attempts given as rows (`store_attempts`).
 
 Collection is idempotent: an attempt already stored (shard, key) is not stored again, and a key already
 answered keeps its answer (unless ``replace``, --reask). Caller holds the transaction.
@@ -8,16 +7,16 @@ answered keeps its answer (unless ``replace``, --reask). Caller holds the transa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from llmt.crash import crash_point
 from llmt.warehouse.base import TempTable, Warehouse
-from llmt.warehouse.store import MOVE_ROWS
+from llmt.warehouse.duckdb import scratch
 
 # a batch that ended this way leaves its unanswered ids with this outcome
 UNANSWERED = {"completed": "missing", "expired": "expired", "cancelled": "cancelled", "failed": "batch_failed"}
@@ -64,8 +63,62 @@ def collect_result_files(wh: Warehouse, *, finished: list[Finished], invalid: In
     does to one line), validate the distinct answer texts (``invalid``), reconcile every submitted key of each
     shard (exactly one attempt each; ids the shard did not ask for are ignored; a key with several lines takes
     its first ok one, else its first; a key without a readable line gets its batch's unanswered outcome),
-    price them with ``cost`` (`PriceTable.cost_sql`) and store them. The shards are of one model (``source``);
-    each step is one statement for all of them (``into``: see `insert_collected`). Returns outcome counts."""
+    price them with ``cost`` (`PriceTable.cost_sql`) and store them in ``into`` (else ``wh``, whose state
+    knows the shards). The shards are of one model (``source``); each step is one statement for all of them.
+    DuckDB does all but the storing: ``wh`` itself when it reads result files (`RESULT_FILES`), else a scratch
+    DuckDB given the shards' requests (`_reader`). Returns outcome counts."""
+    with _reader(wh, finished) as reader:
+        lines = _classified(reader, finished)
+        ended = _ended(reader, finished)
+        answers = [r[0] for r in reader.fetchall(f"SELECT DISTINCT answer FROM {lines.name} WHERE outcome IS NULL")]
+        several = bool(reader.scalar(f"SELECT count(*) > count(DISTINCT request_key) FROM {lines.name}"))
+        cost_sql, cost_params = cost
+        reconcile = RECONCILE_SQL.format(s=reader.state, cost=cost_sql, best=BEST_OF_SEVERAL if several else "judged")
+        # Answers are validated in a thread (Python) while DuckDB (which lets go of the GIL) reconciles, taking
+        # every answer as valid; the invalid ones are then marked. A key with several lines needs to know which
+        # of its lines are valid first.
+        with ThreadPoolExecutor(1, thread_name_prefix="llmt-validate") as pool:
+            validated = pool.submit(invalid, answers)
+            if not several:
+                reader.temp_table("_llmt_collected", reconcile, cost_params)
+            found = validated.result()
+        bad = reader.temp_rows("_llmt_invalid", dict(zip(("answer", "outcome", "detail"), found, strict=True)),
+                               dict.fromkeys(("answer", "outcome", "detail"), "VARCHAR"))
+        marked = lines.name if several else "_llmt_collected"  # only an answer to validate or an ok one has a text
+        reader.execute(f"UPDATE {marked} SET outcome = i.outcome, detail = i.detail, answer = NULL FROM {bad.name} i "
+                       f"WHERE {marked}.answer = i.answer")
+        if several:
+            reader.temp_table("_llmt_collected", reconcile, cost_params)
+        for table in (lines, bad, ended):
+            reader.drop_temp(table)
+        collected = TempTable("_llmt_collected")
+        counts = {str(k): int(n) for k, n in reader.fetchall(
+            f"SELECT outcome, count(*) FROM {collected.name} GROUP BY outcome")}
+        insert_collected(reader, collected, source, replace, distinct_keys=not several, into=into or wh)
+    return counts
+
+
+@contextmanager
+def _reader(wh: Warehouse, finished: list[Finished]) -> Iterator[Warehouse]:
+    """Where the result files are read and reconciled: ``wh`` when it reads them (DuckDB), else a scratch DuckDB
+    into which the shards' requests are copied from ``wh`` (their reconcile in DuckDB, with the lines at hand,
+    is several times quicker than on a server the lines would be sent to)."""
+    if wh.RESULT_FILES:
+        yield wh
+        return
+    with scratch() as reader:
+        ids = [f.shard_id for f in finished]
+        # a shard's keys as one text (hex digests, comma-separated): a few rows cross over, not one per key
+        for shard_id, keys in wh.fetchall(
+                f"SELECT shard_id, string_agg(request_key, ',') FROM {wh.state}.shard_requests "
+                f"WHERE shard_id IN ({', '.join('?' for _ in ids)}) GROUP BY shard_id", ids) if ids else ():
+            reader.execute(f"INSERT INTO {reader.state}.shard_requests SELECT ?, unnest(string_split(?, ','))",
+                           [shard_id, keys])
+        yield reader
+
+
+def _classified(reader: Warehouse, finished: list[Finished]) -> TempTable:
+    """The lines of the shards' result files, classified (`CLASSIFY_SQL`), in DuckDB's table `_llmt_lines`."""
     files = [(str(p), f.shard_id) for f in finished for p in f.paths]
     # each line's shard by its file's name (a join would not keep the lines in the order read)
     source_sql = ("(SELECT *, MAP(?::VARCHAR[], ?::VARCHAR[])[filename] AS shard_id FROM read_json(?::VARCHAR[], "
@@ -73,89 +126,8 @@ def collect_result_files(wh: Warehouse, *, finished: list[Finished], invalid: In
                   if files else f"(SELECT ''::VARCHAR custom_id, NULL::JSON error, NULL::{RESPONSE} response, "
                   "''::VARCHAR shard_id WHERE false)")
     names = [f for f, _ in files]
-    lines = wh.temp_table("_llmt_lines", CLASSIFY_SQL.format(source=source_sql),
-                          [names, [s for _, s in files], names] if files else [])
-    ended_table = _ended(wh, finished)
-    answers = [r[0] for r in wh.fetchall(f"SELECT DISTINCT answer FROM {lines.name} WHERE outcome IS NULL")]
-    several = bool(wh.scalar(f"SELECT count(*) > count(DISTINCT request_key) FROM {lines.name}"))
-    cost_sql, cost_params = cost
-    reconcile = RECONCILE_SQL.format(s=wh.state, cost=cost_sql, n="rowid",
-                                     best=BEST_OF_SEVERAL if several else "judged")
-    # Answers are validated in a thread (Python) while DuckDB (which lets go of the GIL) reconciles, taking
-    # every answer as valid; the invalid ones are then marked. A key with several lines needs to know which
-    # of its lines are valid first.
-    with ThreadPoolExecutor(1, thread_name_prefix="llmt-validate") as pool:
-        validated = pool.submit(invalid, answers)
-        if not several:
-            wh.temp_table("_llmt_collected", reconcile, cost_params)
-        found = validated.result()
-    bad = wh.temp_rows("_llmt_invalid", dict(zip(("answer", "outcome", "detail"), found, strict=True)),
-                       dict.fromkeys(("answer", "outcome", "detail"), "VARCHAR"))
-    marked = lines.name if several else "_llmt_collected"  # only an answer to validate or an ok one has a text
-    wh.execute(f"UPDATE {marked} SET outcome = i.outcome, detail = i.detail, answer = NULL FROM {bad.name} i "
-               f"WHERE {marked}.answer = i.answer")
-    if several:
-        wh.temp_table("_llmt_collected", reconcile, cost_params)
-    for table in (lines, bad, ended_table):
-        wh.drop_temp(table)
-    collected = TempTable("_llmt_collected")
-    counts = {str(k): int(n) for k, n in wh.fetchall(
-        f"SELECT outcome, count(*) FROM {collected.name} GROUP BY outcome")}
-    insert_collected(wh, collected, source, replace, distinct_keys=not several, into=into)
-    return counts
-
-
-# classified lines: shard_id and n (the order read), then what `Lines` gives, in this order
-LINE_TYPES = {"shard_id": "VARCHAR", "n": "BIGINT", **{k: v for k, v in ATTEMPT_TYPES.items()
-                                                      if k not in ("shard_id", "cost_usd")}}
-LOAD_ROWS = 50_000  # classified lines loaded at a time (memory stays flat in the number of lines)
-Lines = Callable[[Finished], Iterable[Sequence[Any]]]  # a shard's classified result lines, in the files' order
-
-
-def collect_lines(wh: Warehouse, *, finished: list[Finished], read: Lines, source: Source,
-                  cost: tuple[str, list[float]], replace: bool = False, into: Warehouse | None = None
-                  ) -> dict[str, int]:
-    """What `collect_result_files` does, on engines that do not read result files in SQL: ``read`` classifies
-    and validates each shard's lines in Python (`LINE_TYPES` without shard_id and n: an answer only when
-    ok), which are loaded in bulk and reconciled in SQL as there. Returns outcome counts."""
-    names = [n for n in LINE_TYPES if n not in ("shard_id", "n")]
-    lines = wh.temp_rows("_llmt_lines", {n: [] for n in LINE_TYPES}, LINE_TYPES)
-    n = 0
-    # whether a key has several lines, by the hashes of the keys seen (cheaper than counting distinct keys in
-    # SQL afterwards; two keys of the same hash only take the slower way that is right for any lines)
-    seen: set[int] = set()
-    for f in finished:
-        chunk: list[Sequence[Any]] = []
-        for line in read(f):
-            chunk.append(line)
-            seen.add(hash(line[0]))
-            if len(chunk) >= LOAD_ROWS:
-                n = _load_lines(wh, lines, f.shard_id, chunk, names, n)
-        n = _load_lines(wh, lines, f.shard_id, chunk, names, n)
-    several = len(seen) < n
-    del seen
-    wh.analyze(lines.name, n)  # (the reconcile's joins are planned for the lines' real number)
-    ended = _ended(wh, finished)
-    cost_sql, cost_params = cost
-    collected = wh.temp_table("_llmt_collected", RECONCILE_SQL.format(
-        s=wh.state, cost=cost_sql, n="n", best=BEST_OF_SEVERAL_PORTABLE if several else "judged"), cost_params)
-    for table in (lines, ended):
-        wh.drop_temp(table)
-    counts = {str(k): int(v) for k, v in
-              wh.fetchall(f"SELECT outcome, count(*) FROM {collected.name} GROUP BY outcome")}
-    insert_collected(wh, collected, source, replace, distinct_keys=not several, into=into)
-    return counts
-
-
-def _load_lines(wh: Warehouse, lines: TempTable, shard_id: str, chunk: list[Sequence[Any]], names: list[str],
-                n: int) -> int:
-    if chunk:
-        columns: dict[str, Sequence[Any]] = {"shard_id": [shard_id] * len(chunk), "n": range(n, n + len(chunk)),
-                                             **dict(zip(names, zip(*chunk, strict=True), strict=True))}
-        wh.load_rows(lines.name, columns, LINE_TYPES)
-        n += len(chunk)
-        chunk.clear()
-    return n
+    return reader.temp_table("_llmt_lines", CLASSIFY_SQL.format(source=source_sql),
+                             [names, [s for _, s in files], names] if files else [])
 
 
 def _ended(wh: Warehouse, finished: list[Finished]) -> TempTable:
@@ -178,13 +150,11 @@ def insert_collected(wh: Warehouse, collected: TempTable, source: Source, replac
     time, where the newest answer of a key is the one read (replacing, as ``replace`` asks) and a row appended
     again, by a collect that was cut short, counts once."""
     if into is not None and into is not wh:
-        names = list(ATTEMPT_TYPES)
-        rows = wh.stream(f"SELECT {', '.join(names)} FROM {collected.name}")
-        while chunk := list(islice(rows, MOVE_ROWS)):
-            moved = into.temp_rows("_llmt_collected", dict(zip(names, zip(*chunk, strict=True), strict=True)),
-                                   ATTEMPT_TYPES)
-            insert_collected(into, moved, source, replace)
+        moved = into.temp_rows("_llmt_collected", {n: [] for n in ATTEMPT_TYPES}, ATTEMPT_TYPES)
+        into.load_from(moved.name, wh, f"SELECT {', '.join(ATTEMPT_TYPES)} FROM {collected.name}")
+        into.analyze(moved.name, int(wh.scalar(f"SELECT count(*) FROM {collected.name}") or 0))
         wh.drop_temp(collected)
+        insert_collected(into, moved, source, replace, distinct_keys)
         return
     c, appended = collected.name, not wh.UPDATES
     attempts = (f"FROM {c} c" if appended else
@@ -277,7 +247,7 @@ FROM c
 # else the batch's unanswered outcome; priced
 RECONCILE_SQL = """
 WITH judged AS (
-    SELECT shard_id, request_key, {n} AS n, coalesce(outcome, 'ok') AS outcome, answer, status_code, error_code,
+    SELECT shard_id, request_key, rowid AS n, coalesce(outcome, 'ok') AS outcome, answer, status_code, error_code,
            detail, prompt_tokens, completion_tokens, cached_tokens
     FROM _llmt_lines
 ),
@@ -297,5 +267,3 @@ SELECT *, {cost} AS cost_usd FROM attempts
 # so it is left out when no key has two lines)
 BEST_OF_SEVERAL = ("judged WHERE n IN "
                    "(SELECT arg_min(n, (outcome <> 'ok', n)) FROM judged GROUP BY shard_id, request_key)")
-BEST_OF_SEVERAL_PORTABLE = ("judged WHERE n IN (SELECT coalesce(min(CASE WHEN outcome = 'ok' THEN n END), min(n)) "
-                            "FROM judged GROUP BY shard_id, request_key)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -397,6 +398,25 @@ class DuckDBWarehouse(Warehouse):
         if isinstance(structure, dict):
             return "STRUCT(" + ", ".join(f"{self.quote(k)} {self.sql_type(v)}" for k, v in structure.items()) + ")"
         return str(structure)
+
+
+def csv_copy(select: str, csv: Path) -> str:
+    """The statement writing ``select``'s rows into ``csv`` as PostgreSQL's COPY reads them (no header, NULL an
+    empty field, an empty text a quoted one)."""
+    return (f"COPY ({select}) TO {sql_string(str(csv))} (FORMAT csv, HEADER false, DATEFORMAT '%Y-%m-%d', "
+            "TIMESTAMPFORMAT '%Y-%m-%d %H:%M:%S.%f%z')")
+
+
+@contextmanager
+def scratch() -> Iterator[DuckDBWarehouse]:
+    """An in-memory DuckDB for work done in DuckDB's SQL on another engine's behalf (reading and reconciling batch
+    result files for PostgreSQL), spilling into a temporary directory of its own under a memory limit."""
+    with tempfile.TemporaryDirectory(prefix="llmt-scratch-") as spill:
+        wh = DuckDBWarehouse(":memory:", Path(spill), settings={"temp_directory": spill})
+        try:
+            yield wh
+        finally:
+            wh.close()
 
 
 def sql_type(kind: Any) -> SqlType:

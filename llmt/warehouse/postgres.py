@@ -14,13 +14,15 @@ own, so the target's tables are never touched or locked).
 
 from __future__ import annotations
 
+import os
 import secrets
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import psycopg
 from psycopg.types.string import TextBinaryLoader, TextLoader
@@ -39,7 +41,6 @@ from llmt.warehouse.base import (
     UnreadableFiles,
     Warehouse,
     WarehouseError,
-    sql_string,
 )
 from llmt.warehouse.postgres_connect import connect, connection_parameters, lock_key, scrub, take_lock
 from llmt.warehouse.postgres_sql import HELPERS, family, helper, helper_sql, placeholders, type_name
@@ -433,6 +434,7 @@ class PostgresWarehouse(Warehouse):
         and maps arrive as jsonb. The table is built under another name and put in place (`swap_table`)."""
         import duckdb
 
+        from llmt.warehouse.duckdb import csv_copy
         from llmt.warehouse.duckdb import sql_type as duckdb_sql_type
         from llmt.warehouse.duckdb_files import duckdb_config
 
@@ -448,23 +450,48 @@ class PostgresWarehouse(Warehouse):
                                for n, t in zip(relation.columns, relation.types, strict=True)]
                     selected = [f"to_json({self.quote(n)}) AS {self.quote(n)}" if _nested(kind, raw) else self.quote(n)
                                 for n, kind, raw in columns]
-                    reading.execute(f"COPY (SELECT {', '.join(selected) or '1'} FROM {reader}) TO "
-                                    f"{sql_string(str(csv))} (FORMAT csv, HEADER false, DATEFORMAT '%Y-%m-%d', "
-                                    "TIMESTAMPFORMAT '%Y-%m-%d %H:%M:%S.%f%z')")
+                    reading.execute(csv_copy(f"SELECT {', '.join(selected) or '1'} FROM {reader}", csv))
                 except duckdb.Error as exc:
                     raise UnreadableFiles(str(exc).splitlines()[0], detail=str(exc)) from None
                 self.execute(f"DROP TABLE IF EXISTS {new}")
                 self.execute(f"CREATE TABLE {new} (" + ", ".join(
                     f"{self.quote(n)} {_file_column_type(kind, raw, untyped)}" for n, kind, raw in columns) + ")")
-                self._copy_file(new, csv)
+                with csv.open("rb") as data:
+                    self._copy_csv(new, data)
         finally:
             reading.close()
         self.swap_table(new, schema, name, self.relation_kind(schema, name))
 
-    def _copy_file(self, table: str, csv: Path) -> None:
+    def load_from(self, table: str, source: Warehouse, select: str) -> None:
+        """DuckDB writes the rows as CSV into a named pipe, in a thread (it lets go of the GIL), while COPY sends
+        what comes out of it: the two overlap. A failure of either fails the load (the caller's transaction
+        then drops what was sent)."""
+        from llmt.warehouse.duckdb import csv_copy
+
+        with tempfile.TemporaryDirectory(prefix="llmt-load-") as scratch:
+            pipe = Path(scratch) / "rows.csv"
+            os.mkfifo(pipe)
+            out = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)  # (opening either end alone would wait for the other)
+            held = os.open(pipe, os.O_WRONLY)  # so the reader sees the end only once DuckDB is done
+            os.set_blocking(out, True)
+
+            def write() -> None:
+                try:
+                    source.execute(csv_copy(select, pipe))
+                finally:
+                    os.close(held)
+
+            with ThreadPoolExecutor(1, thread_name_prefix="llmt-csv") as pool, os.fdopen(out, "rb") as data:
+                written = pool.submit(write)
+                try:
+                    self._copy_csv(table, data)
+                finally:
+                    data.close()  # (a writer still writing gets an error instead of waiting for a reader)
+                written.result()
+
+    def _copy_csv(self, table: str, data: BinaryIO) -> None:
         try:
-            with self.connection.cursor().copy(f"COPY {table} FROM STDIN (FORMAT csv)") as copy, \
-                    csv.open("rb") as data:
+            with self.connection.cursor().copy(f"COPY {table} FROM STDIN (FORMAT csv)") as copy:
                 while chunk := data.read(COPY_CHUNK):
                     copy.write(chunk)
         except psycopg.Error as exc:

@@ -16,7 +16,7 @@ import secrets
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from itertools import count
+from itertools import count, islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,7 @@ from llmt.warehouse.base import (
 )
 from llmt.warehouse.spark_session import SPARK_ERRORS, local_checkpoint, spark_error, start_session
 from llmt.warehouse.spark_sql import EPOCH, arrow_rows, canonical_sql, converter, sql_type, string, type_name
+from llmt.warehouse.store import MOVE_ROWS
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -300,6 +301,14 @@ class SparkWarehouse(Warehouse):
             self.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {view.name}")
         finally:
             self.drop_temp(view)
+
+    def load_from(self, table: str, source: Warehouse, select: str) -> None:
+        """The rows of another engine's query, `MOVE_ROWS` at a time (llmt's memory stays flat in rows)."""
+        columns = source.describe(select)
+        names, types = [c.name for c in columns], {c.name: c.type.name for c in columns}
+        rows = source.stream(select)
+        while chunk := list(islice(rows, MOVE_ROWS)):
+            self.load_rows(table, dict(zip(names, zip(*chunk, strict=True), strict=True)), types)
 
     def temp_table(self, name: str, select: str, params: Params = None, *, where: str | None = None) -> TempTable:
         frame = self._sql(select, params, where)
