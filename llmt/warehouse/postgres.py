@@ -14,12 +14,9 @@ own, so the target's tables are never touched or locked).
 
 from __future__ import annotations
 
-import os
 import secrets
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -43,6 +40,14 @@ from llmt.warehouse.base import (
     WarehouseError,
 )
 from llmt.warehouse.postgres_connect import connect, connection_parameters, lock_key, scrub, take_lock
+from llmt.warehouse.postgres_load import (
+    binary_type,
+    copy_bytes,
+    copy_text,
+    file_column_type,
+    nested,
+    through_pipe,
+)
 from llmt.warehouse.postgres_sql import HELPERS, family, helper, helper_sql, placeholders, type_name
 from llmt.warehouse.state import LATEST, migrate
 
@@ -398,7 +403,7 @@ class PostgresWarehouse(Warehouse):
         if not columns or not len(next(iter(columns.values()))):
             return
         names = ", ".join(self.quote(c) for c in columns)
-        binary = [_binary_type(type_name(types[c])) for c in columns]
+        binary = [binary_type(type_name(types[c])) for c in columns]
         known = all(t is not None and self.connection.adapters.types.get(t) for t in binary)
         try:
             with self.connection.cursor().copy(
@@ -413,14 +418,14 @@ class PostgresWarehouse(Warehouse):
     def load_lines(self, table: str, constants: Mapping[str, str], column: str, path: Path) -> None:
         """The file's lines sent as they are, each after the constants (COPY's text format: tab-separated)."""
         names = ", ".join(self.quote(c) for c in [*constants, column])
-        prefix = "".join(_copy_text(v) + "\t" for v in constants.values()).encode()
+        prefix = "".join(copy_text(v) + "\t" for v in constants.values()).encode()
         try:
             with self.connection.cursor().copy(f"COPY {table} ({names}) FROM STDIN") as copy, \
                     path.open("rb") as lines:
                 batch: list[bytes] = []
                 for line in lines:
                     if line.strip():
-                        batch.append(prefix + _copy_bytes(line.rstrip(b"\r\n")) + b"\n")
+                        batch.append(prefix + copy_bytes(line.rstrip(b"\r\n")) + b"\n")
                     if len(batch) >= FETCH_ROWS:
                         copy.write(b"".join(batch))
                         batch.clear()
@@ -429,9 +434,10 @@ class PostgresWarehouse(Warehouse):
             raise self._error(exc, None) from None
 
     def load_files(self, table: str, reader: str, untyped: str | None = None) -> None:
-        """DuckDB reads the files (the reader of file sources on every warehouse) into a CSV file, which COPY
-        sends to the server: text, numbers, booleans, dates and timestamps keep their types; lists, structs
-        and maps arrive as jsonb. The table is built under another name and put in place (`swap_table`)."""
+        """DuckDB reads the files (the reader of file sources on every warehouse) and writes them as CSV, which
+        COPY sends to the server as it comes (`through_pipe`): text, numbers, booleans, dates and timestamps keep
+        their types; lists, structs and maps arrive as jsonb. The table is built under another name and put in
+        place (`swap_table`)."""
         import duckdb
 
         from llmt.warehouse.duckdb import csv_copy
@@ -441,53 +447,35 @@ class PostgresWarehouse(Warehouse):
         schema, name = self._split(table)
         new = self.relation(schema, name + "__llmt_new")
         reading = duckdb.connect(":memory:", config=duckdb_config())  # (LLMT_DUCKDB_MEMORY_LIMIT caps it too)
+
+        def write(pipe: Path) -> None:
+            try:
+                reading.execute(csv_copy(f"SELECT {', '.join(selected) or '1'} FROM {reader}", pipe))
+            except duckdb.Error as exc:
+                raise UnreadableFiles(str(exc).splitlines()[0], detail=str(exc)) from None
+
         try:
-            with tempfile.TemporaryDirectory(prefix="llmt-load-") as scratch:
-                csv = Path(scratch) / "rows.csv"
-                try:
-                    relation = reading.sql(f"SELECT * FROM {reader}")
-                    columns = [(str(n), duckdb_sql_type(t), str(t))
-                               for n, t in zip(relation.columns, relation.types, strict=True)]
-                    selected = [f"to_json({self.quote(n)}) AS {self.quote(n)}" if _nested(kind, raw) else self.quote(n)
-                                for n, kind, raw in columns]
-                    reading.execute(csv_copy(f"SELECT {', '.join(selected) or '1'} FROM {reader}", csv))
-                except duckdb.Error as exc:
-                    raise UnreadableFiles(str(exc).splitlines()[0], detail=str(exc)) from None
-                self.execute(f"DROP TABLE IF EXISTS {new}")
-                self.execute(f"CREATE TABLE {new} (" + ", ".join(
-                    f"{self.quote(n)} {_file_column_type(kind, raw, untyped)}" for n, kind, raw in columns) + ")")
-                with csv.open("rb") as data:
-                    self._copy_csv(new, data)
+            try:
+                relation = reading.sql(f"SELECT * FROM {reader}")
+                columns = [(str(n), duckdb_sql_type(t), str(t))
+                           for n, t in zip(relation.columns, relation.types, strict=True)]
+            except duckdb.Error as exc:
+                raise UnreadableFiles(str(exc).splitlines()[0], detail=str(exc)) from None
+            selected = [f"to_json({self.quote(n)}) AS {self.quote(n)}" if nested(kind, raw) else self.quote(n)
+                        for n, kind, raw in columns]
+            self.execute(f"DROP TABLE IF EXISTS {new}")
+            self.execute(f"CREATE TABLE {new} (" + ", ".join(
+                f"{self.quote(n)} {file_column_type(kind, raw, untyped)}" for n, kind, raw in columns) + ")")
+            through_pipe(write, lambda data: self._copy_csv(new, data))
         finally:
             reading.close()
         self.swap_table(new, schema, name, self.relation_kind(schema, name))
 
     def load_from(self, table: str, source: Warehouse, select: str) -> None:
-        """DuckDB writes the rows as CSV into a named pipe, in a thread (it lets go of the GIL), while COPY sends
-        what comes out of it: the two overlap. A failure of either fails the load (the caller's transaction
-        then drops what was sent)."""
+        """DuckDB writes the rows as CSV into a pipe while COPY sends what comes out of it (`through_pipe`)."""
         from llmt.warehouse.duckdb import csv_copy
 
-        with tempfile.TemporaryDirectory(prefix="llmt-load-") as scratch:
-            pipe = Path(scratch) / "rows.csv"
-            os.mkfifo(pipe)
-            out = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)  # (opening either end alone would wait for the other)
-            held = os.open(pipe, os.O_WRONLY)  # so the reader sees the end only once DuckDB is done
-            os.set_blocking(out, True)
-
-            def write() -> None:
-                try:
-                    source.execute(csv_copy(select, pipe))
-                finally:
-                    os.close(held)
-
-            with ThreadPoolExecutor(1, thread_name_prefix="llmt-csv") as pool, os.fdopen(out, "rb") as data:
-                written = pool.submit(write)
-                try:
-                    self._copy_csv(table, data)
-                finally:
-                    data.close()  # (a writer still writing gets an error instead of waiting for a reader)
-                written.result()
+        through_pipe(lambda pipe: source.execute(csv_copy(select, pipe)), lambda data: self._copy_csv(table, data))
 
     def _copy_csv(self, table: str, data: BinaryIO) -> None:
         try:
@@ -623,44 +611,3 @@ class _JsonbBinaryText(TextBinaryLoader):
 class _UuidBinaryText(UUIDBinaryLoader):
     def load(self, data: Any) -> str:  # type: ignore[override]
         return str(super().load(data))
-
-
-def _nested(kind: SqlType, raw: str) -> bool:
-    """Whether a column DuckDB read is a list, struct or map (sent as JSON)."""
-    return kind.family in ("list", "struct") or raw.startswith(("MAP", "UNION"))
-
-
-def _file_column_type(kind: SqlType, raw: str, untyped: str | None) -> str:
-    """The PostgreSQL type of a column DuckDB read from a file (its SqlType and DuckDB's own name)."""
-    if raw == '"NULL"':
-        return type_name(untyped or "VARCHAR")
-    if _nested(kind, raw):
-        return "jsonb"
-    if raw.startswith("DECIMAL"):
-        return raw.replace("DECIMAL", "numeric")
-    if raw.startswith(("TIME WITH TIME ZONE", "TIMETZ")):
-        return "timetz"
-    return {"TIMESTAMP WITH TIME ZONE": "timestamptz", "TIMESTAMP_S": "timestamp", "TIMESTAMP_MS": "timestamp",
-            "TIMESTAMP_NS": "timestamp", "INTERVAL": "interval", "TIME": "time", "UUID": "uuid",
-            "BLOB": "text"}.get(raw, type_name(raw))
-
-
-def _binary_type(name: str) -> str | None:
-    """The name psycopg knows a type by for binary COPY (None when it has modifiers or is not a plain one)."""
-    base = name.strip().lower()
-    array = base.endswith("[]")
-    base = base.removesuffix("[]").strip()
-    if "(" in base or '"' in base:
-        return None
-    return base + ("[]" if array else "")
-
-
-def _copy_text(value: str) -> str:
-    """A value in COPY's text format."""
-    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-
-
-def _copy_bytes(value: bytes) -> bytes:
-    if b"\\" in value or b"\t" in value:
-        return value.replace(b"\\", b"\\\\").replace(b"\t", b"\\t")
-    return value
