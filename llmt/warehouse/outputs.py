@@ -89,8 +89,9 @@ def build_output(wh: Warehouse, store: StateStore, out: Output, since_run: str |
     # a large share, the table is rebuilt without comparing it row by row first
     seen = staged.get("attempts") if staged is not None else None
     new_attempts = attempts - seen if isinstance(seen, int) else None
+    built_rows = sum(int(n) for n in shown.values()) if isinstance(shown, dict) else None
     updated = has_prev and staged is not None and staged.get("shape") == shape and _update_in_place(
-        wh, table, out.unique_key, rows, new_attempts)
+        wh, table, out.unique_key, rows, new_attempts, built_rows)
     if not updated:
         _rebuild(wh, out.schema, name, prev_kind, rows)
     _build_errors(wh, out, extra, out.escalated is not None)
@@ -233,21 +234,24 @@ def _build_errors(wh: Warehouse, out: Output, extra: TempTable, escalated: bool)
         ORDER BY {keys}""")
 
 
-def _update_in_place(wh: Warehouse, out: str, uk: Sequence[str], rows: _Rows, new_attempts: int | None) -> bool:
+def _update_in_place(wh: Warehouse, out: str, uk: Sequence[str], rows: _Rows, new_attempts: int | None,
+                     total: int | None) -> bool:
     """Replace only the output rows whose input, request, answer or status changed; False (nothing done)
     when that is a large share of the table, which is then rebuilt whole (as cheap).
 
     Each row's state as it should be (without reading answer texts) is compared with the table's rows by
     unique key: its request key (which covers the prompt's columns: their long texts are not read again), its
     other input columns by their hash, its answer and status. When more attempts were made since the table
-    was built (``new_attempts``) than that share of rows, it is rebuilt without comparing."""
+    was built (``new_attempts``) than that share of its rows (``total``, when its build counted them), it is
+    rebuilt without comparing."""
     if not wh.UPDATES:
         return False
     q = wh.quote
     keys = ", ".join(q(k) for k in uk)
     on = " AND ".join(f"n.{q(k)} = o.{q(k)}" for k in uk)
     meta = ("_llmt_request_key", "_llmt_status", "_llmt_answer_key", "_llmt_model", "_llmt_answered_at")
-    total = int(wh.scalar(f"SELECT count(*) FROM {out}") or 0)
+    if total is None:
+        total = int(wh.scalar(f"SELECT count(*) FROM {out}") or 0)
     if total < IN_PLACE_MIN_ROWS or (new_attempts is not None and new_attempts > total * IN_PLACE_MAX_SHARE):
         return False
     now = wh.temp_table("_llmt_now", rows.now())
