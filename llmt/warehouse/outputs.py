@@ -82,6 +82,8 @@ def build_output(wh: Warehouse, store: StateStore, out: Output, since_run: str |
     shown = staged.get("counts_out") if staged is not None else None
     lends = has_prev and not (isinstance(shown, dict) and not shown.get("ok") and not shown.get("stale"))
     extra = wh.temp_table("_llmt_extra", _extra_sql(wh, table if lends else None, out, since_run, missing.name))
+    # rows without an answer that share their request with another (the next run's input counts)
+    shared = int(wh.scalar(f"SELECT count(*) - count(DISTINCT _llmt_request_key) FROM {missing.name}") or 0)
     wh.drop_temp(missing)
     rows = _Rows(wh, out, extra)
     shape = _shape(out, since_run)
@@ -101,7 +103,7 @@ def build_output(wh: Warehouse, store: StateStore, out: Output, since_run: str |
     if staged is not None:
         value = {**staged, "output": built, "shape": shape, "attempts": attempts, "counts_out": counts}
         if out.escalated is None:  # a row is ok exactly when its request has an answer: the next run's input counts
-            value = with_input_counts(wh, value, _input_counts(wh, table, counts))
+            value = with_input_counts(wh, value, (sum(counts.values()), counts["ok"], shared))
         store.set_fingerprint("stage", name, value)
     return counts
 
@@ -290,15 +292,6 @@ def _shape(out: Output, since_run: str | None) -> str:
 def _status_counts(wh: Warehouse, out: str) -> dict[str, int]:
     counts = dict(wh.fetchall(f"SELECT _llmt_status, count(*) FROM {out} GROUP BY _llmt_status"))
     return {k: int(counts.get(k, 0)) for k in ("ok", "stale", "pending", "failed")}
-
-
-def _input_counts(wh: Warehouse, out: str, statuses: dict[str, int]) -> tuple[int, int, int]:
-    """What `input_counts` gives, from the status counts and output table of a model without a cascade (not a
-    join of every staged key with the answers, for the run after a collect)."""
-    rows = sum(statuses.values())
-    dedup = 0 if statuses["ok"] == rows else int(wh.scalar(
-        f"SELECT count(*) - count(DISTINCT _llmt_request_key) FROM {out} WHERE _llmt_status <> 'ok'") or 0)
-    return rows, statuses["ok"], dedup
 
 
 def _output_fingerprint(wh: Warehouse, out: Output, since_run: str | None, staged: dict[str, Any] | None) -> str:
