@@ -101,8 +101,8 @@ def collect_result_files(wh: Warehouse, *, finished: list[Finished], invalid: In
 @contextmanager
 def _reader(wh: Warehouse, finished: list[Finished]) -> Iterator[Warehouse]:
     """Where the result files are read and reconciled: ``wh`` when it reads them (DuckDB), else a scratch DuckDB
-    into which the shards' requests are copied from ``wh`` (their reconcile in DuckDB, with the lines at hand,
-    is several times quicker than on a server the lines would be sent to)."""
+    into which the shards' requests are copied from ``wh``: the reconcile's joins then run beside the lines, and
+    only the attempts go to the server (benchmarks/README.md, issue 18)."""
     if wh.RESULT_FILES:
         yield wh
         return
