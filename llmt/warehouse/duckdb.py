@@ -410,7 +410,7 @@ def csv_copy(select: str, csv: Path) -> str:
 @contextmanager
 def scratch() -> Iterator[DuckDBWarehouse]:
     """An in-memory DuckDB for work done in DuckDB's SQL on another engine's behalf (reading and reconciling batch
-    result files for PostgreSQL), spilling into a temporary directory of its own under a memory limit."""
+    result files for PostgreSQL), spilling into a temporary directory of its own (past LLMT_DUCKDB_MEMORY_LIMIT)."""
     with tempfile.TemporaryDirectory(prefix="llmt-scratch-") as spill:
         wh = DuckDBWarehouse(":memory:", Path(spill), settings={"temp_directory": spill})
         try:
