@@ -174,17 +174,16 @@ def insert_collected(wh: Warehouse, collected: TempTable, source: Source, replac
     """Insert the attempts of ``collected`` not stored yet, then its ok answers whose keys have none stored
     (``replace``: replacing the stored ones); drops it. ``distinct_keys``: the caller knows that no key is ok
     twice (no key had two result lines). ``into``: the warehouse that keeps answers and attempts, when they were
-    reconciled in its state store (Spark's): they are appended to its logs (`Warehouse.log_table`), a chunk at a
-    time, where the newest answer of a key is the one read (replacing, as ``replace`` asks) and a row appended
-    again, by a collect that was cut short, counts once."""
+    reconciled in its state store (Spark's): they cross to a temporary table of ``into`` a chunk at a time, then
+    are appended to its logs (`Warehouse.log_table`), where the newest answer of a key is the one read (replacing,
+    as ``replace`` asks) and a row appended again, by a collect that was cut short, counts once."""
     if into is not None and into is not wh:
-        names = list(ATTEMPT_TYPES)
-        rows = wh.stream(f"SELECT {', '.join(names)} FROM {collected.name}")
+        moved = into.temp_rows("_llmt_collected", {n: [] for n in ATTEMPT_TYPES}, ATTEMPT_TYPES)
+        rows = wh.stream(f"SELECT {', '.join(ATTEMPT_TYPES)} FROM {collected.name}")
         while chunk := list(islice(rows, MOVE_ROWS)):
-            moved = into.temp_rows("_llmt_collected", dict(zip(names, zip(*chunk, strict=True), strict=True)),
-                                   ATTEMPT_TYPES)
-            insert_collected(into, moved, source, replace)
+            into.load_rows(moved.name, dict(zip(ATTEMPT_TYPES, zip(*chunk, strict=True), strict=True)), ATTEMPT_TYPES)
         wh.drop_temp(collected)
+        insert_collected(into, moved, source, replace, distinct_keys)
         return
     c, appended = collected.name, not wh.UPDATES
     attempts = (f"FROM {c} c" if appended else
