@@ -6,9 +6,9 @@ llmt's run lifecycle (runs, shards, fingerprints, the lock) lives in the target'
 models' tables. A table is replaced by building it under another name and renaming it into place; an
 incremental model's delete+insert rebuilds its rows under another name and writes them back with INSERT
 OVERWRITE (the table and its comments stay). Temporary tables are temporary views over a checkpoint (a
-snapshot, not a query run again on each read). Rows come out as Arrow parts or `toLocalIterator` (one partition
-at a time) and go in as parquet files Spark reads itself when it runs on this machine (local mode: `shares_files`),
-else (Spark Connect) as Arrow parts, each kept by the server: memory in llmt's process stays flat in the rows.
+snapshot, not a query run again on each read). Rows cross a part at a time, so that memory in llmt's process stays
+flat in the rows: when Spark runs on this machine (local mode: `shares_files`) as parquet files that Spark, or
+llmt, reads itself; over Spark Connect as Arrow (each part going in kept by the server).
 """
 
 from __future__ import annotations
@@ -351,15 +351,22 @@ class SparkWarehouse(Warehouse):
                 shutil.rmtree(folder, ignore_errors=True)
 
     def _arrow_parts(self, batches: pa.RecordBatchReader) -> DataFrame:
-        """Arrow batches as one DataFrame, each a part the server keeps (a checkpoint: a plan of Arrow rows would
-        hold them all in this process)."""
+        """Arrow batches as one DataFrame; of several, each is a part the server keeps (a checkpoint: a plan of
+        Arrow rows would hold them all in this process)."""
         import pyarrow as pa
 
-        frame: DataFrame | None = None
+        parts: list[DataFrame] = []
         for batch in batches:
-            part = local_checkpoint(self._arrow_frame(pa.Table.from_batches([batch])))
-            frame = part if frame is None else frame.unionByName(part)
-        return frame if frame is not None else self._arrow_frame(batches.schema.empty_table())
+            if len(parts) == 1:
+                parts[0] = local_checkpoint(parts[0])
+            part = self._arrow_frame(pa.Table.from_batches([batch]))
+            parts.append(local_checkpoint(part) if parts else part)
+        if not parts:
+            return self._arrow_frame(batches.schema.empty_table())
+        frame = parts[0]
+        for part in parts[1:]:
+            frame = frame.unionByName(part)
+        return frame
 
     def _kind(self, table: str) -> str | None:
         schema, _, name = table.partition("`.`")
