@@ -32,12 +32,14 @@ SQL_ONLY = {
         select review_id, product, upper(review_text) as shout from {{ ref('stg_reviews') }}
         {% if is_incremental() %} where review_id >= (select max(review_id) from {{ this }}) {% endif %}
         """,
-    "data/times.csv": "id,day,local_time,instant,nothing\n"
-                      "1,2024-03-10,2024-03-10 02:30:00,2024-01-02 03:04:05+05:30,\n",
+    "data/times.csv": "id,day,local_time,instant,nothing,seen,big\n"
+                      "1,2024-03-10,2024-03-10 02:30:00,2024-01-02 03:04:05+05:30,,"
+                      "4294967295,12345678901234567890123\n",
     "models/times.sql": "select * from {{ source('raw', 'times') }}\n",
     "models/sources.yml": BASE_FILES["models/sources.yml"].rstrip() + """
               - name: times
                 file: data/times.csv
+                options: {types: {seen: UINTEGER, big: HUGEINT}}
         """,
     "models/schema.yml": """
         models:
@@ -95,9 +97,12 @@ def test_sql_models_run_build_test_and_show_on_spark(spark_project: Project) -> 
     kinds = {r[1]: r[2] for r in p.query(f"SHOW TABLES IN {schema}")}
     views = {r[1] for r in p.query(f"SHOW VIEWS IN {schema}")}
     assert set(kinds) >= {"stg_reviews", "product_counts", "review_log"} and views == {"stg_reviews", "times"}
-    # a file source's types: a time without a zone as it is (even in a DST gap), an instant as the instant
-    assert p.query(f"SELECT typeof(local_time), CAST(local_time AS STRING), unix_micros(instant), nothing "
-                   f"FROM {schema}.times") == [("timestamp_ntz", "2024-03-10 02:30:00", 1704144845000000, None)]
+    # a file source's types: a time without a zone as it is (even in a DST gap), an instant as the instant,
+    # integers Spark has no type of in one that holds them
+    assert p.query(f"SELECT typeof(local_time), CAST(local_time AS STRING), unix_micros(instant), nothing, "
+                   f"typeof(seen), seen, typeof(big), CAST(big AS STRING) FROM {schema}.times") == [
+        ("timestamp_ntz", "2024-03-10 02:30:00", 1704144845000000, None, "bigint", 4294967295, "decimal(38,0)",
+         "12345678901234567890123")]
     # the run lifecycle is in the state store, not in Spark
     with duckdb.connect(str(p.root / "llmt_state.duckdb"), read_only=True) as state:
         assert state.execute("SELECT count(*) FROM _llmt.runs WHERE status = 'success'").fetchone() == (1,)

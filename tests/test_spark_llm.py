@@ -6,10 +6,13 @@ output on DuckDB and on Spark. (Kills at every crash point: test_spark_crash.py.
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import duckdb
+import pytest
 import yaml
 
 from tests.conftest import SCHEMA, Project, on_spark
@@ -37,7 +40,11 @@ TESTS = """
 
 
 def test_an_llm_model_on_spark_gives_what_it_gives_on_duckdb(make_project: Callable[[dict[str, str]], Project],
-                                                             spark: Any) -> None:
+                                                             spark: Any, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    scratch = tmp_path / "scratch"  # where rows are handed to Spark as parquet files (local mode)
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     p = make_project({"models/schema.yml": TESTS, "schemas/analysis.json": json.dumps(KINDS)})
     config = yaml.safe_load((p.root / "project.yml").read_text(encoding="utf-8"))
     config["targets"]["local"] = {"warehouse": {"path": "demo.duckdb"}, "provider": {"type": "fake"}}
@@ -96,6 +103,7 @@ def test_an_llm_model_on_spark_gives_what_it_gives_on_duckdb(make_project: Calla
     assert planned.code == 0, planned.err + planned.out
     status = p.llmt("status", "--output", "json")
     assert status.code == 0, status.err
+    assert not list(scratch.glob("llmt-spark-*"))  # removed when each command's warehouse closed
 
 
 def test_reask_realtime_full_refresh_and_escalation_on_spark(make_project: Callable[[dict[str, str]], Project],

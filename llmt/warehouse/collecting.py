@@ -146,9 +146,10 @@ def insert_collected(wh: Warehouse, collected: TempTable, source: Source, replac
     """Insert the attempts of ``collected`` not stored yet, then its ok answers whose keys have none stored
     (``replace``: replacing the stored ones); drops it. ``distinct_keys``: the caller knows that no key is ok
     twice (no key had two result lines). ``into``: the warehouse that keeps answers and attempts, when they were
-    reconciled in its state store (Spark's): they are appended to its logs (`Warehouse.log_table`), a chunk at a
-    time, where the newest answer of a key is the one read (replacing, as ``replace`` asks) and a row appended
-    again, by a collect that was cut short, counts once."""
+    reconciled elsewhere (a scratch DuckDB, or Spark's state store): they cross to a temporary table of ``into`` in
+    bulk (`Warehouse.load_from`) and are stored from there. On Spark they are appended to its logs
+    (`Warehouse.log_table`), where the newest answer of a key is the one read (replacing, as ``replace`` asks) and
+    a row appended again, by a collect that was cut short, counts once."""
     if into is not None and into is not wh:
         moved = into.temp_rows("_llmt_collected", {n: [] for n in ATTEMPT_TYPES}, ATTEMPT_TYPES)
         into.load_from(moved.name, wh, f"SELECT {', '.join(ATTEMPT_TYPES)} FROM {collected.name}")

@@ -6,13 +6,16 @@ llmt's run lifecycle (runs, shards, fingerprints, the lock) lives in the target'
 models' tables. A table is replaced by building it under another name and renaming it into place; an
 incremental model's delete+insert rebuilds its rows under another name and writes them back with INSERT
 OVERWRITE (the table and its comments stay). Temporary tables are temporary views over a checkpoint (a
-snapshot, not a query run again on each read). Rows go in as one DataFrame per load and come out through
-`toLocalIterator` (one partition at a time: memory stays flat).
+snapshot, not a query run again on each read). Rows cross a part at a time, so that memory in llmt's process stays
+flat in the rows: when Spark runs on this machine (local mode: `shares_files`) as parquet files that Spark, or
+llmt, reads itself; over Spark Connect as Arrow (each part going in kept by the server).
 """
 
 from __future__ import annotations
 
 import secrets
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -34,7 +37,17 @@ from llmt.warehouse.base import (
     quoted,
 )
 from llmt.warehouse.spark_session import SPARK_ERRORS, local_checkpoint, spark_error, start_session
-from llmt.warehouse.spark_sql import EPOCH, arrow_rows, canonical_sql, converter, sql_type, string, type_name
+from llmt.warehouse.spark_sql import (
+    EPOCH,
+    arrow_converter,
+    arrow_rows,
+    canonical_sql,
+    converter,
+    sql_type,
+    string,
+    type_name,
+    writable,
+)
 from llmt.warehouse.store import MOVE_ROWS
 
 if TYPE_CHECKING:
@@ -45,8 +58,16 @@ if TYPE_CHECKING:
 STANDARD_SQL = ("spark.sql.ansi.enabled", "spark.sql.ansi.doubleQuotedIdentifiers")
 # DuckDB types of file sources that Spark reads as their text (it has no such type, or Arrow's form of it)
 AS_TEXT = frozenset({"UUID", "TIME", "TIME WITH TIME ZONE", "INTERVAL", "BIT", "JSON"})
+# DuckDB types of file sources that Spark has not (Arrow's unsigned integers; parquet's HUGEINT is a double), as
+# a type of Spark's that holds their values
+WIDER = {"UTINYINT": "SMALLINT", "USMALLINT": "INTEGER", "UINTEGER": "BIGINT", "UBIGINT": "DECIMAL(20,0)",
+         "HUGEINT": "DECIMAL(38,0)", "UHUGEINT": "DECIMAL(38,0)"}
 NAIVE_TIMES = frozenset({"TIMESTAMP", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS"})
+PARQUET_TIMES = "spark.sql.parquet.outputTimestampType"
 STREAM_ROWS = 50_000  # rows fetched at a time as Arrow (memory stays flat in the number of rows)
+# parquet files handed between llmt and Spark (local mode): a row group is what a writer or a reader holds at once
+# (and llmt reads them back GROUP_ROWS rows at a time: their Python values are what it holds)
+GROUP_ROWS, GROUP_BYTES = 16_384, 16 * 2**20
 # answers and attempts: append-only logs (`<name>_log`, in the state schema: parquet takes no DELETE), each read
 # through a view `<name>` with one row per key (its columns, key, and which of a key's rows is read: the newest
 # answer, which --reask appended; any of the equal rows a collect cut short appended twice)
@@ -68,7 +89,7 @@ class SparkWarehouse(Warehouse):
     QUOTE = "`"
     TRANSACTIONS = False
     UPDATES = False
-    ROW_PER_KEY = False
+    ROW_PER_KEY = True
     TIME_ZONE_SQL = "SELECT current_timezone()"
 
     def __init__(self, config: SparkConfig, project_dir: Path, reporter: Reporter | None = None, *,
@@ -83,6 +104,8 @@ class SparkWarehouse(Warehouse):
         self._started = False
         self._lifecycle: Warehouse | None = None
         self._temps: dict[str, DataFrame] = {}
+        self._files: dict[str, Path] = {}  # (local mode) llmt's temporary tables of rows: their parquet files' folder
+        self._scratch: Path | None = None  # (local mode) where those folders are
         self._logs = False  # whether the answers' and attempts' logs are known to exist
 
     # -- the session --------------------------------------------------------------------------------
@@ -109,6 +132,18 @@ class SparkWarehouse(Warehouse):
             self._sql(f"USE {self.quote(self.schema)}", None, None)
         return self._session
 
+    @property
+    def shares_files(self) -> bool:
+        """Whether Spark runs on this machine (local mode) and reads the files llmt writes: rows are handed to it
+        as parquet files (Arrow through py4j grew this process by tens of megabytes a part)."""
+        return self.config.remote is None and str(self.session.conf.get("spark.master", "")).startswith("local")
+
+    def _folder(self) -> Path:
+        """A new folder of scratch files (removed when done with, and all of them when the warehouse closes)."""
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix="llmt-spark-"))
+        return Path(tempfile.mkdtemp(dir=self._scratch))
+
     def transaction(self) -> AbstractContextManager[None]:
         """The state store's transaction: Spark's statements are each their own."""
         return self.lifecycle.transaction()
@@ -124,6 +159,10 @@ class SparkWarehouse(Warehouse):
             for name in list(self._temps):
                 self._session.catalog.dropTempView(name)
             self._temps.clear()
+            self._files.clear()
+            if self._scratch is not None:
+                shutil.rmtree(self._scratch, ignore_errors=True)
+                self._scratch = None
             if self.memory:
                 self._sql(f"DROP DATABASE IF EXISTS {self.quote(self.schema)} CASCADE", None, None)
             if self._started:
@@ -150,11 +189,15 @@ class SparkWarehouse(Warehouse):
         return self.query(sql, params, where=where)[1]
 
     def stream(self, sql: str, params: Params = None, *, where: str | None = None) -> Iterator[tuple[Any, ...]]:
-        """Rows of plain types come as Arrow, `STREAM_ROWS` at a time, from a snapshot of the result (in order:
-        each part is its next OFFSET); others (instants, nested values, decimals) one partition at a time."""
+        """Rows in order, `STREAM_ROWS` at a time: in local mode, from parquet files Spark writes (`_stream_files`);
+        else those of plain types as Arrow, from a snapshot of the result (each part is its next OFFSET), others
+        (instants, nested values, decimals) one partition at a time."""
         frame = self._sql(sql, params, where)
-        convert = converter(frame.schema)
         try:
+            if self.shares_files and writable(frame.schema):
+                yield from self._stream_files(frame)
+                return
+            convert = converter(frame.schema)
             if convert is not tuple:
                 for row in frame.toLocalIterator(prefetchPartitions=True):
                     yield convert(row)
@@ -167,6 +210,30 @@ class SparkWarehouse(Warehouse):
                     return
         except SPARK_ERRORS as exc:
             raise self._error(exc, where) from None
+
+    def _stream_files(self, frame: DataFrame) -> Iterator[tuple[Any, ...]]:
+        """``frame``'s rows written by Spark as parquet files (a file per partition, in the partitions' order),
+        read back in order: a partition's rows never cross py4j or sit in this process at once."""
+        import pyarrow.parquet as pq
+
+        folder = self._folder()
+        try:
+            conf, previous = self.session.conf, self.session.conf.get(PARQUET_TIMES, None)
+            conf.set(PARQUET_TIMES, "TIMESTAMP_MICROS")  # (not INT96: pyarrow reads it as times without a zone)
+            try:
+                writer = frame.write.option("datetimeRebaseMode", "CORRECTED")
+                writer.option("parquet.block.size", GROUP_BYTES).parquet(str(folder / "rows"))
+            finally:
+                if previous is None:
+                    conf.unset(PARQUET_TIMES)
+                else:
+                    conf.set(PARQUET_TIMES, previous)
+            convert = arrow_converter(frame.schema)
+            for path in sorted((folder / "rows").glob("part-*")):
+                for batch in pq.ParquetFile(path).iter_batches(GROUP_ROWS):
+                    yield from convert(batch)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def query(self, sql: str, params: Params = None, *, where: str | None = None
               ) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -246,40 +313,61 @@ class SparkWarehouse(Warehouse):
         super().merge(table, source, keys, where=where)
 
     def load_files(self, table: str, reader: str, untyped: str | None = None) -> None:
-        """DuckDB reads the files (the reader of file sources on every warehouse) into Arrow batches, which become
-        one DataFrame (a part per batch: memory stays flat), written as a new table."""
+        """DuckDB reads the files (the reader of file sources on every warehouse) and hands them to Spark, which
+        writes them as a new table: as a parquet file (local mode), or as Arrow batches (`_arrow_parts`)."""
         import duckdb
-        import pyarrow as pa
 
         from llmt.warehouse.duckdb_files import duckdb_config
 
-        reading = duckdb.connect(":memory:", config=duckdb_config())
-        frame: DataFrame | None = None
+        folder = self._folder() if self.shares_files else None
+        # (one thread writes the file in order holding one row group; parallel writers hold many)
+        reading = duckdb.connect(":memory:", config=duckdb_config(None if folder is None else {"threads": 1}))
         try:
-            relation = reading.sql(f"SELECT * FROM {reader}")
-            columns = [(str(n), str(t)) for n, t in zip(relation.columns, relation.types, strict=True)]
-            read = ", ".join(_file_column(n, raw, untyped) for n, raw in columns) or "1"
-            rows = reading.sql(f"SELECT {read} FROM {reader}")
-            # (DuckDB 2 names it to_arrow_reader, and warns on the older name)
-            batches = getattr(rows, "to_arrow_reader", rows.fetch_record_batch)(STREAM_ROWS)
-            for batch in batches:
-                part = self._arrow_frame(pa.Table.from_batches([batch]))
-                frame = part if frame is None else frame.unionByName(part)
-            if frame is None:
-                frame = self._arrow_frame(batches.schema.empty_table())
-        except duckdb.Error as exc:
-            raise UnreadableFiles(str(exc).splitlines()[0], detail=str(exc)) from None
+            try:
+                relation = reading.sql(f"SELECT * FROM {reader}")
+                columns = [(str(n), str(t)) for n, t in zip(relation.columns, relation.types, strict=True)]
+                read = ", ".join(_file_column(n, raw, untyped) for n, raw in columns) or "1"
+                rows = reading.sql(f"SELECT {read} FROM {reader}")
+                if folder is not None:
+                    rows.write_parquet(str(folder / "rows.parquet"), row_group_size=GROUP_ROWS)
+                    frame = self._parquet_frame(folder, rows.limit(0).to_arrow_table().schema)
+                else:
+                    # (DuckDB 2 names it to_arrow_reader, and warns on the older name)
+                    frame = self._arrow_parts(getattr(rows, "to_arrow_reader", rows.fetch_record_batch)(STREAM_ROWS))
+            except duckdb.Error as exc:
+                raise UnreadableFiles(str(exc).splitlines()[0], detail=str(exc)) from None
+            finally:
+                reading.close()
+            view = f"_llmt_files_{secrets.token_hex(4)}"
+            frame.createOrReplaceTempView(view)
+            # times without a zone came as microseconds (pyspark would read them as times of the session's zone)
+            select = ", ".join(f"timestampadd(MICROSECOND, {self.quote(n)}, {EPOCH}) AS {self.quote(n)}"
+                               if raw in NAIVE_TIMES else self.quote(n) for n, raw in columns)
+            try:
+                self.replace_table(table, f"SELECT {select} FROM {self.quote(view)}", self._kind(table))
+            finally:
+                self.session.catalog.dropTempView(view)
         finally:
-            reading.close()
-        view = f"_llmt_files_{secrets.token_hex(4)}"
-        frame.createOrReplaceTempView(view)
-        # times without a zone came as microseconds (pyspark would read them as times of the session's zone)
-        select = ", ".join(f"timestampadd(MICROSECOND, {self.quote(n)}, {EPOCH}) AS {self.quote(n)}"
-                           if raw in NAIVE_TIMES else self.quote(n) for n, raw in columns)
-        try:
-            self.replace_table(table, f"SELECT {select} FROM {self.quote(view)}", self._kind(table))
-        finally:
-            self.session.catalog.dropTempView(view)
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def _arrow_parts(self, batches: pa.RecordBatchReader) -> DataFrame:
+        """Arrow batches as one DataFrame; of several, each is a part the server keeps (a checkpoint: a plan of
+        Arrow rows would hold them all in this process)."""
+        import pyarrow as pa
+
+        parts: list[DataFrame] = []
+        for batch in batches:
+            if len(parts) == 1:
+                parts[0] = local_checkpoint(parts[0])
+            part = self._arrow_frame(pa.Table.from_batches([batch]))
+            parts.append(local_checkpoint(part) if parts else part)
+        if not parts:
+            return self._arrow_frame(batches.schema.empty_table())
+        frame = parts[0]
+        for part in parts[1:]:
+            frame = frame.unionByName(part)
+        return frame
 
     def _kind(self, table: str) -> str | None:
         schema, _, name = table.partition("`.`")
@@ -292,7 +380,8 @@ class SparkWarehouse(Warehouse):
             return
         name = table[1:-1].replace("``", "`") if table.startswith("`") else table
         if name in self._temps:
-            self._temps[name] = self._temps[name].unionByName(self._rows_frame(columns, types))
+            part = self._rows_frame(name, columns, types)
+            self._temps[name] = part if name in self._files else self._temps[name].unionByName(local_checkpoint(part))
             self._temps[name].createOrReplaceTempView(name)
             return
         view = self.temp_rows(f"_llmt_rows_{secrets.token_hex(4)}", columns, types)
@@ -322,14 +411,33 @@ class SparkWarehouse(Warehouse):
         return TempTable(self.quote(name), rows)
 
     def temp_rows(self, name: str, columns: Mapping[str, Sequence[Any]], types: Mapping[str, str]) -> TempTable:
-        frame = self._rows_frame(columns, types)
+        self._drop_files(name)
+        if self.shares_files:
+            self._files[name] = self._folder()
+        frame = self._rows_frame(name, columns, types)
         frame.createOrReplaceTempView(name)
         self._temps[name] = frame
         return TempTable(self.quote(name), len(next(iter(columns.values()), ())), list(columns))
 
-    def _rows_frame(self, columns: Mapping[str, Sequence[Any]], types: Mapping[str, str]) -> DataFrame:
+    def _rows_frame(self, name: str, columns: Mapping[str, Sequence[Any]], types: Mapping[str, str]) -> DataFrame:
+        """Rows as a DataFrame: when temporary table ``name`` has a folder of parquet files (local mode), all of
+        its rows, these written as one more file (Spark reads them whenever the table is read: they are kept
+        until it is dropped); else these rows as Arrow."""
         rows, select = arrow_rows(self.session, columns, types)
-        return self._arrow_frame(rows).selectExpr(*select)
+        folder = self._files.get(name)
+        if folder is None:
+            return self._arrow_frame(rows).selectExpr(*select)
+        import pyarrow.parquet as pq
+
+        pq.write_table(rows, folder / f"{sum(1 for _ in folder.iterdir())}.parquet")
+        return self._parquet_frame(folder, rows.schema).selectExpr(*select)
+
+    def _parquet_frame(self, folder: Path, schema: pa.Schema) -> DataFrame:
+        """The parquet files of ``folder``, read as the Arrow ``schema`` reads (whatever Spark's settings for
+        reading parquet's types)."""
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        return self.session.read.schema(from_arrow_schema(schema)).parquet(str(folder))
 
     def _arrow_frame(self, rows: pa.Table) -> DataFrame:
         """Arrow rows as a DataFrame, of their schema (Spark Connect infers none from no rows)."""
@@ -341,6 +449,12 @@ class SparkWarehouse(Warehouse):
         name = table.name[1:-1].replace("``", "`")
         self._temps.pop(name, None)
         self.session.catalog.dropTempView(name)
+        self._drop_files(name)
+
+    def _drop_files(self, name: str) -> None:
+        folder = self._files.pop(name, None)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def comments(self, schema: str, name: str) -> tuple[str, str | None, dict[str, str | None]] | None:
         catalog, qualified = self.session.catalog, f"{self.quote(schema)}.{self.quote(name)}"
@@ -370,7 +484,9 @@ class SparkWarehouse(Warehouse):
         return super().state_table(name)
 
     def log_table(self, name: str) -> str:
-        return self.state_table(name) and super().state_table(name + "_log")
+        if not self._logs:
+            self._make_logs()
+        return super().state_table(name + "_log")
 
     def _make_logs(self) -> None:
         self.execute(f"CREATE DATABASE IF NOT EXISTS {self.state}")
@@ -405,9 +521,12 @@ class SparkWarehouse(Warehouse):
         return f"sum(CAST({column} AS DECIMAL(38, 0))), bit_xor({column})"
 
     def one_row_per_key_sql(self, source: str, columns: Sequence[str], keys: str, staged: bool) -> str:
-        cols = "".join(f", i.{c}" for c in columns)
-        return (f"SELECT i._llmt_request_key{cols} FROM {source} i LEFT SEMI JOIN {keys} k "
-                "ON k._llmt_request_key = i._llmt_request_key")
+        """(The semi join's rows come partitioned and sorted by key: numbering them costs no more exchange or sort,
+        where dropping repeated keys as they stream would keep every key in this process.)"""
+        cols = "".join(f", {c}" for c in columns)
+        return (f"SELECT _llmt_request_key{cols} FROM (SELECT i.*, row_number() OVER (PARTITION BY "
+                f"i._llmt_request_key ORDER BY i._llmt_request_key) AS _llmt_n FROM {source} i LEFT SEMI JOIN {keys} k "
+                "ON k._llmt_request_key = i._llmt_request_key) WHERE _llmt_n = 1")
 
     def unstored_sql(self, source: str, stored: str, on: Sequence[str]) -> str:
         same = " AND ".join(f"a.{k} = c.{k}" for k in on)
@@ -448,6 +567,8 @@ def _file_column(name: str, raw: str, untyped: str | None) -> str:
         return f"CAST({column} AS {untyped or 'VARCHAR'}) AS {column}"
     if raw in AS_TEXT or raw.startswith(("UNION", "ENUM")):
         return f"CAST({column} AS VARCHAR) AS {column}"
+    if raw in WIDER:
+        return f"CAST({column} AS {WIDER[raw]}) AS {column}"
     if raw in NAIVE_TIMES:
         return f"epoch_us({column}) AS {column}"
     return column

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import types as T
@@ -30,6 +30,8 @@ TIMESTAMP_TEXT = "concat(date_format({v}, 'yyyy-MM-dd'), 'T', date_format({v}, '
 EPOCH = "TIMESTAMP_NTZ '1970-01-01 00:00:00'"
 DECIMALS = decimal.Context(prec=40)  # (Spark's decimals have up to 38 digits)
 Decimal = decimal.Decimal
+# types whose values are not handed over as the other engines' drivers hand them (`python_value`)
+NOT_PLAIN = T.TimestampType | T.StructType | T.ArrayType | T.BinaryType | T.DecimalType
 
 
 def type_name(neutral: str) -> str:
@@ -129,14 +131,18 @@ def float_text(x: str, depth: int = 0) -> str:
 
 
 def python_value(value: Any, kind: T.DataType) -> Any:
-    """A value of a Spark row as the other engines' drivers hand it over: structs as dicts, instants as aware
-    datetimes in UTC (Spark hands them over in this process's local time, without a zone)."""
+    """A value of a Spark row (or of Arrow's Python values) as the other engines' drivers hand it over: structs as
+    dicts, maps as dicts, instants as aware datetimes in UTC (a row has them in this process's local time, without
+    a zone)."""
     if value is None:
         return None
     if isinstance(kind, T.TimestampType) and isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC) if value.tzinfo is None else value
+        return value.astimezone(dt.UTC)
     if isinstance(kind, T.StructType):
-        return {f.name: python_value(v, f.dataType) for f, v in zip(kind.fields, value, strict=True)}
+        values = value.values() if isinstance(value, dict) else value
+        return {f.name: python_value(v, f.dataType) for f, v in zip(kind.fields, values, strict=True)}
+    if isinstance(kind, T.MapType) and isinstance(value, list):  # (Arrow's: a list of pairs)
+        return dict(value)
     if isinstance(kind, T.ArrayType):
         return [python_value(v, kind.elementType) for v in value]
     if isinstance(kind, T.BinaryType):
@@ -150,10 +156,39 @@ def converter(schema: T.StructType) -> Any:
     """A function turning a row of ``schema`` into a tuple of Python values (rows without nested values or
     instants are taken as they come)."""
     fields = schema.fields
-    if not any(isinstance(f.dataType, T.TimestampType | T.StructType | T.ArrayType | T.BinaryType | T.DecimalType)
-               for f in fields):
+    if not any(isinstance(f.dataType, NOT_PLAIN) for f in fields):
         return tuple
     return lambda row: tuple(python_value(v, f.dataType) for f, v in zip(fields, row, strict=True))
+
+
+def arrow_converter(schema: T.StructType) -> Callable[[pa.RecordBatch], Iterator[tuple[Any, ...]]]:
+    """A function turning an Arrow batch of ``schema``'s rows (read from parquet files Spark wrote) into tuples of
+    Python values, as `converter` turns rows."""
+    kinds = [(f.dataType, isinstance(f.dataType, NOT_PLAIN | T.MapType)) for f in schema.fields]
+
+    def convert(batch: pa.RecordBatch) -> Iterator[tuple[Any, ...]]:
+        return zip(*([python_value(v, kind) for v in column.to_pylist()] if special else column.to_pylist()
+                     for column, (kind, special) in zip(batch.columns, kinds, strict=True)), strict=True)
+
+    return convert
+
+
+# types Spark writes to parquet as they read back through Arrow (others: rows are streamed another way)
+PARQUET_TYPES = (T.StringType, T.VarcharType, T.CharType, T.BinaryType, T.BooleanType, T.ByteType, T.ShortType,
+                 T.IntegerType, T.LongType, T.FloatType, T.DoubleType, T.DecimalType, T.DateType, T.TimestampType,
+                 T.TimestampNTZType)
+
+
+def writable(kind: T.DataType) -> bool:
+    """Whether rows of ``kind`` (a schema, or a column's type) go through parquet files and back unchanged."""
+    if isinstance(kind, T.StructType):
+        names = [f.name.lower() for f in kind.fields]
+        return len(set(names)) == len(names) and all(writable(f.dataType) for f in kind.fields)
+    if isinstance(kind, T.ArrayType):
+        return writable(kind.elementType)
+    if isinstance(kind, T.MapType):  # (keys that are plain values: Arrow's pairs become a dict)
+        return isinstance(kind.keyType, PARQUET_TYPES) and writable(kind.valueType)
+    return isinstance(kind, PARQUET_TYPES)
 
 
 def arrow_rows(session: SparkSession, columns: Mapping[str, Sequence[Any]], types: Mapping[str, str]
