@@ -380,7 +380,8 @@ def test_rows_reconciled_in_duckdb_reach_postgresql_exactly_and_a_failure_on_eit
         pg: PgDatabase) -> None:
     """`load_from`: DuckDB writes CSV into a pipe while COPY reads it. Texts (empty, NULL, quotes, newlines,
     commas, not ASCII), integers and doubles arrive as they were; an error of DuckDB half-way, or of the
-    server, is raised (neither side is left waiting for the other) and the transaction keeps nothing."""
+    server (on a row, or before any), is raised (neither side is left waiting for the other) and the
+    transaction keeps nothing."""
     from llmt.project.config import PostgresConfig
     from llmt.warehouse.base import DatabaseError
     from llmt.warehouse.duckdb import scratch
@@ -402,6 +403,8 @@ def test_rows_reconciled_in_duckdb_reach_postgresql_exactly_and_a_failure_on_eit
                 wh.load_from("moved", duck, "SELECT i, s, CASE WHEN i = 150000 THEN error('half-way') END FROM r")
             with pytest.raises(DatabaseError, match="invalid input syntax for type bigint"), wh.transaction():
                 wh.load_from("moved", duck, "SELECT s, s, x FROM r WHERE i > 0")
+            with pytest.raises(DatabaseError, match="no_such_table"), wh.transaction():  # (before DuckDB writes)
+                wh.load_from("no_such_table", duck, "SELECT i, s, x FROM r")
             assert wh.scalar("SELECT count(*) FROM moved") == 0
     finally:
         wh.close()

@@ -13,6 +13,8 @@ from typing import BinaryIO
 from llmt.warehouse.base import SqlType
 from llmt.warehouse.postgres_sql import type_name
 
+PIPE_CHUNK = 1 << 20  # bytes read at a time from a writer whose rows are not wanted
+
 
 def through_pipe(write: Callable[[Path], None], read: Callable[[BinaryIO], None]) -> None:
     """``write`` (DuckDB writing a file, in a thread: it lets go of the GIL) into a named pipe while ``read``
@@ -35,8 +37,12 @@ def through_pipe(write: Callable[[Path], None], read: Callable[[BinaryIO], None]
             written = pool.submit(produce)
             try:
                 read(data)
-            finally:
-                data.close()  # (a writer still writing gets an error instead of waiting for a reader)
+            except BaseException:
+                # the writer may not have opened the pipe yet (without a reader it would wait for one for ever)
+                # or be writing into it: it is let finish, unread
+                while data.read(PIPE_CHUNK):
+                    pass
+                raise
             written.result()
 
 
