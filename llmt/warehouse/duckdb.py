@@ -408,11 +408,12 @@ def csv_copy(select: str, csv: Path) -> str:
 
 
 @contextmanager
-def scratch() -> Iterator[DuckDBWarehouse]:
-    """An in-memory DuckDB for work done in DuckDB's SQL on another engine's behalf (reading and reconciling batch
-    result files for PostgreSQL), spilling into a temporary directory of its own (past LLMT_DUCKDB_MEMORY_LIMIT)."""
+def scratch(settings: dict[str, str | int | float | bool] | None = None) -> Iterator[DuckDBWarehouse]:
+    """An in-memory DuckDB for work done in DuckDB's SQL on another engine's behalf (reading file sources and
+    batch result files for PostgreSQL and Spark), spilling into a temporary directory of its own (past
+    LLMT_DUCKDB_MEMORY_LIMIT; DuckDB's own default is `.tmp` in the working directory)."""
     with tempfile.TemporaryDirectory(prefix="llmt-scratch-") as spill:
-        wh = DuckDBWarehouse(":memory:", Path(spill), settings={"temp_directory": spill})
+        wh = DuckDBWarehouse(":memory:", Path(spill), settings={**(settings or {}), "temp_directory": spill})
         try:
             yield wh
         finally:

@@ -440,23 +440,14 @@ class PostgresWarehouse(Warehouse):
         place (`swap_table`)."""
         import duckdb
 
-        from llmt.warehouse.duckdb import csv_copy
+        from llmt.warehouse.duckdb import csv_copy, scratch
         from llmt.warehouse.duckdb import sql_type as duckdb_sql_type
-        from llmt.warehouse.duckdb_files import duckdb_config
 
         schema, name = self._split(table)
         new = self.relation(schema, name + "__llmt_new")
-        reading = duckdb.connect(":memory:", config=duckdb_config())  # (LLMT_DUCKDB_MEMORY_LIMIT caps it too)
-
-        def write(pipe: Path) -> None:
+        with scratch() as reading:
             try:
-                reading.execute(csv_copy(f"SELECT {', '.join(selected) or '1'} FROM {reader}", pipe))
-            except duckdb.Error as exc:
-                raise UnreadableFiles(str(exc).splitlines()[0], detail=str(exc)) from None
-
-        try:
-            try:
-                relation = reading.sql(f"SELECT * FROM {reader}")
+                relation = reading.connection.sql(f"SELECT * FROM {reader}")
                 columns = [(str(n), duckdb_sql_type(t), str(t))
                            for n, t in zip(relation.columns, relation.types, strict=True)]
             except duckdb.Error as exc:
@@ -466,9 +457,14 @@ class PostgresWarehouse(Warehouse):
             self.execute(f"DROP TABLE IF EXISTS {new}")
             self.execute(f"CREATE TABLE {new} (" + ", ".join(
                 f"{self.quote(n)} {file_column_type(kind, raw, untyped)}" for n, kind, raw in columns) + ")")
+
+            def write(pipe: Path) -> None:
+                try:
+                    reading.execute(csv_copy(f"SELECT {', '.join(selected) or '1'} FROM {reader}", pipe))
+                except DatabaseError as exc:
+                    raise UnreadableFiles(exc.message, detail=exc.detail) from None
+
             through_pipe(write, lambda data: self._copy_csv(new, data))
-        finally:
-            reading.close()
         self.swap_table(new, schema, name, self.relation_kind(schema, name))
 
     def load_from(self, table: str, source: Warehouse, select: str) -> None:

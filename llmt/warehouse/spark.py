@@ -317,27 +317,26 @@ class SparkWarehouse(Warehouse):
         writes them as a new table: as a parquet file (local mode), or as Arrow batches (`_arrow_parts`)."""
         import duckdb
 
-        from llmt.warehouse.duckdb_files import duckdb_config
+        from llmt.warehouse.duckdb import scratch
 
         folder = self._folder() if self.shares_files else None
-        # (one thread writes the file in order holding one row group; parallel writers hold many)
-        reading = duckdb.connect(":memory:", config=duckdb_config(None if folder is None else {"threads": 1}))
         try:
-            try:
-                relation = reading.sql(f"SELECT * FROM {reader}")
-                columns = [(str(n), str(t)) for n, t in zip(relation.columns, relation.types, strict=True)]
-                read = ", ".join(_file_column(n, raw, untyped) for n, raw in columns) or "1"
-                rows = reading.sql(f"SELECT {read} FROM {reader}")
-                if folder is not None:
-                    rows.write_parquet(str(folder / "rows.parquet"), row_group_size=GROUP_ROWS)
-                    frame = self._parquet_frame(folder, rows.limit(0).to_arrow_table().schema)
-                else:
-                    # (DuckDB 2 names it to_arrow_reader, and warns on the older name)
-                    frame = self._arrow_parts(getattr(rows, "to_arrow_reader", rows.fetch_record_batch)(STREAM_ROWS))
-            except duckdb.Error as exc:
-                raise UnreadableFiles(str(exc).splitlines()[0], detail=str(exc)) from None
-            finally:
-                reading.close()
+            # (one thread writes the file in order holding one row group; parallel writers hold many)
+            with scratch(None if folder is None else {"threads": 1}) as reading:
+                try:
+                    relation = reading.connection.sql(f"SELECT * FROM {reader}")
+                    columns = [(str(n), str(t)) for n, t in zip(relation.columns, relation.types, strict=True)]
+                    read = ", ".join(_file_column(n, raw, untyped) for n, raw in columns) or "1"
+                    rows = reading.connection.sql(f"SELECT {read} FROM {reader}")
+                    if folder is not None:
+                        rows.write_parquet(str(folder / "rows.parquet"), row_group_size=GROUP_ROWS)
+                        frame = self._parquet_frame(folder, rows.limit(0).to_arrow_table().schema)
+                    else:
+                        # (DuckDB 2 names it to_arrow_reader, and warns on the older name)
+                        frame = self._arrow_parts(getattr(rows, "to_arrow_reader", rows.fetch_record_batch)(
+                            STREAM_ROWS))
+                except duckdb.Error as exc:
+                    raise UnreadableFiles(str(exc).splitlines()[0], detail=str(exc)) from None
             view = f"_llmt_files_{secrets.token_hex(4)}"
             frame.createOrReplaceTempView(view)
             # times without a zone came as microseconds (pyspark would read them as times of the session's zone)
