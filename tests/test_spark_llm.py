@@ -143,8 +143,8 @@ def test_reask_realtime_full_refresh_and_escalation_on_spark(make_project: Calla
 
 def test_a_team_keeps_the_run_lifecycle_of_a_spark_target_in_postgresql(
         make_project: Callable[[dict[str, str]], Project], spark: Any, pg: PgDatabase) -> None:
-    """`state: {type: postgres}`: shards, runs and fingerprints on the server (collect reconciles there, with the
-    lines classified in Python), answers and attempts in Spark."""
+    """`state: {type: postgres}`: shards, runs and fingerprints on the server (collect reconciles in an in-memory
+    DuckDB given the shards' requests from there), answers and attempts in Spark."""
     p = on_spark(make_project({}), spark)
     config = yaml.safe_load((p.root / "project.yml").read_text(encoding="utf-8"))
     config["targets"]["dev"]["state"] = {"type": "postgres", "dsn": pg.uri}
