@@ -109,11 +109,12 @@ def _reader(wh: Warehouse, finished: list[Finished]) -> Iterator[Warehouse]:
     with scratch() as reader:
         ids = [f.shard_id for f in finished]
         # a shard's keys as one text (hex digests, comma-separated): a few rows cross over, not one per key
-        for shard_id, keys in wh.fetchall(
-                f"SELECT shard_id, string_agg(request_key, ',') FROM {wh.state}.shard_requests "
-                f"WHERE shard_id IN ({', '.join('?' for _ in ids)}) GROUP BY shard_id", ids) if ids else ():
-            reader.execute(f"INSERT INTO {reader.state}.shard_requests SELECT ?, unnest(string_split(?, ','))",
-                           [shard_id, keys])
+        texts = wh.fetchall(f"SELECT shard_id, string_agg(request_key, ',') FROM {wh.state}.shard_requests "
+                            f"WHERE shard_id IN ({', '.join('?' for _ in ids)}) GROUP BY shard_id", ids) if ids else []
+        if texts:
+            reader.execute(f"INSERT INTO {reader.state}.shard_requests SELECT s, unnest(string_split(k, ',')) "
+                           "FROM (SELECT unnest(?::VARCHAR[]) AS s, unnest(?::VARCHAR[]) AS k)",
+                           [[str(s) for s, _ in texts], [str(k) for _, k in texts]])
         yield reader
 
 
@@ -153,7 +154,8 @@ def insert_collected(wh: Warehouse, collected: TempTable, source: Source, replac
     if into is not None and into is not wh:
         moved = into.temp_rows("_llmt_collected", {n: [] for n in ATTEMPT_TYPES}, ATTEMPT_TYPES)
         into.load_from(moved.name, wh, f"SELECT {', '.join(ATTEMPT_TYPES)} FROM {collected.name}")
-        into.analyze(moved.name, int(wh.scalar(f"SELECT count(*) FROM {collected.name}") or 0))
+        moved = TempTable(moved.name, int(wh.scalar(f"SELECT count(*) FROM {collected.name}") or 0), moved.columns)
+        into.analyze(moved.name, moved.rows)
         wh.drop_temp(collected)
         insert_collected(into, moved, source, replace, distinct_keys)
         return
@@ -185,6 +187,9 @@ def insert_collected(wh: Warehouse, collected: TempTable, source: Source, replac
         {answers} AND c.outcome = 'ok' {first}""",
         [source.model, source.node, source.provider],
     )
+    # the output build joins the staged rows with the answers: planned from a guess of their number (taken from
+    # the table's size), PostgreSQL hashed the wider side and spilled it (benchmarks/README.md, issue 18)
+    wh.analyze(wh.state_table("answers"), collected.rows)
     crash_point("after_store")
     wh.drop_temp(collected)
 

@@ -64,7 +64,7 @@ def build_output(wh: Warehouse, store: StateStore, out: Output, since_run: str |
     table = wh.relation(out.schema, name)
     prev_kind = wh.relation_kind(out.schema, name)
     staged = staged_fingerprint(wh, store, name)
-    built = _output_fingerprint(wh, out, since_run, staged)
+    built, attempts = _output_fingerprint(wh, out, since_run, staged)
     if (prev_kind == "table" and staged is not None and staged.get("output") == built
             and isinstance(staged.get("counts_out"), dict)
             and wh.relation_kind(out.schema, name + "__errors") == "table"):
@@ -73,7 +73,6 @@ def build_output(wh: Warehouse, store: StateStore, out: Output, since_run: str |
     wh.create_schema(out.schema)
     needed = ["_llmt_answer_key", *out.unique_key]  # the previous table can show stale answers only with these
     has_prev = prev_kind == "table" and set(needed) <= {c.name for c in wh.describe(f"SELECT * FROM {table}")}
-    attempts = int(wh.scalar(f"SELECT count(*) FROM {wh.log_table('attempts')} WHERE node = ?", [name]) or 0)
     # the rows without an answer first, in a table of their own: planned from a guess, a large share of them
     # was taken for one row once the answers had statistics, and the plan ran for minutes
     missing = wh.temp_table("_llmt_missing", _missing_sql(wh, out))
@@ -295,18 +294,22 @@ def _status_counts(wh: Warehouse, out: str) -> dict[str, int]:
     return {k: int(counts.get(k, 0)) for k in ("ok", "stale", "pending", "failed")}
 
 
-def _output_fingerprint(wh: Warehouse, out: Output, since_run: str | None, staged: dict[str, Any] | None) -> str:
+def _output_fingerprint(wh: Warehouse, out: Output, since_run: str | None,
+                        staged: dict[str, Any] | None) -> tuple[str, int]:
     """Everything the output and errors tables are built from: the staged rows (their fingerprint), the
     stored answers and attempts (append-only: their counts), and the model's settings. Equal
-    fingerprints build equal tables, so a run that changed none of it leaves them as they are."""
+    fingerprints build equal tables, so a run that changed none of it leaves them as they are. With the
+    model's number of attempts (read in the same scan)."""
     answers, attempts = wh.log_table("answers"), wh.log_table("attempts")  # (their logs grow when they change)
-    row = wh.fetchone(f"SELECT (SELECT count(*) FROM {answers}), (SELECT max(answered_at) FROM {answers}), "
-                      f"(SELECT count(*) FROM {attempts})")  # max(answered_at): --reask replaces
+    # one scan of each (max(answered_at): --reask replaces answers)
+    row = wh.fetchone(f"SELECT a.n, a.newest, t.n, t.node FROM (SELECT count(*) AS n, max(answered_at) AS newest "
+                      f"FROM {answers}) a, (SELECT count(*) AS n, count(CASE WHEN node = ? THEN 1 END) AS node "
+                      f"FROM {attempts}) t", [out.node]) or (0, None, 0, 0)
     staged_rows = None if staged is None else [staged.get("layout"), staged.get("rows")]
-    parts = [OUTPUT_VERSION, staged_rows, list(row or ()), out.schema, out.node, out.template_hash,
+    parts = [OUTPUT_VERSION, staged_rows, list(row[:3]), out.schema, out.node, out.template_hash,
              list(out.unique_key), out.max_attempts, [c.name for c in out.columns], list(out.fields), since_run,
              out.escalated]
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32], int(row[3] or 0)
 
 
 def failed_reasons(wh: Warehouse, schema: str, node: str) -> dict[str, int]:
