@@ -64,7 +64,8 @@ def build_output(wh: Warehouse, store: StateStore, out: Output, since_run: str |
     table = wh.relation(out.schema, name)
     prev_kind = wh.relation_kind(out.schema, name)
     staged = staged_fingerprint(wh, store, name)
-    built, attempts = _output_fingerprint(wh, out, since_run, staged)
+    stored = _stored(wh, name)
+    built = _output_fingerprint(out, since_run, staged, stored)
     if (prev_kind == "table" and staged is not None and staged.get("output") == built
             and isinstance(staged.get("counts_out"), dict)
             and wh.relation_kind(out.schema, name + "__errors") == "table"):
@@ -90,6 +91,7 @@ def build_output(wh: Warehouse, store: StateStore, out: Output, since_run: str |
     # answers and failures collected since the table was built change about as many rows: when that is
     # a large share, the table is rebuilt without comparing it row by row first
     seen = staged.get("attempts") if staged is not None else None
+    attempts = stored[3]
     new_attempts = attempts - seen if isinstance(seen, int) else None
     built_rows = sum(int(n) for n in shown.values()) if isinstance(shown, dict) else None
     updated = has_prev and staged is not None and staged.get("shape") == shape and _update_in_place(
@@ -103,7 +105,7 @@ def build_output(wh: Warehouse, store: StateStore, out: Output, since_run: str |
     if staged is not None:
         value = {**staged, "output": built, "shape": shape, "attempts": attempts, "counts_out": counts}
         if out.escalated is None:  # a row is ok exactly when its request has an answer: the next run's input counts
-            value = with_input_counts(wh, value, (sum(counts.values()), counts["ok"], shared))
+            value = with_input_counts(wh, value, (sum(counts.values()), counts["ok"], shared), stored[:2])
         store.set_fingerprint("stage", name, value)
     return counts
 
@@ -294,22 +296,25 @@ def _status_counts(wh: Warehouse, out: str) -> dict[str, int]:
     return {k: int(counts.get(k, 0)) for k in ("ok", "stale", "pending", "failed")}
 
 
-def _output_fingerprint(wh: Warehouse, out: Output, since_run: str | None,
-                        staged: dict[str, Any] | None) -> tuple[str, int]:
+def _stored(wh: Warehouse, node: str) -> tuple[Any, ...]:
+    """What is stored, in one scan of the answers and one of the attempts (their logs: they grow when they
+    change): the answers' count and latest `answered_at` (--reask replaces answers), the attempts' count, and
+    the model's."""
+    return wh.fetchone(f"SELECT a.n, a.newest, t.n, t.node FROM (SELECT count(*) AS n, max(answered_at) AS newest "
+                       f"FROM {wh.log_table('answers')}) a, (SELECT count(*) AS n, count(CASE WHEN node = ? "
+                       f"THEN 1 END) AS node FROM {wh.log_table('attempts')}) t", [node]) or (0, None, 0, 0)
+
+
+def _output_fingerprint(out: Output, since_run: str | None, staged: dict[str, Any] | None,
+                        stored: tuple[Any, ...]) -> str:
     """Everything the output and errors tables are built from: the staged rows (their fingerprint), the
-    stored answers and attempts (append-only: their counts), and the model's settings. Equal
-    fingerprints build equal tables, so a run that changed none of it leaves them as they are. With the
-    model's number of attempts (read in the same scan)."""
-    answers, attempts = wh.log_table("answers"), wh.log_table("attempts")  # (their logs grow when they change)
-    # one scan of each (max(answered_at): --reask replaces answers)
-    row = wh.fetchone(f"SELECT a.n, a.newest, t.n, t.node FROM (SELECT count(*) AS n, max(answered_at) AS newest "
-                      f"FROM {answers}) a, (SELECT count(*) AS n, count(CASE WHEN node = ? THEN 1 END) AS node "
-                      f"FROM {attempts}) t", [out.node]) or (0, None, 0, 0)
+    stored answers and attempts (append-only: their counts, `_stored`), and the model's settings. Equal
+    fingerprints build equal tables, so a run that changed none of it leaves them as they are."""
     staged_rows = None if staged is None else [staged.get("layout"), staged.get("rows")]
-    parts = [OUTPUT_VERSION, staged_rows, list(row[:3]), out.schema, out.node, out.template_hash,
+    parts = [OUTPUT_VERSION, staged_rows, list(stored[:3]), out.schema, out.node, out.template_hash,
              list(out.unique_key), out.max_attempts, [c.name for c in out.columns], list(out.fields), since_run,
              out.escalated]
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32], int(row[3] or 0)
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
 def failed_reasons(wh: Warehouse, schema: str, node: str) -> dict[str, int]:

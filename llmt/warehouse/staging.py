@@ -223,16 +223,18 @@ def input_counts(wh: Warehouse, store: StateStore, source: str, node: str | None
     return counts
 
 
-def with_input_counts(wh: Warehouse, staged: dict[str, Any], counts: tuple[int, int, int]) -> dict[str, Any]:
+def with_input_counts(wh: Warehouse, staged: dict[str, Any], counts: tuple[int, int, int],
+                      answers: Sequence[Any] | None = None) -> dict[str, Any]:
     """The stage's fingerprint ``staged`` with ``counts`` (what `input_counts` gives for its rows and the
-    answers stored now) remembered."""
-    return {**staged, "counts": {"key": _counts_key(wh, staged), "value": list(counts)}}
+    answers stored now) remembered; ``answers``: their count and latest `answered_at`, when the caller read them."""
+    return {**staged, "counts": {"key": _counts_key(wh, staged, answers), "value": list(counts)}}
 
 
-def _counts_key(wh: Warehouse, staged: dict[str, Any]) -> str:
+def _counts_key(wh: Warehouse, staged: dict[str, Any], answers: Sequence[Any] | None = None) -> str:
     """What input counts are valid for: the staged rows, and the stored answers (count, latest)."""
-    stats = wh.fetchone(f"SELECT count(*), max(answered_at) FROM {wh.log_table('answers')}")  # (grows when they do)
-    return json.dumps([staged.get("layout"), staged.get("rows"), list(stats or ())], default=str)
+    if answers is None:
+        answers = wh.fetchone(f"SELECT count(*), max(answered_at) FROM {wh.log_table('answers')}") or ()
+    return json.dumps([staged.get("layout"), staged.get("rows"), list(answers)], default=str)
 
 
 def escalation_sql(wh: Warehouse, source: str, columns: Sequence[Column], key_sql: str, when: Sequence[str],
