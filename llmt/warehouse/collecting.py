@@ -187,8 +187,8 @@ def insert_collected(wh: Warehouse, collected: TempTable, source: Source, replac
         {answers} AND c.outcome = 'ok' {first}""",
         [source.model, source.node, source.provider],
     )
-    # the output build joins the staged rows with the answers: planned from a guess of their number (taken from
-    # the table's size), PostgreSQL hashed the wider side and spilled it (benchmarks/README.md, issue 18)
+    # statistics for the plans that join the staged rows with the answers (PostgreSQL; autovacuum comes later):
+    # from a guess of their number (taken from the table's size) the output build hashed the wider side
     wh.analyze(wh.state_table("answers"), collected.rows)
     crash_point("after_store")
     wh.drop_temp(collected)
