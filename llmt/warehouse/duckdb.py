@@ -24,6 +24,7 @@ from llmt import logs
 from llmt.console import Reporter
 from llmt.errors import ConfigError, LockTimeout
 from llmt.project.config import LOCK_TIMEOUT
+from llmt.warehouse import scratch_dirs
 from llmt.warehouse.base import Column, DatabaseError, Params, SqlType, UnreadableFiles, Warehouse, quoted, sql_string
 from llmt.warehouse.duckdb_files import attach_read_only, duckdb_config, open_database, wait_for_lock
 from llmt.warehouse.state import KEYS, LATEST, MIGRATIONS, SCHEMA_VERSION_DDL, migrate
@@ -412,7 +413,7 @@ def scratch(settings: dict[str, str | int | float | bool] | None = None) -> Iter
     """An in-memory DuckDB for work done in DuckDB's SQL on another engine's behalf (reading file sources and
     batch result files for PostgreSQL and Spark), spilling into a temporary directory of its own (past
     LLMT_DUCKDB_MEMORY_LIMIT; DuckDB's own default is `.tmp` in the working directory)."""
-    with tempfile.TemporaryDirectory(prefix="llmt-scratch-") as spill:
+    with tempfile.TemporaryDirectory(prefix=scratch_dirs.prefix("scratch")) as spill:
         wh = DuckDBWarehouse(":memory:", Path(spill), settings={**(settings or {}), "temp_directory": spill})
         try:
             yield wh

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
+from llmt.warehouse import scratch_dirs
 from llmt.warehouse.base import SqlType
 from llmt.warehouse.postgres_sql import type_name
 
@@ -20,7 +21,7 @@ def through_pipe(write: Callable[[Path], None], read: Callable[[BinaryIO], None]
     """``write`` (DuckDB writing a file, in a thread: it lets go of the GIL) into a named pipe while ``read``
     (COPY) reads from it: the two overlap, and the rows are never all on disk or in memory. A failure of either
     is raised (the caller's transaction then drops what was sent); neither is left waiting for the other."""
-    with tempfile.TemporaryDirectory(prefix="llmt-load-") as scratch:
+    with tempfile.TemporaryDirectory(prefix=scratch_dirs.prefix("load")) as scratch:
         pipe = Path(scratch) / "rows.csv"
         os.mkfifo(pipe)
         out = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)  # (opening either end alone would wait for the other)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from llmt import logs
 from llmt.console import Reporter
 from llmt.project.config import SparkConfig
+from llmt.warehouse import scratch_dirs
 from llmt.warehouse.base import (
     Column,
     DatabaseError,
@@ -141,7 +142,7 @@ class SparkWarehouse(Warehouse):
     def _folder(self) -> Path:
         """A new folder of scratch files (removed when done with, and all of them when the warehouse closes)."""
         if self._scratch is None:
-            self._scratch = Path(tempfile.mkdtemp(prefix="llmt-spark-"))
+            self._scratch = Path(tempfile.mkdtemp(prefix=scratch_dirs.prefix("spark")))
         return Path(tempfile.mkdtemp(dir=self._scratch))
 
     def transaction(self) -> AbstractContextManager[None]:
