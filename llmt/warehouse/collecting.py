@@ -91,9 +91,9 @@ def collect_result_files(wh: Warehouse, *, finished: list[Finished], invalid: In
             reader.temp_table("_llmt_collected", reconcile, cost_params)
         for table in (lines, bad, ended):
             reader.drop_temp(table)
-        collected = TempTable("_llmt_collected")
         counts = {str(k): int(n) for k, n in reader.fetchall(
-            f"SELECT outcome, count(*) FROM {collected.name} GROUP BY outcome")}
+            "SELECT outcome, count(*) FROM _llmt_collected GROUP BY outcome")}
+        collected = TempTable("_llmt_collected", sum(counts.values()))
         insert_collected(reader, collected, source, replace, distinct_keys=not several, into=into or wh)
     return counts
 
@@ -144,17 +144,17 @@ def _ended(wh: Warehouse, finished: list[Finished]) -> TempTable:
 
 def insert_collected(wh: Warehouse, collected: TempTable, source: Source, replace: bool,
                      distinct_keys: bool = False, into: Warehouse | None = None) -> None:
-    """Insert the attempts of ``collected`` not stored yet, then its ok answers whose keys have none stored
-    (``replace``: replacing the stored ones); drops it. ``distinct_keys``: the caller knows that no key is ok
-    twice (no key had two result lines). ``into``: the warehouse that keeps answers and attempts, when they were
-    reconciled elsewhere (a scratch DuckDB, or Spark's state store): they cross to a temporary table of ``into`` in
-    bulk (`Warehouse.load_from`) and are stored from there. On Spark they are appended to its logs
-    (`Warehouse.log_table`), where the newest answer of a key is the one read (replacing, as ``replace`` asks) and
-    a row appended again, by a collect that was cut short, counts once."""
+    """Insert the attempts of ``collected`` (with its row count) not stored yet, then its ok answers whose keys have
+    none stored (``replace``: replacing the stored ones); drops it. ``distinct_keys``: the caller knows that no key
+    is ok twice (no key had two result lines). ``into``: the warehouse that keeps answers and attempts, when they
+    were reconciled elsewhere (a scratch DuckDB, or Spark's state store): they cross to a temporary table of
+    ``into`` in bulk (`Warehouse.load_from`) and are stored from there. On Spark they are appended to its logs
+    (`Warehouse.log_table`), where the newest answer of a key is the one read (replacing, as ``replace`` asks) and a
+    row appended again, by a collect that was cut short, counts once."""
     if into is not None and into is not wh:
         moved = into.temp_rows("_llmt_collected", {n: [] for n in ATTEMPT_TYPES}, ATTEMPT_TYPES)
         into.load_from(moved.name, wh, f"SELECT {', '.join(ATTEMPT_TYPES)} FROM {collected.name}")
-        moved = TempTable(moved.name, int(wh.scalar(f"SELECT count(*) FROM {collected.name}") or 0), moved.columns)
+        moved = TempTable(moved.name, collected.rows, moved.columns)
         into.analyze(moved.name, moved.rows)
         wh.drop_temp(collected)
         insert_collected(into, moved, source, replace, distinct_keys)
