@@ -339,6 +339,29 @@ def test_readers_never_see_a_half_built_output_table(project: Project, pg: PgDat
     assert seen and set(seen) == {(rows, rows, rows)}, Counter(seen)
 
 
+def test_the_output_builds_working_table_goes_with_the_build_and_with_a_failed_one(
+        project: Project, pg: PgDatabase) -> None:
+    """The rows without an answer are held in a table of the state schema while the output is built (parallel
+    workers cannot read a temp table): it is dropped when the build ends and rolled back when it fails."""
+    on_postgres(project, pg)
+    working = ("SELECT count(*) FROM pg_class WHERE relnamespace = '_llmt'::regnamespace "
+               "AND relname LIKE '\\_llmt\\_extra%'")
+    assert project.llmt("run").code == 0
+    assert pg.query(working) == [(0,)]
+    before = project.query("SELECT review_id, review_text, _llmt_status FROM analytics.insights ORDER BY 1")
+    pg.execute("CREATE VIEW analytics.insights__llmt_new AS SELECT 1 AS x")  # the rebuild's DROP TABLE fails
+    project.write("data/reviews.csv", "review_id,product,review_text\n1,Phone,Great phone\n2,Phone,Battery died\n"
+                  "3,Cable,Great phone\n4,Cable,Kabel ist heil\n")
+    assert project.llmt("run").code != 0
+    assert pg.query(working) == [(0,)]
+    assert project.query("SELECT review_id, review_text, _llmt_status FROM analytics.insights ORDER BY 1") == before
+    pg.execute("DROP VIEW analytics.insights__llmt_new")
+    assert project.llmt("run").code == 0
+    assert pg.query(working) == [(0,)]
+    assert project.query("SELECT review_text, _llmt_status FROM analytics.insights WHERE review_id = 4") == [
+        ("Kabel ist heil", "ok")]
+
+
 def test_answer_fields_that_do_not_cast_read_as_null_and_lists_keep_their_order(pg: PgDatabase) -> None:
     """The output's typed columns from stored answers (`answer_sql`, `answer_field_sql`): an answer stored
     under an older schema shows NULL where its value is not of the column's type, never an error."""

@@ -278,8 +278,11 @@ class Warehouse(ABC):
         reconciled in DuckDB reach the engine that keeps them so."""
         raise NotImplementedError(f"{type(self).__name__} does not load rows from another engine")
 
-    def temp_table(self, name: str, select: str, params: Params = None, *, where: str | None = None) -> TempTable:
-        """A temporary table holding ``select``'s rows (replacing one of that name), with its row count."""
+    def temp_table(self, name: str, select: str, params: Params = None, *, where: str | None = None,
+                   parallel: bool = False) -> TempTable:
+        """A temporary table holding ``select``'s rows (replacing one of that name), with its row count.
+        ``parallel``: a large statement joins it, and the engine's parallel workers must read it too; only inside
+        a transaction, whose rollback removes it."""
         self.execute(f"CREATE OR REPLACE TEMP TABLE {self.quote(name)} AS {select}", params, where=where)
         return TempTable(self.quote(name), int(self.scalar(f"SELECT count(*) FROM {self.quote(name)}")))
 

@@ -81,7 +81,8 @@ def build_output(wh: Warehouse, store: StateStore, out: Output, since_run: str |
     # is not read for the answers it would lend
     shown = staged.get("counts_out") if staged is not None else None
     lends = has_prev and not (isinstance(shown, dict) and not shown.get("ok") and not shown.get("stale"))
-    extra = wh.temp_table("_llmt_extra", _extra_sql(wh, table if lends else None, out, since_run, missing.name))
+    extra = wh.temp_table("_llmt_extra", _extra_sql(wh, table if lends else None, out, since_run, missing.name),
+                          parallel=True)  # (the output's statement joins it to every staged row)
     # rows without an answer that share their request with another (the next run's input counts, kept below)
     shared = int(wh.scalar(f"SELECT count(*) - count(DISTINCT _llmt_request_key) FROM {missing.name}") or 0
                  ) if staged is not None and out.escalated is None else 0

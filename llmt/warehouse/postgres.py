@@ -48,7 +48,16 @@ from llmt.warehouse.postgres_load import (
     nested,
     through_pipe,
 )
-from llmt.warehouse.postgres_sql import HELPERS, family, helper, helper_sql, placeholders, type_name
+from llmt.warehouse.postgres_sql import (
+    HELPERS,
+    canonical,
+    concat,
+    family,
+    helper,
+    helper_sql,
+    placeholders,
+    type_name,
+)
 from llmt.warehouse.state import LATEST, migrate
 
 FETCH_ROWS = 5_000  # rows fetched at a time by `stream`
@@ -56,7 +65,6 @@ COPY_CHUNK = 1 << 20  # bytes sent at a time by COPY
 ANALYZE_ROWS = 10_000  # llmt's own tables made with more rows are analyzed (autovacuum comes later, or never)
 ANALYZE_SHARE = 10  # ... or when they grew by a tenth (reltuples is -1 before a table's first ANALYZE)
 STATISTICS_TARGET = 10  # ANALYZE's sample: 3,000 rows (the default's 30,000 cost more than the joins gained)
-TIMESTAMP_FORMAT = "'YYYY-MM-DD\"T\"HH24:MI:SS.US'"
 VECTOR = "real[]"  # an embedding model's vectors (no fixed size: PostgreSQL does not enforce an array's length)
 ANSWER_CASTS = {"BIGINT": "llmt_try_bigint", "DOUBLE": "llmt_try_double", "BOOLEAN": "llmt_try_boolean",
                 "DATE": "llmt_try_date", "TIMESTAMPTZ": "llmt_try_timestamptz"}
@@ -311,9 +319,12 @@ class PostgresWarehouse(Warehouse):
         share of a table analyzed before (as autovacuum's scale factor)."""
         if rows >= ANALYZE_ROWS and rows * ANALYZE_SHARE >= float(
                 self.scalar("SELECT reltuples FROM pg_class WHERE oid = to_regclass(?)", [table]) or 0):
-            self.execute(f"SET default_statistics_target = {STATISTICS_TARGET}")
-            self.execute(f"ANALYZE {table}")
-            self.execute("RESET default_statistics_target")
+            self._sample(table)
+
+    def _sample(self, table: str) -> None:
+        self.execute(f"SET default_statistics_target = {STATISTICS_TARGET}")
+        self.execute(f"ANALYZE {table}")
+        self.execute("RESET default_statistics_target")
 
     def replace_table(self, table: str, select: str, kind: str | None, *, where: str | None = None) -> None:
         schema, name = self._split(table)
@@ -379,7 +390,16 @@ class PostgresWarehouse(Warehouse):
             "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = to_regclass(?) "
             "AND attnum > 0 AND NOT attisdropped ORDER BY attnum", [table])]
 
-    def temp_table(self, name: str, select: str, params: Params = None, *, where: str | None = None) -> TempTable:
+    def temp_table(self, name: str, select: str, params: Params = None, *, where: str | None = None,
+                   parallel: bool = False) -> TempTable:
+        if parallel and self._depth:
+            # the server's parallel workers cannot read a temp table (its pages are in the session's own memory):
+            # an unlogged table of the state schema, made in the caller's transaction (a failure or a kill rolls
+            # it back with the rest), always analyzed (a plan from a guess hashed the big side of the join)
+            table = self.relation(self.state_schema, f"{name}_{secrets.token_hex(4)}")
+            rows = max(self._cursor(f"CREATE UNLOGGED TABLE {table} AS {select}", params, where).rowcount, 0)
+            self._sample(table)
+            return TempTable(table, rows)
         table = self.quote(name)
         self.execute(f"DROP TABLE IF EXISTS pg_temp.{table}")
         cursor = self._cursor(f"CREATE TEMP TABLE {table} AS {select}", params, where)
@@ -495,37 +515,10 @@ class PostgresWarehouse(Warehouse):
 
     # -- expressions ----------------------------------------------------------------------------------
     def canonical_sql(self, expr: str, type_: SqlType) -> str:
-        return f"CASE WHEN {expr} IS NULL THEN 'n' ELSE {self._canonical(expr, type_)} END"
-
-    def _canonical(self, expr: str, type_: SqlType) -> str:
-        """The canonical text of a value that is not NULL."""
-        family = type_.family
-        text = f"({expr})::text"
-        if family == "text":
-            return self.concat_sql(["'s'", f"octet_length({text})", "':'", text])
-        if family in ("integer", "decimal"):
-            return self.concat_sql([f"'{family[0]}'", text])
-        if family == "float":
-            return self.concat_sql(["'f'", f"{helper(self.state, 'llmt_float_text')}(({expr})::double precision)"])
-        if family == "boolean":
-            return f"CASE WHEN {expr} THEN 'b1' ELSE 'b0' END"
-        if family == "date":
-            return self.concat_sql(["'D'", f"to_char({expr}, 'YYYY-MM-DD')"])
-        if family == "timestamp":
-            return self.concat_sql(["'T'", f"to_char({expr}, {TIMESTAMP_FORMAT})"])
-        if family == "timestamptz":
-            return self.concat_sql(["'Z'", f"to_char(({expr}) AT TIME ZONE 'UTC', {TIMESTAMP_FORMAT})"])
-        other = self.concat_sql(["'x'", f"octet_length({text})", "':'", text])  # not shared with other engines
-        if family == "list":  # one dimension (PostgreSQL's arrays of more are keyed by their text, as `other`)
-            item = self.canonical_sql("_llmt_u.e", type_.children[0][1])
-            items = (f"coalesce((SELECT string_agg({item}, ',' ORDER BY _llmt_u.o) FROM unnest({expr}) "
-                     "WITH ORDINALITY AS _llmt_u(e, o)), '')")
-            listed = self.concat_sql(["'['", items, "']'"])
-            return f"CASE WHEN array_ndims({expr}) > 1 THEN {other} ELSE {listed} END"
-        return other
+        return canonical(expr, type_, self.state)
 
     def concat_sql(self, parts: Sequence[str]) -> str:
-        return f"concat({', '.join(parts)})"  # (copies a long text once, where a chain of || copies it each time)
+        return concat(parts)
 
     def sha256_sql(self, expr: str) -> str:
         return f"encode(sha256(convert_to({expr}, 'UTF8')), 'hex')"

@@ -9,6 +9,9 @@ new name, never a replacement of a function another llmt session may be running.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+
+from llmt.warehouse.base import SqlType
 
 # llmt's neutral type names (those of answers and of its own tables) in PostgreSQL
 TYPE_NAMES = {"VARCHAR": "text", "DOUBLE": "double precision", "FLOAT": "real", "JSON": "jsonb", "HUGEINT": "numeric",
@@ -19,6 +22,7 @@ TEXTS = frozenset({"text", "varchar", "bpchar", "name", "uuid", "json", "jsonb",
 FAMILIES = {"numeric": "decimal", "float4": "float", "float8": "float", "bool": "boolean", "date": "date",
             "timestamp": "timestamp", "timestamptz": "timestamptz", **dict.fromkeys(INTEGERS, "integer"),
             **dict.fromkeys(TEXTS, "text")}
+TIMESTAMP_FORMAT = "'YYYY-MM-DD\"T\"HH24:MI:SS.US'"
 _WORD = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
 _TOKEN = re.compile(r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|/\*.*?\*/|(\$[A-Za-z_0-9]*\$).*?\1|\?|%""", re.S)
 
@@ -128,3 +132,40 @@ def helper_sql(name: str, schema: str, server_version: int) -> str:
 def helper(schema: str, name: str) -> str:
     """The qualified name of helper ``name`` (schema quoted)."""
     return f"{schema}.{name}_v{HELPERS_VERSION}"
+
+
+def concat(parts: Sequence[str]) -> str:
+    return f"concat({', '.join(parts)})"  # (copies a long text once, where a chain of || copies it each time)
+
+
+def canonical(expr: str, type_: SqlType, state: str) -> str:
+    """The canonical text (keys.py) of a value, 'n' for NULL (``state``: the state schema, quoted, of the helpers)."""
+    return f"CASE WHEN {expr} IS NULL THEN 'n' ELSE {_canonical(expr, type_, state)} END"
+
+
+def _canonical(expr: str, type_: SqlType, state: str) -> str:
+    """The canonical text of a value that is not NULL."""
+    family = type_.family
+    text = f"({expr})::text"
+    if family == "text":
+        return concat(["'s'", f"octet_length({text})", "':'", text])
+    if family in ("integer", "decimal"):
+        return concat([f"'{family[0]}'", text])
+    if family == "float":
+        return concat(["'f'", f"{helper(state, 'llmt_float_text')}(({expr})::double precision)"])
+    if family == "boolean":
+        return f"CASE WHEN {expr} THEN 'b1' ELSE 'b0' END"
+    if family == "date":
+        return concat(["'D'", f"to_char({expr}, 'YYYY-MM-DD')"])
+    if family == "timestamp":
+        return concat(["'T'", f"to_char({expr}, {TIMESTAMP_FORMAT})"])
+    if family == "timestamptz":
+        return concat(["'Z'", f"to_char(({expr}) AT TIME ZONE 'UTC', {TIMESTAMP_FORMAT})"])
+    other = concat(["'x'", f"octet_length({text})", "':'", text])  # not shared with other engines
+    if family == "list":  # one dimension (PostgreSQL's arrays of more are keyed by their text, as `other`)
+        item = canonical("_llmt_u.e", type_.children[0][1], state)
+        items = (f"coalesce((SELECT string_agg({item}, ',' ORDER BY _llmt_u.o) FROM unnest({expr}) "
+                 "WITH ORDINALITY AS _llmt_u(e, o)), '')")
+        listed = concat(["'['", items, "']'"])
+        return f"CASE WHEN array_ndims({expr}) > 1 THEN {other} ELSE {listed} END"
+    return other

@@ -399,7 +399,8 @@ class SparkWarehouse(Warehouse):
         while chunk := list(islice(rows, MOVE_ROWS)):
             self.load_rows(table, dict(zip(names, zip(*chunk, strict=True), strict=True)), types)
 
-    def temp_table(self, name: str, select: str, params: Params = None, *, where: str | None = None) -> TempTable:
+    def temp_table(self, name: str, select: str, params: Params = None, *, where: str | None = None,
+                   parallel: bool = False) -> TempTable:
         frame = self._sql(select, params, where)
         try:
             frame = local_checkpoint(frame)
