@@ -399,6 +399,39 @@ def test_answer_fields_that_do_not_cast_read_as_null_and_lists_keep_their_order(
     assert [r[3:5] for r in rows[1:]] == [(None, None)] * 4
 
 
+def test_storing_into_state_tables_analyzed_empty_never_scans_them_once_per_row(pg: PgDatabase) -> None:
+    """A table analyzed while empty (autovacuum after a killed first collect, say) is planned as one row. The
+    inserts of attempts and answers not stored yet read the table they fill (NOT EXISTS): as a nested loop,
+    they would scan it again for every row while growing it, and a 1M collect would run for hours. Their
+    plans (auto_explain, sent to the client) hash instead."""
+    from llmt.project.config import PostgresConfig
+    from llmt.warehouse.collecting import ATTEMPT_TYPES, Source, store_attempts
+    from llmt.warehouse.postgres import PostgresWarehouse
+
+    rows = 3000
+    columns: dict[str, list[Any]] = {name: [None] * rows for name in ATTEMPT_TYPES}
+    columns.update(shard_id=["s1"] * rows, request_key=[f"{i:064x}" for i in range(rows)], outcome=["ok"] * rows,
+                   answer=['{"label": "x"}'] * rows, prompt_tokens=[1] * rows, completion_tokens=[1] * rows,
+                   cached_tokens=[0] * rows, cost_usd=[0.0] * rows)
+    wh = PostgresWarehouse(PostgresConfig(type="postgres", dsn=pg.uri), "test")
+    try:
+        for table in ("attempts", "answers"):
+            wh.execute(f"VACUUM ANALYZE {wh.state_table(table)}")
+        plans: list[str] = []
+        wh.connection.add_notice_handler(lambda notice: plans.append(str(notice.message_primary)))
+        wh.execute("LOAD 'auto_explain'")
+        wh.execute("SET auto_explain.log_min_duration = 0")
+        wh.execute("SET auto_explain.log_level = notice")
+        with wh.transaction():
+            store_attempts(wh, columns, Source("r1", "m", "gpt", batch=True, provider="fake"))
+        inserts = [p for p in plans if "Insert on" in p]
+        assert len(inserts) == 2 and not any("Nested Loop" in p for p in inserts), inserts
+        assert wh.fetchall(f"SELECT count(*) FROM {wh.state_table('answers')}") == [(rows,)]
+        assert wh.scalar("SHOW enable_nestloop") == "on"  # (for the statements after them)
+    finally:
+        wh.close()
+
+
 def test_rows_reconciled_in_duckdb_reach_postgresql_exactly_and_a_failure_on_either_side_fails_the_load(
         pg: PgDatabase) -> None:
     """`load_from`: DuckDB writes CSV into a pipe while COPY reads it. Texts (empty, NULL, quotes, newlines,

@@ -388,6 +388,11 @@ class Warehouse(ABC):
         inputs, so any of them will do; without `ROW_PER_KEY` a key may come more than once (see
         render.first_per_key)."""
 
+    def insert_new(self, sql: str, params: Params = None, *, where: str | None = None) -> None:
+        """Run an INSERT of the rows its table does not hold yet: its select reads the table it fills (a NOT
+        EXISTS, `unstored_sql`)."""
+        self.execute(sql, params, where=where)
+
     def unstored_sql(self, source: str, stored: str, on: Sequence[str]) -> str:
         """`FROM <source> c WHERE <condition>`: the rows of ``source`` (alias `c`) that have no row in ``stored``
         with the same ``on`` columns (more conditions may follow with AND)."""

@@ -162,7 +162,7 @@ def insert_collected(wh: Warehouse, collected: TempTable, source: Source, replac
     c, appended = collected.name, not wh.UPDATES
     attempts = (f"FROM {c} c" if appended else
                 wh.unstored_sql(c, wh.state_table("attempts"), ("shard_id", "request_key")))
-    wh.execute(
+    wh.insert_new(
         f"""INSERT INTO {wh.log_table('attempts')}
         SELECT c.shard_id, c.request_key, ?, ?, ?, c.outcome, c.status_code, c.error_code, c.detail,
                c.prompt_tokens, c.completion_tokens, c.cached_tokens, now(), c.cost_usd, ?, ?
@@ -180,7 +180,7 @@ def insert_collected(wh: Warehouse, collected: TempTable, source: Source, replac
     first = (f"AND NOT EXISTS (SELECT 1 FROM {c} f WHERE f.request_key = c.request_key AND f.outcome = 'ok' "
              "AND f.shard_id < c.shard_id)" if twice else "")
     answers = f"FROM {c} c WHERE true" if appended else wh.unstored_sql(c, wh.state_table("answers"), ("request_key",))
-    wh.execute(
+    wh.insert_new(
         f"""INSERT INTO {wh.log_table('answers')}
         SELECT c.request_key, c.answer, ?, ?, c.shard_id, now(), c.prompt_tokens, c.completion_tokens, c.cached_tokens,
                ?

@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import psycopg
-from psycopg.types.string import TextBinaryLoader, TextLoader
-from psycopg.types.uuid import UUIDBinaryLoader
 
 from llmt import logs
 from llmt.console import Reporter
@@ -117,11 +115,6 @@ class PostgresWarehouse(Warehouse):
 
     def _open(self) -> psycopg.Connection[tuple[Any, ...]]:
         conn = connect(self.params, self.target, self.application)
-        for name in ("json", "jsonb", "uuid"):  # texts, as DuckDB hands them over (and as keys.py keys them)
-            conn.adapters.register_loader(name, TextLoader)
-        conn.adapters.register_loader("json", TextBinaryLoader)
-        conn.adapters.register_loader("jsonb", _JsonbBinaryText)
-        conn.adapters.register_loader("uuid", _UuidBinaryText)
         try:
             conn.execute("SET extra_float_digits = 1")  # doubles in text results exact (the default since 12)
             if self.config.statement_timeout:
@@ -248,6 +241,17 @@ class PostgresWarehouse(Warehouse):
 
     def execute(self, sql: str, params: Params = None, *, where: str | None = None) -> None:
         self._cursor(sql, params, where)
+
+    def insert_new(self, sql: str, params: Params = None, *, where: str | None = None) -> None:
+        # without nested loops: a table analyzed while empty is planned as one row, and a nested loop would scan
+        # it again for each row while the statement grows it (quadratic: a 1M collect ran for hours); a hash
+        # reads it once. (In a transaction the statement's failure aborted, the rollback undoes the SET.)
+        self.execute("SET enable_nestloop = off")
+        try:
+            self.execute(sql, params, where=where)
+        finally:
+            if self._conn is not None and self._conn.info.transaction_status != psycopg.pq.TransactionStatus.INERROR:
+                self.execute("RESET enable_nestloop")
 
     def fetchall(self, sql: str, params: Params = None, *, where: str | None = None) -> list[tuple[Any, ...]]:
         return self._cursor(sql, params, where).fetchall()
@@ -589,14 +593,3 @@ class PostgresWarehouse(Warehouse):
     def field_sql(self, struct: str, name: str) -> str:
         return f"({struct}).{self.quote(name)}"
 
-
-class _JsonbBinaryText(TextBinaryLoader):
-    """jsonb as its text (the binary form is a version byte, then the text)."""
-
-    def load(self, data: Any) -> str:
-        return bytes(data[1:]).decode()
-
-
-class _UuidBinaryText(UUIDBinaryLoader):
-    def load(self, data: Any) -> str:  # type: ignore[override]
-        return str(super().load(data))

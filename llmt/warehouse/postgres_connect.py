@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.types.string import TextBinaryLoader, TextLoader
+from psycopg.types.uuid import UUIDBinaryLoader
 
 from llmt import logs
 from llmt.errors import ConfigError, LockTimeout
@@ -77,8 +79,8 @@ def describe_location(config: PostgresConfig) -> str:
 
 
 def connect(params: dict[str, Any], target: str, application: str) -> psycopg.Connection[tuple[Any, ...]]:
-    """An autocommit connection to the server (llmt begins its own transactions), or a ConfigError that names
-    the target and what to check (exit 2), without the password."""
+    """An autocommit connection to the server (llmt begins its own transactions) that reads json, jsonb and uuid
+    values as texts, or a ConfigError that names the target and what to check (exit 2), without the password."""
     for secret in secrets_of(params):
         logs.secret(secret)  # never written to the log, wherever it would show up
     try:
@@ -91,6 +93,11 @@ def connect(params: dict[str, Any], target: str, application: str) -> psycopg.Co
             hint="Check the server is running and reachable, and the target's dsn/host/port/user/dbname (and the "
             "password: `password:` with env_var(), PGPASSWORD or ~/.pgpass).",
         ) from None
+    for name in ("json", "jsonb", "uuid"):  # texts, as DuckDB hands them over (and as keys.py keys them)
+        conn.adapters.register_loader(name, TextLoader)
+    conn.adapters.register_loader("json", TextBinaryLoader)
+    conn.adapters.register_loader("jsonb", _JsonbBinaryText)
+    conn.adapters.register_loader("uuid", _UuidBinaryText)
     version = conn.info.server_version
     if version < MIN_VERSION:
         conn.close()
@@ -143,3 +150,15 @@ def _holder(conn: psycopg.Connection[tuple[Any, ...]], key: int) -> str:
     if row is None:
         return "a session that has just let go"
     return f"'{row[0]}', server PID {row[1]} from {row[2]}, connected since {row[3]:%Y-%m-%d %H:%M:%S %Z}"
+
+
+class _JsonbBinaryText(TextBinaryLoader):
+    """jsonb as its text (the binary form is a version byte, then the text)."""
+
+    def load(self, data: Any) -> str:
+        return bytes(data[1:]).decode()
+
+
+class _UuidBinaryText(UUIDBinaryLoader):
+    def load(self, data: Any) -> str:  # type: ignore[override]
+        return str(super().load(data))

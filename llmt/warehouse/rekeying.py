@@ -70,7 +70,7 @@ def copy_answers(wh: Warehouse, rekey: TempTable) -> int:
     (when that key has none yet); returns how many were copied."""
     answers = wh.state_table("answers")
     before = int(wh.scalar(f"SELECT count(*) FROM {answers}") or 0)
-    wh.execute(f"""INSERT INTO {answers}
+    wh.insert_new(f"""INSERT INTO {answers}
         SELECT r.new_key, a.answer, a.model, a.node, a.shard_id, a.answered_at, a.prompt_tokens,
                a.completion_tokens, a.cached_tokens, r.kind
         FROM (SELECT DISTINCT new_key, old_key, kind FROM {rekey.name} WHERE provider = kind) r

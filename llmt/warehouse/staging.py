@@ -92,7 +92,7 @@ def stage(wh: Warehouse, store: StateStore, inputs: Inputs, described: Sequence[
             wh.execute(f"DELETE FROM {table} s WHERE NOT EXISTS (SELECT 1 FROM {rows.name} k WHERE {same} "
                        "AND k._llmt_row_hash = s._llmt_row_hash)")
             # what is left staged is unchanged: every other row of the select is new or changed
-            wh.execute(f"INSERT INTO {table} {keyed_select(wh, inputs, described, row_hash=True)} WHERE NOT EXISTS "
+            wh.insert_new(f"INSERT INTO {table} {keyed_select(wh, inputs, described, row_hash=True)} WHERE NOT EXISTS "
                        f"(SELECT 1 FROM {table} s WHERE "
                        + " AND ".join(f"s.{wh.quote(k)} = _llmt_select.{wh.quote(k)}" for k in inputs.unique_key)
                        + ")", where=inputs.where)
