@@ -106,7 +106,7 @@ def build_output(wh: Warehouse, store: StateStore, out: Output, since_run: str |
     if staged is not None:
         value = {**staged, "output": built, "shape": shape, "attempts": attempts, "counts_out": counts}
         if out.escalated is None:  # a row is ok exactly when its request has an answer: the next run's input counts
-            value = with_input_counts(wh, value, (sum(counts.values()), counts["ok"], shared), stored[:2])
+            value = with_input_counts(value, (sum(counts.values()), counts["ok"], shared), stored[:2])
         store.set_fingerprint("stage", name, value)
     return counts
 

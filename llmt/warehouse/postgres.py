@@ -245,12 +245,14 @@ class PostgresWarehouse(Warehouse):
     def insert_new(self, sql: str, params: Params = None, *, where: str | None = None) -> None:
         # without nested loops: a table analyzed while empty is planned as one row, and a nested loop would scan
         # it again for each row while the statement grows it (quadratic: 896k rows ran for over ten minutes); a hash
-        # reads it once. (In a transaction the statement's failure aborted, the rollback undoes the SET.)
+        # reads it once. (After a failure, the rollback of the transaction it aborted undoes the SET, and a lost
+        # connection takes it along.)
         self.execute("SET enable_nestloop = off")
         try:
             self.execute(sql, params, where=where)
         finally:
-            if self._conn is not None and self._conn.info.transaction_status != psycopg.pq.TransactionStatus.INERROR:
+            if self._conn is not None and self._conn.info.transaction_status in (
+                    psycopg.pq.TransactionStatus.IDLE, psycopg.pq.TransactionStatus.INTRANS):
                 self.execute("RESET enable_nestloop")
 
     def fetchall(self, sql: str, params: Params = None, *, where: str | None = None) -> list[tuple[Any, ...]]:

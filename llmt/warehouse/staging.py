@@ -93,9 +93,9 @@ def stage(wh: Warehouse, store: StateStore, inputs: Inputs, described: Sequence[
                        "AND k._llmt_row_hash = s._llmt_row_hash)")
             # what is left staged is unchanged: every other row of the select is new or changed
             wh.insert_new(f"INSERT INTO {table} {keyed_select(wh, inputs, described, row_hash=True)} WHERE NOT EXISTS "
-                       f"(SELECT 1 FROM {table} s WHERE "
-                       + " AND ".join(f"s.{wh.quote(k)} = _llmt_select.{wh.quote(k)}" for k in inputs.unique_key)
-                       + ")", where=inputs.where)
+                          f"(SELECT 1 FROM {table} s WHERE "
+                          + " AND ".join(f"s.{wh.quote(k)} = _llmt_select.{wh.quote(k)}" for k in inputs.unique_key)
+                          + ")", where=inputs.where)
         finally:
             wh.drop_temp(rows)
     _record_stage(store, inputs, staged, layout, _fingerprint(wh, table))
@@ -206,9 +206,10 @@ def input_counts(wh: Warehouse, store: StateStore, source: str, node: str | None
     For a staged model (``node``) the counts are remembered with the stage and reused while neither the staged
     rows nor the stored answers changed (the output build remembers them too: see `with_input_counts`)."""
     staged = staged_fingerprint(wh, store, node) if node else None
+    answers = _answers_stats(wh) if staged is not None else ()
     if staged is not None:
         cached = staged.get("counts")
-        if isinstance(cached, dict) and cached.get("key") == _counts_key(wh, staged):
+        if isinstance(cached, dict) and cached.get("key") == _counts_key(staged, answers):
             rows, answered, dedup = cached["value"]
             return int(rows), int(answered), int(dedup)
     row = wh.fetchone(
@@ -219,21 +220,23 @@ def input_counts(wh: Warehouse, store: StateStore, source: str, node: str | None
     assert row is not None
     counts = int(row[0]), int(row[1]), int(row[2])
     if staged is not None and node is not None:
-        store.set_fingerprint("stage", node, with_input_counts(wh, staged, counts))
+        store.set_fingerprint("stage", node, with_input_counts(staged, counts, answers))
     return counts
 
 
-def with_input_counts(wh: Warehouse, staged: dict[str, Any], counts: tuple[int, int, int],
-                      answers: Sequence[Any] | None = None) -> dict[str, Any]:
+def _answers_stats(wh: Warehouse) -> Sequence[Any]:
+    """The stored answers' count and latest `answered_at` (of their log: it grows when they change)."""
+    return wh.fetchone(f"SELECT count(*), max(answered_at) FROM {wh.log_table('answers')}") or ()
+
+
+def with_input_counts(staged: dict[str, Any], counts: tuple[int, int, int], answers: Sequence[Any]) -> dict[str, Any]:
     """The stage's fingerprint ``staged`` with ``counts`` (what `input_counts` gives for its rows and the
-    answers stored now) remembered; ``answers``: their count and latest `answered_at`, when the caller read them."""
-    return {**staged, "counts": {"key": _counts_key(wh, staged, answers), "value": list(counts)}}
+    answers stored now, ``answers``: `_answers_stats`, read before the counts) remembered."""
+    return {**staged, "counts": {"key": _counts_key(staged, answers), "value": list(counts)}}
 
 
-def _counts_key(wh: Warehouse, staged: dict[str, Any], answers: Sequence[Any] | None = None) -> str:
+def _counts_key(staged: dict[str, Any], answers: Sequence[Any]) -> str:
     """What input counts are valid for: the staged rows, and the stored answers (count, latest)."""
-    if answers is None:
-        answers = wh.fetchone(f"SELECT count(*), max(answered_at) FROM {wh.log_table('answers')}") or ()
     return json.dumps([staged.get("layout"), staged.get("rows"), list(answers)], default=str)
 
 
